@@ -1,0 +1,100 @@
+"""The small interface both engines (MLX, llama.cpp) implement, and the events they produce.
+
+The API layer builds the prompt text (chat template applied), wraps it in a GenerationRequest and
+reads GenerationEvents back; it never touches tokens, logits or engine internals.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from mlxserve.sampling.params import SamplingParams
+
+
+class EngineError(Exception):
+    """A failure inside an engine; the API turns it into an OpenAI-shaped error."""
+
+    status = 500
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot serve right now (child process died, model unloading)."""
+
+    status = 503
+
+
+class InvalidRequest(EngineError):
+    """A request value that only the engine can check (a logit_bias id beyond the vocabulary)."""
+
+    status = 422
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str | list[int]  # text (tokenized by the engine) or token ids
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = None  # None: until the context window is full
+    stop: list[str] = field(default_factory=list)  # never part of the output
+    add_special_tokens: bool = True  # False when a chat template already wrote BOS
+    request_id: str = ""
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int = 0
+    time_to_first_token: float = 0.0  # seconds from request arrival to the first token
+    generation_time: float = 0.0  # seconds from the first token to the last
+    stop_reason: str = "eosFound"  # eosFound | stopStringFound | maxPredictedTokensReached
+
+    @property
+    def tokens_per_second(self) -> float:
+        if self.completion_tokens <= 1 or self.generation_time <= 0:
+            return 0.0
+        return (self.completion_tokens - 1) / self.generation_time
+
+    @property
+    def finish_reason(self) -> str:
+        return "length" if self.stop_reason == "maxPredictedTokensReached" else "stop"
+
+
+@dataclass
+class GenerationEvent:
+    text: str = ""  # text produced since the previous event
+    token_ids: list[int] = field(default_factory=list)  # tokens behind `text`
+    stats: GenerationStats | None = None  # set on the final event only
+
+    @property
+    def is_final(self) -> bool:
+        return self.stats is not None
+
+
+class EngineModel(abc.ABC):
+    """One loaded model on one engine. Created by the registry, closed on unload."""
+
+    engine_name: str = ""  # "mlx" or "llama.cpp"
+    context_length: int = 0  # tokens the loaded model accepts, prompt and output together
+
+    @abc.abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        """Stream events; the last carries stats. Closing the iterator early cancels the request
+        within one token."""
+
+    @abc.abstractmethod
+    async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        """Token ids exactly as generate() would see them."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Free the model's memory and stop its thread or child process."""
+
+    def runtime_info(self) -> dict:
+        """Engine name, version and formats, for /api/v0 responses."""
+        return {"name": self.engine_name, "version": "", "supported_formats": []}

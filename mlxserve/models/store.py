@@ -1,0 +1,82 @@
+"""The model store on disk: `<models_dir>/<publisher>/<name>/`, each with an `mlxserve.json`.
+
+An MLX model directory holds config.json, model*.safetensors, tokenizer files and mlxserve.json.
+A GGUF model directory holds one .gguf file and mlxserve.json with format "gguf".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+MANIFEST = "mlxserve.json"
+
+
+def mlxserve_home() -> Path:
+    return Path(os.environ.get("MLXSERVE_HOME", Path.home() / ".mlxserve")).expanduser()
+
+
+def default_models_dir() -> Path:
+    override = os.environ.get("MLXSERVE_MODELS_DIR")
+    return Path(override).expanduser() if override else mlxserve_home() / "models"
+
+
+@dataclass
+class ModelRecord:
+    """What mlxserve.json says about a model, plus where it lives."""
+
+    id: str  # publisher/name
+    format: str  # "mlx" or "gguf"
+    architecture: str  # GGUF/llama.cpp name: gemma3, llama, qwen2, bert, ...
+    type: str = "llm"  # llm | vlm | embeddings
+    quantization: str = "none"  # 4bit, 8bit, bf16, f16, f32, or a GGUF type such as Q4_K_M
+    max_context_length: int = 0
+    source: str = ""  # what it was converted or imported from
+    path: str = ""  # the model directory (not stored in the manifest)
+    gguf_file: str = ""  # file name inside the directory, for format "gguf"
+
+    def manifest(self) -> dict:
+        data = asdict(self)
+        data.pop("path")
+        return data
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.path)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.directory.iterdir() if f.is_file())
+
+
+def write_manifest(model_dir: Path, record: ModelRecord) -> None:
+    (model_dir / MANIFEST).write_text(json.dumps(record.manifest(), indent=2) + "\n")
+
+
+def read_record(model_dir: Path) -> ModelRecord:
+    data = json.loads((model_dir / MANIFEST).read_text())
+    known = {f.name for f in fields(ModelRecord)}
+    return ModelRecord(**{k: v for k, v in data.items() if k in known}, path=str(model_dir))
+
+
+def model_dir_for(models_dir: Path, model_id: str) -> Path:
+    publisher, _, name = model_id.partition("/")
+    if not publisher or not name or "/" in name or ".." in (publisher, name):
+        raise ValueError(f"model id must look like publisher/name, got {model_id!r}")
+    return models_dir / publisher / name
+
+
+def list_models(models_dir: Path) -> list[ModelRecord]:
+    if not models_dir.is_dir():
+        return []
+    return [read_record(m.parent) for m in sorted(models_dir.glob(f"*/*/{MANIFEST}"))]
+
+
+def find_model(models_dir: Path, model_id: str) -> ModelRecord | None:
+    try:
+        model_dir = model_dir_for(models_dir, model_id)
+    except ValueError:
+        return None
+    return read_record(model_dir) if (model_dir / MANIFEST).is_file() else None
