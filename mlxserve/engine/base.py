@@ -35,6 +35,20 @@ class InvalidRequest(EngineError):
         self.param = param
 
 
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt alone fills the loaded context window."""
+
+    status = 400
+
+    def __init__(self, prompt_tokens: int, context_length: int):
+        super().__init__(
+            f"the prompt has {prompt_tokens} tokens, which leaves no room in the model's "
+            f"{context_length}-token context",
+            param="messages",
+        )
+        self.code = "context_length_exceeded"
+
+
 @dataclass
 class GenerationRequest:
     prompt: str | list[int]  # text (tokenized by the engine) or token ids
@@ -81,6 +95,10 @@ class EngineModel(abc.ABC):
 
     engine_name: str = ""  # "mlx" or "llama.cpp"
     context_length: int = 0  # tokens the loaded model accepts, prompt and output together
+    vocab_size: int | None = None  # for validating logit_bias token ids
+    chat_template: str | None = None  # the model's own template, if it ships one
+    bos_token: str = ""  # special-token strings that chat templates refer to
+    eos_token: str = ""
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:

@@ -1,0 +1,24 @@
+"""Request bodies parsed into protocol models as early as possible."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from pydantic import BaseModel
+from quart import request
+
+from mlxserve.api.errors import APIError
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+async def parse_body(model: type[Model]) -> Model:
+    raw = await request.get_data()
+    try:
+        data = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"request body is not valid JSON: {exc}", None, "invalid_json") from exc
+    if not isinstance(data, dict):
+        raise APIError(400, "request body must be a JSON object", None, "invalid_json")
+    return model.model_validate(data)

@@ -1,0 +1,165 @@
+"""Request models for the OpenAI-compatible endpoints, fields in the order of OpenAI's reference,
+then the LM Studio extensions. Unknown fields are accepted and logged, never rejected."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mlxserve.sampling.params import (
+    DEFAULT_MIN_P,
+    DEFAULT_REPEAT_PENALTY,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    SamplingParams,
+)
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIModel(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _log_unknown_fields(self):
+        if self.model_extra:
+            log.info("ignoring unsupported fields: %s", ", ".join(sorted(self.model_extra)))
+        return self
+
+
+class StreamOptions(OpenAIModel):
+    include_usage: bool = False
+
+
+class SamplingFields(OpenAIModel):
+    """Fields shared by every generating endpoint."""
+
+    model: str
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    max_tokens: int | None = None  # -1 or absent: until the context is full
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1, le=1)
+    user: str | None = None
+    # LM Studio extensions
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repeat_penalty: float | None = Field(None, gt=0)
+    ttl: int | None = Field(None, gt=0)  # seconds a JIT-loaded model may stay idle
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _max_tokens_positive(cls, value: int | None) -> int | None:
+        if value is not None and value != -1 and value < 1:
+            raise ValueError("must be -1 (until the context is full) or at least 1")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias_keys(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not key.lstrip("-").isdigit():
+                raise ValueError(f"keys must be token ids, got {key!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"bias for token {key} must be in [-100, 100], got {bias}")
+        return value
+
+    @property
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    @property
+    def token_limit(self) -> int | None:
+        return None if self.max_tokens in (None, -1) else self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def to_sampling_params(self) -> SamplingParams:
+        def pick(value, default):
+            return default if value is None else value
+
+        return SamplingParams(
+            temperature=pick(self.temperature, DEFAULT_TEMPERATURE),
+            top_p=pick(self.top_p, DEFAULT_TOP_P),
+            top_k=pick(self.top_k, DEFAULT_TOP_K),
+            min_p=pick(self.min_p, DEFAULT_MIN_P),
+            repeat_penalty=pick(self.repeat_penalty, DEFAULT_REPEAT_PENALTY),
+            presence_penalty=pick(self.presence_penalty, 0.0),
+            frequency_penalty=pick(self.frequency_penalty, 0.0),
+            logit_bias={int(k): v for k, v in (self.logit_bias or {}).items()},
+            seed=self.seed,
+        )
+
+
+class ContentPart(OpenAIModel):
+    type: Literal["text", "image_url", "input_text", "input_image"]
+    text: str | None = None
+    image_url: Any = None
+
+
+class ChatMessage(OpenAIModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    def template_dict(self) -> dict[str, Any]:
+        """The message as chat templates expect it: text parts joined, system for developer."""
+        message = self.model_dump(exclude_none=True, exclude={"content"})
+        message["role"] = "system" if self.role == "developer" else self.role
+        message["content"] = self.text
+        return message
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text or "" for part in self.content if part.type == "text")
+        return self.content or ""
+
+    @property
+    def has_images(self) -> bool:
+        return isinstance(self.content, list) and any(
+            part.type in ("image_url", "input_image") for part in self.content
+        )
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+
+    @model_validator(mode="after")
+    def _newer_token_limit_name(self):
+        if self.max_completion_tokens is not None and self.max_tokens is None:
+            self.max_tokens = self._max_tokens_positive(self.max_completion_tokens)
+        return self
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[int] | list[str] = Field(min_length=1)
+    echo: bool = False
+    max_tokens: int | None = 16  # OpenAI's default for completions
+
+    @field_validator("prompt")
+    @classmethod
+    def _single_prompt(cls, value):
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            if len(value) != 1:
+                raise ValueError("one prompt per request is supported; send a string")
+            return value[0]
+        return value

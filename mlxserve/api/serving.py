@@ -1,0 +1,101 @@
+"""Turning a parsed request into a GenerationRequest on a loaded model, and running it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from mlxserve.api.errors import APIError
+from mlxserve.api.formatting import ResponseShape
+from mlxserve.api.prompts import chat_template_for, render_chat
+from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from mlxserve.engine.base import GenerationEvent, GenerationRequest, GenerationStats
+from mlxserve.models.registry import LoadedModel, ModelRegistry
+from mlxserve.sampling.validation import validate_sampling
+
+
+@dataclass
+class PreparedGeneration:
+    loaded: LoadedModel
+    request: GenerationRequest
+    shape: ResponseShape
+
+
+async def prepare_chat(registry: ModelRegistry, body: ChatCompletionRequest) -> PreparedGeneration:
+    loaded = await registry.resolve(body.model)
+    if any(message.has_images for message in body.messages):
+        raise APIError(400, f"model '{loaded.identifier}' does not accept images", "messages",
+                       "images_not_supported")
+    engine = loaded.engine
+    template = chat_template_for(engine.chat_template, loaded.record.architecture)
+    prompt = render_chat(
+        template,
+        [message.template_dict() for message in body.messages],
+        bos_token=engine.bos_token,
+        eos_token=engine.eos_token,
+        tools=body.tools,
+    )
+    # The template writes BOS itself, so the tokenizer must not add another.
+    request = _generation_request(loaded, body, prompt, add_special_tokens=False)
+    return PreparedGeneration(loaded, request, ResponseShape("chat", loaded.identifier))
+
+
+async def prepare_completion(registry: ModelRegistry, body: CompletionRequest) -> PreparedGeneration:
+    loaded = await registry.resolve(body.model)
+    request = _generation_request(loaded, body, body.prompt, add_special_tokens=True)
+    return PreparedGeneration(loaded, request, ResponseShape("text", loaded.identifier))
+
+
+def _generation_request(
+    loaded: LoadedModel, body: SamplingFields, prompt, add_special_tokens: bool
+) -> GenerationRequest:
+    sampling = body.to_sampling_params()
+    validate_sampling(sampling, loaded.engine.vocab_size)
+    context = loaded.engine.context_length
+    if body.token_limit is not None and body.token_limit > context:
+        raise APIError(
+            422,
+            f"max_tokens must be at most the loaded context length {context}, "
+            f"got {body.token_limit}",
+            "max_tokens",
+            "invalid_value",
+        )
+    return GenerationRequest(
+        prompt=prompt,
+        sampling=sampling,
+        max_tokens=body.token_limit,
+        stop=body.stop_list,
+        add_special_tokens=add_special_tokens,
+    )
+
+
+async def run_to_end(prepared: PreparedGeneration) -> tuple[str, GenerationStats]:
+    parts, stats = [], None
+    async for event in generate(prepared):
+        parts.append(event.text)
+        stats = event.stats or stats
+    return "".join(parts), stats
+
+
+async def generate(prepared: PreparedGeneration) -> AsyncIterator[GenerationEvent]:
+    """The engine's events, with the model marked busy so it is not unloaded mid-request."""
+    loaded = prepared.loaded
+    loaded.active_requests += 1
+    try:
+        async for event in loaded.engine.generate(prepared.request):
+            yield event
+    finally:
+        loaded.active_requests -= 1
+
+
+async def stream_chunks(prepared: PreparedGeneration, include_usage: bool) -> AsyncIterator[dict]:
+    shape = prepared.shape
+    if shape.kind == "chat":
+        yield shape.chunk(None, role=True)
+    async for event in generate(prepared):
+        if event.text:
+            yield shape.chunk(event.text)
+        if event.stats:
+            yield shape.chunk(None, finish_reason=event.stats.finish_reason)
+            if include_usage:
+                yield shape.usage_chunk(event.stats)

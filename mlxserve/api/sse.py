@@ -1,0 +1,38 @@
+"""Server-sent events: one `data:` line per JSON object, `data: [DONE]` at the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from quart import Response, make_response
+
+from mlxserve.api.errors import from_exception
+
+log = logging.getLogger(__name__)
+
+
+def encode(payload: dict | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+async def sse_response(events: AsyncIterator[dict], done_marker: bool = True) -> Response:
+    """Stream dicts as SSE; an error mid-stream becomes an OpenAI error event, not a dropped socket."""
+
+    async def body():
+        try:
+            async for payload in events:
+                yield encode(payload)
+        except Exception as exc:  # noqa: BLE001 - reported to the client in-band
+            yield encode(from_exception(exc).body())
+            return
+        if done_marker:
+            yield encode("[DONE]")
+
+    response = await make_response(
+        body(), {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    response.timeout = None  # a long generation must not be cut by Quart's response timeout
+    return response

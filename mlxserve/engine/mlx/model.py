@@ -1,0 +1,108 @@
+"""The MLX engine: a loaded model served by its own runner thread."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import mlx.core as mx
+
+from mlxserve.engine.base import (
+    ContextLengthExceeded,
+    EngineModel,
+    GenerationEvent,
+    GenerationRequest,
+)
+from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
+from mlxserve.engine.mlx.runner import BatchRunner
+from mlxserve.engine.mlx.sequence import Sequence
+from mlxserve.models.store import ModelRecord
+from mlxserve.sampling.sampler import Sampler
+
+DEFAULT_CONTEXT_LENGTH = 4096
+
+
+class MLXModel(EngineModel):
+    engine_name = "mlx"
+
+    def __init__(self, runner: BatchRunner, tokenizer, vocab_size: int, context_length: int):
+        self._runner = runner
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.context_length = context_length
+        self.eos_token_ids = frozenset(tokenizer.eos_token_ids)
+        self.chat_template = tokenizer.chat_template
+        self.bos_token = tokenizer.bos_token or ""
+        self.eos_token = tokenizer.eos_token or ""
+
+    @classmethod
+    async def load(
+        cls, record: ModelRecord, *, context_length: int | None = None, max_batch_size: int = 8
+    ) -> MLXModel:
+        path = Path(record.path)
+        runner = BatchRunner(lambda: _load_weights(path), max_batch_size=max_batch_size)
+        model, tokenizer = await asyncio.wrap_future(runner.start())
+        limit = record.max_context_length or DEFAULT_CONTEXT_LENGTH
+        loaded_context = min(context_length or DEFAULT_CONTEXT_LENGTH, limit)
+        return cls(runner, tokenizer, _vocab_size(path), loaded_context)
+
+    @property
+    def active_sequences(self) -> int:
+        return self._runner.active_count
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        prompt = request.prompt
+        if isinstance(prompt, str):
+            prompt = await self.tokenize(prompt, add_special_tokens=request.add_special_tokens)
+        room = self.context_length - len(prompt)
+        if room <= 0 or not prompt:
+            raise ContextLengthExceeded(len(prompt), self.context_length)
+        events: asyncio.Queue = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        sequence = Sequence(
+            request=request,
+            prompt_tokens=list(prompt),
+            max_tokens=min(request.max_tokens or room, room),
+            emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            sampler=Sampler(request.sampling, self.vocab_size),
+            detokenizer=IncrementalDetokenizer(self.tokenizer),
+            eos_token_ids=self.eos_token_ids,
+        )
+        self._runner.submit(sequence)
+        try:
+            while True:
+                event = await events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if event.is_final:
+                    return
+        finally:
+            sequence.cancelled.set()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._runner.stop)
+
+    def runtime_info(self) -> dict:
+        return {
+            "name": "mlx",
+            "version": mx.__version__,
+            "device": str(mx.default_device()),
+            "supported_formats": ["safetensors"],
+        }
+
+
+def _load_weights(path: Path):
+    from mlx_lm import load  # imported on the runner thread that will own the arrays
+
+    return load(str(path))
+
+
+def _vocab_size(path: Path) -> int:
+    config = json.loads((path / "config.json").read_text())
+    return int(config.get("vocab_size") or config["text_config"]["vocab_size"])

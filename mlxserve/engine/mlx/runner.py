@@ -1,0 +1,172 @@
+"""The one thread that owns a model's MLX state: loading, prefill, batched decode, prompt cache.
+
+Sequences arrive through a queue and are admitted between decode steps (continuous batching):
+each new prompt is prefilled into its own cache, which is then merged into the batch cache, and
+every decode step runs all active sequences through the model at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
+
+from mlxserve.engine.mlx.sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds memory and decode stalls
+PROMPT_CACHE_ENTRIES = 8
+CACHE_KEY = "model"  # one runner serves one model, so every entry shares this key
+
+
+class BatchRunner:
+    def __init__(self, load_model, max_batch_size: int = 8):
+        self._load_model = load_model  # called on the runner thread; returns (model, tokenizer)
+        self.max_batch_size = max_batch_size
+        self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
+        self._inbox: queue.Queue[Sequence | None] = queue.Queue()
+        self._waiting: list[Sequence] = []
+        self._active: list[Sequence] = []
+        self._batch_cache: list | None = None
+        self._prompt_cache = LRUPromptCache(max_size=PROMPT_CACHE_ENTRIES)
+        self._thread = threading.Thread(target=self._run, name="mlx-runner", daemon=True)
+
+    def start(self) -> Future:
+        self._thread.start()
+        return self.ready
+
+    @property
+    def active_count(self) -> int:
+        """Sequences admitted or waiting; read from other threads for status reports."""
+        return len(self._active) + len(self._waiting) + self._inbox.qsize()
+
+    def submit(self, sequence: Sequence) -> None:
+        self._inbox.put(sequence)
+
+    def stop(self) -> None:
+        self._inbox.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            self.model, self.tokenizer = self._load_model()
+        except BaseException as exc:  # noqa: BLE001 - reported to the loader, not swallowed
+            self.ready.set_exception(exc)
+            return
+        self.ready.set_result((self.model, self.tokenizer))
+        while self._collect_new(block=not self._active):
+            self._admit_waiting()
+            if self._active:
+                self._guarded(self._decode_step, self._active)
+        self._fail_all(RuntimeError("model unloaded"))
+
+    def _collect_new(self, block: bool) -> bool:
+        """Move queued sequences into the waiting list; False once stop() was called."""
+        try:
+            item = self._inbox.get(block=block and not self._waiting)
+            while True:
+                if item is None:
+                    return False
+                self._waiting.append(item)
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            return True
+
+    def _admit_waiting(self) -> None:
+        while self._waiting and len(self._active) < self.max_batch_size:
+            sequence = self._waiting.pop(0)
+            if not sequence.cancelled.is_set():
+                self._guarded(self._prefill, [sequence], sequence)
+
+    def _guarded(self, step, sequences: list[Sequence], *args) -> None:
+        """Run a step; an exception ends the sequences it touched with that error, not the thread."""
+        try:
+            step(*args)
+        except Exception as exc:  # noqa: BLE001 - every failure must reach its client
+            log.exception("generation step failed")
+            for sequence in sequences:
+                sequence.emit(exc)
+            if step == self._decode_step:
+                self._active, self._batch_cache = [], None
+
+    def _prefill(self, sequence: Sequence) -> None:
+        cache, remaining = self._prompt_cache.fetch_nearest_cache(
+            CACHE_KEY, sequence.prompt_tokens[:-1]
+        )
+        cache = cache or make_prompt_cache(self.model)
+        remaining = remaining + sequence.prompt_tokens[-1:]
+        sequence.cached_prompt_tokens = len(sequence.prompt_tokens) - len(remaining)
+        sequence.sampler.feed_prompt(sequence.prompt_tokens)
+        chunks = [remaining[i : i + PREFILL_CHUNK] for i in range(0, len(remaining), PREFILL_CHUNK)]
+        for chunk in chunks[:-1]:
+            self.model(mx.array([chunk]), cache=cache)
+            mx.eval([c.state for c in cache])
+            if sequence.cancelled.is_set():
+                return
+        logits = self.model(mx.array([chunks[-1]]), cache=cache)[:, -1, :]
+        sequence.accept(sequence.sampler.sample(_as_numpy(logits)[0]))
+        if sequence.finished:
+            self._retire(sequence, [c for c in cache])
+            return
+        self._join_batch(sequence, cache)
+
+    def _join_batch(self, sequence: Sequence, cache: list) -> None:
+        single = [type(c).merge([c]) for c in cache]
+        if self._batch_cache is None:
+            self._batch_cache = single
+        else:
+            for batch_layer, new_layer in zip(self._batch_cache, single):
+                batch_layer.extend(new_layer)
+        self._active.append(sequence)
+
+    def _decode_step(self) -> None:
+        self._drop(i for i, s in enumerate(self._active) if s.cancelled.is_set())
+        if not self._active:
+            return
+        inputs = mx.array([s.last_token for s in self._active])
+        logits = _as_numpy(self.model(inputs[:, None], cache=self._batch_cache)[:, -1, :])
+        finished = []
+        for row, sequence in enumerate(self._active):
+            sequence.accept(sequence.sampler.sample(logits[row]))
+            if sequence.finished:
+                finished.append(row)
+        for row in finished:
+            sequence = self._active[row]
+            self._retire(sequence, [c.extract(row) for c in self._batch_cache])
+        self._drop(finished)
+
+    def _drop(self, rows) -> None:
+        rows = set(rows)
+        if not rows:
+            return
+        keep = [i for i in range(len(self._active)) if i not in rows]
+        self._active = [self._active[i] for i in keep]
+        if not keep:
+            self._batch_cache = None
+            return
+        for layer in self._batch_cache:
+            layer.filter(mx.array(keep))
+
+    def _retire(self, sequence: Sequence, cache: list) -> None:
+        """Finish a sequence and keep its cache so a follow-up request can reuse the prefix."""
+        sequence.finish()
+        self._prompt_cache.insert_cache(CACHE_KEY, sequence.processed_tokens, cache)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for sequence in self._active + self._waiting:
+            sequence.emit(exc)
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if item is not None:
+                item.emit(exc)
+
+
+def _as_numpy(logits: mx.array) -> np.ndarray:
+    """Float32 logits as a NumPy view: the C sampler reads the buffer without another copy."""
+    return np.asarray(logits.astype(mx.float32), dtype=np.float32)

@@ -1,0 +1,83 @@
+"""One request's state inside the MLX runner: tokens, sampler, text, stop checks and timing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mlxserve.engine.base import GenerationEvent, GenerationRequest, GenerationStats
+from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
+from mlxserve.engine.stops import StopStringMatcher
+from mlxserve.sampling.sampler import Sampler
+
+Emit = Callable[[GenerationEvent | BaseException], None]
+
+
+@dataclass
+class Sequence:
+    request: GenerationRequest
+    prompt_tokens: list[int]
+    max_tokens: int
+    emit: Emit  # thread-safe hand-off to the request's asyncio queue
+    sampler: Sampler
+    detokenizer: IncrementalDetokenizer
+    eos_token_ids: frozenset[int]
+    arrived: float = field(default_factory=time.perf_counter)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    generated: list[int] = field(default_factory=list)
+    cached_prompt_tokens: int = 0
+    first_token_at: float = 0.0
+    last_token_at: float = 0.0
+    stop_reason: str | None = None
+
+    def __post_init__(self):
+        self.stops = StopStringMatcher(self.request.stop)
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+    @property
+    def last_token(self) -> int:
+        return self.generated[-1]
+
+    @property
+    def processed_tokens(self) -> list[int]:
+        """Tokens whose keys and values are in the cache (the last sampled one is not yet)."""
+        return self.prompt_tokens + self.generated[:-1]
+
+    def accept(self, token: int) -> None:
+        """Record a sampled token, emit its text, and decide whether the sequence ends here."""
+        now = time.perf_counter()
+        self.first_token_at = self.first_token_at or now
+        self.last_token_at = now
+        self.generated.append(token)
+        if token in self.eos_token_ids:
+            self.stop_reason = "eosFound"
+            return
+        text = self.stops.feed(self.detokenizer.add(token))
+        if self.stops.stopped:
+            self.stop_reason = "stopStringFound"
+        elif len(self.generated) >= self.max_tokens:
+            self.stop_reason = "maxPredictedTokensReached"
+        if text:
+            self.emit(GenerationEvent(text=text, token_ids=[token]))
+
+    def finish(self) -> None:
+        """Send the held-back text and the final event with exact counts and timings."""
+        tail = self.stops.flush()
+        if tail:
+            self.emit(GenerationEvent(text=tail))
+        self.emit(GenerationEvent(stats=self.stats()))
+
+    def stats(self) -> GenerationStats:
+        return GenerationStats(
+            prompt_tokens=len(self.prompt_tokens),
+            completion_tokens=len(self.generated),
+            cached_prompt_tokens=self.cached_prompt_tokens,
+            time_to_first_token=self.first_token_at - self.arrived,
+            generation_time=self.last_token_at - self.first_token_at,
+            stop_reason=self.stop_reason or "maxPredictedTokensReached",
+        )

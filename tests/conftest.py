@@ -1,0 +1,46 @@
+"""Session fixtures: the real default model in a temporary store, and real servers on both engines."""
+
+from __future__ import annotations
+
+import mlxserve  # noqa: F401 - loads OpenBLAS before any test imports mlx.core
+
+import openai
+import pytest
+
+from mlxserve.models.defaults import ensure_default_model
+from tests.server import ServerProcess
+
+ENGINES = ("mlx", "llamacpp")
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    """One store for the whole run: the default model converted to MLX and its GGUF registered."""
+    store = tmp_path_factory.mktemp("models")
+    ids = {engine: ensure_default_model(store, engine) for engine in ENGINES}
+    store.ids = ids  # type: ignore[attr-defined]
+    return store
+
+
+@pytest.fixture(scope="session")
+def default_ids(models_dir) -> dict[str, str]:
+    return models_dir.ids
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def server(request, models_dir):
+    """The suite's API tests run once per engine; pytest keeps one server alive at a time."""
+    engine = request.param
+    with ServerProcess(models_dir, model=models_dir.ids[engine], engine=engine) as running:
+        running.engine = engine
+        yield running
+
+
+@pytest.fixture
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="test-key", max_retries=0)
+
+
+@pytest.fixture
+def model_id(server) -> str:
+    return server.health()["loaded"][0]

@@ -1,0 +1,75 @@
+"""Start the real `mlxserve serve` as a child process on a free port, as a user would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, models_dir: Path, *, model: str | None = None, engine: str = "mlx",
+                 extra_args: Sequence[str] = (), env: dict | None = None):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.args = [sys.executable, "-m", "mlxserve.cli.main", "serve", "--port", str(self.port),
+                     "--models-dir", str(models_dir), "--engine", engine, *extra_args]
+        if model:
+            self.args += ["--model", model]
+        self.env = {**os.environ, **(env or {})}
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="mlxserve-", suffix=".log", delete=False)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait_for_model: bool = True, timeout: float = 300) -> ServerProcess:
+        self.process = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
+                                        env=self.env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
+            health = self.health()
+            if health is not None and (health["loaded"] or not wait_for_model):
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log_tail()}")
+
+    def health(self) -> dict | None:
+        try:
+            return httpx.get(f"{self.base_url}/health", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        self.log.flush()
+        return "\n".join(Path(self.log.name).read_text().splitlines()[-lines:])
+
+    def __enter__(self) -> ServerProcess:
+        return self if self.process else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,132 @@
+"""The MLX engine on a tiny random model: continuous batching, cancellation, prompt cache."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mlxserve.engine.base import ContextLengthExceeded, GenerationRequest
+from mlxserve.engine.mlx.model import MLXModel
+from mlxserve.sampling.params import SamplingParams
+from tests.tiny_models import make_tiny_gemma
+
+GREEDY = SamplingParams(temperature=0, repeat_penalty=1.0, logit_bias={2: -100.0})  # no EOS
+PROMPTS = ["w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15", "w20 w21", "w30 w31 w32 w33 w34"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_gemma(tmp_path_factory.mktemp("tiny"))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def collect(model: MLXModel, prompt, max_tokens=12, **kwargs):
+    request = GenerationRequest(prompt=prompt, sampling=kwargs.pop("sampling", GREEDY),
+                                max_tokens=max_tokens, **kwargs)
+    text, stats = "", None
+    async for event in model.generate(request):
+        text += event.text
+        stats = event.stats or stats
+    return text, stats
+
+
+async def one_at_a_time(record, prompts, **kwargs):
+    model = await MLXModel.load(record, max_batch_size=1)
+    try:
+        return [await collect(model, p, **kwargs) for p in prompts]
+    finally:
+        await model.close()
+
+
+def test_batched_generation_equals_one_at_a_time(tiny):
+    async def batched():
+        model = await MLXModel.load(tiny)
+        try:
+            first = asyncio.ensure_future(collect(model, PROMPTS[0], max_tokens=20))
+            await asyncio.sleep(0.05)  # the others join a batch that is already decoding
+            rest = [collect(model, p, max_tokens=20) for p in PROMPTS[1:]]
+            return await asyncio.gather(first, *rest)
+        finally:
+            await model.close()
+
+    sequential = run(one_at_a_time(tiny, PROMPTS, max_tokens=20))
+    together = run(batched())
+    assert [text for text, _ in together] == [text for text, _ in sequential]
+    counts = [(s.completion_tokens, s.stop_reason) for _, s in together]
+    assert counts == [(s.completion_tokens, s.stop_reason) for _, s in sequential]
+
+
+def test_max_tokens_and_stop_strings(tiny):
+    async def scenario():
+        model = await MLXModel.load(tiny)
+        try:
+            text, stats = await collect(model, PROMPTS[1], max_tokens=7)
+            assert stats.completion_tokens == 7 and stats.finish_reason == "length"
+            stop = text.split()[3]
+            cut, cut_stats = await collect(model, PROMPTS[1], max_tokens=7, stop=[stop])
+            assert cut == text[: text.index(stop)]
+            assert cut_stats.stop_reason == "stopStringFound"
+        finally:
+            await model.close()
+
+    run(scenario())
+
+
+def test_closing_the_stream_cancels_within_a_step(tiny):
+    async def scenario():
+        model = await MLXModel.load(tiny)
+        try:
+            stream = model.generate(GenerationRequest(prompt=PROMPTS[0], sampling=GREEDY,
+                                                      max_tokens=400))
+            await stream.__anext__()
+            await stream.aclose()
+            for _ in range(100):
+                if model.active_sequences == 0:
+                    return
+                await asyncio.sleep(0.01)
+            pytest.fail("the runner kept decoding a cancelled sequence")
+        finally:
+            await model.close()
+
+    run(scenario())
+
+
+def test_prompt_cache_reuses_a_shared_prefix(tiny):
+    async def scenario():
+        model = await MLXModel.load(tiny)
+        try:
+            first, _ = await collect(model, PROMPTS[0], max_tokens=5)
+            follow_up = f"{PROMPTS[0]} {first} w40 w41"  # a second turn extends the first
+            return follow_up, await collect(model, follow_up, max_tokens=5)
+        finally:
+            await model.close()
+
+    follow_up, (text, stats) = run(scenario())
+    assert stats.cached_prompt_tokens >= len(PROMPTS[0].split())
+    [(uncached, uncached_stats)] = run(one_at_a_time(tiny, [follow_up], max_tokens=5))
+    assert uncached_stats.cached_prompt_tokens == 0
+    assert text == uncached
+
+
+def test_a_prompt_that_fills_the_context_is_rejected(tiny):
+    async def scenario():
+        model = await MLXModel.load(tiny, context_length=8)
+        try:
+            with pytest.raises(ContextLengthExceeded):
+                await collect(model, " ".join(f"w{i}" for i in range(10)))
+            text, stats = await collect(model, "w1 w2", max_tokens=None)
+            assert stats.completion_tokens == 6 and stats.finish_reason == "length"
+        finally:
+            await model.close()
+
+    run(scenario())
+
+
+def test_same_seed_same_text(tiny):
+    sampling = SamplingParams(temperature=1.5, top_k=0, top_p=1, min_p=0, seed=11)
+    a, b = (run(one_at_a_time(tiny, [PROMPTS[1]], sampling=sampling))[0][0] for _ in range(2))
+    assert a == b
