@@ -1,12 +1,11 @@
-"""Session fixtures: the real default model in a temporary store, and real servers on both engines."""
+"""Session fixtures: the real default model in a temporary store, real servers on both engines."""
 
 from __future__ import annotations
-
-import mlxserve  # noqa: F401 - loads OpenBLAS before any test imports mlx.core
 
 import openai
 import pytest
 
+import mlxserve  # noqa: F401 - loads OpenBLAS before any test imports mlx.core
 from mlxserve.models.defaults import ensure_default_model
 from tests.server import ServerProcess
 

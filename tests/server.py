@@ -22,25 +22,52 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, models_dir: Path, *, model: str | None = None, engine: str = "mlx",
-                 extra_args: Sequence[str] = (), env: dict | None = None):
+    def __init__(
+        self,
+        models_dir: Path,
+        *,
+        model: str | None = None,
+        engine: str = "mlx",
+        extra_args: Sequence[str] = (),
+        env: dict | None = None,
+    ):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.args = [sys.executable, "-m", "mlxserve.cli.main", "serve", "--port", str(self.port),
-                     "--models-dir", str(models_dir), "--engine", engine, *extra_args]
+        self.args = [
+            sys.executable,
+            "-m",
+            "mlxserve.cli.main",
+            "serve",
+            "--port",
+            str(self.port),
+            "--models-dir",
+            str(models_dir),
+            "--engine",
+            engine,
+            *extra_args,
+        ]
         if model:
             self.args += ["--model", model]
         self.env = {**os.environ, **(env or {})}
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="mlxserve-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(
+            "w+", prefix="mlxserve-", suffix=".log", delete=False
+        )
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_for_model: bool = True, timeout: float = 300) -> ServerProcess:
-        self.process = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT,
-                                        env=self.env, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.args,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             health = self.health()
             if health is not None and (health["loaded"] or not wait_for_model):
                 return self

@@ -27,23 +27,38 @@ def assert_error(response: httpx.Response, status: int, param: str | None = None
         assert error["param"] == param
 
 
-@pytest.mark.parametrize("path, body, param", [
-    ("/v1/chat/completions", "{not json", None),
-    ("/v1/chat/completions", "[1, 2]", None),
-    ("/v1/chat/completions", {"messages": MESSAGES}, "model"),
-    ("/v1/chat/completions", {"model": "m"}, "messages"),
-    ("/v1/chat/completions", {"model": "m", "messages": []}, "messages"),
-    ("/v1/completions", {"model": "m"}, "prompt"),
-])
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/v1/chat/completions", "{not json", None),
+        ("/v1/chat/completions", "[1, 2]", None),
+        ("/v1/chat/completions", {"messages": MESSAGES}, "model"),
+        ("/v1/chat/completions", {"model": "m"}, "messages"),
+        ("/v1/chat/completions", {"model": "m", "messages": []}, "messages"),
+        ("/v1/completions", {"model": "m"}, "prompt"),
+    ],
+)
 def test_malformed_requests_are_400(server, path, body, param):
     assert_error(post(server, path, body), 400, param)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("temperature", 3), ("top_p", 1.5), ("top_p", 0), ("max_tokens", 0), ("max_tokens", 10**7),
-    ("top_k", -1), ("min_p", 2), ("repeat_penalty", 0), ("presence_penalty", 5),
-    ("logit_bias", {"999999999": 5}), ("logit_bias", {"abc": 5}), ("logit_bias", {"5": 300}),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("temperature", 3),
+        ("top_p", 1.5),
+        ("top_p", 0),
+        ("max_tokens", 0),
+        ("max_tokens", 10**7),
+        ("top_k", -1),
+        ("min_p", 2),
+        ("repeat_penalty", 0),
+        ("presence_penalty", 5),
+        ("logit_bias", {"999999999": 5}),
+        ("logit_bias", {"abc": 5}),
+        ("logit_bias", {"5": 300}),
+    ],
+)
 def test_invalid_values_are_422(server, model_id, field, value):
     body = {"model": model_id, "messages": MESSAGES, "max_tokens": 1, field: value}
     assert_error(post(server, "/v1/chat/completions", body), 422, field)
@@ -60,8 +75,10 @@ def test_sdk_raises_typed_errors_and_server_survives(client, model_id):
 
 
 def test_images_to_a_text_model_are_400(server, model_id):
-    content = [{"type": "text", "text": "What is this?"},
-               {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    content = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+    ]
     body = {"model": model_id, "messages": [{"role": "user", "content": content}]}
     assert_error(post(server, "/v1/chat/completions", body), 400, "messages")
 
@@ -71,8 +88,12 @@ def test_unknown_route_is_openai_shaped_404(server):
 
 
 def test_no_model_loaded_is_404_and_loading_is_503(models_dir, default_ids):
-    with ServerProcess(models_dir, model="nobody/missing", engine="mlx").start(wait_for_model=False) as s:
-        response = post(s, "/v1/chat/completions", {"model": "nobody/missing", "messages": MESSAGES})
+    with ServerProcess(models_dir, model="nobody/missing", engine="mlx").start(
+        wait_for_model=False
+    ) as s:
+        response = post(
+            s, "/v1/chat/completions", {"model": "nobody/missing", "messages": MESSAGES}
+        )
         assert_error(response, 404, "model")
         assert "no model is loaded" in response.json()["error"]["message"]
         assert httpx.get(f"{s.base_url}/v1/models").json()["data"] == []

@@ -5,8 +5,10 @@ MLX decodes ~8 tokens/s on this CPU, so every request asks for a handful of toke
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from pathlib import Path
 
+import httpx
 from tokenizers import Tokenizer
 
 GREEDY = {"temperature": 0, "max_tokens": 6}
@@ -28,8 +30,9 @@ def test_greedy_completion_is_the_known_continuation(client, model_id):
 
 
 def test_greedy_chat_is_identical_across_calls(client, model_id):
-    first, second = (client.chat.completions.create(model=model_id, messages=CHAT, **GREEDY)
-                     for _ in range(2))
+    first, second = (
+        client.chat.completions.create(model=model_id, messages=CHAT, **GREEDY) for _ in range(2)
+    )
     assert first.choices[0].message.content == second.choices[0].message.content
     assert first.choices[0].message.role == "assistant"
     assert first.object == "chat.completion"
@@ -37,9 +40,20 @@ def test_greedy_chat_is_identical_across_calls(client, model_id):
 
 def test_same_seed_gives_same_sampled_text(client, model_id):
     def sample(seed):
-        return client.completions.create(model=model_id, prompt="Once upon a time", temperature=1.5,
-                                         top_k=0, top_p=1, min_p=0, max_tokens=6, seed=seed
-                                         ).choices[0].text
+        return (
+            client.completions.create(
+                model=model_id,
+                prompt="Once upon a time",
+                temperature=1.5,
+                top_k=0,
+                top_p=1,
+                min_p=0,
+                max_tokens=6,
+                seed=seed,
+            )
+            .choices[0]
+            .text
+        )
 
     assert sample(7) == sample(7)
     assert len({sample(seed) for seed in (1, 2, 3)}) > 1
@@ -47,26 +61,39 @@ def test_same_seed_gives_same_sampled_text(client, model_id):
 
 def test_streamed_text_equals_non_streamed(client, model_id):
     full = client.chat.completions.create(model=model_id, messages=CHAT, **GREEDY)
-    chunks = list(client.chat.completions.create(model=model_id, messages=CHAT, stream=True,
-                                                 stream_options={"include_usage": True}, **GREEDY))
+    chunks = list(
+        client.chat.completions.create(
+            model=model_id,
+            messages=CHAT,
+            stream=True,
+            stream_options={"include_usage": True},
+            **GREEDY,
+        )
+    )
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == full.choices[0].message.content
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == full.usage.total_tokens
-    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finish = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finish == [full.choices[0].finish_reason]
 
 
 def test_streamed_text_completion(client, model_id):
-    chunks = list(client.completions.create(model=model_id, prompt="The capital of France is",
-                                            stream=True, **GREEDY))
+    chunks = list(
+        client.completions.create(
+            model=model_id, prompt="The capital of France is", stream=True, **GREEDY
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks).startswith(" the capital of")
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
 def test_max_tokens_gives_exactly_that_many_tokens(client, model_id):
-    result = client.completions.create(model=model_id, prompt="1, 2, 3, 4,", temperature=0,
-                                       max_tokens=4)
+    result = client.completions.create(
+        model=model_id, prompt="1, 2, 3, 4,", temperature=0, max_tokens=4
+    )
     assert result.usage.completion_tokens == 4
     assert result.choices[0].finish_reason == "length"
 
@@ -78,8 +105,9 @@ def test_stop_string_truncates_output(client, model_id):
     result = client.completions.create(model=model_id, prompt=prompt, stop=[stop, "zzz"], **GREEDY)
     assert result.choices[0].text == text[: text.index(stop)]
     assert result.choices[0].finish_reason == "stop"
-    streamed = client.completions.create(model=model_id, prompt=prompt, stop=stop, stream=True,
-                                         **GREEDY)
+    streamed = client.completions.create(
+        model=model_id, prompt=prompt, stop=stop, stream=True, **GREEDY
+    )
     assert "".join(c.choices[0].text for c in streamed) == text[: text.index(stop)]
 
 
@@ -106,3 +134,25 @@ def test_concurrent_requests_match_sequential(client, model_id):
     sequential = [run(p) for p in prompts]
     with concurrent.futures.ThreadPoolExecutor(len(prompts)) as pool:
         assert list(pool.map(run, prompts)) == sequential
+
+
+def test_client_disconnect_stops_generation(server, model_id):
+    body = {
+        "model": model_id,
+        "prompt": "Once upon a time",
+        "max_tokens": 500,
+        "temperature": 0,
+        "stream": True,
+        "logit_bias": {"1": -100, "106": -100},
+    }
+    with httpx.stream(
+        "POST", f"{server.base_url}/v1/completions", json=body, timeout=60
+    ) as response:
+        lines = response.iter_lines()
+        while not next(lines).startswith("data: "):
+            pass
+        assert server.health()["active_requests"] == 1
+    deadline = time.monotonic() + 3
+    while server.health()["active_requests"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.health()["active_requests"] == 0

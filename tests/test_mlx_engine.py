@@ -25,8 +25,9 @@ def run(coro):
 
 
 async def collect(model: MLXModel, prompt, max_tokens=12, **kwargs):
-    request = GenerationRequest(prompt=prompt, sampling=kwargs.pop("sampling", GREEDY),
-                                max_tokens=max_tokens, **kwargs)
+    request = GenerationRequest(
+        prompt=prompt, sampling=kwargs.pop("sampling", GREEDY), max_tokens=max_tokens, **kwargs
+    )
     text, stats = "", None
     async for event in model.generate(request):
         text += event.text
@@ -80,8 +81,9 @@ def test_closing_the_stream_cancels_within_a_step(tiny):
     async def scenario():
         model = await MLXModel.load(tiny)
         try:
-            stream = model.generate(GenerationRequest(prompt=PROMPTS[0], sampling=GREEDY,
-                                                      max_tokens=400))
+            stream = model.generate(
+                GenerationRequest(prompt=PROMPTS[0], sampling=GREEDY, max_tokens=400)
+            )
             await stream.__anext__()
             await stream.aclose()
             for _ in range(100):

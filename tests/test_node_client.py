@@ -17,20 +17,35 @@ def node_client_dir() -> Path:
     if shutil.which("npm") is None or shutil.which("node") is None:
         pytest.skip("npm is not installed; the Node client test needs node and npm")
     if not (NODE_DIR / "node_modules" / "openai").is_dir():
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     return NODE_DIR
 
 
 def test_node_openai_package_streams_a_chat_reply(node_client_dir, server, model_id, client):
-    done = subprocess.run(["node", "stream_chat.mjs", f"{server.base_url}/v1", model_id],
-                          cwd=node_client_dir, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["node", "stream_chat.mjs", f"{server.base_url}/v1", model_id],
+        cwd=node_client_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     expected = client.chat.completions.create(
-        model=model_id, temperature=0, max_tokens=5,
-        messages=[{"role": "system", "content": "You are a helpful assistant."},
-                  {"role": "user", "content": "Say hello."}])
+        model=model_id,
+        temperature=0,
+        max_tokens=5,
+        messages=[
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Say hello."},
+        ],
+    )
     assert result["text"] == expected.choices[0].message.content
     assert result["usage"]["completion_tokens"] == expected.usage.completion_tokens
     assert result["finishReason"] == expected.choices[0].finish_reason

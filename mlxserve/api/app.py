@@ -37,7 +37,9 @@ def create_app(config: AppConfig) -> Quart:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "loaded": sorted(app.registry.loaded)}
+        loaded = app.registry.loaded
+        active = sum(model.active_requests for model in loaded.values())
+        return {"status": "ok", "loaded": sorted(loaded), "active_requests": active}
 
     @app.before_serving
     async def start_loading():

@@ -1,4 +1,4 @@
-"""OpenAI-shaped errors: every failure leaves the server as {"error": {message, type, param, code}}."""
+"""OpenAI-shaped errors: {"error": {message, type, param, code}} for every failure."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ ERROR_TYPES = {
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
 
@@ -59,7 +61,9 @@ def from_exception(exc: BaseException) -> APIError:
     if isinstance(exc, SamplingParamError):
         return APIError(422, str(exc), exc.param, "invalid_value")
     if isinstance(exc, EngineError):
-        return APIError(exc.status, str(exc), getattr(exc, "param", None), getattr(exc, "code", None))
+        return APIError(
+            exc.status, str(exc), getattr(exc, "param", None), getattr(exc, "code", None)
+        )
     log.error("unexpected error", exc_info=exc)
     return APIError(500, f"internal error: {type(exc).__name__}: {exc}")
 

@@ -56,4 +56,6 @@ def render_chat(
             add_generation_prompt=True,
         )
     except TemplateError as exc:
-        raise APIError(400, f"the chat template rejected these messages: {exc}", "messages") from exc
+        raise APIError(
+            400, f"the chat template rejected these messages: {exc}", "messages"
+        ) from exc

@@ -16,7 +16,12 @@ blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 async def list_models():
     loaded = current_app.registry.loaded.values()
     data = [
-        {"id": m.identifier, "object": "model", "created": int(m.loaded_at), "owned_by": m.record.id.split("/")[0]}
+        {
+            "id": m.identifier,
+            "object": "model",
+            "created": int(m.loaded_at),
+            "owned_by": m.record.id.split("/")[0],
+        }
         for m in loaded
     ]
     return jsonify({"object": "list", "data": data})

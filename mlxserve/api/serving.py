@@ -24,8 +24,12 @@ class PreparedGeneration:
 async def prepare_chat(registry: ModelRegistry, body: ChatCompletionRequest) -> PreparedGeneration:
     loaded = await registry.resolve(body.model)
     if any(message.has_images for message in body.messages):
-        raise APIError(400, f"model '{loaded.identifier}' does not accept images", "messages",
-                       "images_not_supported")
+        raise APIError(
+            400,
+            f"model '{loaded.identifier}' does not accept images",
+            "messages",
+            "images_not_supported",
+        )
     engine = loaded.engine
     template = chat_template_for(engine.chat_template, loaded.record.architecture)
     prompt = render_chat(
@@ -40,7 +44,9 @@ async def prepare_chat(registry: ModelRegistry, body: ChatCompletionRequest) -> 
     return PreparedGeneration(loaded, request, ResponseShape("chat", loaded.identifier))
 
 
-async def prepare_completion(registry: ModelRegistry, body: CompletionRequest) -> PreparedGeneration:
+async def prepare_completion(
+    registry: ModelRegistry, body: CompletionRequest
+) -> PreparedGeneration:
     loaded = await registry.resolve(body.model)
     request = _generation_request(loaded, body, body.prompt, add_special_tokens=True)
     return PreparedGeneration(loaded, request, ResponseShape("text", loaded.identifier))

@@ -19,7 +19,7 @@ def encode(payload: dict | str) -> bytes:
 
 
 async def sse_response(events: AsyncIterator[dict], done_marker: bool = True) -> Response:
-    """Stream dicts as SSE; an error mid-stream becomes an OpenAI error event, not a dropped socket."""
+    """Stream dicts as SSE; an error mid-stream becomes an error event, not a dropped socket."""
 
     async def body():
         try:

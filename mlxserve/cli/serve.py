@@ -27,20 +27,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("PORT", "1234")))
-    parser.add_argument("--model", default=env("MODEL"),
-                        help="model id to load at start (default: Gemma 3 270M, prepared on first run)")
-    parser.add_argument("--models-dir", type=Path, default=env("MODELS_DIR"),
-                        help="model store (default: $MLXSERVE_HOME/models, ~/.mlxserve/models)")
-    parser.add_argument("--engine", choices=("auto", "mlx", "llamacpp"), default=env("ENGINE", "auto"),
-                        help="auto: MLX on Apple Silicon, llama.cpp elsewhere")
-    parser.add_argument("--context-length", type=int, default=env("CONTEXT_LENGTH"),
-                        help="context tokens per loaded model (default 4096, capped by the model)")
-    parser.add_argument("--llama-server", type=Path, default=env("LLAMA_SERVER"),
-                        help="a llama-server binary for the llama.cpp engine")
-    parser.add_argument("--no-jit", action="store_true", default=bool(env("NO_JIT")),
-                        help="do not load stored models on request")
-    parser.add_argument("--api-key", default=env("API_KEY"),
-                        help="require this bearer token (by default any key is accepted)")
+    parser.add_argument(
+        "--model",
+        default=env("MODEL"),
+        help="model id to load at start (default: Gemma 3 270M, prepared on first run)",
+    )
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=env("MODELS_DIR"),
+        help="model store (default: $MLXSERVE_HOME/models, ~/.mlxserve/models)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "mlx", "llamacpp"),
+        default=env("ENGINE", "auto"),
+        help="auto: MLX on Apple Silicon, llama.cpp elsewhere",
+    )
+    parser.add_argument(
+        "--context-length",
+        type=int,
+        default=env("CONTEXT_LENGTH"),
+        help="context tokens per loaded model (default 4096, capped by the model)",
+    )
+    parser.add_argument(
+        "--llama-server",
+        type=Path,
+        default=env("LLAMA_SERVER"),
+        help="a llama-server binary for the llama.cpp engine",
+    )
+    parser.add_argument(
+        "--no-jit",
+        action="store_true",
+        default=bool(env("NO_JIT")),
+        help="do not load stored models on request",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=env("API_KEY"),
+        help="require this bearer token (by default any key is accepted)",
+    )
     parser.add_argument("--cors", action="store_true", default=bool(env("CORS")))
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     return parser
@@ -48,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from mlxserve.api.app import AppConfig, create_app
     from mlxserve.models.defaults import ensure_default_model, resolve_engine
     from mlxserve.models.registry import RegistryOptions
@@ -56,13 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     models_dir = (args.models_dir or default_models_dir()).expanduser()
     engine = resolve_engine(args.engine)
     model_id = args.model or ensure_default_model(models_dir, engine)
-    options = RegistryOptions(engine=args.engine if args.engine != "auto" else "auto",
-                              jit=not args.no_jit, context_length=args.context_length,
-                              llama_server=args.llama_server)
-    config = AppConfig(models_dir=models_dir, registry=options, preload=[model_id],
-                       api_key=args.api_key, cors=args.cors)
+    options = RegistryOptions(
+        engine=args.engine if args.engine != "auto" else "auto",
+        jit=not args.no_jit,
+        context_length=args.context_length,
+        llama_server=args.llama_server,
+    )
+    config = AppConfig(
+        models_dir=models_dir,
+        registry=options,
+        preload=[model_id],
+        api_key=args.api_key,
+        cors=args.cors,
+    )
     app = create_app(config)
-    print(f"mlxserve: serving {model_id} ({engine}) at http://{args.host}:{args.port}/v1", flush=True)
+    print(
+        f"mlxserve: serving {model_id} ({engine}) at http://{args.host}:{args.port}/v1", flush=True
+    )
     asyncio.run(_serve(app, args.host, args.port))
     return 0
 

@@ -13,8 +13,19 @@ from gguf import LlamaFileType
 from mlxserve.models.store import ModelRecord, model_dir_for, write_manifest
 
 # GGUF value types: struct format of each fixed-size scalar; 8 is string, 9 is array.
-SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-                  10: "<Q", 11: "<q", 12: "<d"}
+SCALAR_FORMATS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 STRING, ARRAY = 8, 9
 
 

@@ -56,8 +56,9 @@ class ModelRegistry:
         if requested in self.loaded:
             return self._touch(self.loaded[requested])
         if requested in self._loading:
-            raise RegistryError(503, f"model '{requested}' is still loading; retry shortly",
-                                "model_loading")
+            raise RegistryError(
+                503, f"model '{requested}' is still loading; retry shortly", "model_loading"
+            )
         record = find_model(self.models_dir, requested)
         if record is not None and self.options.jit:
             return self._touch(await self.load(record.id))
@@ -65,8 +66,9 @@ class ModelRegistry:
             return self._touch(next(iter(self.loaded.values())))
         if self._loading and not self.loaded:
             busy = ", ".join(self._loading)
-            raise RegistryError(503, f"model {busy} is still loading; retry shortly",
-                                "model_loading")
+            raise RegistryError(
+                503, f"model {busy} is still loading; retry shortly", "model_loading"
+            )
         raise RegistryError(404, self._not_found_message(requested), "model_not_found")
 
     async def load(
@@ -82,8 +84,9 @@ class ModelRegistry:
             return self.loaded[identifier]
         if self._loading:
             busy = ", ".join(self._loading)
-            raise RegistryError(503, f"another model is loading ({busy}); retry shortly",
-                                "model_loading")
+            raise RegistryError(
+                503, f"another model is loading ({busy}); retry shortly", "model_loading"
+            )
         record = find_model(self.models_dir, model_id)
         if record is None:
             raise RegistryError(404, self._not_found_message(model_id), "model_not_found")
@@ -95,8 +98,9 @@ class ModelRegistry:
             del self._loading[identifier]
         loaded = LoadedModel(record, engine, identifier, ttl)
         self.loaded[identifier] = loaded
-        log.info("loaded %s on %s (context %d)", identifier, engine.engine_name,
-                 engine.context_length)
+        log.info(
+            "loaded %s on %s (context %d)", identifier, engine.engine_name, engine.context_length
+        )
         return loaded
 
     async def unload(self, identifier: str) -> None:
@@ -121,6 +125,8 @@ class ModelRegistry:
                 "unsupported_model_format",
             )
         context_length = context_length or self.options.context_length
+        if record.type == "embeddings":
+            return await self._start_embedding_engine(record, engine)
         if engine == "mlx":
             from mlxserve.engine.mlx.model import MLXModel
 
@@ -129,6 +135,17 @@ class ModelRegistry:
 
         return await LlamaCppModel.load(
             record, context_length=context_length, server_binary=self.options.llama_server
+        )
+
+    async def _start_embedding_engine(self, record: ModelRecord, engine: str) -> EngineModel:
+        if engine == "mlx":
+            from mlxserve.engine.mlx.embedding import MLXEmbeddingModel
+
+            return await MLXEmbeddingModel.load(record)
+        from mlxserve.engine.llamacpp.model import LlamaCppModel
+
+        return await LlamaCppModel.load(
+            record, server_binary=self.options.llama_server, embedding=True
         )
 
     def _touch(self, loaded: LoadedModel) -> LoadedModel:

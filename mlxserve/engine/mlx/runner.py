@@ -85,7 +85,7 @@ class BatchRunner:
                 self._guarded(self._prefill, [sequence], sequence)
 
     def _guarded(self, step, sequences: list[Sequence], *args) -> None:
-        """Run a step; an exception ends the sequences it touched with that error, not the thread."""
+        """Run a step; an exception ends the sequences it touched, never the runner thread."""
         try:
             step(*args)
         except Exception as exc:  # noqa: BLE001 - every failure must reach its client
@@ -121,7 +121,7 @@ class BatchRunner:
         if self._batch_cache is None:
             self._batch_cache = single
         else:
-            for batch_layer, new_layer in zip(self._batch_cache, single):
+            for batch_layer, new_layer in zip(self._batch_cache, single, strict=True):
                 batch_layer.extend(new_layer)
         self._active.append(sequence)
 

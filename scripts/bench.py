@@ -1,0 +1,52 @@
+"""Benchmarks: each measures mlxserve side by side with a peer in the same run and reports ratios.
+
+    python scripts/bench.py all | sampler | mlx | llamacpp [--iterations N] [--models-dir DIR]
+
+Not a test: numbers depend on the machine. Results print as tables and are saved as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import mlxserve  # noqa: E402,F401 - OpenBLAS before mlx.core
+
+BENCHMARKS = {
+    "sampler": "scripts.benchmarks.sampler",
+    "mlx": "scripts.benchmarks.mlx_engine",
+    "llamacpp": "scripts.benchmarks.llamacpp",
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("benchmark", choices=["all", *BENCHMARKS])
+    parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="store holding the default model (default: a fresh temporary store)",
+    )
+    parser.add_argument("--output", type=Path, default=ROOT / "bench-results.json")
+    args = parser.parse_args()
+    names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
+    results = {"time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for name in names:
+        print(f"\n== {name}", flush=True)
+        results[name] = importlib.import_module(BENCHMARKS[name]).run(args)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nsaved {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
