@@ -14,23 +14,21 @@ ENGINES = ("mlx", "llamacpp")
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory):
-    """One store for the whole run: the default model converted to MLX and its GGUF registered."""
-    store = tmp_path_factory.mktemp("models")
-    ids = {engine: ensure_default_model(store, engine) for engine in ENGINES}
-    store.ids = ids  # type: ignore[attr-defined]
-    return store
+    """One store for the whole run."""
+    return tmp_path_factory.mktemp("models")
 
 
 @pytest.fixture(scope="session")
 def default_ids(models_dir) -> dict[str, str]:
-    return models_dir.ids
+    """The default model converted to MLX and its GGUF registered, by engine."""
+    return {engine: ensure_default_model(models_dir, engine) for engine in ENGINES}
 
 
 @pytest.fixture(scope="session", params=ENGINES)
-def server(request, models_dir):
+def server(request, models_dir, default_ids):
     """The suite's API tests run once per engine; pytest keeps one server alive at a time."""
     engine = request.param
-    with ServerProcess(models_dir, model=models_dir.ids[engine], engine=engine) as running:
+    with ServerProcess(models_dir, model=default_ids[engine], engine=engine) as running:
         running.engine = engine
         yield running
 

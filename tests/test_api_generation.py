@@ -45,11 +45,10 @@ def test_same_seed_gives_same_sampled_text(client, model_id):
                 model=model_id,
                 prompt="Once upon a time",
                 temperature=1.5,
-                top_k=0,
                 top_p=1,
-                min_p=0,
                 max_tokens=6,
                 seed=seed,
+                extra_body={"top_k": 0, "min_p": 0},
             )
             .choices[0]
             .text

@@ -10,6 +10,7 @@ from pathlib import Path
 from quart import Quart, Response, request
 
 from mlxserve.api.errors import APIError, register_error_handlers
+from mlxserve.api.routes_native import blueprint as native_routes
 from mlxserve.api.routes_openai import blueprint as openai_routes
 from mlxserve.models.registry import ModelRegistry, RegistryOptions
 
@@ -30,6 +31,7 @@ def create_app(config: AppConfig) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
     app.registry = ModelRegistry(config.models_dir, config.registry)
     app.register_blueprint(openai_routes)
+    app.register_blueprint(native_routes)
     register_error_handlers(app)
     _add_auth(app, config.api_key)
     if config.cors:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from mlxserve.api import logstream
 from mlxserve.api.errors import APIError
 from mlxserve.api.formatting import ResponseShape
 from mlxserve.api.prompts import chat_template_for, render_chat
@@ -19,10 +20,12 @@ class PreparedGeneration:
     loaded: LoadedModel
     request: GenerationRequest
     shape: ResponseShape
+    endpoint: str = field(default_factory=logstream.current_endpoint)  # for `log stream`
+    stats: GenerationStats | None = None  # set when the generation ends
 
 
 async def prepare_chat(registry: ModelRegistry, body: ChatCompletionRequest) -> PreparedGeneration:
-    loaded = await registry.resolve(body.model)
+    loaded = await registry.resolve(body.model, ttl=body.ttl)
     if any(message.has_images for message in body.messages):
         raise APIError(
             400,
@@ -47,7 +50,7 @@ async def prepare_chat(registry: ModelRegistry, body: ChatCompletionRequest) -> 
 async def prepare_completion(
     registry: ModelRegistry, body: CompletionRequest
 ) -> PreparedGeneration:
-    loaded = await registry.resolve(body.model)
+    loaded = await registry.resolve(body.model, ttl=body.ttl)
     request = _generation_request(loaded, body, body.prompt, add_special_tokens=True)
     return PreparedGeneration(loaded, request, ResponseShape("text", loaded.identifier))
 
@@ -88,8 +91,11 @@ async def generate(prepared: PreparedGeneration) -> AsyncIterator[GenerationEven
     loaded = prepared.loaded
     loaded.active_requests += 1
     try:
-        async for event in loaded.engine.generate(prepared.request):
-            yield event
+        with logstream.GenerationLog(prepared) as log_entry:
+            async for event in loaded.engine.generate(prepared.request):
+                log_entry.add(event)
+                prepared.stats = event.stats or prepared.stats
+                yield event
     finally:
         loaded.active_requests -= 1
 

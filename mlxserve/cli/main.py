@@ -8,6 +8,13 @@ import sys
 COMMANDS = {
     "serve": ("mlxserve.cli.serve", "start the OpenAI-compatible server"),
     "convert": ("mlxserve.cli.convert", "convert GGUF or Hugging Face weights to MLX"),
+    "server": ("mlxserve.cli.server", "start, stop or check a background server"),
+    "ls": ("mlxserve.cli.ls", "list the models in the store"),
+    "ps": ("mlxserve.cli.ps", "list the models a running server has loaded"),
+    "load": ("mlxserve.cli.load", "load a model into a running server"),
+    "unload": ("mlxserve.cli.unload", "unload models from a running server"),
+    "log": ("mlxserve.cli.log", "stream each request's prompt and output (log stream)"),
+    "chat": ("mlxserve.cli.chat", "chat with a model in the terminal"),
 }
 
 

@@ -63,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not load stored models on request",
     )
     parser.add_argument(
+        "--ttl",
+        type=float,
+        default=env("TTL"),
+        help="unload models loaded on request after this many idle seconds (default: never; "
+        "a request's `ttl` field overrides it)",
+    )
+    parser.add_argument(
+        "--max-loaded",
+        type=int,
+        default=env("MAX_LOADED"),
+        help="keep at most this many models loaded, evicting the least recently used idle one",
+    )
+    parser.add_argument(
         "--api-key",
         default=env("API_KEY"),
         help="require this bearer token (by default any key is accepted)",
@@ -89,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         jit=not args.no_jit,
         context_length=args.context_length,
         llama_server=args.llama_server,
+        ttl=args.ttl,
+        max_loaded=args.max_loaded,
     )
     config = AppConfig(
         models_dir=models_dir,
@@ -109,14 +124,21 @@ async def _serve(app, host: str, port: int) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
+    from mlxserve.api import logstream
+
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
     logging.getLogger("hypercorn.error").propagate = False  # hypercorn logs through its own handler
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def shut_down() -> None:
+        logstream.bus.close()  # end the endless `log stream` feeds so shutdown need not wait
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, shut_down)
     await serve(app, config, shutdown_trigger=stop.wait)
 
 

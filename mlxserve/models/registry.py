@@ -1,4 +1,10 @@
-"""What is loaded: model routing, loading on the engine that fits the model's format, unloading."""
+"""What is loaded: model routing, loading on the engine that fits the model's format, unloading.
+
+Lifecycle: a request naming a stored model loads it (JIT); a model with a TTL is unloaded after
+that many idle seconds (no active request, none started or finished within the TTL);
+`max_loaded` evicts the least recently used idle model before another loads; and a load that
+would not fit in memory is refused up front.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlxserve.engine.base import EngineError, EngineModel
+from mlxserve.models import memory
 from mlxserve.models.store import ModelRecord, find_model, list_models
 
 log = logging.getLogger(__name__)
 
 ENGINE_FOR_FORMAT = {"mlx": "mlx", "gguf": "llamacpp"}
+TTL_CHECK_SECONDS = 1.0
 
 
 class RegistryError(EngineError):
@@ -30,7 +38,31 @@ class LoadedModel:
     ttl: float | None = None  # idle seconds before unloading
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
-    active_requests: int = 0
+    jit: bool = False  # loaded because a request named it
+    memory_bytes: int = 0  # the estimate the load was admitted with
+    _active_requests: int = field(default=0, repr=False)
+
+    @property
+    def active_requests(self) -> int:
+        return self._active_requests
+
+    @active_requests.setter
+    def active_requests(self, count: int) -> None:
+        # The idle clock restarts whenever a request starts or ends.
+        self._active_requests = count
+        self.last_used = time.monotonic()
+
+    def idle_seconds(self, now: float | None = None) -> float:
+        if self._active_requests:
+            return 0.0
+        return max((now or time.monotonic()) - self.last_used, 0.0)
+
+    def is_expired(self, now: float | None = None) -> bool:
+        return (
+            self.ttl is not None
+            and not self._active_requests
+            and (self.idle_seconds(now) >= self.ttl)
+        )
 
 
 @dataclass
@@ -39,6 +71,8 @@ class RegistryOptions:
     jit: bool = True  # load a stored model when a request names it
     context_length: int | None = None
     llama_server: Path | None = None
+    ttl: float | None = None  # default idle TTL for JIT-loaded models; None: never unload
+    max_loaded: int | None = None  # evict the least recently used idle model beyond this
 
 
 class ModelRegistry:
@@ -47,12 +81,19 @@ class ModelRegistry:
         self.options = options or RegistryOptions()
         self.loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task] = {}
+        self._ttl_monitor: asyncio.Task | None = None
+
+    @property
+    def loading(self) -> list[str]:
+        return list(self._loading)
 
     def stored(self) -> list[ModelRecord]:
         return list_models(self.models_dir)
 
-    async def resolve(self, requested: str) -> LoadedModel:
-        """Route a request's `model` value: an exact id, else the only loaded model, else 404."""
+    async def resolve(self, requested: str, *, ttl: float | None = None) -> LoadedModel:
+        """Route a request's `model` value: an exact id, else the only loaded model, else 404.
+
+        `ttl` (the request's field) applies when this request is what loads the model."""
         if requested in self.loaded:
             return self._touch(self.loaded[requested])
         if requested in self._loading:
@@ -61,7 +102,8 @@ class ModelRegistry:
             )
         record = find_model(self.models_dir, requested)
         if record is not None and self.options.jit:
-            return self._touch(await self.load(record.id))
+            loaded = await self.load(record.id, ttl=ttl or self.options.ttl, jit=True)
+            return self._touch(loaded)
         if len(self.loaded) == 1 and (record is None or not self.options.jit):
             return self._touch(next(iter(self.loaded.values())))
         if self._loading and not self.loaded:
@@ -78,6 +120,7 @@ class ModelRegistry:
         context_length: int | None = None,
         ttl: float | None = None,
         identifier: str | None = None,
+        jit: bool = False,
     ) -> LoadedModel:
         identifier = identifier or model_id
         if identifier in self.loaded:
@@ -90,16 +133,22 @@ class ModelRegistry:
         record = find_model(self.models_dir, model_id)
         if record is None:
             raise RegistryError(404, self._not_found_message(model_id), "model_not_found")
-        task = asyncio.create_task(self._start_engine(record, context_length))
+        context_length = context_length or self.options.context_length
+        task = asyncio.create_task(self._make_room_and_start(record, context_length))
         self._loading[identifier] = task
         try:
-            engine = await task
+            engine, needed = await task
         finally:
             del self._loading[identifier]
-        loaded = LoadedModel(record, engine, identifier, ttl)
+        loaded = LoadedModel(record, engine, identifier, ttl, jit=jit, memory_bytes=needed)
         self.loaded[identifier] = loaded
+        self._start_ttl_monitor()
         log.info(
-            "loaded %s on %s (context %d)", identifier, engine.engine_name, engine.context_length
+            "loaded %s on %s (context %d, ttl %s)",
+            identifier,
+            engine.engine_name,
+            engine.context_length,
+            "none" if ttl is None else f"{ttl:g} s",
         )
         return loaded
 
@@ -110,9 +159,79 @@ class ModelRegistry:
         await loaded.engine.close()
         log.info("unloaded %s", identifier)
 
+    async def unload_expired(self) -> list[str]:
+        """Unload every model whose idle TTL has run out; returns their identifiers."""
+        now = time.monotonic()
+        expired = [m.identifier for m in self.loaded.values() if m.is_expired(now)]
+        for identifier in expired:
+            log.info("%s was idle for its TTL; unloading", identifier)
+            await self.unload(identifier)
+        return expired
+
     async def close(self) -> None:
+        if self._ttl_monitor is not None:
+            self._ttl_monitor.cancel()
+            self._ttl_monitor = None
         for identifier in list(self.loaded):
             await self.unload(identifier)
+
+    def _start_ttl_monitor(self) -> None:
+        if self._ttl_monitor is None or self._ttl_monitor.done():
+            self._ttl_monitor = asyncio.create_task(self._unload_expired_forever())
+
+    async def _unload_expired_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TTL_CHECK_SECONDS)
+            try:
+                await self.unload_expired()
+            except Exception:  # noqa: BLE001 - a failed close must not stop later unloads
+                log.exception("unloading an idle model failed")
+
+    async def _make_room_and_start(
+        self, record: ModelRecord, context_length: int | None
+    ) -> tuple[EngineModel, int]:
+        """Check memory (counting what evictions would free), evict, then start the engine."""
+        victims = self._eviction_victims()
+        estimate = memory.estimate_memory(record, context_length)
+        freed = sum(victim.memory_bytes for victim in victims)
+        self._check_memory(record, estimate.total_bytes, freed)
+        for victim in victims:
+            log.info("evicting %s (least recently used) to load %s", victim.identifier, record.id)
+            await self.unload(victim.identifier)
+        engine = await self._start_engine(record, context_length)
+        return engine, estimate.total_bytes
+
+    def _eviction_victims(self) -> list[LoadedModel]:
+        limit = self.options.max_loaded
+        if not limit or len(self.loaded) < limit:
+            return []
+        idle = sorted(
+            (m for m in self.loaded.values() if not m.active_requests), key=lambda m: m.last_used
+        )
+        excess = len(self.loaded) - limit + 1
+        if len(idle) < excess:
+            raise RegistryError(
+                503,
+                f"{len(self.loaded)} models are loaded (the limit is {limit}) and all are busy; "
+                "retry when a request finishes",
+                "max_loaded_models",
+            )
+        return idle[:excess]
+
+    def _check_memory(self, record: ModelRecord, needed: int, freed: int) -> None:
+        in_use = sum(m.memory_bytes for m in self.loaded.values()) - freed
+        available = memory.available_memory_bytes(in_use)
+        if available is None:
+            return
+        if memory.memory_limit_bytes() is None:
+            available += freed  # the system figure does not yet count what eviction frees
+        if needed > available:
+            raise RegistryError(
+                507,
+                f"model '{record.id}' needs ~{memory.format_gib(needed)} GiB, only "
+                f"{memory.format_gib(available)} GiB available",
+                "insufficient_memory",
+            )
 
     async def _start_engine(self, record: ModelRecord, context_length: int | None) -> EngineModel:
         engine = ENGINE_FOR_FORMAT.get(record.format)
@@ -124,7 +243,6 @@ class ModelRegistry:
                 "does not serve (convert GGUF models with `mlxserve convert`)",
                 "unsupported_model_format",
             )
-        context_length = context_length or self.options.context_length
         if record.type == "embeddings":
             return await self._start_embedding_engine(record, engine)
         if engine == "mlx":

@@ -169,4 +169,6 @@ class BatchRunner:
 
 def _as_numpy(logits: mx.array) -> np.ndarray:
     """Float32 logits as a NumPy view: the C sampler reads the buffer without another copy."""
-    return np.asarray(logits.astype(mx.float32), dtype=np.float32)
+    if logits.dtype != mx.float32:
+        logits = logits.astype(mx.float32)
+    return np.asarray(logits)

@@ -1,0 +1,152 @@
+"""The request log behind `mlxserve log stream`: every generation publishes what the model
+received (the exact formatted prompt and sampling parameters) and what it produced, with stats.
+
+One bus per process, like the `logging` module's loggers: generation code publishes without a
+reference to the app, and each `/api/v0/log/stream` client subscribes. Subscribers have bounded
+queues; when a reader falls behind, its oldest records are dropped and counted, so a slow reader
+never holds memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from quart import has_request_context, request
+
+from mlxserve.engine.base import GenerationEvent, GenerationStats
+
+if TYPE_CHECKING:
+    from mlxserve.api.serving import PreparedGeneration
+
+QUEUE_SIZE = 256
+
+
+class Subscription:
+    def __init__(self, max_records: int):
+        self.queue: asyncio.Queue[dict | None] = asyncio.Queue(max_records)
+        self.dropped = 0  # records lost because the reader fell behind
+
+    def offer(self, record: dict | None) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(record)
+
+    async def next_record(self) -> dict | None:
+        """The next record, or None once the bus has closed."""
+        record = await self.queue.get()
+        if record is None:
+            self.queue.put_nowait(None)  # stays closed for any later call
+            return None
+        if self.dropped:
+            record = {**record, "dropped_before": self.dropped}
+            self.dropped = 0
+        return record
+
+
+class LogBus:
+    """Publish/subscribe of log records within the event loop's thread."""
+
+    def __init__(self, max_records: int = QUEUE_SIZE):
+        self.max_records = max_records
+        self._subscriptions: set[Subscription] = set()
+        self.closed = False
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    def publish(self, record: dict) -> None:
+        for subscription in self._subscriptions:
+            subscription.offer(record)
+
+    def close(self) -> None:
+        """End every feed, now and for later subscribers: the server is shutting down."""
+        self.closed = True
+        for subscription in self._subscriptions:
+            subscription.offer(None)
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[Subscription]:
+        subscription = Subscription(self.max_records)
+        if self.closed:
+            subscription.offer(None)
+        self._subscriptions.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscriptions.discard(subscription)
+
+
+bus = LogBus()
+
+
+def stats_record(stats: GenerationStats) -> dict:
+    return {
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "cached_prompt_tokens": stats.cached_prompt_tokens,
+        "tokens_per_second": stats.tokens_per_second,
+        "time_to_first_token": stats.time_to_first_token,
+        "generation_time": stats.generation_time,
+        "stop_reason": stats.stop_reason,
+    }
+
+
+class GenerationLog:
+    """The records of one generation, used as a context manager around it: `request` on
+    entry, `response` (with output and stats, or the error) on exit.
+
+    Costs nothing when no one is subscribed at the start: the output is then not collected."""
+
+    def __init__(self, prepared: PreparedGeneration, log_bus: LogBus = bus):
+        self._bus = log_bus
+        self._active = log_bus.subscriber_count > 0
+        self._parts: list[str] = []
+        self._stats: GenerationStats | None = None
+        self._header = {
+            "id": prepared.shape.id,
+            "model": prepared.loaded.identifier,
+            "endpoint": prepared.endpoint,
+        }
+        self._request = prepared.request
+
+    def __enter__(self) -> GenerationLog:
+        if self._active:
+            self._publish(
+                "request",
+                prompt=self._request.prompt,
+                sampling=asdict(self._request.sampling),
+                max_tokens=self._request.max_tokens,
+                stop=self._request.stop,
+            )
+        return self
+
+    def add(self, event: GenerationEvent) -> None:
+        if self._active:
+            self._parts.append(event.text)
+            self._stats = event.stats or self._stats
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if not self._active:
+            return
+        stats = stats_record(self._stats) if self._stats else None
+        extra = {}
+        if isinstance(exc, Exception):
+            extra = {"error": f"{type(exc).__name__}: {exc}"}
+        elif stats is None:
+            extra = {"error": "cancelled: the client disconnected"}
+        self._publish("response", output="".join(self._parts), stats=stats, **extra)
+
+    def _publish(self, kind: str, **fields) -> None:
+        self._bus.publish({"type": kind, "time": time.time(), **self._header, **fields})
+
+
+def current_endpoint() -> str:
+    """The path of the request being handled, or "" outside a request."""
+    return request.path if has_request_context() else ""

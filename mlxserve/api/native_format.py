@@ -1,0 +1,87 @@
+"""The /api/v0 shapes: model entries with load state, and the stats, model_info and runtime
+objects that native generation responses add to the OpenAI fields."""
+
+from __future__ import annotations
+
+from mlxserve.engine.base import GenerationStats
+from mlxserve.models.registry import LoadedModel, ModelRegistry
+from mlxserve.models.store import ModelRecord
+
+
+def model_entry(record: ModelRecord, loaded: LoadedModel | None, model_id: str = "") -> dict:
+    entry = {
+        "id": model_id or record.id,
+        "object": "model",
+        "type": record.type,
+        "publisher": record.id.split("/")[0],
+        "arch": record.architecture,
+        "compatibility_type": record.format,
+        "quantization": record.quantization,
+        "state": "loaded" if loaded else "not-loaded",
+        "max_context_length": record.max_context_length,
+    }
+    if loaded:
+        entry["loaded_context_length"] = loaded.engine.context_length
+    return entry
+
+
+def model_entries(registry: ModelRegistry) -> list[dict]:
+    """Every stored model, then each model loaded under an identifier of its own."""
+    entries = [model_entry(r, registry.loaded.get(r.id)) for r in registry.stored()]
+    for identifier, loaded in registry.loaded.items():
+        if identifier != loaded.record.id:
+            entries.append(model_entry(loaded.record, loaded, identifier))
+    return entries
+
+
+def find_entry(registry: ModelRegistry, model_id: str) -> dict | None:
+    return next((entry for entry in model_entries(registry) if entry["id"] == model_id), None)
+
+
+def instance_entry(loaded: LoadedModel, now: float | None = None) -> dict:
+    """A loaded model as `mlxserve ps` shows it."""
+    return {
+        "identifier": loaded.identifier,
+        "model": loaded.record.id,
+        "engine": loaded.engine.engine_name,
+        "format": loaded.record.format,
+        "context_length": loaded.engine.context_length,
+        "memory_bytes": loaded.memory_bytes,
+        "ttl": loaded.ttl,
+        "idle_seconds": round(loaded.idle_seconds(now), 3),
+        "active_requests": loaded.active_requests,
+        "jit": loaded.jit,
+        "loaded_at": int(loaded.loaded_at),
+    }
+
+
+def stats_object(stats: GenerationStats) -> dict:
+    return {
+        "tokens_per_second": stats.tokens_per_second,
+        "time_to_first_token": stats.time_to_first_token,
+        "generation_time": stats.generation_time,
+        "stop_reason": stats.stop_reason,
+    }
+
+
+def native_extras(loaded: LoadedModel, stats: GenerationStats) -> dict:
+    record = loaded.record
+    return {
+        "stats": stats_object(stats),
+        "model_info": {
+            "arch": record.architecture,
+            "quant": record.quantization,
+            "format": record.format,
+            "context_length": loaded.engine.context_length,
+        },
+        "runtime": loaded.engine.runtime_info(),
+    }
+
+
+def load_result(loaded: LoadedModel, seconds: float, already_loaded: bool) -> dict:
+    return {
+        **model_entry(loaded.record, loaded, loaded.identifier),
+        **instance_entry(loaded),
+        "load_time": round(seconds, 3),
+        "already_loaded": already_loaded,
+    }

@@ -1,0 +1,146 @@
+"""The llama.cpp child process: `python -m mlxserve.engine.llamacpp.launcher [options]`.
+
+Two modes, both guarded against outliving the parent:
+
+* Built-in server (default): runs the `xllamacpp` wheel's llama.cpp HTTP server in this process.
+  Accepts the subset of `llama-server` options that mlxserve uses, so both backends share one
+  argument list. With `--port 0` it binds a free port and prints `READY_MARKER <url>` on stdout.
+* `--exec BINARY ARGS...`: runs an external `llama-server`. On Linux it replaces this process
+  (same pid); elsewhere it supervises the binary as a child.
+
+On Linux the kernel kills this process when the parent dies (PR_SET_PDEATHSIG). Everywhere,
+`--exit-on-stdin-eof` makes it exit when the parent's end of the stdin pipe closes, which also
+happens when the parent is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+READY_MARKER = "mlxserve-llamacpp-listening"
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent exits; exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def exit_on_stdin_eof(on_exit=None) -> None:
+    """Portable parent-death detection: the parent holds our stdin pipe open while it lives."""
+
+    def watch() -> None:
+        while os.read(0, 4096):
+            pass
+        if on_exit is not None:
+            on_exit()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="stdin-watch", daemon=True).start()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mlxserve.engine.llamacpp.launcher")
+    parser.add_argument("-m", "--model", default="")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("-c", "--ctx-size", type=int, default=4096)
+    parser.add_argument("-np", "--parallel", type=int, default=1)
+    parser.add_argument("-t", "--threads", type=int, default=-1)
+    parser.add_argument("-tb", "--threads-batch", type=int, default=-1)
+    parser.add_argument("-b", "--batch-size", type=int, default=None)
+    parser.add_argument("-ub", "--ubatch-size", type=int, default=None)
+    parser.add_argument("-cb", "--cont-batching", action="store_true", default=True)
+    parser.add_argument("-nocb", "--no-cont-batching", dest="cont_batching", action="store_false")
+    parser.add_argument("--kv-unified", action="store_true")
+    parser.add_argument("--embedding", "--embeddings", action="store_true")
+    parser.add_argument("--pooling", choices=("none", "mean", "cls", "last", "rank"))
+    parser.add_argument("--metrics", action="store_true")
+    parser.add_argument("--slots", action="store_true", default=True)
+    parser.add_argument("--no-slots", dest="slots", action="store_false")
+    parser.add_argument("--no-webui", action="store_true")
+    parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument("--exit-on-stdin-eof", action="store_true")
+    parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--exec", dest="exec_binary", default=None)
+    parser.add_argument("exec_args", nargs=argparse.REMAINDER)
+    return parser.parse_args(argv)
+
+
+def build_params(args: argparse.Namespace):
+    """Translate llama-server style options into xllamacpp's CommonParams."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = args.model
+    params.hostnames = [args.host]
+    params.port = args.port
+    params.n_ctx = args.ctx_size
+    params.n_parallel = args.parallel
+    params.cont_batching = args.cont_batching
+    params.kv_unified = args.kv_unified
+    params.cpuparams.n_threads = args.threads
+    params.cpuparams_batch.n_threads = args.threads_batch
+    params.endpoint_metrics = args.metrics
+    params.endpoint_slots = args.slots
+    params.ui = not args.no_webui
+    params.warmup = not args.no_warmup
+    if args.batch_size:
+        params.n_batch = args.batch_size
+    if args.ubatch_size:
+        params.n_ubatch = args.ubatch_size
+    if args.embedding:
+        params.embedding = True
+    if args.pooling:
+        pooling = f"LLAMA_POOLING_TYPE_{args.pooling.upper()}"
+        params.pooling_type = xllamacpp.llama_pooling_type[pooling]
+    return params
+
+
+def serve_builtin(args: argparse.Namespace) -> None:
+    import xllamacpp
+
+    server = xllamacpp.Server(build_params(args))  # returns once the model is loaded and bound
+    # Leading newline: llama.cpp may have half a log line in the same pipe.
+    print(f"\n{READY_MARKER} {server.listening_address}", flush=True)
+    threading.Event().wait()  # the HTTP server runs on llama.cpp's threads until we are killed
+
+
+def run_binary(binary: str, binary_args: list[str], supervise: bool) -> int:
+    argv = [binary, *binary_args]
+    if not supervise:
+        os.execv(binary, argv)
+    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    exit_on_stdin_eof(on_exit=child.kill)
+    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    return child.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    die_with_parent(args.parent_pid)
+    if args.exec_binary:
+        supervise = not sys.platform.startswith("linux")
+        exec_args = args.exec_args[1:] if args.exec_args[:1] == ["--"] else args.exec_args
+        return run_binary(args.exec_binary, exec_args, supervise)
+    if args.exec_args:
+        print(f"unexpected arguments without --exec: {args.exec_args}", file=sys.stderr)
+        return 2
+    if args.exit_on_stdin_eof:
+        exit_on_stdin_eof()
+    serve_builtin(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The llama.cpp engine: a GGUF model served by a llama.cpp server child, reached over HTTP.
+
+mlxserve applies chat templates itself, so requests go to llama.cpp's raw /completion endpoint as
+token ids (tokenized by the same server), which keeps `prompt_tokens` exactly what it evaluated.
+If the child dies, requests in flight fail with EngineUnavailable and the next request restarts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from importlib import metadata
+from pathlib import Path
+
+import httpx
+
+from mlxserve.engine.base import (
+    ContextLengthExceeded,
+    EngineError,
+    EngineModel,
+    EngineUnavailable,
+    GenerationEvent,
+    GenerationRequest,
+    InvalidRequest,
+)
+from mlxserve.engine.llamacpp import protocol
+from mlxserve.engine.llamacpp.process import LlamaServerProcess
+from mlxserve.models.gguf_import import read_scalar_fields
+from mlxserve.models.store import ModelRecord
+
+logger = logging.getLogger("mlxserve.llamacpp")
+
+DEFAULT_CONTEXT_LENGTH = 4096
+# Generation streams may pause for a long prefill; only connecting has a deadline.
+HTTP_TIMEOUT = httpx.Timeout(None, connect=10.0)
+EMBEDDING_ARGS = ("--embedding", "--pooling", "mean")
+
+
+def resolve_context_length(record: ModelRecord, requested: int | None) -> int:
+    """The requested length, or 4096, never beyond what the model was trained for."""
+    limit = record.max_context_length or None
+    length = requested or min(limit or DEFAULT_CONTEXT_LENGTH, DEFAULT_CONTEXT_LENGTH)
+    return min(length, limit) if limit else length
+
+
+class LlamaCppModel(EngineModel):
+    engine_name = "llama.cpp"
+
+    def __init__(self, process: LlamaServerProcess, record: ModelRecord, context_length: int):
+        self.process = process
+        self.record = record
+        self.context_length = context_length
+        self._client = httpx.AsyncClient(timeout=HTTP_TIMEOUT)
+        self._restart_lock = asyncio.Lock()
+        self._closed = False
+        self._version = ""
+
+    @classmethod
+    async def load(
+        cls,
+        record: ModelRecord,
+        *,
+        context_length: int | None = None,
+        server_binary: Path | None = None,
+        parallel: int = 4,
+        embedding: bool = False,
+    ) -> LlamaCppModel:
+        """Start a llama.cpp server for a GGUF record; `embedding` serves /v1/embeddings
+        (mean pooling) instead of completions."""
+        gguf_path = record.directory / record.gguf_file
+        if record.format != "gguf" or not gguf_path.is_file():
+            raise EngineError(f"model '{record.id}' has no GGUF file at {gguf_path}")
+        process = LlamaServerProcess(
+            gguf_path,
+            context_length=resolve_context_length(record, context_length),
+            server_binary=server_binary,
+            extra_args=EMBEDDING_ARGS if embedding else (),
+            parallel=parallel,
+        )
+        await asyncio.to_thread(process.start)
+        model = cls(process, record, process.context_length)
+        try:
+            await model._read_model_info()
+        except BaseException:
+            await model.close()
+            raise
+        return model
+
+    async def _read_model_info(self) -> None:
+        props = await self._request("GET", "/props")
+        models = await self._request("GET", "/v1/models")
+        fields = await asyncio.to_thread(read_scalar_fields, self.process.model_path)
+        self.bos_token = props.get("bos_token") or ""
+        self.eos_token = props.get("eos_token") or ""
+        # /props reports llama.cpp's fallback template; only the file's own template counts.
+        self.chat_template = fields.get("tokenizer.chat_template")
+        meta = (models.get("data") or [{}])[0].get("meta") or {}
+        self.vocab_size = meta.get("n_vocab")
+        self._version = self._engine_version(props.get("build_info", ""))
+
+    def _engine_version(self, build_info: str) -> str:
+        if self.process.server_binary is None:
+            return f"xllamacpp {metadata.version('xllamacpp')}"
+        return build_info
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        body = {"content": text, "add_special": add_special_tokens, "parse_special": True}
+        return (await self._request("POST", "/tokenize", body))["tokens"]
+
+    async def detokenize(self, tokens: list[int]) -> str:
+        return (await self._request("POST", "/detokenize", {"tokens": tokens}))["content"]
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Mean-pooled embeddings; needs a model loaded with embedding=True."""
+        response = await self._request("POST", "/v1/embeddings", {"input": texts})
+        return [item["embedding"] for item in sorted(response["data"], key=lambda d: d["index"])]
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        started = time.perf_counter()
+        prompt = request.prompt
+        if isinstance(prompt, str):
+            prompt = await self.tokenize(prompt, add_special_tokens=request.add_special_tokens)
+        room = self.context_length - len(prompt)
+        if room <= 0 or not prompt:
+            raise ContextLengthExceeded(len(prompt), self.context_length)
+        n_predict = min(request.max_tokens or room, room)
+        body = protocol.completion_body(list(prompt), request.sampling, n_predict, request.stop)
+        # aclosing: closing this generator must close the inner stream (and its connection) now.
+        async with aclosing(self._stream_completion(body, started)) as events:
+            async for event in events:
+                yield event
+
+    async def _stream_completion(
+        self, body: dict, started: float
+    ) -> AsyncIterator[GenerationEvent]:
+        """Relay one /completion stream; leaving early closes the connection, which makes
+        llama.cpp release the slot at its next token."""
+        base_url = await self._running_url()
+        first_token = last_token = None
+        try:
+            async with self._client.stream("POST", f"{base_url}/completion", json=body) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise self._http_error(response)
+                async for line in response.aiter_lines():
+                    chunk = protocol.parse_sse_line(line)
+                    if chunk is None:
+                        continue
+                    if "error" in chunk:
+                        raise EngineError(protocol.error_message(chunk))
+                    now = time.perf_counter()
+                    if chunk.get("tokens") or chunk.get("content"):
+                        first_token = first_token or now
+                        last_token = now
+                    if chunk.get("stop"):
+                        first_token = first_token or now
+                        stats = protocol.final_stats(
+                            chunk,
+                            body["n_predict"],
+                            time_to_first_token=first_token - started,
+                            generation_time=(last_token or first_token) - first_token,
+                        )
+                        yield GenerationEvent(chunk.get("content", ""), chunk["tokens"], stats)
+                        return
+                    yield GenerationEvent(chunk.get("content", ""), chunk.get("tokens", []))
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        raise self._unavailable(None)
+
+    async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        base_url = await self._running_url()
+        try:
+            response = await self._client.request(method, f"{base_url}{path}", json=body)
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        if response.status_code != 200:
+            raise self._http_error(response)
+        return response.json()
+
+    async def _running_url(self) -> str:
+        """The child's URL, restarting it first if it has died (once, however many callers)."""
+        if self._closed:
+            raise EngineUnavailable(f"model '{self.record.id}' has been unloaded")
+        if not self.process.is_alive():
+            async with self._restart_lock:
+                if not self.process.is_alive():
+                    logger.warning(
+                        "llama.cpp for '%s' (pid %s) is not running; restarting it",
+                        self.record.id,
+                        self.process.pid,
+                    )
+                    try:
+                        await asyncio.to_thread(self.process.start)
+                    except Exception as exc:
+                        raise EngineUnavailable(f"llama.cpp could not restart: {exc}") from exc
+        return self.process.base_url
+
+    def _unavailable(self, exc: Exception | None) -> EngineUnavailable:
+        pid = self.process.pid
+        if not self.process.is_alive():
+            return EngineUnavailable(
+                f"the llama.cpp server (pid {pid}) stopped during the request; it restarts on "
+                f"the next request. Last log lines:\n{self.process.log_tail()[-2000:]}"
+            )
+        detail = f": {exc!r}" if exc is not None else ": the stream ended without a final chunk"
+        return EngineUnavailable(f"lost the connection to the llama.cpp server (pid {pid}){detail}")
+
+    def _http_error(self, response: httpx.Response) -> EngineError:
+        try:
+            message = protocol.error_message(response.json())
+        except ValueError:
+            message = response.text
+        message = f"llama.cpp: {message}"
+        if response.status_code == 503:
+            return EngineUnavailable(message)
+        if response.status_code in (400, 422):
+            return InvalidRequest(message)
+        return EngineError(message)
+
+    async def close(self) -> None:
+        self._closed = True
+        await asyncio.to_thread(self.process.stop)
+        await self._client.aclose()
+
+    def runtime_info(self) -> dict:
+        return {"name": "llama.cpp", "version": self._version, "supported_formats": ["gguf"]}

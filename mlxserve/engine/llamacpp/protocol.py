@@ -1,0 +1,98 @@
+"""llama.cpp's native /completion protocol: request bodies, streamed chunks and final stats."""
+
+from __future__ import annotations
+
+import json
+
+from mlxserve.engine.base import GenerationStats
+from mlxserve.sampling.params import SamplingParams
+
+BANNED_BIAS = -100  # OpenAI's "never pick this token"; llama.cpp spells it `false`
+STOP_REASONS = {"eos": "eosFound", "word": "stopStringFound", "limit": "maxPredictedTokensReached"}
+
+
+def logit_bias_pairs(logit_bias: dict[int, float]) -> list[list]:
+    """OpenAI's {id: bias} as llama.cpp's [[id, bias], ...]; -100 becomes a hard ban."""
+    return [
+        [int(token), False if bias <= BANNED_BIAS else float(bias)]
+        for token, bias in logit_bias.items()
+    ]
+
+
+def sampling_fields(sampling: SamplingParams) -> dict:
+    """SamplingParams under llama.cpp's names. Temperature 0 also sets top_k 1: pure argmax."""
+    return {
+        "temperature": sampling.temperature,
+        "top_k": 1 if sampling.is_greedy else sampling.top_k,
+        "top_p": sampling.top_p,
+        "min_p": sampling.min_p,
+        "repeat_penalty": sampling.repeat_penalty,
+        "repeat_last_n": sampling.repeat_last_n,
+        "presence_penalty": sampling.presence_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+        "logit_bias": logit_bias_pairs(sampling.logit_bias),
+        "seed": -1 if sampling.seed is None else sampling.seed,
+    }
+
+
+def completion_body(
+    prompt_tokens: list[int], sampling: SamplingParams, n_predict: int, stop: list[str]
+) -> dict:
+    """A streaming /completion request over token ids, so the server sees exactly our tokens."""
+    return {
+        "prompt": prompt_tokens,
+        "n_predict": n_predict,
+        "stop": [s for s in stop if s],
+        "stream": True,
+        "cache_prompt": True,
+        "return_tokens": True,
+        **sampling_fields(sampling),
+    }
+
+
+def parse_sse_line(line: str) -> dict | None:
+    """The JSON object of one `data: {...}` line; None for blank lines and comments."""
+    if not line.startswith("data:"):
+        return None
+    payload = line[5:].strip()
+    if not payload or payload == "[DONE]":
+        return None
+    return json.loads(payload)
+
+
+def stop_reason(final: dict, n_predict: int) -> str:
+    """Map llama.cpp's stop_type; a slot that ran out of room counts as a length stop."""
+    reason = STOP_REASONS.get(final.get("stop_type", ""))
+    if reason is not None:
+        return reason
+    if final.get("truncated") or final.get("tokens_predicted", 0) >= n_predict:
+        return "maxPredictedTokensReached"
+    return "eosFound"
+
+
+def final_stats(
+    final: dict, n_predict: int, time_to_first_token: float, generation_time: float
+) -> GenerationStats:
+    """Token counts from llama.cpp's own counters; the timings are measured by the client."""
+    timings = final.get("timings") or {}
+    cached = int(timings.get("cache_n", 0))
+    evaluated = timings.get("prompt_n")
+    prompt_tokens = cached + int(evaluated) if evaluated is not None else final["tokens_evaluated"]
+    return GenerationStats(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=int(final.get("tokens_predicted", 0)),
+        cached_prompt_tokens=cached,
+        time_to_first_token=time_to_first_token,
+        generation_time=generation_time,
+        stop_reason=stop_reason(final, n_predict),
+    )
+
+
+def error_message(payload: dict | str) -> str:
+    """The message inside llama.cpp's {"error": {"message": ...}} bodies."""
+    if isinstance(payload, dict):
+        error = payload.get("error", payload)
+        if isinstance(error, dict):
+            return str(error.get("message", error))
+        return str(error)
+    return str(payload)

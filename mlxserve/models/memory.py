@@ -1,0 +1,164 @@
+"""How much memory a model needs once loaded, and how much the machine has to give.
+
+The estimate is weights (their size on disk) + the KV cache for the loaded context
+(layers x kv_heads x head_dim x context x 2 for keys and values x bytes per element) + overhead.
+`MLXSERVE_MEMORY_LIMIT_BYTES` caps what all loaded models together may use, in place of the
+memory the operating system reports as available.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlxserve.models.gguf_import import read_scalar_fields
+from mlxserve.models.store import ModelRecord
+
+MEMORY_LIMIT_ENV = "MLXSERVE_MEMORY_LIMIT_BYTES"
+DEFAULT_CONTEXT_LENGTH = 4096  # what both engines load when neither request nor server sets one
+# Activations, scratch buffers and the runtime itself: a fixed part plus a share of the weights.
+FIXED_OVERHEAD_BYTES = 256 * 1024**2
+WEIGHTS_OVERHEAD_RATIO = 0.10
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class AttentionShape:
+    layers: int
+    kv_heads: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights_bytes: int
+    kv_cache_bytes: int
+    overhead_bytes: int
+    context_length: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
+
+
+def loaded_context_length(record: ModelRecord, requested: int | None) -> int:
+    """The context an engine loads: the request's (or the default), capped by the model's."""
+    context = requested or DEFAULT_CONTEXT_LENGTH
+    return min(context, record.max_context_length) if record.max_context_length else context
+
+
+def estimate_memory(record: ModelRecord, context_length: int | None = None) -> MemoryEstimate:
+    context = loaded_context_length(record, context_length)
+    weights = record.size_bytes
+    shape = attention_shape(record)
+    kv_cache = 0
+    if shape is not None and record.type != "embeddings":
+        element_bytes = kv_element_bytes(record)
+        kv_cache = shape.layers * shape.kv_heads * shape.head_dim * context * 2 * element_bytes
+    overhead = FIXED_OVERHEAD_BYTES + int(weights * WEIGHTS_OVERHEAD_RATIO)
+    return MemoryEstimate(weights, kv_cache, overhead, context)
+
+
+def kv_element_bytes(record: ModelRecord) -> int:
+    # llama.cpp keeps an f16 cache; MLX caches in the weights' compute dtype (f32 when unquantized).
+    if record.format == "gguf":
+        return 2
+    return 4 if record.quantization.lower() in ("none", "f32", "float32", "") else 2
+
+
+def attention_shape(record: ModelRecord) -> AttentionShape | None:
+    """Layers, KV heads and head size from config.json (MLX) or the GGUF header; None if unknown."""
+    try:
+        if record.format == "gguf":
+            return _gguf_attention_shape(record.directory / record.gguf_file)
+        return _config_attention_shape(record.directory / "config.json")
+    except (OSError, ValueError, KeyError, ZeroDivisionError):
+        return None
+
+
+def _config_attention_shape(path: Path) -> AttentionShape:
+    config = json.loads(path.read_text())
+    config = config.get("text_config", config)
+    heads = int(config["num_attention_heads"])
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    return AttentionShape(
+        layers=int(config["num_hidden_layers"]),
+        kv_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=int(head_dim),
+    )
+
+
+def _gguf_attention_shape(path: Path) -> AttentionShape:
+    fields = read_scalar_fields(path)
+    arch = fields["general.architecture"]
+    heads = int(fields[f"{arch}.attention.head_count"])
+    head_dim = fields.get(f"{arch}.attention.key_length") or (
+        int(fields[f"{arch}.embedding_length"]) // heads
+    )
+    return AttentionShape(
+        layers=int(fields[f"{arch}.block_count"]),
+        kv_heads=int(fields.get(f"{arch}.attention.head_count_kv") or heads),
+        head_dim=int(head_dim),
+    )
+
+
+def memory_limit_bytes() -> int | None:
+    value = os.environ.get(MEMORY_LIMIT_ENV)
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(f"{MEMORY_LIMIT_ENV} must be a number of bytes, got {value!r}") from exc
+
+
+def available_memory_bytes(loaded_bytes: int = 0) -> int | None:
+    """Memory a new model may use: the configured limit minus what loaded models take, else what
+    the system reports as available; None when it cannot be told."""
+    limit = memory_limit_bytes()
+    if limit is not None:
+        return max(limit - loaded_bytes, 0)
+    if sys.platform.startswith("linux"):
+        return _linux_available()
+    if sys.platform == "darwin":
+        return _macos_available()
+    return None
+
+
+def _linux_available() -> int | None:
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else None
+
+
+def _macos_available() -> int | None:
+    """Free, inactive, speculative and purgeable pages: what macOS hands out without swapping."""
+    try:
+        text = subprocess.run(["vm_stat"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return _macos_total()
+    page = re.search(r"page size of (\d+) bytes", text)
+    counts = dict(re.findall(r"^Pages (free|inactive|speculative|purgeable):\s+(\d+)", text, re.M))
+    if not page or not counts:
+        return _macos_total()
+    return int(page.group(1)) * sum(int(n) for n in counts.values())
+
+
+def _macos_total() -> int | None:
+    try:
+        out = subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True)
+        return int(out.stdout.strip())
+    except (OSError, ValueError):
+        return None
+
+
+def format_gib(size: int) -> str:
+    return f"{size / GIB:.2f}"

@@ -1,0 +1,132 @@
+"""Typed wrapper around the C sampler (csrc/sampler.c, built by cffi into `_sampler_c`).
+
+One Sampler per request: it owns the C state (RNG, repeat-penalty window, token counts and
+scratch buffers), so creating it costs one allocation and sampling a token costs none.
+Logits reach C without a copy: any 1-D float32 buffer works, a NumPy array or an mx.array
+(MLX arrays export the buffer protocol; import mlxserve before mlx.core). C only reads them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+
+import numpy as np
+
+from mlxserve.sampling._sampler_c import ffi, lib
+from mlxserve.sampling.params import SamplingParams
+from mlxserve.sampling.validation import validate_sampling
+
+SEED_MASK = (1 << 64) - 1
+FLOAT32_FORMATS = ("f", "<f", "=f")
+
+
+def _config(params: SamplingParams, seed: int):
+    config = ffi.new("SamplerConfig *")
+    config.temperature = params.temperature
+    config.top_k = params.top_k
+    config.top_p = params.top_p
+    config.min_p = params.min_p
+    config.repeat_penalty = params.repeat_penalty
+    config.repeat_last_n = params.repeat_last_n
+    config.presence_penalty = params.presence_penalty
+    config.frequency_penalty = params.frequency_penalty
+    config.seed = seed & SEED_MASK
+    return config
+
+
+class Sampler:
+    """Samples token ids from logits with the controls of SamplingParams.
+
+    `seed=None` draws a fresh random seed, otherwise the same seed, parameters, prompt and
+    logits give the same tokens on every run.
+    """
+
+    def __init__(self, params: SamplingParams, vocab_size: int):
+        validate_sampling(params, vocab_size)
+        self.params = params
+        self.vocab_size = vocab_size
+        self.seed = secrets.randbits(64) if params.seed is None else params.seed & SEED_MASK
+        tokens = list(params.logit_bias)
+        bias_tokens = ffi.new("int[]", tokens)
+        bias_values = ffi.new("float[]", [params.logit_bias[t] for t in tokens])
+        config = _config(params, self.seed)
+        state = lib.sampler_new(vocab_size, config, bias_tokens, bias_values, len(tokens))
+        if state == ffi.NULL:
+            raise MemoryError(f"cannot allocate a sampler for a vocabulary of {vocab_size}")
+        self._state = state
+        self._logprob = ffi.new("float *")
+
+    def feed_prompt(self, token_ids: Sequence[int]) -> None:
+        """Add prompt tokens to the repeat-penalty window (not to presence/frequency counts)."""
+        if len(token_ids) == 0:
+            return
+        tokens = ffi.new("int[]", list(token_ids))
+        if lib.sampler_feed(self._live(), tokens, len(tokens)) != 0:
+            raise ValueError(f"prompt token ids must be in [0, {self.vocab_size})")
+
+    def sample(self, logits) -> int:
+        """Choose the next token and record it as generated."""
+        return self._sample(logits, ffi.NULL)
+
+    def sample_with_logprob(self, logits) -> tuple[int, float]:
+        """The next token and its log-probability under the distribution it was drawn from.
+
+        For temperature 0 the log-probability is under the softmax of the biased, penalized
+        logits (the argmax is certain, so the final distribution carries no information).
+        """
+        token = self._sample(logits, self._logprob)
+        return token, float(self._logprob[0])
+
+    def probabilities(self, logits) -> np.ndarray:
+        """The final distribution after bias, penalties, temperature, top_k, top_p and min_p.
+
+        Dropped tokens get 0. Nothing is drawn or recorded, so it inspects the next step
+        without changing it; for temperature 0 it is one-hot at the argmax.
+        """
+        probs = np.zeros(self.vocab_size, dtype=np.float32)
+        lib.sampler_probs(self._live(), self._buffer(logits), ffi.from_buffer("float[]", probs))
+        return probs
+
+    def close(self) -> None:
+        """Free the C state; safe to call more than once."""
+        state, self._state = getattr(self, "_state", ffi.NULL), ffi.NULL
+        if state != ffi.NULL:
+            lib.sampler_free(state)
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _live(self):
+        if self._state == ffi.NULL:
+            raise RuntimeError("the sampler is closed")
+        return self._state
+
+    def _sample(self, logits, logprob) -> int:
+        token = lib.sampler_sample(self._live(), self._buffer(logits), logprob)
+        if token < 0:
+            raise ValueError("every token is banned by logit_bias: nothing can be sampled")
+        return token
+
+    def _buffer(self, logits):
+        """A zero-copy view of 1-D float32 logits of the sampler's vocabulary size."""
+        if type(logits) is np.ndarray:
+            ok = logits.dtype == np.float32 and logits.ndim == 1 and logits.flags.c_contiguous
+            shape, kind = logits.shape, logits.dtype
+        else:
+            view = memoryview(logits)
+            ok = view.format in FLOAT32_FORMATS and view.ndim == 1 and view.c_contiguous
+            shape, kind = view.shape, view.format
+            logits = view
+        if not ok or shape[0] != self.vocab_size:
+            raise ValueError(
+                f"logits must be a contiguous 1-D float32 buffer of {self.vocab_size} values, "
+                f"got shape {tuple(shape)} of {kind}"
+            )
+        return ffi.from_buffer("float[]", logits)
