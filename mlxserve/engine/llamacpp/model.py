@@ -8,6 +8,7 @@ If the child dies, requests in flight fail with EngineUnavailable and the next r
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from mlxserve.engine.base import (
     GenerationRequest,
     InvalidRequest,
 )
-from mlxserve.engine.llamacpp import protocol
+from mlxserve.engine.llamacpp import protocol, sse
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.gguf_import import read_scalar_fields
 from mlxserve.models.store import ModelRecord
@@ -44,6 +45,18 @@ def resolve_context_length(record: ModelRecord, requested: int | None) -> int:
     limit = record.max_context_length or None
     length = requested or min(limit or DEFAULT_CONTEXT_LENGTH, DEFAULT_CONTEXT_LENGTH)
     return min(length, limit) if limit else length
+
+
+def gguf_file_of(record: ModelRecord) -> Path:
+    """The record's GGUF file; a directory holding exactly one .gguf needs no file name."""
+    candidates = (
+        [record.directory / record.gguf_file]
+        if record.gguf_file
+        else sorted(record.directory.glob("*.gguf"))
+    )
+    if record.format != "gguf" or len(candidates) != 1 or not candidates[0].is_file():
+        raise EngineError(f"model '{record.id}' has no single GGUF file in {record.directory}")
+    return candidates[0]
 
 
 class LlamaCppModel(EngineModel):
@@ -70,9 +83,7 @@ class LlamaCppModel(EngineModel):
     ) -> LlamaCppModel:
         """Start a llama.cpp server for a GGUF record; `embedding` serves /v1/embeddings
         (mean pooling) instead of completions."""
-        gguf_path = record.directory / record.gguf_file
-        if record.format != "gguf" or not gguf_path.is_file():
-            raise EngineError(f"model '{record.id}' has no GGUF file at {gguf_path}")
+        gguf_path = gguf_file_of(record)
         process = LlamaServerProcess(
             gguf_path,
             context_length=resolve_context_length(record, context_length),
@@ -138,19 +149,13 @@ class LlamaCppModel(EngineModel):
     ) -> AsyncIterator[GenerationEvent]:
         """Relay one /completion stream; leaving early closes the connection, which makes
         llama.cpp release the slot at its next token."""
-        base_url = await self._running_url()
+        url = f"{await self._running_url()}/completion"
         first_token = last_token = None
         try:
-            async with self._client.stream("POST", f"{base_url}/completion", json=body) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise self._http_error(response)
-                async for line in response.aiter_lines():
-                    chunk = protocol.parse_sse_line(line)
-                    if chunk is None:
-                        continue
+            async with aclosing(sse.post_event_stream(url, body)) as chunks:
+                async for chunk in chunks:
                     if "error" in chunk:
-                        raise EngineError(protocol.error_message(chunk))
+                        raise EngineError(f"llama.cpp: {protocol.error_message(chunk)}")
                     now = time.perf_counter()
                     if chunk.get("tokens") or chunk.get("content"):
                         first_token = first_token or now
@@ -166,7 +171,9 @@ class LlamaCppModel(EngineModel):
                         yield GenerationEvent(chunk.get("content", ""), chunk["tokens"], stats)
                         return
                     yield GenerationEvent(chunk.get("content", ""), chunk.get("tokens", []))
-        except httpx.TransportError as exc:
+        except sse.HTTPStatusError as exc:
+            raise self._http_error(exc.status, exc.body.decode("utf-8", "replace")) from exc
+        except OSError as exc:
             raise self._unavailable(exc) from exc
         raise self._unavailable(None)
 
@@ -177,7 +184,7 @@ class LlamaCppModel(EngineModel):
         except httpx.TransportError as exc:
             raise self._unavailable(exc) from exc
         if response.status_code != 200:
-            raise self._http_error(response)
+            raise self._http_error(response.status_code, response.text)
         return response.json()
 
     async def _running_url(self) -> str:
@@ -208,15 +215,14 @@ class LlamaCppModel(EngineModel):
         detail = f": {exc!r}" if exc is not None else ": the stream ended without a final chunk"
         return EngineUnavailable(f"lost the connection to the llama.cpp server (pid {pid}){detail}")
 
-    def _http_error(self, response: httpx.Response) -> EngineError:
+    def _http_error(self, status: int, text: str) -> EngineError:
         try:
-            message = protocol.error_message(response.json())
+            message = f"llama.cpp: {protocol.error_message(json.loads(text))}"
         except ValueError:
-            message = response.text
-        message = f"llama.cpp: {message}"
-        if response.status_code == 503:
+            message = f"llama.cpp answered {status}: {text[:500]}"
+        if status == 503:
             return EngineUnavailable(message)
-        if response.status_code in (400, 422):
+        if status in (400, 422):
             return InvalidRequest(message)
         return EngineError(message)
 

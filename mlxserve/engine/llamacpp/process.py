@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from mlxserve.engine.base import EngineError
 from mlxserve.engine.llamacpp import launcher
 
 logger = logging.getLogger("mlxserve.llamacpp")
@@ -38,6 +39,7 @@ HEALTH_POLL_INTERVAL = 0.05
 LAUNCHER_PATH = Path(launcher.__file__)
 # llama.cpp log lines look like "0.02.074.577 W srv  init: ..."; the letter is the level.
 LOG_LEVEL_PATTERN = re.compile(r"^\d+\.\d+\.\d+\.\d+ ([DIWE]) ")
+READY_PATTERN = re.compile(re.escape(launcher.READY_MARKER) + r" (http://[0-9.]+:[0-9]+)")
 LOG_LEVELS = {"D": logging.DEBUG, "I": logging.DEBUG, "W": logging.WARNING, "E": logging.ERROR}
 
 # Linux sends the parent-death signal when the *thread* that forked the child exits, so every
@@ -46,7 +48,7 @@ _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp-spawn"
 _running: weakref.WeakSet[LlamaServerProcess] = weakref.WeakSet()
 
 
-class LlamaServerError(RuntimeError):
+class LlamaServerError(EngineError, RuntimeError):
     """The llama.cpp server could not be started, or exited while starting."""
 
 
@@ -210,8 +212,9 @@ class LlamaServerProcess:
         assert self._popen is not None and self._popen.stdout is not None
         for raw in self._popen.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
-            if line.startswith(launcher.READY_MARKER):
-                self._announced_url = line.split()[-1].rstrip("/")
+            announced = READY_PATTERN.search(line)
+            if announced:
+                self._announced_url = announced.group(1)
                 continue
             if not line:
                 continue

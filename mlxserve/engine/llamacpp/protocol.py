@@ -1,8 +1,10 @@
-"""llama.cpp's native /completion protocol: request bodies, streamed chunks and final stats."""
+"""llama.cpp's native /completion protocol: request bodies, streamed chunks and final stats.
+
+One difference from OpenAI remains: llama.cpp applies presence and frequency penalties over its
+last `repeat_last_n` tokens, prompt included, where OpenAI counts generated tokens only.
+"""
 
 from __future__ import annotations
-
-import json
 
 from mlxserve.engine.base import GenerationStats
 from mlxserve.sampling.params import SamplingParams
@@ -48,16 +50,6 @@ def completion_body(
         "return_tokens": True,
         **sampling_fields(sampling),
     }
-
-
-def parse_sse_line(line: str) -> dict | None:
-    """The JSON object of one `data: {...}` line; None for blank lines and comments."""
-    if not line.startswith("data:"):
-        return None
-    payload = line[5:].strip()
-    if not payload or payload == "[DONE]":
-        return None
-    return json.loads(payload)
 
 
 def stop_reason(final: dict, n_predict: int) -> str:
