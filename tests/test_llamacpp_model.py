@@ -16,6 +16,7 @@ from mlxserve.engine.base import (
     EngineError,
     EngineUnavailable,
     GenerationRequest,
+    InvalidRequest,
 )
 from mlxserve.engine.llamacpp.model import LlamaCppModel, gguf_file_of
 from mlxserve.models.store import ModelRecord
@@ -158,6 +159,13 @@ async def test_generation_stops_at_the_context_end(model):
         await run(model, [2, *filler[:CONTEXT_LENGTH]], sampling=GREEDY)
 
 
+async def test_invalid_token_is_a_request_error(model):
+    with pytest.raises(InvalidRequest, match="invalid tokens"):
+        await run(model, [2, 10_000_000], sampling=GREEDY, max_tokens=1)
+    _, _, stats = await run(model, FRANCE, sampling=GREEDY, max_tokens=1)  # still serving
+    assert stats.completion_tokens == 1
+
+
 async def test_concurrent_requests_all_complete(model):
     banned_end = SamplingParams(temperature=0, logit_bias={1: -100, 106: -100})
     prompts = [f"Request number {i} says" for i in range(4)]
@@ -223,4 +231,5 @@ async def test_embedding_mode_serves_mean_pooled_vectors(gguf_record):
     finally:
         await loaded.close()
     assert len(first) == 640
+    assert sum(x * x for x in first) == pytest.approx(1.0, abs=1e-4)
     assert first == pytest.approx(again) and first != pytest.approx(second, abs=1e-3)

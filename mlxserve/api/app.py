@@ -10,6 +10,7 @@ from pathlib import Path
 from quart import Quart, Response, request
 
 from mlxserve.api.errors import APIError, register_error_handlers
+from mlxserve.api.routes_embeddings import blueprint as embedding_routes
 from mlxserve.api.routes_native import blueprint as native_routes
 from mlxserve.api.routes_openai import blueprint as openai_routes
 from mlxserve.models.registry import ModelRegistry, RegistryOptions
@@ -32,6 +33,7 @@ def create_app(config: AppConfig) -> Quart:
     app.registry = ModelRegistry(config.models_dir, config.registry)
     app.register_blueprint(openai_routes)
     app.register_blueprint(native_routes)
+    app.register_blueprint(embedding_routes)
     register_error_handlers(app)
     _add_auth(app, config.api_key)
     if config.cors:

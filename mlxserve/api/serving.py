@@ -25,7 +25,7 @@ class PreparedGeneration:
 
 
 async def prepare_chat(registry: ModelRegistry, body: ChatCompletionRequest) -> PreparedGeneration:
-    loaded = await registry.resolve(body.model, ttl=body.ttl)
+    loaded = _generative(await registry.resolve(body.model, ttl=body.ttl))
     if any(message.has_images for message in body.messages):
         raise APIError(
             400,
@@ -50,9 +50,16 @@ async def prepare_chat(registry: ModelRegistry, body: ChatCompletionRequest) -> 
 async def prepare_completion(
     registry: ModelRegistry, body: CompletionRequest
 ) -> PreparedGeneration:
-    loaded = await registry.resolve(body.model, ttl=body.ttl)
+    loaded = _generative(await registry.resolve(body.model, ttl=body.ttl))
     request = _generation_request(loaded, body, body.prompt, add_special_tokens=True)
     return PreparedGeneration(loaded, request, ResponseShape("text", loaded.identifier))
+
+
+def _generative(loaded: LoadedModel) -> LoadedModel:
+    if loaded.record.type == "embeddings":
+        raise APIError(400, f"model '{loaded.identifier}' is an embedding model; use /v1/embeddings",
+                       "model", "model_not_generative")
+    return loaded
 
 
 def _generation_request(

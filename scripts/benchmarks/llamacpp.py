@@ -1,10 +1,14 @@
 """The llama.cpp engine through mlxserve against the same llama.cpp server queried directly.
 
-Both sides run the default GGUF model with identical llama.cpp settings (LlamaServerProcess with
-the context length and slot count mlxserve's engine uses) and get identical streaming
-/v1/completions requests: greedy, EOS and end-of-turn banned so every request yields exactly the
-asked-for tokens. Every prompt starts with a fresh nonce so llama.cpp's prompt cache cannot favour
-either side. Measurements alternate between the two servers to share out background load.
+Three targets with identical llama.cpp settings (the context length and slot count mlxserve's
+engine uses): `direct`, a llama.cpp server queried over its own /v1/completions; `mlxserve`, the
+real `mlxserve serve --engine llamacpp` over /v1/completions; and `engine`, LlamaCppModel driven
+in this process (no HTTP API layer), which splits mlxserve's overhead between engine and API.
+
+Requests are greedy with EOS and end-of-turn banned, so each yields exactly the asked-for tokens.
+Every prompt starts with a fresh nonce so llama.cpp's prompt cache cannot favour any target, and
+each measurement runs on all targets back to back, in rotating order, so background load on a
+shared machine hits them alike.
 
     python scripts/bench.py llamacpp [--iterations N] [--models-dir DIR]
     python -m scripts.benchmarks.llamacpp [--iterations N] [--models-dir DIR]
@@ -15,28 +19,35 @@ either side. Measurements alternate between the two servers to share out backgro
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import itertools
 import json
 import statistics
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from mlxserve.engine.llamacpp.model import resolve_context_length
+from mlxserve.engine.base import GenerationRequest
+from mlxserve.engine.llamacpp.model import LlamaCppModel, resolve_context_length
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.defaults import ensure_default_model
-from mlxserve.models.store import find_model
+from mlxserve.models.store import ModelRecord, find_model
+from mlxserve.sampling.params import SamplingParams
 from tests.server import ServerProcess
 
 DECODE_TOKENS = 128
 STREAMS = 4
 PARALLEL = 4  # LlamaCppModel.load's default slot count
-BANNED = {"1": -100, "106": -100}  # Gemma's EOS and end-of-turn, so lengths are exact
+BANNED = {1: -100, 106: -100}  # Gemma's EOS and end-of-turn, so lengths are exact
 LONG_BODY = " ".join(f"Item {i}: the quick brown fox jumps over the lazy dog." for i in range(24))
 _nonce = itertools.count()
+
+Complete = Callable[[str, int], dict]  # (prompt, max tokens) -> timings
 
 
 def fresh_prompt(text: str) -> str:
@@ -44,116 +55,147 @@ def fresh_prompt(text: str) -> str:
     return f"[{next(_nonce)}-{time.time_ns() % 1_000_000}] {text}"
 
 
-def stream_completion(base_url: str, model: str, prompt: str, tokens: int) -> dict:
-    """One streaming /v1/completions request; client-side timings and the server's token count."""
-    body = {
-        "model": model,
-        "prompt": prompt,
-        "max_tokens": tokens,
-        "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        "logit_bias": BANNED,
-    }
-    start = time.perf_counter()
-    first = last = None
-    completion_tokens = None
-    with httpx.stream("POST", f"{base_url}/v1/completions", json=body, timeout=600) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if (chunk.get("usage") or {}).get("completion_tokens"):
-                completion_tokens = chunk["usage"]["completion_tokens"]
-            if any(choice.get("text") for choice in chunk.get("choices") or []):
-                first = first or time.perf_counter()
-                last = time.perf_counter()
-    tokens_seen = completion_tokens or tokens
+def timings(start: float, first: float, last: float, tokens: int) -> dict:
     return {
         "ttft_s": first - start,
-        "decode_tok_s": (tokens_seen - 1) / (last - first) if last > first else 0.0,
-        "completion_tokens": tokens_seen,
-        "total_s": last - start,
+        "decode_tok_s": (tokens - 1) / (last - first) if last > first else 0.0,
+        "completion_tokens": tokens,
     }
 
 
-def count_tokens(base_url: str, text: str) -> int:
-    response = httpx.post(f"{base_url}/tokenize", json={"content": text, "add_special": True})
-    return len(response.json()["tokens"])
+def http_target(base_url: str, model: str) -> Complete:
+    """Streaming /v1/completions; times the arrival of text chunks at the client."""
+    client = httpx.Client(timeout=600)  # one client: a new one per request costs ~25 ms (TLS setup)
+
+    def complete(prompt: str, tokens: int) -> dict:
+        body = {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "logit_bias": {str(k): v for k, v in BANNED.items()},
+        }
+        start = time.perf_counter()
+        first = last = None
+        usage_tokens = None
+        with client.stream("POST", f"{base_url}/v1/completions", json=body) as reply:
+            reply.raise_for_status()
+            for line in reply.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[6:])
+                usage_tokens = (chunk.get("usage") or {}).get("completion_tokens") or usage_tokens
+                if any(choice.get("text") for choice in chunk.get("choices") or []):
+                    first = first or time.perf_counter()
+                    last = time.perf_counter()
+        return timings(start, first, last, usage_tokens or tokens)
+
+    return complete
 
 
-def aggregate_throughput(base_url: str, model: str, streams: int, tokens: int) -> float:
+class EngineTarget:
+    """LlamaCppModel on its own event loop thread, called from the benchmark's threads."""
+
+    def __init__(self, record: ModelRecord):
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.model = self.call(LlamaCppModel.load(record, parallel=PARALLEL))
+
+    def call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def complete(self, prompt: str, tokens: int) -> dict:
+        return self.call(self._complete(prompt, tokens))
+
+    async def _complete(self, prompt: str, tokens: int) -> dict:
+        sampling = SamplingParams(temperature=0, repeat_penalty=1.0, logit_bias=BANNED)
+        request = GenerationRequest(prompt=prompt, sampling=sampling, max_tokens=tokens)
+        start = time.perf_counter()
+        first = last = None
+        async for event in self.model.generate(request):
+            if event.text:
+                first = first or time.perf_counter()
+                last = time.perf_counter()
+            if event.is_final:
+                return timings(start, first, last, event.stats.completion_tokens)
+        raise RuntimeError("the stream ended without stats")
+
+    def close(self) -> None:
+        self.call(self.model.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+def aggregate_throughput(complete: Complete, streams: int, tokens: int) -> float:
     prompts = [fresh_prompt(f"Story number {i}: once upon a time") for i in range(streams)]
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(streams) as pool:
-        results = list(pool.map(lambda p: stream_completion(base_url, model, p, tokens), prompts))
+        results = list(pool.map(lambda prompt: complete(prompt, tokens), prompts))
     return sum(r["completion_tokens"] for r in results) / (time.perf_counter() - start)
 
 
-MEASUREMENTS = {
-    "decode_tok_s": lambda url, model: stream_completion(
-        url, model, fresh_prompt("The capital of France is"), DECODE_TOKENS
+AGGREGATE = f"aggregate_{STREAMS}_tok_s"
+MEASUREMENTS: dict[str, Callable[[Complete], float]] = {
+    "decode_tok_s": lambda complete: complete(
+        fresh_prompt("The capital of France is"), DECODE_TOKENS
     )["decode_tok_s"],
-    "ttft_short_s": lambda url, model: stream_completion(url, model, fresh_prompt("Hello"), 2)[
-        "ttft_s"
-    ],
-    "ttft_long_s": lambda url, model: stream_completion(url, model, fresh_prompt(LONG_BODY), 2)[
-        "ttft_s"
-    ],
-    f"aggregate_{STREAMS}_tok_s": lambda url, model: aggregate_throughput(
-        url, model, STREAMS, DECODE_TOKENS
-    ),
+    "ttft_short_s": lambda complete: complete(fresh_prompt("Hello"), 2)["ttft_s"],
+    "ttft_long_s": lambda complete: complete(fresh_prompt(LONG_BODY), 2)["ttft_s"],
+    AGGREGATE: lambda complete: aggregate_throughput(complete, STREAMS, DECODE_TOKENS),
 }
 
 
-def measure_side_by_side(servers: dict[str, str], model: str, repeats: int) -> dict:
-    """Each measurement runs on both servers back to back, in alternating order, so background
-    load hits both alike; medians per server."""
-    samples = {name: {key: [] for key in MEASUREMENTS} for name in servers}
-    for url in servers.values():
-        stream_completion(url, model, fresh_prompt("Warm up"), 4)
+def measure_side_by_side(targets: dict[str, Complete], repeats: int) -> dict:
+    """Each measurement on every target back to back, rotating the order; medians per target."""
+    samples = {name: {key: [] for key in MEASUREMENTS} for name in targets}
+    for complete in targets.values():
+        complete(fresh_prompt("Warm up"), 4)
+    names = list(targets)
     for repeat in range(repeats):
         for index, (key, measure) in enumerate(MEASUREMENTS.items()):
-            names = list(servers)
-            for name in names if (repeat + index) % 2 == 0 else reversed(names):
-                samples[name][key].append(measure(servers[name], model))
+            shift = (repeat + index) % len(names)
+            for name in names[shift:] + names[:shift]:
+                samples[name][key].append(measure(targets[name]))
     return {
         name: {key: statistics.median(values) for key, values in by_key.items()}
         for name, by_key in samples.items()
     }
 
 
-def ratios(ours: dict, direct: dict) -> dict:
+def compare(ours: dict, direct: dict) -> dict:
     return {
         "decode": ours["decode_tok_s"] / direct["decode_tok_s"],
         "ttft_short_extra_ms": 1000 * (ours["ttft_short_s"] - direct["ttft_short_s"]),
         "ttft_long_extra_ms": 1000 * (ours["ttft_long_s"] - direct["ttft_long_s"]),
-        f"aggregate_{STREAMS}": ours[f"aggregate_{STREAMS}_tok_s"]
-        / direct[f"aggregate_{STREAMS}_tok_s"],
+        f"aggregate_{STREAMS}": ours[AGGREGATE] / direct[AGGREGATE],
     }
 
 
-def print_table(ours: dict, direct: dict, compared: dict) -> None:
-    print(f"{'':28}{'mlxserve':>12}{'llama.cpp':>12}{'mlxserve vs direct':>22}")
-    rows = [
-        ("decode tok/s", "decode_tok_s", f"{compared['decode']:.3f}x", 2),
-        ("ttft short prompt (s)", "ttft_short_s", f"{compared['ttft_short_extra_ms']:+.1f} ms", 3),
-        (
-            "ttft ~300-token prompt (s)",
-            "ttft_long_s",
-            f"{compared['ttft_long_extra_ms']:+.1f} ms",
-            3,
-        ),
-        (
-            f"aggregate tok/s, {STREAMS} streams",
-            f"aggregate_{STREAMS}_tok_s",
-            f"{compared[f'aggregate_{STREAMS}']:.3f}x",
-            2,
-        ),
-    ]
-    for label, key, ratio, digits in rows:
-        print(f"{label:28}{ours[key]:12.{digits}f}{direct[key]:12.{digits}f}{ratio:>22}")
+def ratio_cells(ratios: dict) -> dict[str, str]:
+    return {
+        "decode_tok_s": f"{ratios['decode']:.3f}x",
+        "ttft_short_s": f"{ratios['ttft_short_extra_ms']:+.1f} ms",
+        "ttft_long_s": f"{ratios['ttft_long_extra_ms']:+.1f} ms",
+        AGGREGATE: f"{ratios[f'aggregate_{STREAMS}']:.3f}x",
+    }
+
+
+def print_table(results: dict, ratios: dict) -> None:
+    names = list(results)
+    ours, engine_only = ratio_cells(ratios), ratio_cells(ratios["engine_only"])
+    header = "".join(f"{name:>11}" for name in names)
+    print(f"{'':28}{header}{'mlxserve/direct':>17}{'engine/direct':>15}")
+    labels = {
+        "decode_tok_s": "decode tok/s",
+        "ttft_short_s": "ttft short prompt (s)",
+        "ttft_long_s": "ttft ~300-token prompt (s)",
+        AGGREGATE: f"aggregate tok/s, {STREAMS} streams",
+    }
+    for key, label in labels.items():
+        digits = 3 if key.startswith("ttft") else 2
+        values = "".join(f"{results[name][key]:11.{digits}f}" for name in names)
+        print(f"{label:28}{values}{ours[key]:>17}{engine_only[key]:>15}")
 
 
 def run(args) -> dict:
@@ -167,12 +209,23 @@ def run(args) -> dict:
         parallel=PARALLEL,
     )
     with direct, ServerProcess(models_dir, model=model_id, engine="llamacpp") as ours:
-        servers = {"mlxserve": ours.base_url, "direct": direct.base_url}
-        long_tokens = count_tokens(direct.base_url, fresh_prompt(LONG_BODY))
-        results = measure_side_by_side(servers, model_id, repeats)
-    compared = ratios(results["mlxserve"], results["direct"])
-    print_table(results["mlxserve"], results["direct"], compared)
-    return {**results, "ratios": compared, "repeats": repeats, "long_prompt_tokens": long_tokens}
+        engine = EngineTarget(record)
+        try:
+            targets = {
+                "direct": http_target(direct.base_url, model_id),
+                "mlxserve": http_target(ours.base_url, model_id),
+                "engine": engine.complete,
+            }
+            long_tokens = len(engine.call(engine.model.tokenize(fresh_prompt(LONG_BODY))))
+            results = measure_side_by_side(targets, repeats)
+        finally:
+            engine.close()
+    ratios = {
+        **compare(results["mlxserve"], results["direct"]),
+        "engine_only": compare(results["engine"], results["direct"]),
+    }
+    print_table(results, ratios)
+    return {**results, "ratios": ratios, "repeats": repeats, "long_prompt_tokens": long_tokens}
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ class LlamaCppModel(EngineModel):
         return (await self._request("POST", "/detokenize", {"tokens": tokens}))["content"]
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        """Mean-pooled embeddings; needs a model loaded with embedding=True."""
+        """Mean-pooled, L2-normalized embeddings; needs a model loaded with embedding=True."""
         response = await self._request("POST", "/v1/embeddings", {"input": texts})
         return [item["embedding"] for item in sorted(response["data"], key=lambda d: d["index"])]
 
@@ -207,10 +207,17 @@ class LlamaCppModel(EngineModel):
 
     def _unavailable(self, exc: Exception | None) -> EngineUnavailable:
         pid = self.process.pid
+        if self._closed:
+            return EngineUnavailable(f"model '{self.record.id}' was unloaded during the request")
         if not self.process.is_alive():
+            logger.warning(
+                "llama.cpp (pid %s) died during a request; its last lines:\n%s",
+                pid,
+                self.process.log_tail(),
+            )
             return EngineUnavailable(
-                f"the llama.cpp server (pid {pid}) stopped during the request; it restarts on "
-                f"the next request. Last log lines:\n{self.process.log_tail()[-2000:]}"
+                f"the llama.cpp server (pid {pid}) stopped during the request; "
+                "it restarts on the next request"
             )
         detail = f": {exc!r}" if exc is not None else ": the stream ended without a final chunk"
         return EngineUnavailable(f"lost the connection to the llama.cpp server (pid {pid}){detail}")

@@ -1,0 +1,85 @@
+"""/v1/embeddings (and /api/v0/embeddings): OpenAI's list of vectors, float or base64."""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+from quart import Blueprint, current_app, jsonify
+
+from mlxserve.api.errors import APIError
+from mlxserve.api.parsing import parse_body
+from mlxserve.api.protocol import OpenAIModel
+
+blueprint = Blueprint("embeddings", __name__)
+
+
+class EmbeddingRequest(OpenAIModel):
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, gt=0)
+    user: str | None = None
+
+    def batch(self) -> list[str] | list[list[int]]:
+        if self.input in ("", []) or (isinstance(self.input, list) and "" in self.input):
+            raise APIError(400, "input must not be empty", "input", "empty_input")
+        if isinstance(self.input, str):
+            return [self.input]
+        if isinstance(self.input[0], int):
+            return [self.input]
+        return self.input
+
+
+@blueprint.post("/v1/embeddings")
+@blueprint.post("/api/v0/embeddings")
+async def embeddings():
+    body = await parse_body(EmbeddingRequest)
+    loaded = await current_app.registry.resolve(body.model)
+    engine = loaded.engine
+    if loaded.record.type != "embeddings" or not hasattr(engine, "embed"):
+        raise APIError(
+            400,
+            f"model '{loaded.identifier}' is not an embedding model",
+            "model",
+            "model_not_embedding",
+        )
+    inputs = body.batch()
+    loaded.active_requests += 1
+    try:
+        vectors, prompt_tokens = await _embed(engine, inputs)
+    finally:
+        loaded.active_requests -= 1
+    if body.dimensions:
+        vectors = _shorten(vectors, body.dimensions)
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+        for i, v in enumerate(vectors)
+    ]
+    usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return jsonify({"object": "list", "data": data, "model": loaded.identifier, "usage": usage})
+
+
+async def _embed(engine, inputs) -> tuple[np.ndarray, int]:
+    result = await engine.embed(inputs)
+    if isinstance(result, tuple):
+        return np.asarray(result[0], dtype=np.float32), result[1]
+    # The llama.cpp engine returns vectors only; count tokens the way it read them.
+    counts = [len(await engine.tokenize(text)) for text in inputs]
+    return np.asarray(result, dtype=np.float32), sum(counts)
+
+
+def _shorten(vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """OpenAI's `dimensions`: keep the first N components and renormalize."""
+    if dimensions > vectors.shape[1]:
+        raise APIError(422, f"dimensions must be at most {vectors.shape[1]}", "dimensions")
+    cut = vectors[:, :dimensions]
+    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+
+
+def _encode(vector: np.ndarray, encoding_format: str):
+    if encoding_format == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector.tolist()

