@@ -13,6 +13,7 @@ from mlxserve.api.errors import APIError, register_error_handlers
 from mlxserve.api.routes_embeddings import blueprint as embedding_routes
 from mlxserve.api.routes_native import blueprint as native_routes
 from mlxserve.api.routes_openai import blueprint as openai_routes
+from mlxserve.api.routes_responses import blueprint as responses_routes
 from mlxserve.models.registry import ModelRegistry, RegistryOptions
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def create_app(config: AppConfig) -> Quart:
     app.register_blueprint(openai_routes)
     app.register_blueprint(native_routes)
     app.register_blueprint(embedding_routes)
+    app.register_blueprint(responses_routes)
     register_error_handlers(app)
     _add_auth(app, config.api_key)
     if config.cors:

@@ -40,22 +40,32 @@ class ResponseShape:
             "choices": choices,
         }
 
-    def full(self, text: str, stats: GenerationStats) -> dict:
+    def full(self, text: str, stats: GenerationStats, tool_calls: list[dict] | None = None) -> dict:
         if self.kind == "chat":
-            message = {"role": "assistant", "content": text}
+            message = {"role": "assistant", "content": text or None if tool_calls else text}
+            if tool_calls:
+                message["tool_calls"] = tool_calls
             choice = {"index": 0, "message": message, "logprobs": None}
             object_type = "chat.completion"
         else:
             choice = {"index": 0, "text": text, "logprobs": None}
             object_type = "text_completion"
-        choice["finish_reason"] = stats.finish_reason
+        choice["finish_reason"] = "tool_calls" if tool_calls else stats.finish_reason
         return {**self._envelope(object_type, [choice]), "usage": usage(stats)}
 
-    def chunk(self, text: str | None, finish_reason: str | None = None, role: bool = False) -> dict:
+    def chunk(
+        self,
+        text: str | None,
+        finish_reason: str | None = None,
+        role: bool = False,
+        tool_calls: list[dict] | None = None,
+    ) -> dict:
         if self.kind == "chat":
             delta = {"role": "assistant", "content": ""} if role else {}
             if text:
                 delta["content"] = text
+            if tool_calls:
+                delta["tool_calls"] = tool_calls
             choice = {"index": 0, "delta": delta, "logprobs": None}
             object_type = "chat.completion.chunk"
         else:

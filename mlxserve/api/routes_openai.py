@@ -8,6 +8,8 @@ from mlxserve.api import serving
 from mlxserve.api.parsing import parse_body
 from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest
 from mlxserve.api.sse import sse_response
+from mlxserve.api.tool_calls import buffered_tool_chunks, chat_tool_calls
+from mlxserve.api.tool_parsers import parse_tool_calls
 
 blueprint = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -42,7 +44,16 @@ async def completions():
 
 
 async def _respond(prepared: serving.PreparedGeneration, stream: bool, include_usage: bool):
+    family = prepared.tool_family
+    if stream and family:
+        events = serving.generate(prepared)
+        chunks = buffered_tool_chunks(prepared.shape, events, family, include_usage)
+        return await sse_response(chunks)
     if stream:
         return await sse_response(serving.stream_chunks(prepared, include_usage))
     text, stats = await serving.run_to_end(prepared)
+    if family:
+        content, calls = parse_tool_calls(text, family)
+        if calls:
+            return jsonify(prepared.shape.full(content, stats, chat_tool_calls(calls)))
     return jsonify(prepared.shape.full(text, stats))

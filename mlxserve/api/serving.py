@@ -10,6 +10,8 @@ from mlxserve.api.errors import APIError
 from mlxserve.api.formatting import ResponseShape
 from mlxserve.api.prompts import chat_template_for, render_chat
 from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from mlxserve.api.tool_calls import messages_with_tools, wants_tools
+from mlxserve.api.tool_parsers import tool_family
 from mlxserve.engine.base import GenerationEvent, GenerationRequest, GenerationStats
 from mlxserve.models.registry import LoadedModel, ModelRegistry
 from mlxserve.sampling.validation import validate_sampling
@@ -22,6 +24,7 @@ class PreparedGeneration:
     shape: ResponseShape
     endpoint: str = field(default_factory=logstream.current_endpoint)  # for `log stream`
     stats: GenerationStats | None = None  # set when the generation ends
+    tool_family: str | None = None  # set when the reply may hold tool calls
 
 
 async def prepare_chat(registry: ModelRegistry, body: ChatCompletionRequest) -> PreparedGeneration:
@@ -35,16 +38,18 @@ async def prepare_chat(registry: ModelRegistry, body: ChatCompletionRequest) -> 
         )
     engine = loaded.engine
     template = chat_template_for(engine.chat_template, loaded.record.architecture)
+    messages = [message.template_dict() for message in body.messages]
+    family = None
+    if wants_tools(body.tools, body.tool_choice):
+        family = tool_family(loaded.record.architecture, engine.chat_template)
+        messages = messages_with_tools(messages, body.tools, family, template)
     prompt = render_chat(
-        template,
-        [message.template_dict() for message in body.messages],
-        bos_token=engine.bos_token,
-        eos_token=engine.eos_token,
-        tools=body.tools,
+        template, messages, bos_token=engine.bos_token, eos_token=engine.eos_token, tools=body.tools
     )
     # The template writes BOS itself, so the tokenizer must not add another.
     request = _generation_request(loaded, body, prompt, add_special_tokens=False)
-    return PreparedGeneration(loaded, request, ResponseShape("chat", loaded.identifier))
+    shape = ResponseShape("chat", loaded.identifier)
+    return PreparedGeneration(loaded, request, shape, tool_family=family)
 
 
 async def prepare_completion(
@@ -57,8 +62,8 @@ async def prepare_completion(
 
 def _generative(loaded: LoadedModel) -> LoadedModel:
     if loaded.record.type == "embeddings":
-        raise APIError(400, f"model '{loaded.identifier}' is an embedding model; use /v1/embeddings",
-                       "model", "model_not_generative")
+        message = f"model '{loaded.identifier}' is an embedding model; use /v1/embeddings"
+        raise APIError(400, message, "model", "model_not_generative")
     return loaded
 
 

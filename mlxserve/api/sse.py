@@ -13,20 +13,24 @@ from mlxserve.api.errors import from_exception
 log = logging.getLogger(__name__)
 
 
-def encode(payload: dict | str) -> bytes:
+def encode(payload: dict | str, named: bool = False) -> bytes:
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    if named:  # the Responses API names each event after its type
+        return f"event: {payload.get('type', 'error')}\ndata: {data}\n\n".encode()
     return f"data: {data}\n\n".encode()
 
 
-async def sse_response(events: AsyncIterator[dict], done_marker: bool = True) -> Response:
+async def sse_response(
+    events: AsyncIterator[dict], done_marker: bool = True, named_events: bool = False
+) -> Response:
     """Stream dicts as SSE; an error mid-stream becomes an error event, not a dropped socket."""
 
     async def body():
         try:
             async for payload in events:
-                yield encode(payload)
+                yield encode(payload, named_events)
         except Exception as exc:  # noqa: BLE001 - reported to the client in-band
-            yield encode(from_exception(exc).body())
+            yield encode(from_exception(exc).body(), named_events)
             return
         if done_marker:
             yield encode("[DONE]")
