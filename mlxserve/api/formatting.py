@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 from mlxserve.engine.base import GenerationStats
+
+TEXT_MARKER = "\u0000text\u0000"  # cannot occur in the envelope's own fields
 
 
 def new_id(prefix: str) -> str:
@@ -29,6 +32,7 @@ class ResponseShape:
         self.id = new_id("chatcmpl" if kind == "chat" else "cmpl")
         self.model = model
         self.created = int(time.time())
+        self._text_chunk_parts: tuple[str, str] | None = None
 
     def _envelope(self, object_type: str, choices: list[dict]) -> dict:
         return {
@@ -73,6 +77,16 @@ class ResponseShape:
             object_type = "text_completion"
         choice["finish_reason"] = finish_reason
         return self._envelope(object_type, [choice])
+
+    def text_chunk_json(self, text: str) -> str:
+        """A text chunk already serialized: the envelope is encoded once per response, so each
+        streamed token costs one string escape rather than a whole JSON encode."""
+        if self._text_chunk_parts is None:
+            marker = json.dumps(TEXT_MARKER)
+            encoded = json.dumps(self.chunk(TEXT_MARKER), ensure_ascii=False)
+            self._text_chunk_parts = tuple(encoded.split(marker))
+        prefix, suffix = self._text_chunk_parts
+        return prefix + json.dumps(text, ensure_ascii=False) + suffix
 
     def usage_chunk(self, stats: GenerationStats) -> dict:
         object_type = "chat.completion.chunk" if self.kind == "chat" else "text_completion"

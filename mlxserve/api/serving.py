@@ -112,13 +112,15 @@ async def generate(prepared: PreparedGeneration) -> AsyncIterator[GenerationEven
         loaded.active_requests -= 1
 
 
-async def stream_chunks(prepared: PreparedGeneration, include_usage: bool) -> AsyncIterator[dict]:
+async def stream_chunks(
+    prepared: PreparedGeneration, include_usage: bool
+) -> AsyncIterator[dict | str]:
     shape = prepared.shape
     if shape.kind == "chat":
         yield shape.chunk(None, role=True)
     async for event in generate(prepared):
         if event.text:
-            yield shape.chunk(event.text)
+            yield shape.text_chunk_json(event.text)
         if event.stats:
             yield shape.chunk(None, finish_reason=event.stats.finish_reason)
             if include_usage:
