@@ -1,5 +1,5 @@
 """/v1/embeddings on all-MiniLM-L6-v2 imported into the store and run on MLX, checked against
-vectors from sentence-transformers itself (tests/data, made by scripts/make_embedding_reference.py)."""
+sentence-transformers' own vectors (tests/data, made by scripts/make_embedding_reference.py)."""
 
 from __future__ import annotations
 

@@ -21,11 +21,17 @@ EVENTS = [
 
 def test_create_returns_a_response_object(client, model_id):
     response = client.responses.create(
-        model=model_id, input="Say hi.", instructions="Be brief.", max_output_tokens=4,
+        model=model_id,
+        input="Say hi.",
+        instructions="Be brief.",
+        max_output_tokens=4,
         temperature=0,
     )
     assert response.object == "response" and response.id.startswith("resp_")
-    assert response.status == "incomplete" and response.incomplete_details.reason == "max_output_tokens"
+    assert (
+        response.status == "incomplete"
+        and response.incomplete_details.reason == "max_output_tokens"
+    )
     assert response.output[0].type == "message"
     assert response.output[0].content[0].type == "output_text"
     assert response.output_text == response.output[0].content[0].text
@@ -34,14 +40,21 @@ def test_create_returns_a_response_object(client, model_id):
 
 
 def test_stream_follows_the_documented_event_order(client, model_id):
-    kwargs = {"model": model_id, "input": [{"role": "user", "content": "Say hi."}],
-              "max_output_tokens": 4, "temperature": 0}
+    kwargs = {
+        "model": model_id,
+        "input": [{"role": "user", "content": "Say hi."}],
+        "max_output_tokens": 4,
+        "temperature": 0,
+    }
     events = list(client.responses.create(stream=True, **kwargs))
     kinds = [e.type for e in events]
     deltas = kinds.count("response.output_text.delta")
     assert deltas >= 1
-    assert [k for i, k in enumerate(kinds) if k != "response.output_text.delta" or
-            kinds[i - 1] != "response.output_text.delta"] == EVENTS
+    assert [
+        k
+        for i, k in enumerate(kinds)
+        if k != "response.output_text.delta" or kinds[i - 1] != "response.output_text.delta"
+    ] == EVENTS
     assert [e.sequence_number for e in events] == list(range(len(events)))
     streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     final = events[-1].response
@@ -53,22 +66,31 @@ def test_stream_follows_the_documented_event_order(client, model_id):
 
 
 def test_previous_response_id_continues_the_conversation(client, model_id):
-    first = client.responses.create(model=model_id, input="My name is Ada.", max_output_tokens=3,
-                                    temperature=0)
-    alone = client.responses.create(model=model_id, input="What is my name?", max_output_tokens=1,
-                                    temperature=0)
-    second = client.responses.create(model=model_id, input="What is my name?", max_output_tokens=1,
-                                     temperature=0, previous_response_id=first.id)
+    first = client.responses.create(
+        model=model_id, input="My name is Ada.", max_output_tokens=3, temperature=0
+    )
+    alone = client.responses.create(
+        model=model_id, input="What is my name?", max_output_tokens=1, temperature=0
+    )
+    second = client.responses.create(
+        model=model_id,
+        input="What is my name?",
+        max_output_tokens=1,
+        temperature=0,
+        previous_response_id=first.id,
+    )
     # The second prompt holds the first turn (its input and reply) before the new question.
-    assert second.usage.input_tokens >= (alone.usage.input_tokens + first.usage.input_tokens
-                                         + first.usage.output_tokens - 4)
+    assert second.usage.input_tokens >= (
+        alone.usage.input_tokens + first.usage.input_tokens + first.usage.output_tokens - 4
+    )
     assert second.previous_response_id == first.id
 
 
 def test_unknown_previous_response_is_404(client, model_id):
     with pytest.raises(openai.NotFoundError):
-        client.responses.create(model=model_id, input="Hi", previous_response_id="resp_missing",
-                                max_output_tokens=1)
+        client.responses.create(
+            model=model_id, input="Hi", previous_response_id="resp_missing", max_output_tokens=1
+        )
 
 
 def test_bad_responses_requests(server, model_id):
@@ -82,11 +104,18 @@ def test_bad_responses_requests(server, model_id):
 
 
 def test_function_tools_are_accepted_and_described_to_the_model(client, model_id):
-    tools = [{"type": "function", "name": "get_weather", "description": "Weather for a city",
-              "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    tools = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ]
     plain = client.responses.create(model=model_id, input="Hi", max_output_tokens=1)
-    with_tools = client.responses.create(model=model_id, input="Hi", max_output_tokens=1,
-                                         tools=tools)
+    with_tools = client.responses.create(
+        model=model_id, input="Hi", max_output_tokens=1, tools=tools
+    )
     assert with_tools.usage.input_tokens > plain.usage.input_tokens + 10
     assert with_tools.tools[0].name == "get_weather"
     assert with_tools.output[0].type in ("message", "function_call")

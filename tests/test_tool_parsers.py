@@ -1,4 +1,4 @@
-"""Tool-call parsers on recorded outputs of the major model families, and the chat API's plain path."""
+"""Tool-call parsers on recorded outputs of the major model families; the chat plain path."""
 
 from __future__ import annotations
 
@@ -12,17 +12,30 @@ from mlxserve.api.tool_parsers import parse_tool_calls, tool_family, tools_promp
 WEATHER = {"city": "Paris", "unit": "celsius"}
 
 RECORDED = [
-    ("qwen", 'I will check.\n<tool_call>\n{"name": "get_weather", "arguments": '
-             '{"city": "Paris", "unit": "celsius"}}\n</tool_call>', "I will check."),
+    (
+        "qwen",
+        'I will check.\n<tool_call>\n{"name": "get_weather", "arguments": '
+        '{"city": "Paris", "unit": "celsius"}}\n</tool_call>',
+        "I will check.",
+    ),
     ("llama3", '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}', ""),
-    ("llama3", '<|python_tag|>{"name": "get_weather", "parameters": '
-               '{"city": "Paris", "unit": "celsius"}}', ""),
-    ("mistral", '[TOOL_CALLS] [{"name": "get_weather", "arguments": '
-                '{"city": "Paris", "unit": "celsius"}}]', ""),
+    (
+        "llama3",
+        '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}',
+        "",
+    ),
+    (
+        "mistral",
+        '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}]',
+        "",
+    ),
     ("mistral", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "unit": "celsius"}', ""),
     ("gemma", '```tool_code\nget_weather(city="Paris", unit="celsius")\n```', ""),
-    ("gemma", '```json\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n```',
-     ""),
+    (
+        "gemma",
+        '```json\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n```',
+        "",
+    ),
 ]
 
 
@@ -35,8 +48,10 @@ def test_recorded_calls_are_parsed(family, output, content):
 
 
 def test_two_qwen_calls_and_plain_text():
-    output = ('<tool_call>{"name": "a", "arguments": {}}</tool_call>\n'
-              '<tool_call>{"name": "b", "arguments": {"x": 1}}</tool_call>')
+    output = (
+        '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n'
+        '<tool_call>{"name": "b", "arguments": {"x": 1}}</tool_call>'
+    )
     assert [c.name for c in parse_tool_calls(output, "qwen")[1]] == ["a", "b"]
     for family in ("qwen", "llama3", "mistral", "gemma", "json"):
         assert parse_tool_calls("The weather is nice.", family) == ("The weather is nice.", [])
@@ -55,9 +70,17 @@ def test_tools_are_described_for_templates_without_tool_support():
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
     history = [
         {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "18 C"},
     ]
     messages = messages_with_tools(history, tools, "qwen", "{{ messages }}")
@@ -68,17 +91,30 @@ def test_tools_are_described_for_templates_without_tool_support():
 
 
 def test_chat_with_tools_answers_in_plain_text_when_no_call(client, model_id):
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather",
-                                               "parameters": {"type": "object", "properties": {}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather",
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+    ]
     messages = [{"role": "user", "content": "Hello"}]
-    result = client.chat.completions.create(model=model_id, messages=messages, tools=tools,
-                                            max_tokens=3, temperature=0)
-    plain = client.chat.completions.create(model=model_id, messages=messages, max_tokens=3,
-                                           temperature=0)
+    result = client.chat.completions.create(
+        model=model_id, messages=messages, tools=tools, max_tokens=3, temperature=0
+    )
+    plain = client.chat.completions.create(
+        model=model_id, messages=messages, max_tokens=3, temperature=0
+    )
     assert result.usage.prompt_tokens > plain.usage.prompt_tokens  # the tools were described
     message = result.choices[0].message
     assert message.tool_calls is None or message.tool_calls[0].function.name == "get_weather"
-    chunks = list(client.chat.completions.create(model=model_id, messages=messages, tools=tools,
-                                                 max_tokens=3, temperature=0, stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model=model_id, messages=messages, tools=tools, max_tokens=3, temperature=0, stream=True
+        )
+    )
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == (message.content or "")
