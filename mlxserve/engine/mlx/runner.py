@@ -103,13 +103,15 @@ class BatchRunner:
         remaining = remaining + sequence.prompt_tokens[-1:]
         sequence.cached_prompt_tokens = len(sequence.prompt_tokens) - len(remaining)
         sequence.sampler.feed_prompt(sequence.prompt_tokens)
-        chunks = [remaining[i : i + PREFILL_CHUNK] for i in range(0, len(remaining), PREFILL_CHUNK)]
-        for chunk in chunks[:-1]:
+        # All but the last token only fill the cache: their logits are never evaluated, so MLX
+        # skips the output layer for them (the bulk of the work on a large vocabulary).
+        for start in range(0, len(remaining) - 1, PREFILL_CHUNK):
+            chunk = remaining[start : min(start + PREFILL_CHUNK, len(remaining) - 1)]
             self.model(mx.array([chunk]), cache=cache)
             mx.eval([c.state for c in cache])
             if sequence.cancelled.is_set():
                 return
-        logits = self.model(mx.array([chunks[-1]]), cache=cache)[:, -1, :]
+        logits = self.model(mx.array([remaining[-1:]]), cache=cache)[:, -1, :]
         sequence.accept(sequence.sampler.sample(_as_numpy(logits)[0]))
         if sequence.finished:
             self._retire(sequence, [c for c in cache])
