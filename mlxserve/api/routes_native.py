@@ -113,10 +113,13 @@ async def _respond(prepared: serving.PreparedGeneration, stream: bool, include_u
 
 async def _native_chunks(
     prepared: serving.PreparedGeneration, include_usage: bool
-) -> AsyncIterator[dict]:
+) -> AsyncIterator[dict | str]:
     """The OpenAI chunks; those sent once the generation has ended (the one with finish_reason,
     and the usage chunk when asked for) also carry stats, model_info and runtime."""
     async for chunk in serving.stream_chunks(prepared, include_usage):
+        if isinstance(chunk, str):  # a text delta, already encoded
+            yield chunk
+            continue
         choices = chunk.get("choices")
         ends = not choices or choices[0].get("finish_reason") is not None
         if ends and prepared.stats is not None:

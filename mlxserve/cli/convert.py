@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from mlxserve.cli.client import format_bytes
 from mlxserve.models.store import default_models_dir
 
 log = logging.getLogger("mlxserve")
@@ -63,14 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def format_size(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -107,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  path:         {record.path}\n"
         f"  architecture: {record.architecture}\n"
         f"  quantization: {record.quantization}\n"
-        f"  size on disk: {format_size(record.size_bytes)}\n"
+        f"  size on disk: {format_bytes(record.size_bytes)}\n"
         f"  time:         {time.monotonic() - started:.1f} s"
     )
     return 0
