@@ -209,7 +209,7 @@ class LlamaCppModel(EngineModel):
         pid = self.process.pid
         if self._closed:
             return EngineUnavailable(f"model '{self.record.id}' was unloaded during the request")
-        if not self.process.is_alive():
+        if not self._still_alive():
             logger.warning(
                 "llama.cpp (pid %s) died during a request; its last lines:\n%s",
                 pid,
@@ -221,6 +221,16 @@ class LlamaCppModel(EngineModel):
             )
         detail = f": {exc!r}" if exc is not None else ": the stream ended without a final chunk"
         return EngineUnavailable(f"lost the connection to the llama.cpp server (pid {pid}){detail}")
+
+    def _still_alive(self, grace: float = 0.5) -> bool:
+        """A broken stream often arrives just before the child's exit is visible: give it a
+        moment, so a crash is reported as one (this runs only on the error path)."""
+        deadline = time.monotonic() + grace
+        while self.process.is_alive():
+            if time.monotonic() > deadline:
+                return True
+            time.sleep(0.02)
+        return False
 
     def _http_error(self, status: int, text: str) -> EngineError:
         try:
