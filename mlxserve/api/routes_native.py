@@ -21,7 +21,8 @@ from mlxserve.api.native_format import (
 )
 from mlxserve.api.parsing import parse_body
 from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest, OpenAIModel
-from mlxserve.api.sse import encode, sse_response
+from mlxserve.api.routes_openai import respond
+from mlxserve.api.sse import encode
 
 blueprint = Blueprint("native", __name__, url_prefix="/api/v0")
 HEARTBEAT_SECONDS = 15.0  # a comment line now and then lets proxies and clients see a live feed
@@ -94,37 +95,18 @@ async def unload_model():
 async def chat_completions():
     body = await parse_body(ChatCompletionRequest)
     prepared = await serving.prepare_chat(current_app.registry, body)
-    return await _respond(prepared, body.stream, body.include_usage)
+    return await respond(prepared, body.stream, body.include_usage, _native_extras(prepared))
 
 
 @blueprint.post("/completions")
 async def completions():
     body = await parse_body(CompletionRequest)
     prepared = await serving.prepare_completion(current_app.registry, body)
-    return await _respond(prepared, body.stream, body.include_usage)
+    return await respond(prepared, body.stream, body.include_usage, _native_extras(prepared))
 
 
-async def _respond(prepared: serving.PreparedGeneration, stream: bool, include_usage: bool):
-    if stream:
-        return await sse_response(_native_chunks(prepared, include_usage))
-    text, stats = await serving.run_to_end(prepared)
-    return jsonify({**prepared.shape.full(text, stats), **native_extras(prepared.loaded, stats)})
-
-
-async def _native_chunks(
-    prepared: serving.PreparedGeneration, include_usage: bool
-) -> AsyncIterator[dict | str]:
-    """The OpenAI chunks; those sent once the generation has ended (the one with finish_reason,
-    and the usage chunk when asked for) also carry stats, model_info and runtime."""
-    async for chunk in serving.stream_chunks(prepared, include_usage):
-        if isinstance(chunk, str):  # a text delta, already encoded
-            yield chunk
-            continue
-        choices = chunk.get("choices")
-        ends = not choices or choices[0].get("finish_reason") is not None
-        if ends and prepared.stats is not None:
-            chunk = {**chunk, **native_extras(prepared.loaded, prepared.stats)}
-        yield chunk
+def _native_extras(prepared: serving.PreparedGeneration):
+    return lambda stats: native_extras(prepared.loaded, stats)
 
 
 @blueprint.get("/log/stream")
