@@ -20,6 +20,7 @@ from mlxserve.models.convert.errors import ConversionError
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
+DEQUANTIZE_CHUNK_BYTES = 32 << 20
 SCALAR_FORMATS = {
     0: "B",
     1: "b",
@@ -79,9 +80,16 @@ class GGUFFile:
         if self._data is None:
             self._data = np.memmap(self.path, dtype=np.uint8, mode="r")
         raw = self._data[info.offset : info.offset + info.nbytes]
-        byte_shape = gguf_quants.quant_shape_to_byte_shape(info.shape, info.qtype)
-        values = gguf_quants.dequantize(raw.reshape(byte_shape), info.qtype)
-        return np.array(values, dtype=np.float32).reshape(info.shape)
+        shape = info.shape or (1,)
+        rows = raw.reshape(-1, gguf_quants.quant_shape_to_byte_shape(shape, info.qtype)[-1])
+        out = np.empty((rows.shape[0], shape[-1]), dtype=np.float32)
+        # Row chunks bound the dequantizer's temporaries (several times its output) to ~32 MB.
+        step = max(1, DEQUANTIZE_CHUNK_BYTES // (4 * out.shape[1]))
+        for start in range(0, rows.shape[0], step):
+            out[start : start + step] = gguf_quants.dequantize(
+                rows[start : start + step], info.qtype
+            )
+        return out.reshape(info.shape)
 
 
 class _Cursor:

@@ -11,6 +11,7 @@ from mlxserve.models.convert.target import TargetModel
 
 QUANTIZE_CHOICES = ("4", "8", "bf16", "f16", "none")
 GROUP_SIZES = (32, 64, 128)
+CHUNK_BYTES = 32 << 20
 
 
 @dataclass
@@ -47,17 +48,18 @@ class QuantSpec:
         return source_dtype or mx.float32
 
     def apply(self, name: str, values, target: TargetModel) -> dict:
-        """The stored tensors for one weight: itself, or its packed weight, scales and biases."""
+        """The stored tensors for one weight (a numpy or MLX array): itself, cast, or its packed
+        weight, scales and biases."""
         import mlx.core as mx
 
-        if isinstance(values, np.ndarray):
-            values = mx.array(values)
-        if not mx.issubdtype(values.dtype, mx.floating):
-            return {name: values}
-        values = values.astype(self.float_dtype(values.dtype))
+        if not _is_float(values):
+            return {name: mx.array(values) if isinstance(values, np.ndarray) else values}
+        dtype = self.float_dtype(_dtype_of(values))
         params = target.quantization_for(name, self.group_size) if self.mode == "affine" else False
+        if not params and _dtype_of(values) == dtype:  # nothing to cast: no chunked copy either
+            return {name: mx.array(values) if isinstance(values, np.ndarray) else values}
         if not params:
-            return {name: values}
+            return {name: in_row_chunks(values, lambda rows: (rows.astype(dtype),))[0]}
         stem = name.removesuffix(".weight")
         if isinstance(params, dict):
             self.layer_overrides[stem] = params
@@ -65,8 +67,45 @@ class QuantSpec:
             params = {}
         group_size = params.get("group_size", self.group_size)
         bits = params.get("bits", self.bits)
-        packed, scales, biases = mx.quantize(values, group_size=group_size, bits=bits)
+        packed, scales, biases = in_row_chunks(
+            values,
+            lambda rows: mx.quantize(rows.astype(dtype), group_size=group_size, bits=bits),
+        )
         return {name: packed, f"{stem}.scales": scales, f"{stem}.biases": biases}
+
+
+def _dtype_of(values):
+    import mlx.core as mx
+
+    if isinstance(values, np.ndarray):
+        return mx.array(np.zeros(0, values.dtype)).dtype
+    return values.dtype
+
+
+def _is_float(values) -> bool:
+    import mlx.core as mx
+
+    if isinstance(values, np.ndarray):
+        return np.issubdtype(values.dtype, np.floating)
+    return mx.issubdtype(values.dtype, mx.floating)
+
+
+def in_row_chunks(values, transform) -> list:
+    """`transform` (MLX rows -> tuple of arrays) applied to ~32 MB row blocks, results joined:
+    casting or quantizing a 262k-row embedding at once would hold several float copies."""
+    import mlx.core as mx
+
+    if values.ndim < 2:
+        return list(transform(mx.array(values)))
+    step = max(1, CHUNK_BYTES // (4 * values.shape[-1]))
+    parts = []
+    for start in range(0, values.shape[0], step):
+        outputs = transform(mx.array(values[start : start + step]))
+        mx.eval(outputs)
+        parts.append(outputs)
+    if len(parts) == 1:
+        return list(parts[0])
+    return [mx.concatenate(pieces, axis=0) for pieces in zip(*parts, strict=True)]
 
 
 def parse_quantize(quantize: str, group_size: int) -> QuantSpec:
