@@ -38,7 +38,8 @@ def mlx_client(server, client, embedding_id):
 
 def load_tokenizer(models_dir) -> Tokenizer:
     tokenizer = Tokenizer.from_file(str(models_dir / EMBEDDING_ID / "tokenizer.json"))
-    tokenizer.no_padding()  # the file pads to 128; the server counts real tokens
+    tokenizer.no_padding()  # the file pads and truncates to 128; the server reads 256 real tokens
+    tokenizer.no_truncation()
     return tokenizer
 
 
@@ -85,6 +86,12 @@ def test_base64_and_token_inputs_agree_with_floats(mlx_client, server, models_di
     assert np.allclose(native.json()["data"][0]["embedding"], floats, atol=1e-6)
 
 
+def test_listed_as_an_embedding_model(mlx_client, server):
+    entry = httpx.get(f"{server.base_url}/api/v0/models/{EMBEDDING_ID}").json()
+    assert entry["type"] == "embeddings" and entry["arch"] == "bert"
+    assert entry["quantization"] == "f32" and entry["max_context_length"] == 256
+
+
 def test_wrong_model_kind_and_empty_input_are_400(mlx_client, model_id):
     with pytest.raises(openai.BadRequestError, match="not an embedding model"):
         mlx_client.embeddings.create(model=model_id, input="hi")
@@ -101,3 +108,19 @@ def test_llamacpp_engine_refuses_the_mlx_embedding_model(server, client, embeddi
         pytest.skip("checks the llama.cpp engine's answer")
     with pytest.raises(openai.BadRequestError, match="format"):
         client.embeddings.create(model=embedding_id, input="hi")
+
+
+def test_inputs_past_the_window_are_truncated(mlx_client, models_dir):
+    long_text = REFERENCE["items"][-1]["text"]
+    ids = load_tokenizer(models_dir).encode(long_text).ids
+    assert len(ids) > REFERENCE["max_seq_length"] == 256
+    text_result = mlx_client.embeddings.create(model=EMBEDDING_ID, input=long_text)
+    assert text_result.usage.prompt_tokens == 256
+    ids_result = mlx_client.embeddings.create(model=EMBEDDING_ID, input=[ids * 2, ids[:256]])
+    assert ids_result.usage.prompt_tokens == 2 * 256
+    vectors = np.array([item.embedding for item in ids_result.data])
+    assert np.allclose(vectors[0], vectors[1], atol=1e-6)
+    # Text keeps its closing [SEP] after the first 255 tokens, as sentence-transformers does.
+    kept = embed(mlx_client, [ids[:255] + ids[-1:]])[0]
+    assert np.allclose(kept, text_result.data[0].embedding, atol=1e-6)
+    assert not np.allclose(vectors[0], kept, atol=1e-3)

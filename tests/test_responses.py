@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import httpx
 import openai
+import pydantic
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
 
+STREAM_EVENTS = pydantic.TypeAdapter(ResponseStreamEvent)
 EVENTS = [
     "response.created",
     "response.in_progress",
@@ -27,6 +30,7 @@ def test_create_returns_a_response_object(client, model_id):
         max_output_tokens=4,
         temperature=0,
     )
+    Response.model_validate(response.to_dict())  # every field the SDK types require
     assert response.object == "response" and response.id.startswith("resp_")
     assert (
         response.status == "incomplete"
@@ -47,6 +51,8 @@ def test_stream_follows_the_documented_event_order(client, model_id):
         "temperature": 0,
     }
     events = list(client.responses.create(stream=True, **kwargs))
+    for event in events:
+        STREAM_EVENTS.validate_python(event.to_dict())
     kinds = [e.type for e in events]
     deltas = kinds.count("response.output_text.delta")
     assert deltas >= 1

@@ -21,6 +21,7 @@ ERROR_TYPES = {
     422: "invalid_request_error",
     500: "server_error",
     503: "service_unavailable",
+    507: "server_error",
 }
 
 

@@ -175,7 +175,11 @@ def _usage(stats: GenerationStats | None) -> dict | None:
         return None
     return {
         "input_tokens": stats.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": stats.cached_prompt_tokens},
+        # No separate cache writes are billed here; the SDK requires the field.
+        "input_tokens_details": {
+            "cached_tokens": stats.cached_prompt_tokens,
+            "cache_write_tokens": 0,
+        },
         "output_tokens": stats.completion_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": stats.prompt_tokens + stats.completion_tokens,

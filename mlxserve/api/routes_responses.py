@@ -53,9 +53,9 @@ async def create_response():
         }
     )
     prepared = await serving.prepare_chat(current_app.registry, chat)
-    turn = ResponseTurn(body, prepared, conversation, store)
+    turn = ResponseTurn(body, prepared.shape.model, prepared.tool_family, conversation, store)
     if body.stream:
-        return await sse_response(turn.events(), done_marker=False, named_events=True)
+        return await sse_response(turn.events(prepared), done_marker=False, named_events=True)
     text, stats = await serving.run_to_end(prepared)
     return jsonify(turn.finish(turn.output_items(text), stats))
 
@@ -63,16 +63,22 @@ async def create_response():
 class ResponseTurn:
     """One response being produced: its id, output items, and the events that describe it."""
 
-    def __init__(self, body: ResponsesRequest, prepared, conversation: list[dict], store):
-        self.body, self.prepared, self.store = body, prepared, store
-        self.conversation = conversation
+    def __init__(
+        self,
+        body: ResponsesRequest,
+        model: str,
+        tool_family: str | None,
+        conversation: list[dict],
+        store: ResponseStore,
+    ):
+        self.body, self.model, self.tool_family = body, model, tool_family
+        self.conversation, self.store = conversation, store
         self.id = new_response_id()
-        self.model = prepared.shape.model
         self._sequence = itertools.count()
 
     def output_items(self, text: str) -> list[dict]:
-        if self.prepared.tool_family:
-            content, calls = parse_tool_calls(text, self.prepared.tool_family)
+        if self.tool_family:
+            content, calls = parse_tool_calls(text, self.tool_family)
             if calls:
                 return [function_call_item(call) for call in calls]
         return [message_item(text, f"msg_{uuid.uuid4().hex[:24]}")]
@@ -86,28 +92,40 @@ class ResponseTurn:
     def event(self, kind: str, **fields) -> dict:
         return {"type": kind, "sequence_number": next(self._sequence), **fields}
 
-    async def events(self) -> AsyncIterator[dict]:
+    def started_events(self) -> list[dict]:
         started = response_object(self.body, self.id, self.model, [], None)
-        yield self.event("response.created", response=started)
-        yield self.event("response.in_progress", response=started)
-        if self.prepared.tool_family:
-            text, stats = await serving.run_to_end(self.prepared)
+        return [
+            self.event("response.created", response=started),
+            self.event("response.in_progress", response=started),
+        ]
+
+    async def events(self, prepared) -> AsyncIterator[dict]:
+        for event in self.started_events():
+            yield event
+        if self.tool_family:
+            # A call is only told apart from text once the reply is complete.
+            text, stats = await serving.run_to_end(prepared)
             output = self.output_items(text)
-            for index, item in enumerate(output):
-                items = (
-                    self._function_call_events
-                    if item["type"] == "function_call"
-                    else self._message_events
-                )
-                async for event in items(item, index, _once(text)):
-                    yield event
+            async for event in self.output_events(output):
+                yield event
         else:
             item = message_item("", f"msg_{uuid.uuid4().hex[:24]}")
-            deltas = _text_of(serving.generate(self.prepared))
+            deltas = _text_of(serving.generate(prepared))
             async for event in self._message_events(item, 0, deltas):
                 yield event
-            output, stats = [item], self.prepared.stats
+            output, stats = [item], prepared.stats
         yield self.event("response.completed", response=self.finish(output, stats))
+
+    async def output_events(self, output: list[dict]) -> AsyncIterator[dict]:
+        """Events for output items whose content is already known."""
+        for index, item in enumerate(output):
+            if item["type"] == "function_call":
+                async for event in self._function_call_events(item, index):
+                    yield event
+            else:
+                text = "".join(part["text"] for part in item["content"])
+                async for event in self._message_events(item, index, _once(text)):
+                    yield event
 
     async def _message_events(self, item: dict, index: int, deltas) -> AsyncIterator[dict]:
         ids = {"item_id": item["id"], "output_index": index}
@@ -134,7 +152,7 @@ class ResponseTurn:
         item.update(status="completed", content=[output_text(text)])
         yield self.event("response.output_item.done", output_index=index, item=item)
 
-    async def _function_call_events(self, item: dict, index: int, _text) -> AsyncIterator[dict]:
+    async def _function_call_events(self, item: dict, index: int) -> AsyncIterator[dict]:
         ids = {"item_id": item["id"], "output_index": index}
         yield self.event(
             "response.output_item.added",

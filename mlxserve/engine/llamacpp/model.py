@@ -40,6 +40,12 @@ HTTP_TIMEOUT = httpx.Timeout(None, connect=10.0)
 EMBEDDING_ARGS = ("--embedding", "--pooling", "mean")
 
 
+def _embedding_args(context_length: int) -> tuple[str, ...]:
+    # An embedding input must fit one batch, so the batch spans the whole context.
+    size = str(context_length)
+    return (*EMBEDDING_ARGS, "--batch-size", size, "--ubatch-size", size)
+
+
 def resolve_context_length(record: ModelRecord, requested: int | None) -> int:
     """The requested length, or 4096, never beyond what the model was trained for."""
     limit = record.max_context_length or None
@@ -84,11 +90,12 @@ class LlamaCppModel(EngineModel):
         """Start a llama.cpp server for a GGUF record; `embedding` serves /v1/embeddings
         (mean pooling) instead of completions."""
         gguf_path = gguf_file_of(record)
+        context_length = resolve_context_length(record, context_length)
         process = LlamaServerProcess(
             gguf_path,
-            context_length=resolve_context_length(record, context_length),
+            context_length=context_length,
             server_binary=server_binary,
-            extra_args=EMBEDDING_ARGS if embedding else (),
+            extra_args=_embedding_args(context_length) if embedding else (),
             parallel=parallel,
         )
         await asyncio.to_thread(process.start)

