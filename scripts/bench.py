@@ -1,6 +1,7 @@
 """Benchmarks: each measures mlxserve side by side with a peer in the same run and reports ratios.
 
-    python scripts/bench.py all | sampler | mlx | llamacpp [--iterations N] [--models-dir DIR]
+    python scripts/bench.py all | sampler | mlx | llamacpp | embeddings [--iterations N]
+                             [--models-dir DIR]
 
 Not a test: numbers depend on the machine. Results print as tables and are saved as JSON.
 """
@@ -23,6 +24,7 @@ BENCHMARKS = {
     "sampler": "scripts.benchmarks.sampler",
     "mlx": "scripts.benchmarks.mlx_engine",
     "llamacpp": "scripts.benchmarks.llamacpp",
+    "embeddings": "scripts.benchmarks.embeddings",
 }
 
 

@@ -227,9 +227,11 @@ async def test_close_leaves_no_child(gguf_record):
 async def test_embedding_mode_serves_mean_pooled_vectors(gguf_record):
     loaded = await LlamaCppModel.load(gguf_record, context_length=128, parallel=1, embedding=True)
     try:
-        first, second, again = await loaded.embed(["a red apple", "a tax form", "a red apple"])
+        vectors, tokens = await loaded.embed(["a red apple", "a tax form", "a red apple"])
+        apple, tax = [len(await loaded.tokenize(t)) for t in ("a red apple", "a tax form")]
     finally:
         await loaded.close()
-    assert len(first) == 640
-    assert sum(x * x for x in first) == pytest.approx(1.0, abs=1e-4)
+    first, second, again = vectors
+    assert vectors.shape == (3, 640) and tokens == 2 * apple + tax
+    assert float(first @ first) == pytest.approx(1.0, abs=1e-4)
     assert first == pytest.approx(again) and first != pytest.approx(second, abs=1e-3)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Literal
 
@@ -50,7 +49,7 @@ async def embeddings():
     inputs = body.batch()
     loaded.active_requests += 1
     try:
-        vectors, prompt_tokens = await _embed(engine, inputs)
+        vectors, prompt_tokens = await engine.embed(inputs)
     finally:
         loaded.active_requests -= 1
     if body.dimensions:
@@ -61,35 +60,6 @@ async def embeddings():
     ]
     usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
     return jsonify({"object": "list", "data": data, "model": loaded.identifier, "usage": usage})
-
-
-async def _embed(engine, inputs) -> tuple[np.ndarray, int]:
-    if engine.engine_name == "mlx":  # tokenizes and truncates itself, and counts tokens
-        return await engine.embed(inputs)
-    # llama.cpp refuses inputs past its window; send it token ids cut to fit.
-    token_lists = await asyncio.gather(*(_window_tokens(engine, x) for x in inputs))
-    vectors = await engine.embed(token_lists)
-    return np.asarray(vectors, dtype=np.float32), sum(map(len, token_lists))
-
-
-async def _window_tokens(engine, text: str | list[int]) -> list[int]:
-    """The input's tokens, at most the model's window; text keeps its closing special tokens
-    (BERT's [SEP]) the way sentence-transformers truncates."""
-    window = engine.context_length
-    if isinstance(text, list):
-        return text[:window]
-    tokens = await engine.tokenize(text)
-    if len(tokens) <= window:
-        return tokens
-    plain = await engine.tokenize(text, add_special_tokens=False)
-    closing = max(len(tokens) - len(plain) - _start_of(tokens, plain), 0)
-    return tokens[: window - closing] + tokens[len(tokens) - closing :]
-
-
-def _start_of(tokens: list[int], plain: list[int]) -> int:
-    """How many special tokens the tokenizer put before the text's own."""
-    head = plain[:8]
-    return next((i for i in range(4) if tokens[i : i + len(head)] == head), 0)
 
 
 def _shorten(vectors: np.ndarray, dimensions: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from mlxserve.engine.base import (
     ContextLengthExceeded,
@@ -28,6 +29,7 @@ from mlxserve.engine.base import (
     InvalidRequest,
 )
 from mlxserve.engine.llamacpp import protocol, sse
+from mlxserve.engine.llamacpp.embedding import fit_to_window
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.gguf_import import read_scalar_fields
 from mlxserve.models.store import ModelRecord
@@ -40,7 +42,7 @@ HTTP_TIMEOUT = httpx.Timeout(None, connect=10.0)
 EMBEDDING_ARGS = ("--embedding", "--pooling", "mean")
 
 
-def _embedding_args(context_length: int) -> tuple[str, ...]:
+def embedding_args(context_length: int) -> tuple[str, ...]:
     # An embedding input must fit one batch, so the batch spans the whole context.
     size = str(context_length)
     return (*EMBEDDING_ARGS, "--batch-size", size, "--ubatch-size", size)
@@ -95,7 +97,7 @@ class LlamaCppModel(EngineModel):
             gguf_path,
             context_length=context_length,
             server_binary=server_binary,
-            extra_args=_embedding_args(context_length) if embedding else (),
+            extra_args=embedding_args(context_length) if embedding else (),
             parallel=parallel,
         )
         await asyncio.to_thread(process.start)
@@ -131,10 +133,14 @@ class LlamaCppModel(EngineModel):
     async def detokenize(self, tokens: list[int]) -> str:
         return (await self._request("POST", "/detokenize", {"tokens": tokens}))["content"]
 
-    async def embed(self, texts: list[str]) -> list[list[float]]:
-        """Mean-pooled, L2-normalized embeddings; needs a model loaded with embedding=True."""
-        response = await self._request("POST", "/v1/embeddings", {"input": texts})
-        return [item["embedding"] for item in sorted(response["data"], key=lambda d: d["index"])]
+    async def embed(self, inputs: list[str] | list[list[int]]) -> tuple[np.ndarray, int]:
+        """Mean-pooled, unit-length vectors and the number of tokens read; needs a model loaded
+        with embedding=True. Inputs past the window are cut to fit."""
+        fitted = await asyncio.gather(*(fit_to_window(self, item) for item in inputs))
+        response = await self._request("POST", "/v1/embeddings", {"input": fitted})
+        rows = sorted(response["data"], key=lambda d: d["index"])
+        vectors = np.array([row["embedding"] for row in rows], dtype=np.float32)
+        return vectors, response["usage"]["prompt_tokens"]
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         started = time.perf_counter()
