@@ -116,8 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"mlxserve: serving {model_id} ({engine}) at http://{args.host}:{args.port}/v1", flush=True
     )
-    asyncio.run(_serve(app, args.host, args.port))
+    run_event_loop(_serve(app, args.host, args.port))
     return 0
+
+
+def run_event_loop(main_coroutine) -> None:
+    """uvloop where it is installed: each streamed token crosses the event loop twice (read from
+    the engine, write to the client), and uvloop spends about a fifth less CPU on that."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main_coroutine)
+    else:
+        uvloop.run(main_coroutine)
 
 
 async def _serve(app, host: str, port: int) -> None:

@@ -147,7 +147,8 @@ MEASUREMENTS: dict[str, Callable[[Complete], float]] = {
 
 
 def measure_side_by_side(targets: dict[str, Complete], repeats: int) -> dict:
-    """Each measurement on every target back to back, rotating the order; medians per target."""
+    """Each measurement on every target back to back, rotating the order: per target, the
+    samples of each measurement in repeat order."""
     samples = {name: {key: [] for key in MEASUREMENTS} for name in targets}
     for complete in targets.values():
         complete(fresh_prompt("Warm up"), 4)
@@ -157,18 +158,30 @@ def measure_side_by_side(targets: dict[str, Complete], repeats: int) -> dict:
             shift = (repeat + index) % len(names)
             for name in names[shift:] + names[:shift]:
                 samples[name][key].append(measure(targets[name]))
-    return {
-        name: {key: statistics.median(values) for key, values in by_key.items()}
-        for name, by_key in samples.items()
-    }
+    return samples
+
+
+def medians(samples: dict) -> dict:
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def compare(ours: dict, direct: dict) -> dict:
+    """Medians of the per-repeat ratios (and differences): each pair ran back to back, so slow
+    phases of a shared machine cancel out."""
+
+    def ratio(key: str) -> float:
+        return statistics.median(a / b for a, b in zip(ours[key], direct[key], strict=True))
+
+    def extra_ms(key: str) -> float:
+        return statistics.median(
+            1000 * (a - b) for a, b in zip(ours[key], direct[key], strict=True)
+        )
+
     return {
-        "decode": ours["decode_tok_s"] / direct["decode_tok_s"],
-        "ttft_short_extra_ms": 1000 * (ours["ttft_short_s"] - direct["ttft_short_s"]),
-        "ttft_long_extra_ms": 1000 * (ours["ttft_long_s"] - direct["ttft_long_s"]),
-        f"aggregate_{STREAMS}": ours[AGGREGATE] / direct[AGGREGATE],
+        "decode": ratio("decode_tok_s"),
+        "ttft_short_extra_ms": extra_ms("ttft_short_s"),
+        "ttft_long_extra_ms": extra_ms("ttft_long_s"),
+        f"aggregate_{STREAMS}": ratio(AGGREGATE),
     }
 
 
@@ -217,13 +230,14 @@ def run(args) -> dict:
                 "engine": engine.complete,
             }
             long_tokens = len(engine.call(engine.model.tokenize(fresh_prompt(LONG_BODY))))
-            results = measure_side_by_side(targets, repeats)
+            samples = measure_side_by_side(targets, repeats)
         finally:
             engine.close()
     ratios = {
-        **compare(results["mlxserve"], results["direct"]),
-        "engine_only": compare(results["engine"], results["direct"]),
+        **compare(samples["mlxserve"], samples["direct"]),
+        "engine_only": compare(samples["engine"], samples["direct"]),
     }
+    results = {name: medians(by_key) for name, by_key in samples.items()}
     print_table(results, ratios)
     return {**results, "ratios": ratios, "repeats": repeats, "long_prompt_tokens": long_tokens}
 
