@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pydantic
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from openai.types.responses import Response, ResponseStreamEvent
+from openai.types.responses import Response
 
 from mlxserve.api.formatting import ResponseShape
 from mlxserve.api.responses import ResponsesRequest, ResponseStore, input_messages
@@ -16,6 +15,8 @@ from mlxserve.api.routes_responses import ResponseTurn
 from mlxserve.api.tool_calls import buffered_tool_chunks, chat_tool_calls
 from mlxserve.api.tool_parsers import parse_tool_calls
 from mlxserve.engine.base import GenerationEvent, GenerationStats
+from tests.test_responses import EVENTS as MESSAGE_EVENTS
+from tests.test_responses import STREAM_EVENTS
 
 GEMMA_CALL = '```tool_code\nget_weather(city="Paris", unit="celsius")\n```'
 QWEN_CALLS = (
@@ -23,7 +24,6 @@ QWEN_CALLS = (
     '<tool_call>\n{"name": "get_time", "arguments": {"zone": "CET"}}\n</tool_call>'
 )
 TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
-STREAM_EVENTS = pydantic.TypeAdapter(ResponseStreamEvent)
 
 
 def collect(iterator) -> list:
@@ -85,14 +85,7 @@ def test_responses_plain_reply_with_tools_is_a_message():
     turn = ResponseTurn(body, "gemma", "gemma", input_messages(body), ResponseStore())
     output = turn.output_items("Hello there.")
     events = [STREAM_EVENTS.validate_python(e) for e in collect(turn.output_events(output))]
-    assert [e.type for e in events] == [
-        "response.output_item.added",
-        "response.content_part.added",
-        "response.output_text.delta",
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-    ]
+    assert [e.type for e in events] == MESSAGE_EVENTS[2:-1]  # without created/completed
     assert events[2].delta == events[3].text == "Hello there."
     final = turn.finish(output, GenerationStats(prompt_tokens=5, completion_tokens=3))
     assert Response.model_validate(final).output_text == "Hello there."
