@@ -101,6 +101,11 @@ def test_wrong_model_kind_and_empty_input_are_400(mlx_client, model_id):
         )
     with pytest.raises(openai.BadRequestError):
         mlx_client.embeddings.create(model=EMBEDDING_ID, input=[])
+    with pytest.raises(openai.BadRequestError, match="must not be empty"):
+        mlx_client.embeddings.create(model=EMBEDDING_ID, input=[[101, 102], []])
+    with pytest.raises(openai.UnprocessableEntityError, match="token ids") as error:
+        mlx_client.embeddings.create(model=EMBEDDING_ID, input=[[101, 999999, 102]])
+    assert error.value.body["param"] == "input"
 
 
 def test_llamacpp_engine_refuses_the_mlx_embedding_model(server, client, embedding_id):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import openai
 import pytest
 from tokenizers import Tokenizer
 
@@ -54,6 +55,15 @@ def test_gguf_embedding_model_is_listed_as_embeddings(llamacpp_client, server):
     entry = httpx.get(f"{server.base_url}/api/v0/models/{GGUF_ID}").json()
     assert entry["type"] == "embeddings" and entry["arch"] == "bert"
     assert entry["compatibility_type"] == "gguf"
+
+
+def test_gguf_bad_token_ids_are_input_errors(llamacpp_client):
+    with pytest.raises(openai.UnprocessableEntityError, match="invalid tokens") as error:
+        llamacpp_client.embeddings.create(model=GGUF_ID, input=[[101, 999999, 102]])
+    assert error.value.body["param"] == "input"
+    with pytest.raises(openai.BadRequestError, match="must not be empty"):
+        llamacpp_client.embeddings.create(model=GGUF_ID, input=[[]])
+    assert llamacpp_client.embeddings.create(model=GGUF_ID, input=[[101, 102]]).data
 
 
 def test_gguf_inputs_past_the_window_are_truncated(llamacpp_client, minilm_dir):

@@ -24,7 +24,9 @@ class EmbeddingRequest(OpenAIModel):
     user: str | None = None
 
     def batch(self) -> list[str] | list[list[int]]:
-        if self.input in ("", []) or (isinstance(self.input, list) and "" in self.input):
+        if self.input in ("", []) or (
+            isinstance(self.input, list) and ("" in self.input or [] in self.input)
+        ):
             raise APIError(400, "input must not be empty", "input", "empty_input")
         if isinstance(self.input, str):
             return [self.input]

@@ -137,7 +137,10 @@ class LlamaCppModel(EngineModel):
         """Mean-pooled, unit-length vectors and the number of tokens read; needs a model loaded
         with embedding=True. Inputs past the window are cut to fit."""
         fitted = await asyncio.gather(*(fit_to_window(self, item) for item in inputs))
-        response = await self._request("POST", "/v1/embeddings", {"input": fitted})
+        try:
+            response = await self._request("POST", "/v1/embeddings", {"input": fitted})
+        except InvalidRequest as exc:  # token ids outside the vocabulary
+            raise InvalidRequest(str(exc), "input") from exc
         rows = sorted(response["data"], key=lambda d: d["index"])
         vectors = np.array([row["embedding"] for row in rows], dtype=np.float32)
         return vectors, response["usage"]["prompt_tokens"]
