@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from json.encoder import encode_basestring
 
 from mlxserve.engine.base import GenerationStats
 
@@ -86,7 +87,7 @@ class ResponseShape:
             encoded = json.dumps(self.chunk(TEXT_MARKER), ensure_ascii=False)
             self._text_chunk_parts = tuple(encoded.split(marker))
         prefix, suffix = self._text_chunk_parts
-        return prefix + json.dumps(text, ensure_ascii=False) + suffix
+        return prefix + encode_basestring(text) + suffix  # json.dumps(text, ensure_ascii=False)
 
     def usage_chunk(self, stats: GenerationStats) -> dict:
         object_type = "chat.completion.chunk" if self.kind == "chat" else "text_completion"

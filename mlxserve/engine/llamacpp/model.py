@@ -16,7 +16,6 @@ from contextlib import aclosing
 from importlib import metadata
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from mlxserve.engine.base import (
@@ -28,7 +27,7 @@ from mlxserve.engine.base import (
     GenerationRequest,
     InvalidRequest,
 )
-from mlxserve.engine.llamacpp import protocol, sse
+from mlxserve.engine.llamacpp import client, protocol
 from mlxserve.engine.llamacpp.embedding import fit_to_window
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.gguf_import import read_scalar_fields
@@ -37,8 +36,6 @@ from mlxserve.models.store import ModelRecord
 logger = logging.getLogger("mlxserve.llamacpp")
 
 DEFAULT_CONTEXT_LENGTH = 4096
-# Generation streams may pause for a long prefill; only connecting has a deadline.
-HTTP_TIMEOUT = httpx.Timeout(None, connect=10.0)
 
 
 def embedding_args(context_length: int) -> tuple[str, ...]:
@@ -73,7 +70,6 @@ class LlamaCppModel(EngineModel):
         self.process = process
         self.record = record
         self.context_length = context_length
-        self._client = httpx.AsyncClient(timeout=HTTP_TIMEOUT)
         self._restart_lock = asyncio.Lock()
         self._closed = False
         self._version = ""
@@ -145,29 +141,14 @@ class LlamaCppModel(EngineModel):
         return vectors, response["usage"]["prompt_tokens"]
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        started = time.perf_counter()
-        prompt = request.prompt
-        if isinstance(prompt, str):
-            prompt = await self.tokenize(prompt, add_special_tokens=request.add_special_tokens)
-        room = self.context_length - len(prompt)
-        if room <= 0 or not prompt:
-            raise ContextLengthExceeded(len(prompt), self.context_length)
-        n_predict = min(request.max_tokens or room, room)
-        body = protocol.completion_body(list(prompt), request.sampling, n_predict, request.stop)
-        # aclosing: closing this generator must close the inner stream (and its connection) now.
-        async with aclosing(self._stream_completion(body, started)) as events:
-            async for event in events:
-                yield event
-
-    async def _stream_completion(
-        self, body: dict, started: float
-    ) -> AsyncIterator[GenerationEvent]:
         """Relay one /completion stream; leaving early closes the connection, which makes
         llama.cpp release the slot at its next token."""
+        started = time.perf_counter()
+        body = await self._completion_body(request)
         url = f"{await self._running_url()}/completion"
         first_token = last_token = None
         try:
-            async with aclosing(sse.post_event_stream(url, body)) as chunks:
+            async with aclosing(client.post_event_stream(url, body)) as chunks:
                 async for chunk in chunks:
                     if "error" in chunk:
                         raise EngineError(f"llama.cpp: {protocol.error_message(chunk)}")
@@ -186,21 +167,30 @@ class LlamaCppModel(EngineModel):
                         yield GenerationEvent(chunk.get("content", ""), chunk["tokens"], stats)
                         return
                     yield GenerationEvent(chunk.get("content", ""), chunk.get("tokens", []))
-        except sse.HTTPStatusError as exc:
-            raise self._http_error(exc.status, exc.body.decode("utf-8", "replace")) from exc
+        except client.HTTPStatusError as exc:
+            raise self._http_error(exc) from exc
         except OSError as exc:
             raise self._unavailable(exc) from exc
         raise self._unavailable(None)
 
+    async def _completion_body(self, request: GenerationRequest) -> dict:
+        prompt = request.prompt
+        if isinstance(prompt, str):
+            prompt = await self.tokenize(prompt, add_special_tokens=request.add_special_tokens)
+        room = self.context_length - len(prompt)
+        if room <= 0 or not prompt:
+            raise ContextLengthExceeded(len(prompt), self.context_length)
+        n_predict = min(request.max_tokens or room, room)
+        return protocol.completion_body(list(prompt), request.sampling, n_predict, request.stop)
+
     async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         base_url = await self._running_url()
         try:
-            response = await self._client.request(method, f"{base_url}{path}", json=body)
-        except httpx.TransportError as exc:
+            return await client.request_json(method, f"{base_url}{path}", body)
+        except client.HTTPStatusError as exc:
+            raise self._http_error(exc) from exc
+        except OSError as exc:
             raise self._unavailable(exc) from exc
-        if response.status_code != 200:
-            raise self._http_error(response.status_code, response.text)
-        return response.json()
 
     async def _running_url(self) -> str:
         """The child's URL, restarting it first if it has died (once, however many callers)."""
@@ -247,7 +237,8 @@ class LlamaCppModel(EngineModel):
             time.sleep(0.02)
         return False
 
-    def _http_error(self, status: int, text: str) -> EngineError:
+    def _http_error(self, exc: client.HTTPStatusError) -> EngineError:
+        status, text = exc.status, exc.body.decode("utf-8", "replace")
         try:
             message = f"llama.cpp: {protocol.error_message(json.loads(text))}"
         except ValueError:
@@ -261,7 +252,6 @@ class LlamaCppModel(EngineModel):
     async def close(self) -> None:
         self._closed = True
         await asyncio.to_thread(self.process.stop)
-        await self._client.aclose()
 
     def runtime_info(self) -> dict:
         return {"name": "llama.cpp", "version": self._version, "supported_formats": ["gguf"]}
