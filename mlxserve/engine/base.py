@@ -109,6 +109,17 @@ class EngineModel(abc.ABC):
     async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """Token ids exactly as generate() would see them."""
 
+    async def prompt_and_budget(self, request: GenerationRequest) -> tuple[list[int], int]:
+        """The prompt's token ids and how many tokens may follow them: max_tokens, capped by
+        the room left in the context. A prompt that leaves no room is refused."""
+        prompt = request.prompt
+        if isinstance(prompt, str):
+            prompt = await self.tokenize(prompt, add_special_tokens=request.add_special_tokens)
+        room = self.context_length - len(prompt)
+        if room <= 0 or not prompt:
+            raise ContextLengthExceeded(len(prompt), self.context_length)
+        return list(prompt), min(request.max_tokens or room, room)
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Free the model's memory and stop its thread or child process."""

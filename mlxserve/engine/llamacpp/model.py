@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from mlxserve.engine.base import (
-    ContextLengthExceeded,
     EngineError,
     EngineModel,
     EngineUnavailable,
@@ -144,7 +143,8 @@ class LlamaCppModel(EngineModel):
         """Relay one /completion stream; leaving early closes the connection, which makes
         llama.cpp release the slot at its next token."""
         started = time.perf_counter()
-        body = await self._completion_body(request)
+        prompt, n_predict = await self.prompt_and_budget(request)
+        body = protocol.completion_body(prompt, request.sampling, n_predict, request.stop)
         url = f"{await self._running_url()}/completion"
         first_token = last_token = None
         try:
@@ -172,16 +172,6 @@ class LlamaCppModel(EngineModel):
         except OSError as exc:
             raise self._unavailable(exc) from exc
         raise self._unavailable(None)
-
-    async def _completion_body(self, request: GenerationRequest) -> dict:
-        prompt = request.prompt
-        if isinstance(prompt, str):
-            prompt = await self.tokenize(prompt, add_special_tokens=request.add_special_tokens)
-        room = self.context_length - len(prompt)
-        if room <= 0 or not prompt:
-            raise ContextLengthExceeded(len(prompt), self.context_length)
-        n_predict = min(request.max_tokens or room, room)
-        return protocol.completion_body(list(prompt), request.sampling, n_predict, request.stop)
 
     async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         base_url = await self._running_url()

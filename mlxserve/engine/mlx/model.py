@@ -10,7 +10,6 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlxserve.engine.base import (
-    ContextLengthExceeded,
     EngineModel,
     GenerationEvent,
     GenerationRequest,
@@ -56,18 +55,13 @@ class MLXModel(EngineModel):
         return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        prompt = request.prompt
-        if isinstance(prompt, str):
-            prompt = await self.tokenize(prompt, add_special_tokens=request.add_special_tokens)
-        room = self.context_length - len(prompt)
-        if room <= 0 or not prompt:
-            raise ContextLengthExceeded(len(prompt), self.context_length)
+        prompt, max_tokens = await self.prompt_and_budget(request)
         events: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         sequence = Sequence(
             request=request,
-            prompt_tokens=list(prompt),
-            max_tokens=min(request.max_tokens or room, room),
+            prompt_tokens=prompt,
+            max_tokens=max_tokens,
             emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
             sampler=Sampler(request.sampling, self.vocab_size),
             detokenizer=IncrementalDetokenizer(self.tokenizer),
