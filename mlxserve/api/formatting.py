@@ -87,7 +87,8 @@ class ResponseShape:
             encoded = json.dumps(self.chunk(TEXT_MARKER), ensure_ascii=False)
             self._text_chunk_parts = tuple(encoded.split(marker))
         prefix, suffix = self._text_chunk_parts
-        return prefix + encode_basestring(text) + suffix  # json.dumps(text, ensure_ascii=False)
+        # What json.dumps(text, ensure_ascii=False) gives, without a new encoder per call.
+        return prefix + encode_basestring(text) + suffix
 
     def usage_chunk(self, stats: GenerationStats) -> dict:
         object_type = "chat.completion.chunk" if self.kind == "chat" else "text_completion"

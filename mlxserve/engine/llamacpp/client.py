@@ -52,10 +52,6 @@ class ResponseParser:
         return not self.finished
 
     def feed(self, data: bytes) -> list[dict]:
-        if self._streaming and not self._unparsed and not self._event_text:
-            event = self._single_event_chunk(data)
-            if event is not None:
-                return [event]
         self._unparsed += data
         if self.status is None and not self._read_head():
             return []
@@ -64,25 +60,6 @@ class ResponseParser:
             return self._decode_events(payload)
         self.body += payload
         return []
-
-    @property
-    def _streaming(self) -> bool:
-        return self._framing == "chunked" and self.events and self.status == 200
-
-    def _single_event_chunk(self, data: bytes) -> dict | None:
-        """The usual arrival, one chunk holding one `data:` event, decoded in a few steps;
-        None for anything else."""
-        size_end = data.find(b"\r\n")
-        start = size_end + 8  # past the CRLF and "data: "
-        if (
-            size_end > 0
-            and data.startswith(b"data: ", size_end + 2)
-            and data.endswith(b"\n\n\r\n")
-            and len(data) == size_end + 4 + int(data[:size_end].split(b";")[0], 16)
-            and data.find(b"\n\n", start) == len(data) - 4
-        ):
-            return orjson.loads(data[start:-4])
-        return None
 
     def _read_head(self) -> bool:
         head, found, rest = self._unparsed.partition(b"\r\n\r\n")

@@ -11,8 +11,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -147,7 +147,7 @@ class LlamaCppModel(EngineModel):
         body = protocol.completion_body(prompt, request.sampling, n_predict, request.stop)
         url = f"{await self._running_url()}/completion"
         first_token = last_token = None
-        try:
+        with self._engine_errors():
             async with aclosing(client.post_event_stream(url, body)) as chunks:
                 async for chunk in chunks:
                     if "error" in chunk:
@@ -167,16 +167,18 @@ class LlamaCppModel(EngineModel):
                         yield GenerationEvent(chunk.get("content", ""), chunk["tokens"], stats)
                         return
                     yield GenerationEvent(chunk.get("content", ""), chunk.get("tokens", []))
-        except client.HTTPStatusError as exc:
-            raise self._http_error(exc) from exc
-        except OSError as exc:
-            raise self._unavailable(exc) from exc
         raise self._unavailable(None)
 
     async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         base_url = await self._running_url()
-        try:
+        with self._engine_errors():
             return await client.request_json(method, f"{base_url}{path}", body)
+
+    @contextmanager
+    def _engine_errors(self) -> Iterator[None]:
+        """llama.cpp's error answers and lost connections, as the engine errors the API maps."""
+        try:
+            yield
         except client.HTTPStatusError as exc:
             raise self._http_error(exc) from exc
         except OSError as exc:
