@@ -1,8 +1,10 @@
 """The MLX engine against mlx-lm's own server on the same model, backend and requests.
 
 Both servers get identical streaming /v1/completions requests (greedy, EOS banned so every request
-produces exactly the asked-for tokens). Reported: single-stream decode tok/s, time to first token,
-aggregate tok/s with 1, 2 and 4 concurrent streams, and a repeated long prompt (prompt cache).
+produces exactly the asked-for tokens, no repeat penalty: mlxserve's default of 1.1 would otherwise
+make it do work mlx-lm, whose default is none, does not). Reported: single-stream decode tok/s, time
+to first token, aggregate tok/s with 1, 2 and 4 concurrent streams, and a repeated long prompt
+(prompt cache).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def stream_completion(base_url: str, model: str, prompt: str, tokens: int) -> di
         "prompt": prompt,
         "max_tokens": tokens,
         "temperature": 0,
+        "repeat_penalty": 1.0,  # mlx-lm ignores this field and applies no penalty by default
         "stream": True,
         "logit_bias": BANNED,
     }
