@@ -74,6 +74,31 @@ def test_sdk_raises_typed_errors_and_server_survives(client, model_id):
     assert ok.usage.completion_tokens == 1
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "path, param",
+    [
+        ("/v1/chat/completions", "messages"),
+        ("/v1/completions", "prompt"),
+        ("/v1/responses", "input"),
+    ],
+)
+def test_a_prompt_that_fills_the_context_is_400_even_when_streamed(
+    server, model_id, path, param, stream
+):
+    long_text = "word " * 5000  # past the server's 4096-token context
+    inputs = {
+        "/v1/chat/completions": {"messages": [{"role": "user", "content": long_text}]},
+        "/v1/completions": {"prompt": long_text},
+        "/v1/responses": {"input": long_text},
+    }
+    body = {"model": model_id, "stream": stream, **inputs[path]}
+    response = post(server, path, body)
+    assert_error(response, 400, param)
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+    assert "4096-token context" in response.json()["error"]["message"]
+
+
 def test_images_to_a_text_model_are_400(server, model_id):
     content = [
         {"type": "text", "text": "What is this?"},

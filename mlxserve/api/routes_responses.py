@@ -52,7 +52,7 @@ async def create_response():
             "tool_choice": body.tool_choice,
         }
     )
-    prepared = await serving.prepare_chat(current_app.registry, chat)
+    prepared = await serving.prepare_chat(current_app.registry, chat, prompt_param="input")
     turn = ResponseTurn(body, prepared.shape.model, prepared.tool_family, conversation, store)
     if body.stream:
         return await sse_response(turn.events(prepared), done_marker=False, named_events=True)

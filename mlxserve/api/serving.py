@@ -12,7 +12,12 @@ from mlxserve.api.prompts import chat_template_for, render_chat
 from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 from mlxserve.api.tool_calls import messages_with_tools, wants_tools
 from mlxserve.api.tool_parsers import tool_family
-from mlxserve.engine.base import GenerationEvent, GenerationRequest, GenerationStats
+from mlxserve.engine.base import (
+    ContextLengthExceeded,
+    GenerationEvent,
+    GenerationRequest,
+    GenerationStats,
+)
 from mlxserve.models.registry import LoadedModel, ModelRegistry
 from mlxserve.sampling.validation import validate_sampling
 
@@ -27,7 +32,10 @@ class PreparedGeneration:
     tool_family: str | None = None  # set when the reply may hold tool calls
 
 
-async def prepare_chat(registry: ModelRegistry, body: ChatCompletionRequest) -> PreparedGeneration:
+async def prepare_chat(
+    registry: ModelRegistry, body: ChatCompletionRequest, prompt_param: str = "messages"
+) -> PreparedGeneration:
+    """`prompt_param` names the request field an over-long prompt came from."""
     loaded = _generative(await registry.resolve(body.model, ttl=body.ttl))
     if any(message.has_images for message in body.messages):
         raise APIError(
@@ -48,6 +56,7 @@ async def prepare_chat(registry: ModelRegistry, body: ChatCompletionRequest) -> 
     )
     # The template writes BOS itself, so the tokenizer must not add another.
     request = _generation_request(loaded, body, prompt, add_special_tokens=False)
+    await _check_prompt(loaded, request, prompt_param)
     shape = ResponseShape("chat", loaded.identifier)
     return PreparedGeneration(loaded, request, shape, tool_family=family)
 
@@ -57,7 +66,18 @@ async def prepare_completion(
 ) -> PreparedGeneration:
     loaded = _generative(await registry.resolve(body.model, ttl=body.ttl))
     request = _generation_request(loaded, body, body.prompt, add_special_tokens=True)
+    await _check_prompt(loaded, request, "prompt")
     return PreparedGeneration(loaded, request, ResponseShape("text", loaded.identifier))
+
+
+async def _check_prompt(loaded: LoadedModel, request: GenerationRequest, param: str) -> None:
+    """Tokenize and measure the prompt before any response starts, so a prompt that fills the
+    context is a 400 on a stream too rather than an error event after a 200."""
+    try:
+        await loaded.engine.prompt_and_budget(request)
+    except ContextLengthExceeded as exc:
+        exc.param = param
+        raise
 
 
 def _generative(loaded: LoadedModel) -> LoadedModel:

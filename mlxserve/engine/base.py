@@ -57,6 +57,7 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)  # never part of the output
     add_special_tokens: bool = True  # False when a chat template already wrote BOS
     request_id: str = ""
+    prompt_tokens: list[int] | None = None  # the prompt's ids, kept by prompt_and_budget
 
 
 @dataclass
@@ -111,14 +112,18 @@ class EngineModel(abc.ABC):
 
     async def prompt_and_budget(self, request: GenerationRequest) -> tuple[list[int], int]:
         """The prompt's token ids and how many tokens may follow them: max_tokens, capped by
-        the room left in the context. A prompt that leaves no room is refused."""
-        prompt = request.prompt
-        if isinstance(prompt, str):
-            prompt = await self.tokenize(prompt, add_special_tokens=request.add_special_tokens)
+        the room left in the context. A prompt that leaves no room is refused. The ids are kept
+        on the request, so the API's check before a response starts costs generate() nothing."""
+        if request.prompt_tokens is None:
+            prompt = request.prompt
+            if isinstance(prompt, str):
+                prompt = await self.tokenize(prompt, add_special_tokens=request.add_special_tokens)
+            request.prompt_tokens = list(prompt)
+        prompt = request.prompt_tokens
         room = self.context_length - len(prompt)
         if room <= 0 or not prompt:
             raise ContextLengthExceeded(len(prompt), self.context_length)
-        return list(prompt), min(request.max_tokens or room, room)
+        return prompt, min(request.max_tokens or room, room)
 
     @abc.abstractmethod
     async def close(self) -> None:
