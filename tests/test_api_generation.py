@@ -125,7 +125,9 @@ def test_any_model_name_routes_to_the_only_loaded_model(client, model_id):
 
 
 def test_concurrent_requests_match_sequential(client, model_id):
-    prompts = ["The capital of France is", "1, 2, 3,", "Hello, my name is"]
+    # Continuations without near-ties: llama.cpp's batched kernels round a little differently from
+    # one sequence alone, which can flip a close greedy choice (it did for "Hello, my name is").
+    prompts = ["The capital of France is", "1, 2, 3,", "Monday, Tuesday, Wednesday,"]
 
     def run(prompt):
         return client.completions.create(model=model_id, prompt=prompt, **GREEDY).choices[0].text
