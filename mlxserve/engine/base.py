@@ -7,6 +7,7 @@ reads GenerationEvents back; it never touches tokens, logits or engine internals
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -58,6 +59,8 @@ class GenerationRequest:
     add_special_tokens: bool = True  # False when a chat template already wrote BOS
     request_id: str = ""
     prompt_tokens: list[int] | None = None  # the prompt's ids, kept by prompt_and_budget
+    # Made when the API has parsed the request: time to first token counts tokenizing too.
+    arrived: float = field(default_factory=time.perf_counter)
 
 
 @dataclass

@@ -142,7 +142,6 @@ class LlamaCppModel(EngineModel):
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Relay one /completion stream; leaving early closes the connection, which makes
         llama.cpp release the slot at its next token."""
-        started = time.perf_counter()
         prompt, n_predict = await self.prompt_and_budget(request)
         body = protocol.completion_body(prompt, request.sampling, n_predict, request.stop)
         url = f"{await self._running_url()}/completion"
@@ -161,7 +160,7 @@ class LlamaCppModel(EngineModel):
                         stats = protocol.final_stats(
                             chunk,
                             body["n_predict"],
-                            time_to_first_token=first_token - started,
+                            time_to_first_token=first_token - request.arrived,
                             generation_time=(last_token or first_token) - first_token,
                         )
                         yield GenerationEvent(chunk.get("content", ""), chunk["tokens"], stats)

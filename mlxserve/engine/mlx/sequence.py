@@ -24,7 +24,6 @@ class Sequence:
     sampler: Sampler
     detokenizer: IncrementalDetokenizer
     eos_token_ids: frozenset[int]
-    arrived: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
     generated: list[int] = field(default_factory=list)
     cached_prompt_tokens: int = 0
@@ -77,7 +76,7 @@ class Sequence:
             prompt_tokens=len(self.prompt_tokens),
             completion_tokens=len(self.generated),
             cached_prompt_tokens=self.cached_prompt_tokens,
-            time_to_first_token=self.first_token_at - self.arrived,
+            time_to_first_token=self.first_token_at - self.request.arrived,
             generation_time=self.last_token_at - self.first_token_at,
             stop_reason=self.stop_reason or "maxPredictedTokensReached",
         )
