@@ -1,6 +1,6 @@
 """Benchmarks: each measures mlxserve side by side with a peer in the same run and reports ratios.
 
-    python scripts/bench.py all | sampler | mlx | llamacpp | embeddings [--iterations N]
+    python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client [--iterations N]
                              [--models-dir DIR]
 
 Not a test: numbers depend on the machine. Results print as tables and are saved as JSON.
@@ -25,6 +25,7 @@ BENCHMARKS = {
     "mlx": "scripts.benchmarks.mlx_engine",
     "llamacpp": "scripts.benchmarks.llamacpp",
     "embeddings": "scripts.benchmarks.embeddings",
+    "client": "scripts.benchmarks.llamacpp_client",
 }
 
 

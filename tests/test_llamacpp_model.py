@@ -18,7 +18,8 @@ from mlxserve.engine.base import (
     GenerationRequest,
     InvalidRequest,
 )
-from mlxserve.engine.llamacpp.model import LlamaCppModel, gguf_file_of
+from mlxserve.engine.llamacpp.model import LlamaCppModel
+from mlxserve.models.registry import gguf_file_of
 from mlxserve.models.store import ModelRecord
 from mlxserve.sampling.params import SamplingParams
 from tests.test_llamacpp_process import process_exists, wait_until_gone
@@ -52,9 +53,13 @@ def gguf_record(tmp_path_factory) -> ModelRecord:
     )
 
 
+def load_gguf(record: ModelRecord, context_length: int, **options):
+    return LlamaCppModel.load(record.id, gguf_file_of(record), context_length, **options)
+
+
 @pytest.fixture(scope="module")
 async def model(gguf_record):
-    loaded = await LlamaCppModel.load(gguf_record, context_length=CONTEXT_LENGTH, parallel=2)
+    loaded = await load_gguf(gguf_record, CONTEXT_LENGTH, parallel=2)
     yield loaded
     await loaded.close()
 
@@ -215,7 +220,7 @@ def test_gguf_file_is_found_without_a_file_name(gguf_record, tmp_path):
 
 
 async def test_close_leaves_no_child(gguf_record):
-    loaded = await LlamaCppModel.load(gguf_record, context_length=128, parallel=1)
+    loaded = await load_gguf(gguf_record, 128, parallel=1)
     pid = loaded.process.pid
     assert process_exists(pid)
     await loaded.close()
@@ -225,7 +230,7 @@ async def test_close_leaves_no_child(gguf_record):
 
 
 async def test_embedding_mode_serves_mean_pooled_vectors(gguf_record):
-    loaded = await LlamaCppModel.load(gguf_record, context_length=128, parallel=1, embedding=True)
+    loaded = await load_gguf(gguf_record, 128, parallel=1, embedding=True)
     try:
         vectors, tokens = await loaded.embed(["a red apple", "a tax form", "a red apple"])
         apple, tax = [len(await loaded.tokenize(t)) for t in ("a red apple", "a tax form")]

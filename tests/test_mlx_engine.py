@@ -36,7 +36,7 @@ async def collect(model: MLXModel, prompt, max_tokens=12, **kwargs):
 
 
 async def one_at_a_time(record, prompts, **kwargs):
-    model = await MLXModel.load(record, max_batch_size=1)
+    model = await MLXModel.load(record.directory, 512, max_batch_size=1)
     try:
         return [await collect(model, p, **kwargs) for p in prompts]
     finally:
@@ -45,7 +45,7 @@ async def one_at_a_time(record, prompts, **kwargs):
 
 def test_batched_generation_equals_one_at_a_time(tiny):
     async def batched():
-        model = await MLXModel.load(tiny)
+        model = await MLXModel.load(tiny.directory, 512)
         try:
             first = asyncio.ensure_future(collect(model, PROMPTS[0], max_tokens=20))
             await asyncio.sleep(0.05)  # the others join a batch that is already decoding
@@ -63,7 +63,7 @@ def test_batched_generation_equals_one_at_a_time(tiny):
 
 def test_max_tokens_and_stop_strings(tiny):
     async def scenario():
-        model = await MLXModel.load(tiny)
+        model = await MLXModel.load(tiny.directory, 512)
         try:
             text, stats = await collect(model, PROMPTS[1], max_tokens=7)
             assert stats.completion_tokens == 7 and stats.finish_reason == "length"
@@ -79,7 +79,7 @@ def test_max_tokens_and_stop_strings(tiny):
 
 def test_closing_the_stream_cancels_within_a_step(tiny):
     async def scenario():
-        model = await MLXModel.load(tiny)
+        model = await MLXModel.load(tiny.directory, 512)
         try:
             stream = model.generate(
                 GenerationRequest(prompt=PROMPTS[0], sampling=GREEDY, max_tokens=400)
@@ -99,7 +99,7 @@ def test_closing_the_stream_cancels_within_a_step(tiny):
 
 def test_prompt_cache_reuses_a_shared_prefix(tiny):
     async def scenario():
-        model = await MLXModel.load(tiny)
+        model = await MLXModel.load(tiny.directory, 512)
         try:
             first, _ = await collect(model, PROMPTS[0], max_tokens=5)
             follow_up = f"{PROMPTS[0]} {first} w40 w41"  # a second turn extends the first
@@ -116,7 +116,7 @@ def test_prompt_cache_reuses_a_shared_prefix(tiny):
 
 def test_a_prompt_that_fills_the_context_is_rejected(tiny):
     async def scenario():
-        model = await MLXModel.load(tiny, context_length=8)
+        model = await MLXModel.load(tiny.directory, 8)
         try:
             with pytest.raises(ContextLengthExceeded):
                 await collect(model, " ".join(f"w{i}" for i in range(10)))

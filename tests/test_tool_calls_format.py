@@ -9,12 +9,12 @@ import json
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 
-from mlxserve.api.formatting import ResponseShape
-from mlxserve.api.responses import ResponsesRequest, ResponseStore, input_messages
-from mlxserve.api.routes_responses import ResponseTurn
-from mlxserve.api.tool_calls import buffered_tool_chunks, chat_tool_calls
-from mlxserve.api.tool_parsers import parse_tool_calls
-from mlxserve.engine.base import GenerationEvent, GenerationStats
+from mlxserve.api.formatting import ResponseShape, full_body, stream_chunks
+from mlxserve.api.openai_responses import ResponseTurn
+from mlxserve.api.responses import ResponsesRequest, ResponseStore, input_turns
+from mlxserve.engine.base import GenerationStats
+from mlxserve.pipeline.events import fold
+from mlxserve.pipeline.output import OutputStage
 from tests.test_responses import EVENTS as MESSAGE_EVENTS
 from tests.test_responses import STREAM_EVENTS
 
@@ -26,6 +26,11 @@ QWEN_CALLS = (
 TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
 
 
+def chunk_object(chunk: dict | str) -> ChatCompletionChunk:
+    """Text chunks arrive already encoded as JSON."""
+    return ChatCompletionChunk.model_validate(json.loads(chunk) if isinstance(chunk, str) else chunk)
+
+
 def collect(iterator) -> list:
     async def run():
         return [item async for item in iterator]
@@ -33,26 +38,40 @@ def collect(iterator) -> list:
     return asyncio.run(run())
 
 
-def replies(text: str, prompt_tokens: int = 12):
-    """The engine's event stream for a reply: two pieces, then the final stats."""
+def replies(text: str, family: str, prompt_tokens: int = 12, pieces: int = 2):
+    """The output stage's events for a reply generated in `pieces`, then the final stats."""
     stats = GenerationStats(prompt_tokens=prompt_tokens, completion_tokens=9)
-    half = len(text) // 2
+    stage = OutputStage(family)
+    size = -(-len(text) // pieces)
 
     async def events():
-        yield GenerationEvent(text=text[:half])
-        yield GenerationEvent(text=text[half:], stats=stats)
+        for start in range(0, len(text), size):
+            for event in stage.feed(text[start : start + size]):
+                yield event
+        for event in stage.finish(stats):
+            yield event
 
-    return events(), stats
+    return events()
+
+
+def response_events(body: ResponsesRequest, text: str, store: ResponseStore, stats_tokens=(30, 15)):
+    """A Responses stream for a reply, and the final response."""
+    stats = GenerationStats(*stats_tokens)
+    stage = OutputStage("gemma")
+
+    async def outputs():
+        for event in [*stage.feed(text), *stage.finish(stats)]:
+            yield event
+
+    turn = ResponseTurn(body, "resp_test", "gemma", input_turns(body), store)
+    events = collect(turn.events(outputs()))
+    return events, events[-1]["response"]
 
 
 def test_responses_function_call_events_and_stored_turn():
     body = ResponsesRequest(model="gemma", input="Weather in Paris?", tools=TOOLS)
     store = ResponseStore()
-    turn = ResponseTurn(body, "gemma", "gemma", input_messages(body), store)
-    output = turn.output_items(GEMMA_CALL)
-    events = turn.started_events() + collect(turn.output_events(output))
-    final = turn.finish(output, GenerationStats(prompt_tokens=30, completion_tokens=15))
-    events.append(turn.event("response.completed", response=final))
+    events, final = response_events(body, GEMMA_CALL, store)
     parsed = [STREAM_EVENTS.validate_python(e) for e in events]
     assert [e.type for e in parsed] == [
         "response.created",
@@ -75,27 +94,24 @@ def test_responses_function_call_events_and_stored_turn():
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18 C"}],
         previous_response_id=response.id,
     )
-    history = store.conversation(response.id) + input_messages(follow)
-    assert [m["role"] for m in history] == ["user", "assistant", "tool"]
-    assert history[1]["tool_calls"][0]["id"] == history[2]["tool_call_id"] == call.call_id
+    history = store.conversation(response.id) + input_turns(follow)
+    assert [turn.role for turn in history] == ["user", "assistant", "tool"]
+    assert history[1].tool_calls[0].id == history[2].parts[0].call_id == call.call_id
 
 
 def test_responses_plain_reply_with_tools_is_a_message():
     body = ResponsesRequest(model="gemma", input="Hi", tools=TOOLS)
-    turn = ResponseTurn(body, "gemma", "gemma", input_messages(body), ResponseStore())
-    output = turn.output_items("Hello there.")
-    events = [STREAM_EVENTS.validate_python(e) for e in collect(turn.output_events(output))]
-    assert [e.type for e in events] == MESSAGE_EVENTS[2:-1]  # without created/completed
-    assert events[2].delta == events[3].text == "Hello there."
-    final = turn.finish(output, GenerationStats(prompt_tokens=5, completion_tokens=3))
+    events, final = response_events(body, "Hello there.", ResponseStore(), (5, 3))
+    events = [STREAM_EVENTS.validate_python(e) for e in events]
+    assert [e.type for e in events] == MESSAGE_EVENTS
+    assert events[4].delta == events[5].text == "Hello there."
     assert Response.model_validate(final).output_text == "Hello there."
 
 
 def test_chat_completion_with_two_calls():
-    content, calls = parse_tool_calls(QWEN_CALLS, "qwen")
-    shape = ResponseShape("chat", "qwen")
-    stats = GenerationStats(prompt_tokens=40, completion_tokens=30)
-    completion = ChatCompletion.model_validate(shape.full(content, stats, chat_tool_calls(calls)))
+    shape = ResponseShape("chat", "chatcmpl-test", "qwen")
+    folded = asyncio.run(fold(replies(QWEN_CALLS, "qwen", pieces=7)))
+    completion = ChatCompletion.model_validate(full_body(shape, folded))
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     names = [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls]
@@ -103,15 +119,17 @@ def test_chat_completion_with_two_calls():
 
 
 def test_streamed_chat_sends_calls_as_deltas_or_text():
-    events, _ = replies(QWEN_CALLS)
-    chunks = collect(buffered_tool_chunks(ResponseShape("chat", "q"), events, "qwen", True))
-    parsed = [ChatCompletionChunk.model_validate(c) for c in chunks]
+    shape = ResponseShape("chat", "chatcmpl-test", "q")
+    chunks = collect(stream_chunks(shape, replies(QWEN_CALLS, "qwen"), True))
+    parsed = [chunk_object(c) for c in chunks]
     deltas = [d for c in parsed if c.choices for d in c.choices[0].delta.tool_calls or []]
-    assert [(d.index, d.function.name) for d in deltas] == [(0, "get_weather"), (1, "get_time")]
+    starts = [(d.index, d.function.name) for d in deltas if d.id]
+    assert starts == [(0, "get_weather"), (1, "get_time")]
+    arguments = ["".join(d.function.arguments for d in deltas if d.index == i) for i in (0, 1)]
+    assert [json.loads(a) for a in arguments] == [{"city": "Paris"}, {"zone": "CET"}]
     assert parsed[-2].choices[0].finish_reason == "tool_calls"
     assert parsed[-1].usage.prompt_tokens == 12 and not parsed[-1].choices
-    events, _ = replies("Just text.")
-    chunks = collect(buffered_tool_chunks(ResponseShape("chat", "q"), events, "qwen", False))
-    parsed = [ChatCompletionChunk.model_validate(c) for c in chunks]
+    chunks = collect(stream_chunks(shape, replies("Just text.", "qwen"), False))
+    parsed = [chunk_object(c) for c in chunks]
     assert "".join(c.choices[0].delta.content or "" for c in parsed) == "Just text."
     assert parsed[-1].choices[0].finish_reason == "stop"

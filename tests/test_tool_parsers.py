@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from mlxserve.api.tool_calls import messages_with_tools
-from mlxserve.api.tool_parsers import parse_tool_calls, tool_family, tools_prompt
+from mlxserve.pipeline.templates import messages_with_tools
+from mlxserve.pipeline.tool_parsers import parse_tool_calls, tool_family, tools_prompt
 
 WEATHER = {"city": "Paris", "unit": "celsius"}
 

@@ -9,12 +9,17 @@ from pathlib import Path
 
 from quart import Quart, Response, request
 
-from mlxserve.api.errors import APIError, register_error_handlers
-from mlxserve.api.routes_embeddings import blueprint as embedding_routes
-from mlxserve.api.routes_native import blueprint as native_routes
-from mlxserve.api.routes_openai import blueprint as openai_routes
-from mlxserve.api.routes_responses import blueprint as responses_routes
+from mlxserve.api import (
+    embeddings,
+    lmstudio_v0,
+    openai_chat,
+    openai_completions,
+    openai_models,
+    openai_responses,
+)
+from mlxserve.api.errors import error_response, register_error_handlers
 from mlxserve.models.registry import ModelRegistry, RegistryOptions
+from mlxserve.pipeline.errors import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +37,9 @@ def create_app(config: AppConfig) -> Quart:
     app = Quart("mlxserve")
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
     app.registry = ModelRegistry(config.models_dir, config.registry)
-    app.register_blueprint(openai_routes)
-    app.register_blueprint(native_routes)
-    app.register_blueprint(embedding_routes)
-    app.register_blueprint(responses_routes)
+    adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
+    for adapter in (*adapters, embeddings):
+        app.register_blueprint(adapter.blueprint)
     register_error_handlers(app)
     _add_auth(app, config.api_key)
     if config.cors:
@@ -77,7 +81,9 @@ def _add_auth(app: Quart, api_key: str | None) -> None:
         if request.method == "OPTIONS":
             return None
         if request.headers.get("Authorization", "") != f"Bearer {api_key}":
-            return APIError(401, "invalid or missing API key", None, "invalid_api_key").response()
+            return error_response(
+                RequestError(401, "invalid or missing API key", None, "invalid_api_key")
+            )
         return None
 
 

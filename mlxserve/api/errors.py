@@ -9,6 +9,7 @@ from quart import Quart, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from mlxserve.engine.base import EngineError
+from mlxserve.pipeline.errors import RequestError
 from mlxserve.sampling.validation import SamplingParamError
 
 log = logging.getLogger(__name__)
@@ -25,55 +26,50 @@ ERROR_TYPES = {
 }
 
 
-class APIError(Exception):
-    def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
-    ):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-
-    def body(self) -> dict:
-        kind = ERROR_TYPES.get(self.status, "invalid_request_error")
-        error = {"message": self.message, "type": kind, "param": self.param, "code": self.code}
-        return {"error": error}
-
-    def response(self) -> Response:
-        response = jsonify(self.body())
-        response.status_code = self.status
-        return response
+def openai_body(error: RequestError) -> dict:
+    kind = ERROR_TYPES.get(error.status, "invalid_request_error")
+    return {
+        "error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}
+    }
 
 
-def from_validation_error(exc: ValidationError) -> APIError:
+def error_response(error: RequestError) -> Response:
+    response = jsonify(openai_body(error))
+    response.status_code = error.status
+    return response
+
+
+def from_validation_error(exc: ValidationError) -> RequestError:
     """Missing required fields (and empty messages) are malformed requests (400); the rest are
     values out of range (422)."""
     first = exc.errors()[0]
     param = ".".join(str(part) for part in first["loc"]) or None
     message = f"{param}: {first['msg']}" if param else first["msg"]
     if first["type"] == "missing" or (first["type"] == "too_short" and param == "messages"):
-        return APIError(400, message, param, "missing_required_parameter")
-    return APIError(422, message, param, "invalid_value")
+        return RequestError(400, message, param, "missing_required_parameter")
+    return RequestError(422, message, param, "invalid_value")
 
 
-def from_exception(exc: BaseException) -> APIError:
-    if isinstance(exc, APIError):
+def from_exception(exc: BaseException) -> RequestError:
+    if isinstance(exc, RequestError):
         return exc
     if isinstance(exc, ValidationError):
         return from_validation_error(exc)
     if isinstance(exc, SamplingParamError):
-        return APIError(422, str(exc), exc.param, "invalid_value")
+        return RequestError(422, str(exc), exc.param, "invalid_value")
     if isinstance(exc, EngineError):
-        return APIError(
+        return RequestError(
             exc.status, str(exc), getattr(exc, "param", None), getattr(exc, "code", None)
         )
     log.error("unexpected error", exc_info=exc)
-    return APIError(500, f"internal error: {type(exc).__name__}: {exc}")
+    return RequestError(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
 def register_error_handlers(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException):
-        return APIError(exc.code or 500, exc.description or exc.name).response()
+        return error_response(RequestError(exc.code or 500, exc.description or exc.name))
 
     @app.errorhandler(Exception)
     async def any_error(exc: Exception):
-        return from_exception(exc).response()
+        return error_response(from_exception(exc))

@@ -1,13 +1,33 @@
-"""OpenAI response objects built from generated text and GenerationStats."""
+"""OpenAI's chat completion and text completion objects, streamed and whole, rendered from the
+pipeline's output events."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from json.encoder import encode_basestring
 
+from quart import Response, current_app, jsonify
+
+from mlxserve.api.sse import sse_response
 from mlxserve.engine.base import GenerationStats
+from mlxserve.pipeline.events import (
+    Completion,
+    Finished,
+    OutputEvent,
+    TextDelta,
+    ToolArgumentsDelta,
+    ToolCallStart,
+)
+from mlxserve.pipeline.generate import complete, generate
+from mlxserve.pipeline.prepare import prepare
+from mlxserve.pipeline.request import GenerateRequest
+
+Extras = Callable[[GenerationStats], dict]  # fields added once generation has ended (/api/v0)
+ModelExtras = Callable[..., dict]  # the same, given the loaded model first
 
 TEXT_MARKER = "\u0000text\u0000"  # cannot occur in the envelope's own fields
 
@@ -28,9 +48,9 @@ def usage(stats: GenerationStats) -> dict:
 class ResponseShape:
     """The envelope shared by one response's objects: id, object type, created time and model."""
 
-    def __init__(self, kind: str, model: str):
+    def __init__(self, kind: str, response_id: str, model: str):
         self.kind = kind  # "chat" or "text"
-        self.id = new_id("chatcmpl" if kind == "chat" else "cmpl")
+        self.id = response_id
         self.model = model
         self.created = int(time.time())
         self._text_chunk_parts: tuple[str, str] | None = None
@@ -93,3 +113,53 @@ class ResponseShape:
     def usage_chunk(self, stats: GenerationStats) -> dict:
         object_type = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
         return {**self._envelope(object_type, []), "usage": usage(stats)}
+
+
+def full_body(shape: ResponseShape, completion: Completion, extras: Extras | None = None) -> dict:
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in completion.tool_calls
+    ]
+    body = shape.full(completion.content, completion.stats, calls or None)
+    return {**body, **(extras(completion.stats) if extras else {})}
+
+
+async def stream_chunks(
+    shape: ResponseShape,
+    events: AsyncIterator[OutputEvent],
+    include_usage: bool,
+    extras: Extras | None = None,
+) -> AsyncIterator[dict | str]:
+    if shape.kind == "chat":
+        yield shape.chunk(None, role=True)
+    async for event in events:
+        if isinstance(event, TextDelta):
+            yield shape.text_chunk_json(event.text)
+        elif isinstance(event, ToolCallStart):
+            call = {"index": event.index, "id": event.id, "type": "function"}
+            call["function"] = {"name": event.name, "arguments": ""}
+            yield shape.chunk(None, tool_calls=[call])
+        elif isinstance(event, ToolArgumentsDelta):
+            call = {"index": event.index, "function": {"arguments": event.delta}}
+            yield shape.chunk(None, tool_calls=[call])
+        elif isinstance(event, Finished):
+            added = extras(event.stats) if extras else {}
+            yield {**shape.chunk(None, finish_reason=event.finish_reason), **added}
+            if include_usage:
+                yield {**shape.usage_chunk(event.stats), **added}
+
+
+async def openai_response(
+    kind: str,
+    neutral: GenerateRequest,
+    stream: bool,
+    include_usage: bool,
+    extras: ModelExtras | None = None,
+) -> Response:
+    """Prepare and run a chat ("chat") or text ("text") completion, streamed or whole."""
+    prepared = await prepare(current_app.registry, neutral)
+    shape = ResponseShape(kind, neutral.response_id, prepared.model)
+    added = functools.partial(extras, prepared.loaded) if extras else None
+    if stream:
+        return await sse_response(stream_chunks(shape, generate(prepared), include_usage, added))
+    return jsonify(full_body(shape, await complete(prepared), added))

@@ -8,7 +8,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 from quart import request
 
-from mlxserve.api.errors import APIError
+from mlxserve.pipeline.errors import RequestError
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -18,7 +18,9 @@ async def parse_body(model: type[Model]) -> Model:
     try:
         data = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"request body is not valid JSON: {exc}", None, "invalid_json") from exc
+        raise RequestError(
+            400, f"request body is not valid JSON: {exc}", None, "invalid_json"
+        ) from exc
     if not isinstance(data, dict):
-        raise APIError(400, "request body must be a JSON object", None, "invalid_json")
+        raise RequestError(400, "request body must be a JSON object", None, "invalid_json")
     return model.model_validate(data)

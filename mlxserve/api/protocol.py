@@ -88,20 +88,32 @@ class SamplingFields(OpenAIModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def to_sampling_params(self) -> SamplingParams:
-        def pick(value, default):
-            return default if value is None else value
-
-        return SamplingParams(
-            temperature=pick(self.temperature, DEFAULT_TEMPERATURE),
-            top_p=pick(self.top_p, DEFAULT_TOP_P),
-            top_k=pick(self.top_k, DEFAULT_TOP_K),
-            min_p=pick(self.min_p, DEFAULT_MIN_P),
-            repeat_penalty=pick(self.repeat_penalty, DEFAULT_REPEAT_PENALTY),
-            presence_penalty=pick(self.presence_penalty, 0.0),
-            frequency_penalty=pick(self.frequency_penalty, 0.0),
+        return sampling_params(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
             logit_bias={int(k): v for k, v in (self.logit_bias or {}).items()},
             seed=self.seed,
         )
+
+
+def sampling_params(**fields) -> SamplingParams:
+    """SamplingParams from request fields; a field left out or None takes LM Studio's default."""
+    defaults = {
+        "temperature": DEFAULT_TEMPERATURE,
+        "top_p": DEFAULT_TOP_P,
+        "top_k": DEFAULT_TOP_K,
+        "min_p": DEFAULT_MIN_P,
+        "repeat_penalty": DEFAULT_REPEAT_PENALTY,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+    }
+    chosen = {name: value for name, value in fields.items() if value is not None}
+    return SamplingParams(**{**defaults, **chosen})
 
 
 class ContentPart(OpenAIModel):
@@ -117,24 +129,11 @@ class ChatMessage(OpenAIModel):
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
 
-    def template_dict(self) -> dict[str, Any]:
-        """The message as chat templates expect it: text parts joined, system for developer."""
-        message = self.model_dump(exclude_none=True, exclude={"content"})
-        message["role"] = "system" if self.role == "developer" else self.role
-        message["content"] = self.text
-        return message
-
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text or "" for part in self.content if part.type == "text")
         return self.content or ""
-
-    @property
-    def has_images(self) -> bool:
-        return isinstance(self.content, list) and any(
-            part.type in ("image_url", "input_image") for part in self.content
-        )
 
 
 class ChatCompletionRequest(SamplingFields):

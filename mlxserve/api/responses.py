@@ -1,4 +1,5 @@
-"""The Responses API: requests turned into chat messages, and OpenAI's response objects."""
+"""The Responses API's wire format: its request, input items as neutral turns, stored responses
+for `previous_response_id`, and OpenAI's response objects."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any
 
 from pydantic import Field
 
-from mlxserve.api.errors import APIError
-from mlxserve.api.protocol import OpenAIModel
-from mlxserve.api.tool_parsers import ToolCall
+from mlxserve.api.protocol import OpenAIModel, sampling_params
 from mlxserve.engine.base import GenerationStats
+from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.request import ImagePart, TextPart, ToolCallPart, ToolResultPart, Turn
+from mlxserve.sampling.params import SamplingParams
 
 STORED_RESPONSES = 256
 
@@ -33,68 +35,69 @@ class ResponsesRequest(OpenAIModel):
     metadata: dict[str, Any] | None = None
     seed: int | None = None
 
+    def to_sampling_params(self) -> SamplingParams:
+        return sampling_params(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
+
 
 class ResponseStore:
     """Stored responses, so `previous_response_id` can continue a conversation; oldest go first."""
 
     def __init__(self, capacity: int = STORED_RESPONSES):
         self.capacity = capacity
-        self._items: OrderedDict[str, tuple[list[dict], dict]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[list[Turn], dict]] = OrderedDict()
 
-    def put(self, response: dict, messages: list[dict]) -> None:
-        self._items[response["id"]] = (messages, response)
+    def put(self, response: dict, turns: list[Turn]) -> None:
+        self._items[response["id"]] = (turns, response)
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
 
-    def conversation(self, response_id: str) -> list[dict]:
-        """The chat messages of a stored response, its own output included."""
+    def conversation(self, response_id: str) -> list[Turn]:
+        """The turns of a stored response, its own output included."""
         if response_id not in self._items:
-            raise APIError(
+            raise RequestError(
                 404,
                 f"no stored response with id '{response_id}'",
                 "previous_response_id",
                 "response_not_found",
             )
-        messages, response = self._items[response_id]
-        return messages + output_as_messages(response["output"])
+        turns, response = self._items[response_id]
+        return turns + [item_turn(item) for item in response["output"]]
 
 
-def input_messages(body: ResponsesRequest) -> list[dict]:
-    """This turn's input items as chat messages (instructions apply to this turn only)."""
-    items = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
-    return [_item_message(item) for item in items]
+def input_turns(body: ResponsesRequest) -> list[Turn]:
+    """This turn's input items (instructions apply to this turn only)."""
+    if isinstance(body.input, str):
+        return [Turn("user", [TextPart(body.input)])]
+    return [item_turn(item) for item in body.input]
 
 
-def _item_message(item: dict) -> dict:
+def item_turn(item: dict) -> Turn:
+    """An input or output item as a turn."""
     kind = item.get("type", "message")
     if kind == "function_call_output":
-        return {"role": "tool", "tool_call_id": item.get("call_id"), "content": item.get("output")}
+        return Turn("tool", [ToolResultPart(item.get("call_id") or "", str(item.get("output")))])
     if kind == "function_call":
-        call = {
-            "id": item.get("call_id"),
-            "type": "function",
-            "function": {"name": item.get("name"), "arguments": item.get("arguments", "{}")},
-        }
-        return {"role": "assistant", "content": "", "tool_calls": [call]}
+        call = ToolCallPart(
+            item.get("call_id") or "", item.get("name") or "", item.get("arguments", "{}")
+        )
+        return Turn("assistant", [call])
     if kind != "message" or "role" not in item:
-        raise APIError(400, f"unsupported input item type '{kind}'", "input")
+        raise RequestError(400, f"unsupported input item type '{kind}'", "input")
+    if item["role"] not in ROLES:
+        raise RequestError(422, f"input: unknown role '{item['role']}'", "input", "invalid_value")
     content = item.get("content", "")
-    if isinstance(content, list):
-        if any(part.get("type") == "input_image" for part in content):
-            raise APIError(400, "this model does not accept images", "input")
-        content = "".join(part.get("text", "") for part in content)
-    return {"role": item["role"], "content": content}
+    if isinstance(content, str):
+        return Turn(ROLES[item["role"]], [TextPart(content)])
+    return Turn(ROLES[item["role"]], [_part(part) for part in content])
 
 
-def output_as_messages(output: list[dict]) -> list[dict]:
-    messages = []
-    for item in output:
-        if item["type"] == "message":
-            text = "".join(part["text"] for part in item["content"])
-            messages.append({"role": "assistant", "content": text})
-        else:
-            messages.append(_item_message(item))
-    return messages
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def _part(part: dict) -> TextPart | ImagePart:
+    if part.get("type") == "input_image":
+        return ImagePart(str(part.get("image_url") or ""))
+    return TextPart(part.get("text", ""))
 
 
 def chat_tools(tools: list[dict] | None) -> list[dict] | None:
@@ -121,13 +124,13 @@ def output_text(text: str) -> dict:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def function_call_item(call: ToolCall, status: str = "completed") -> dict:
+def function_call_item(call_id: str, name: str, arguments: str, status: str) -> dict:
     return {
         "type": "function_call",
         "id": f"fc_{uuid.uuid4().hex[:24]}",
-        "call_id": call.id,
-        "name": call.name,
-        "arguments": call.arguments,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
         "status": status,
     }
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from quart import Response, make_response
 
-from mlxserve.api.errors import from_exception
+from mlxserve.api.errors import from_exception, openai_body
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ async def sse_response(
             async for payload in events:
                 yield encode(payload, named_events)
         except Exception as exc:  # noqa: BLE001 - reported to the client in-band
-            yield encode(from_exception(exc).body(), named_events)
+            yield encode(openai_body(from_exception(exc)), named_events)
             return
         if done_marker:
             yield encode("[DONE]")

@@ -135,7 +135,7 @@ async def _serve(app, host: str, port: int) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
-    from mlxserve.api import logstream
+    from mlxserve.pipeline import logstream
 
     config = Config()
     config.bind = [f"{host}:{port}"]

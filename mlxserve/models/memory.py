@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlxserve.models.gguf_import import read_scalar_fields
+from mlxserve.gguf_header import read_scalar_fields
 from mlxserve.models.store import ModelRecord
 
 MEMORY_LIMIT_ENV = "MLXSERVE_MEMORY_LIMIT_BYTES"
@@ -47,7 +47,9 @@ class MemoryEstimate:
 
 
 def loaded_context_length(record: ModelRecord, requested: int | None) -> int:
-    """The context an engine loads: the request's (or the default), capped by the model's."""
+    """The one context policy for every engine and the memory estimate: the requested length
+    (a load request's, else the server's --context-length), else 4096, never beyond what the
+    model was trained for when that is known."""
     context = requested or DEFAULT_CONTEXT_LENGTH
     return min(context, record.max_context_length) if record.max_context_length else context
 

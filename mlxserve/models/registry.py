@@ -133,7 +133,8 @@ class ModelRegistry:
         record = find_model(self.models_dir, model_id)
         if record is None:
             raise RegistryError(404, self._not_found_message(model_id), "model_not_found")
-        context_length = context_length or self.options.context_length
+        requested = context_length or self.options.context_length
+        context_length = memory.loaded_context_length(record, requested)
         task = asyncio.create_task(self._make_room_and_start(record, context_length))
         self._loading[identifier] = task
         try:
@@ -188,7 +189,7 @@ class ModelRegistry:
                 log.exception("unloading an idle model failed")
 
     async def _make_room_and_start(
-        self, record: ModelRecord, context_length: int | None
+        self, record: ModelRecord, context_length: int
     ) -> tuple[EngineModel, int]:
         """Check memory (counting what evictions would free), evict, then start the engine."""
         victims = self._eviction_victims()
@@ -233,7 +234,7 @@ class ModelRegistry:
                 "insufficient_memory",
             )
 
-    async def _start_engine(self, record: ModelRecord, context_length: int | None) -> EngineModel:
+    async def _start_engine(self, record: ModelRecord, context_length: int) -> EngineModel:
         engine = ENGINE_FOR_FORMAT.get(record.format)
         allowed = self.options.engine
         if engine is None or allowed not in ("auto", engine):
@@ -243,27 +244,23 @@ class ModelRegistry:
                 "does not serve (convert GGUF models with `mlxserve convert`)",
                 "unsupported_model_format",
             )
-        if record.type == "embeddings":
-            return await self._start_embedding_engine(record, engine)
+        embedding = record.type == "embeddings"
         if engine == "mlx":
+            if embedding:
+                from mlxserve.engine.mlx.embedding import MLXEmbeddingModel
+
+                return await MLXEmbeddingModel.load(record.id, record.directory, context_length)
             from mlxserve.engine.mlx.model import MLXModel
 
-            return await MLXModel.load(record, context_length=context_length)
+            return await MLXModel.load(record.directory, context_length)
         from mlxserve.engine.llamacpp.model import LlamaCppModel
 
         return await LlamaCppModel.load(
-            record, context_length=context_length, server_binary=self.options.llama_server
-        )
-
-    async def _start_embedding_engine(self, record: ModelRecord, engine: str) -> EngineModel:
-        if engine == "mlx":
-            from mlxserve.engine.mlx.embedding import MLXEmbeddingModel
-
-            return await MLXEmbeddingModel.load(record)
-        from mlxserve.engine.llamacpp.model import LlamaCppModel
-
-        return await LlamaCppModel.load(
-            record, server_binary=self.options.llama_server, embedding=True
+            record.id,
+            gguf_file_of(record),
+            context_length,
+            server_binary=self.options.llama_server,
+            embedding=embedding,
         )
 
     def _touch(self, loaded: LoadedModel) -> LoadedModel:
@@ -275,3 +272,15 @@ class ModelRegistry:
             return f"model '{requested}' not found, and no model is loaded"
         available = ", ".join(sorted(self.loaded))
         return f"model '{requested}' not found; loaded models: {available}"
+
+
+def gguf_file_of(record: ModelRecord) -> Path:
+    """The record's GGUF file; a directory holding exactly one .gguf needs no file name."""
+    candidates = (
+        [record.directory / record.gguf_file]
+        if record.gguf_file
+        else sorted(record.directory.glob("*.gguf"))
+    )
+    if record.format != "gguf" or len(candidates) != 1 or not candidates[0].is_file():
+        raise EngineError(f"model '{record.id}' has no single GGUF file in {record.directory}")
+    return candidates[0]

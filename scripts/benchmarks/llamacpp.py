@@ -36,9 +36,11 @@ from pathlib import Path
 import httpx
 
 from mlxserve.engine.base import GenerationRequest
-from mlxserve.engine.llamacpp.model import LlamaCppModel, resolve_context_length
+from mlxserve.engine.llamacpp.model import LlamaCppModel
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.defaults import ensure_default_model
+from mlxserve.models.memory import loaded_context_length
+from mlxserve.models.registry import gguf_file_of
 from mlxserve.models.store import ModelRecord, find_model
 from mlxserve.sampling.params import DEFAULT_REPEAT_PENALTY, SamplingParams
 from tests.server import ServerProcess
@@ -108,7 +110,9 @@ class EngineTarget:
     def __init__(self, record: ModelRecord):
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        self.model = self.call(LlamaCppModel.load(record, parallel=PARALLEL))
+        context = loaded_context_length(record, None)
+        load = LlamaCppModel.load(record.id, gguf_file_of(record), context, parallel=PARALLEL)
+        self.model = self.call(load)
 
     def call(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
@@ -225,7 +229,7 @@ def run(args) -> dict:
     record = find_model(models_dir, model_id)
     direct = LlamaServerProcess(
         record.directory / record.gguf_file,
-        context_length=resolve_context_length(record, None),
+        context_length=loaded_context_length(record, None),
         parallel=PARALLEL,
     )
     with direct, ServerProcess(models_dir, model=model_id, engine="llamacpp") as ours:

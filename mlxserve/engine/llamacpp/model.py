@@ -29,12 +29,9 @@ from mlxserve.engine.base import (
 from mlxserve.engine.llamacpp import client, protocol
 from mlxserve.engine.llamacpp.embedding import fit_to_window
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
-from mlxserve.models.gguf_import import read_scalar_fields
-from mlxserve.models.store import ModelRecord
+from mlxserve.gguf_header import read_scalar_fields
 
 logger = logging.getLogger("mlxserve.llamacpp")
-
-DEFAULT_CONTEXT_LENGTH = 4096
 
 
 def embedding_args(context_length: int) -> tuple[str, ...]:
@@ -43,31 +40,12 @@ def embedding_args(context_length: int) -> tuple[str, ...]:
     return ("--embedding", "--pooling", "mean", "--batch-size", size, "--ubatch-size", size)
 
 
-def resolve_context_length(record: ModelRecord, requested: int | None) -> int:
-    """The requested length, or 4096, never beyond what the model was trained for."""
-    limit = record.max_context_length or None
-    length = requested or min(limit or DEFAULT_CONTEXT_LENGTH, DEFAULT_CONTEXT_LENGTH)
-    return min(length, limit) if limit else length
-
-
-def gguf_file_of(record: ModelRecord) -> Path:
-    """The record's GGUF file; a directory holding exactly one .gguf needs no file name."""
-    candidates = (
-        [record.directory / record.gguf_file]
-        if record.gguf_file
-        else sorted(record.directory.glob("*.gguf"))
-    )
-    if record.format != "gguf" or len(candidates) != 1 or not candidates[0].is_file():
-        raise EngineError(f"model '{record.id}' has no single GGUF file in {record.directory}")
-    return candidates[0]
-
-
 class LlamaCppModel(EngineModel):
     engine_name = "llama.cpp"
 
-    def __init__(self, process: LlamaServerProcess, record: ModelRecord, context_length: int):
+    def __init__(self, process: LlamaServerProcess, model_id: str, context_length: int):
         self.process = process
-        self.record = record
+        self.model_id = model_id
         self.context_length = context_length
         self._restart_lock = asyncio.Lock()
         self._closed = False
@@ -76,17 +54,16 @@ class LlamaCppModel(EngineModel):
     @classmethod
     async def load(
         cls,
-        record: ModelRecord,
+        model_id: str,
+        gguf_path: Path,
+        context_length: int,
         *,
-        context_length: int | None = None,
         server_binary: Path | None = None,
         parallel: int = 4,
         embedding: bool = False,
     ) -> LlamaCppModel:
-        """Start a llama.cpp server for a GGUF record; `embedding` serves /v1/embeddings
+        """Start a llama.cpp server for a GGUF file; `embedding` serves /v1/embeddings
         (mean pooling) instead of completions."""
-        gguf_path = gguf_file_of(record)
-        context_length = resolve_context_length(record, context_length)
         process = LlamaServerProcess(
             gguf_path,
             context_length=context_length,
@@ -95,7 +72,7 @@ class LlamaCppModel(EngineModel):
             parallel=parallel,
         )
         await asyncio.to_thread(process.start)
-        model = cls(process, record, process.context_length)
+        model = cls(process, model_id, process.context_length)
         try:
             await model._read_model_info()
         except BaseException:
@@ -186,13 +163,13 @@ class LlamaCppModel(EngineModel):
     async def _running_url(self) -> str:
         """The child's URL, restarting it first if it has died (once, however many callers)."""
         if self._closed:
-            raise EngineUnavailable(f"model '{self.record.id}' has been unloaded")
+            raise EngineUnavailable(f"model '{self.model_id}' has been unloaded")
         if not self.process.is_alive():
             async with self._restart_lock:
                 if not self.process.is_alive():
                     logger.warning(
                         "llama.cpp for '%s' (pid %s) is not running; restarting it",
-                        self.record.id,
+                        self.model_id,
                         self.process.pid,
                     )
                     try:
@@ -204,7 +181,7 @@ class LlamaCppModel(EngineModel):
     def _unavailable(self, exc: Exception | None) -> EngineUnavailable:
         pid = self.process.pid
         if self._closed:
-            return EngineUnavailable(f"model '{self.record.id}' was unloaded during the request")
+            return EngineUnavailable(f"model '{self.model_id}' was unloaded during the request")
         if not self._still_alive():
             logger.warning(
                 "llama.cpp (pid %s) died during a request; its last lines:\n%s",

@@ -13,7 +13,6 @@ from tokenizers import Tokenizer
 
 from mlxserve.engine.base import EngineModel, InvalidRequest
 from mlxserve.engine.mlx.bert import BertConfig, BertModel
-from mlxserve.models.store import ModelRecord
 
 BATCH_SIZE = 32  # sentences per forward pass; padded to the longest in the batch
 
@@ -21,21 +20,28 @@ BATCH_SIZE = 32  # sentences per forward pass; padded to the longest in the batc
 class MLXEmbeddingModel(EngineModel):
     engine_name = "mlx"
 
-    def __init__(self, record: ModelRecord, executor: ThreadPoolExecutor, model: BertModel):
-        self.record = record
+    def __init__(
+        self,
+        model_id: str,
+        path: Path,
+        context_length: int,
+        executor: ThreadPoolExecutor,
+        model: BertModel,
+    ):
+        self.model_id = model_id
         self._executor = executor  # its single thread owns every MLX call for this model
         self._model = model
-        self.tokenizer = Tokenizer.from_file(str(Path(record.path) / "tokenizer.json"))
-        self.context_length = record.max_context_length
+        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.context_length = context_length
         self.tokenizer.enable_truncation(self.context_length)
         self.tokenizer.no_padding()
 
     @classmethod
-    async def load(cls, record: ModelRecord) -> MLXEmbeddingModel:
+    async def load(cls, model_id: str, path: Path, context_length: int) -> MLXEmbeddingModel:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-embed")
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(executor, _load_bert, Path(record.path))
-        return cls(record, executor, model)
+        model = await loop.run_in_executor(executor, _load_bert, path)
+        return cls(model_id, path, context_length, executor, model)
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> tuple[np.ndarray, int]:
         """Unit-length vectors, one row per input, and the number of tokens read."""
@@ -69,7 +75,7 @@ class MLXEmbeddingModel(EngineModel):
 
     def generate(self, request):
         raise InvalidRequest(
-            f"model '{self.record.id}' is an embedding model; use /v1/embeddings", "model"
+            f"model '{self.model_id}' is an embedding model; use /v1/embeddings", "model"
         )
 
     async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:

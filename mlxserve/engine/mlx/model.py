@@ -17,10 +17,7 @@ from mlxserve.engine.base import (
 from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.mlx.runner import BatchRunner
 from mlxserve.engine.mlx.sequence import Sequence
-from mlxserve.models.store import ModelRecord
 from mlxserve.sampling.sampler import Sampler
-
-DEFAULT_CONTEXT_LENGTH = 4096
 
 
 class MLXModel(EngineModel):
@@ -37,15 +34,11 @@ class MLXModel(EngineModel):
         self.eos_token = tokenizer.eos_token or ""
 
     @classmethod
-    async def load(
-        cls, record: ModelRecord, *, context_length: int | None = None, max_batch_size: int = 8
-    ) -> MLXModel:
-        path = Path(record.path)
+    async def load(cls, path: Path, context_length: int, *, max_batch_size: int = 8) -> MLXModel:
+        """Load an MLX model directory; `context_length` is decided by the caller's policy."""
         runner = BatchRunner(lambda: _load_weights(path), max_batch_size=max_batch_size)
         model, tokenizer = await asyncio.wrap_future(runner.start())
-        limit = record.max_context_length or DEFAULT_CONTEXT_LENGTH
-        loaded_context = min(context_length or DEFAULT_CONTEXT_LENGTH, limit)
-        return cls(runner, tokenizer, _vocab_size(path), loaded_context)
+        return cls(runner, tokenizer, _vocab_size(path), context_length)
 
     @property
     def active_sequences(self) -> int:

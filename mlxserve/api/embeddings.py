@@ -9,9 +9,9 @@ import numpy as np
 from pydantic import Field
 from quart import Blueprint, current_app, jsonify
 
-from mlxserve.api.errors import APIError
 from mlxserve.api.parsing import parse_body
 from mlxserve.api.protocol import OpenAIModel
+from mlxserve.pipeline.errors import RequestError
 
 blueprint = Blueprint("embeddings", __name__)
 
@@ -27,7 +27,7 @@ class EmbeddingRequest(OpenAIModel):
         if self.input in ("", []) or (
             isinstance(self.input, list) and ("" in self.input or [] in self.input)
         ):
-            raise APIError(400, "input must not be empty", "input", "empty_input")
+            raise RequestError(400, "input must not be empty", "input", "empty_input")
         if isinstance(self.input, str):
             return [self.input]
         if isinstance(self.input[0], int):
@@ -42,7 +42,7 @@ async def embeddings():
     loaded = await current_app.registry.resolve(body.model)
     engine = loaded.engine
     if loaded.record.type != "embeddings" or not hasattr(engine, "embed"):
-        raise APIError(
+        raise RequestError(
             400,
             f"model '{loaded.identifier}' is not an embedding model",
             "model",
@@ -67,7 +67,7 @@ async def embeddings():
 def _shorten(vectors: np.ndarray, dimensions: int) -> np.ndarray:
     """OpenAI's `dimensions`: keep the first N components and renormalize."""
     if dimensions > vectors.shape[1]:
-        raise APIError(422, f"dimensions must be at most {vectors.shape[1]}", "dimensions")
+        raise RequestError(422, f"dimensions must be at most {vectors.shape[1]}", "dimensions")
     cut = vectors[:, :dimensions]
     return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
 

@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator
 from pydantic import Field
 from quart import Blueprint, current_app, jsonify, make_response
 
-from mlxserve.api import logstream, serving
-from mlxserve.api.errors import APIError
+from mlxserve.api import openai_chat, openai_completions
 from mlxserve.api.native_format import (
     find_entry,
     instance_entry,
@@ -21,8 +20,9 @@ from mlxserve.api.native_format import (
 )
 from mlxserve.api.parsing import parse_body
 from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest, OpenAIModel
-from mlxserve.api.routes_openai import respond
 from mlxserve.api.sse import encode
+from mlxserve.pipeline import logstream
+from mlxserve.pipeline.errors import RequestError
 
 blueprint = Blueprint("native", __name__, url_prefix="/api/v0")
 HEARTBEAT_SECONDS = 15.0  # a comment line now and then lets proxies and clients see a live feed
@@ -44,7 +44,7 @@ class UnloadRequest(OpenAIModel):
 def _required_model(*candidates: str | None) -> str:
     name = next((c for c in candidates if c), None)
     if name is None:
-        raise APIError(400, "model: Field required", "model", "missing_required_parameter")
+        raise RequestError(400, "model: Field required", "model", "missing_required_parameter")
     return name
 
 
@@ -57,7 +57,7 @@ async def list_models():
 async def get_model(model_id: str):
     entry = find_entry(current_app.registry, model_id)
     if entry is None:
-        raise APIError(404, f"model '{model_id}' not found", "model", "model_not_found")
+        raise RequestError(404, f"model '{model_id}' not found", "model", "model_not_found")
     return jsonify(entry)
 
 
@@ -93,26 +93,19 @@ async def unload_model():
 
 @blueprint.post("/chat/completions")
 async def chat_completions():
-    body = await parse_body(ChatCompletionRequest)
-    prepared = await serving.prepare_chat(current_app.registry, body)
-    return await respond(prepared, body.stream, body.include_usage, _native_extras(prepared))
+    """OpenAI's chat completion, plus stats, model_info and runtime once it has ended."""
+    return await openai_chat.respond(await parse_body(ChatCompletionRequest), native_extras)
 
 
 @blueprint.post("/completions")
 async def completions():
-    body = await parse_body(CompletionRequest)
-    prepared = await serving.prepare_completion(current_app.registry, body)
-    return await respond(prepared, body.stream, body.include_usage, _native_extras(prepared))
-
-
-def _native_extras(prepared: serving.PreparedGeneration):
-    return lambda stats: native_extras(prepared.loaded, stats)
+    return await openai_completions.respond(await parse_body(CompletionRequest), native_extras)
 
 
 @blueprint.get("/log/stream")
 async def log_stream():
     """Server-sent events: one JSON record per generation start (`request`) and end
-    (`response`), published by serving.generate()."""
+    (`response`), published by the pipeline as it generates."""
 
     async def events() -> AsyncIterator[bytes]:
         with logstream.bus.subscribe() as subscription:

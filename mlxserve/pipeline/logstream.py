@@ -14,14 +14,8 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import TYPE_CHECKING
 
-from quart import has_request_context, request
-
-from mlxserve.engine.base import GenerationEvent, GenerationStats
-
-if TYPE_CHECKING:
-    from mlxserve.api.serving import PreparedGeneration
+from mlxserve.engine.base import GenerationEvent, GenerationRequest, GenerationStats
 
 QUEUE_SIZE = 256
 
@@ -104,17 +98,13 @@ class GenerationLog:
 
     Costs nothing when no one is subscribed at the start: the output is then not collected."""
 
-    def __init__(self, prepared: PreparedGeneration, log_bus: LogBus = bus):
+    def __init__(self, header: dict, request: GenerationRequest, log_bus: LogBus = bus):
         self._bus = log_bus
         self._active = log_bus.subscriber_count > 0
         self._parts: list[str] = []
         self._stats: GenerationStats | None = None
-        self._header = {
-            "id": prepared.shape.id,
-            "model": prepared.loaded.identifier,
-            "endpoint": prepared.endpoint,
-        }
-        self._request = prepared.request
+        self._header = header  # the response id, model and endpoint
+        self._request = request
 
     def __enter__(self) -> GenerationLog:
         if self._active:
@@ -145,8 +135,3 @@ class GenerationLog:
 
     def _publish(self, kind: str, **fields) -> None:
         self._bus.publish({"type": kind, "time": time.time(), **self._header, **fields})
-
-
-def current_endpoint() -> str:
-    """The path of the request being handled, or "" outside a request."""
-    return request.path if has_request_context() else ""

@@ -1,0 +1,75 @@
+"""OpenAI chat completions: the wire format parsed into the neutral request, and the output
+events rendered as a chat.completion object or its chunks. /api/v0 serves the same with stats."""
+
+from __future__ import annotations
+
+import json
+
+from quart import Blueprint, request
+
+from mlxserve.api.formatting import ModelExtras, new_id, openai_response
+from mlxserve.api.parsing import parse_body
+from mlxserve.api.protocol import ChatCompletionRequest, ChatMessage
+from mlxserve.pipeline.request import (
+    Constraints,
+    GenerateRequest,
+    ImagePart,
+    Part,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    Turn,
+)
+
+blueprint = Blueprint("openai_chat", __name__)
+
+
+@blueprint.post("/v1/chat/completions")
+async def chat_completions():
+    return await respond(await parse_body(ChatCompletionRequest))
+
+
+async def respond(body: ChatCompletionRequest, extras: ModelExtras | None = None):
+    """`extras` adds fields (such as /api/v0's stats) once generation has ended."""
+    neutral = to_request(body, new_id("chatcmpl"))
+    return await openai_response("chat", neutral, body.stream, body.include_usage, extras)
+
+
+def to_request(body: ChatCompletionRequest, response_id: str) -> GenerateRequest:
+    return GenerateRequest(
+        model=body.model,
+        sampling=body.to_sampling_params(),
+        conversation=[to_turn(message) for message in body.messages],
+        max_tokens=body.token_limit,
+        stop=body.stop_list,
+        constraints=Constraints(body.tools or [], body.tool_choice or "auto"),
+        ttl=body.ttl,
+        response_id=response_id,
+        endpoint=request.path,
+    )
+
+
+def to_turn(message: ChatMessage) -> Turn:
+    role = "system" if message.role == "developer" else message.role
+    parts: list[Part] = []
+    if message.role == "tool":
+        parts.append(ToolResultPart(message.tool_call_id or "", message.text))
+    elif isinstance(message.content, list):
+        for part in message.content:
+            if part.type == "text":
+                parts.append(TextPart(part.text or ""))
+            elif part.type in ("image_url", "input_image"):
+                parts.append(ImagePart(_image_url(part.image_url)))
+    elif message.content:
+        parts.append(TextPart(message.content))
+    for call in message.tool_calls or []:
+        function = call.get("function", call)
+        arguments = function.get("arguments", "{}")
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        parts.append(ToolCallPart(call.get("id", ""), function.get("name", ""), arguments))
+    return Turn(role, parts, message.name)
+
+
+def _image_url(value) -> str:
+    return value.get("url", "") if isinstance(value, dict) else str(value or "")

@@ -1,0 +1,32 @@
+"""OpenAI text completions: a raw prompt in, a text_completion object or its chunks out."""
+
+from __future__ import annotations
+
+from quart import Blueprint, request
+
+from mlxserve.api.formatting import ModelExtras, new_id, openai_response
+from mlxserve.api.parsing import parse_body
+from mlxserve.api.protocol import CompletionRequest
+from mlxserve.pipeline.request import GenerateRequest
+
+blueprint = Blueprint("openai_completions", __name__)
+
+
+@blueprint.post("/v1/completions")
+async def completions():
+    return await respond(await parse_body(CompletionRequest))
+
+
+async def respond(body: CompletionRequest, extras: ModelExtras | None = None):
+    neutral = GenerateRequest(
+        model=body.model,
+        sampling=body.to_sampling_params(),
+        prompt=body.prompt,
+        max_tokens=body.token_limit,
+        stop=body.stop_list,
+        ttl=body.ttl,
+        prompt_param="prompt",
+        response_id=new_id("cmpl"),
+        endpoint=request.path,
+    )
+    return await openai_response("text", neutral, body.stream, body.include_usage, extras)

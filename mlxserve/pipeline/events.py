@@ -1,0 +1,67 @@
+"""Typed output events: what the output stage emits and every API adapter renders. A
+non-streamed answer is the same events folded into one Completion."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from mlxserve.engine.base import GenerationStats
+from mlxserve.pipeline.tool_parsers import ToolCall
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallStart:
+    index: int  # position among this reply's calls
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolArgumentsDelta:
+    index: int
+    delta: str  # the next piece of the call's JSON arguments
+
+
+@dataclass(frozen=True)
+class Finished:
+    finish_reason: str  # stop | length | tool_calls
+    stats: GenerationStats
+
+
+OutputEvent = TextDelta | ToolCallStart | ToolArgumentsDelta | Finished
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str = "stop"
+    stats: GenerationStats | None = None
+
+    @property
+    def content(self) -> str:
+        """The text beside tool calls, trimmed; the text as generated when there are none."""
+        return self.text.strip() if self.tool_calls else self.text
+
+    def add(self, event: OutputEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.text += event.text
+        elif isinstance(event, ToolCallStart):
+            self.tool_calls.append(ToolCall(event.name, "", event.id))
+        elif isinstance(event, ToolArgumentsDelta):
+            self.tool_calls[event.index].arguments += event.delta
+        else:
+            self.finish_reason, self.stats = event.finish_reason, event.stats
+
+
+async def fold(events: AsyncIterator[OutputEvent]) -> Completion:
+    completion = Completion()
+    async for event in events:
+        completion.add(event)
+    return completion

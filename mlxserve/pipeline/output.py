@@ -1,0 +1,156 @@
+"""The output stage: the engine's text in, typed events out, incrementally.
+
+Stop strings end generation inside the engines (only they can stop decoding at once and count
+tokens exactly); this stage finds tool calls in the model family's own syntax. Text that cannot
+be part of a call streams at once; a call is held until it is complete, then sent as a start
+and its arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlxserve.engine.base import GenerationStats
+from mlxserve.pipeline.events import (
+    Finished,
+    OutputEvent,
+    TextDelta,
+    ToolArgumentsDelta,
+    ToolCallStart,
+)
+from mlxserve.pipeline.tool_parsers import ToolCall, parse_tool_calls
+
+# How a reply that is nothing but a JSON call can begin (after white space).
+JSON_CALL_OPENINGS = ("{", "[", "```", "<|python_tag|>")
+
+
+@dataclass(frozen=True)
+class CallSyntax:
+    opening: str | None  # the marker that starts a call inside free text
+    closing: str | None  # the marker that ends it; None: the call runs to the end of the reply
+    whole_reply: bool  # a reply that is only a JSON call is a call too
+
+
+SYNTAX = {
+    "qwen": CallSyntax("<tool_call>", "</tool_call>", whole_reply=False),
+    "mistral": CallSyntax("[TOOL_CALLS]", None, whole_reply=False),
+    "gemma": CallSyntax("```tool_code", "```", whole_reply=True),
+    "llama3": CallSyntax(None, None, whole_reply=True),
+    "json": CallSyntax(None, None, whole_reply=True),
+}
+
+
+class ToolCallScanner:
+    """Feed a family's output as it is generated; get back text and tool-call events."""
+
+    def __init__(self, family: str):
+        self.family = family
+        self.syntax = SYNTAX[family]
+        self.state = "undecided" if self.syntax.whole_reply else "text"
+        self.calls = 0
+        self._held = ""
+
+    def feed(self, text: str) -> list[OutputEvent]:
+        self._held += text
+        events: list[OutputEvent] = []
+        while True:
+            before = (self.state, len(self._held))
+            if self.state == "undecided":
+                self._decide()
+            elif self.state == "text":
+                events += self._scan_text()
+            else:
+                events += self._scan_call()
+            if (self.state, len(self._held)) == before:
+                return events
+
+    def finish(self) -> list[OutputEvent]:
+        """Whatever is still held, once the reply has ended."""
+        held, self._held = self._held, ""
+        if self.state == "undecided":
+            return self._parsed(held, held)
+        if self.state == "call":
+            opening = self.syntax.opening or ""
+            if self.syntax.closing is None:
+                return self._parsed(opening + held, opening + held)
+            return [TextDelta(opening + held)] if held or opening else []
+        return [TextDelta(held)] if held else []
+
+    def _decide(self) -> None:
+        """Hold the reply while it may still be a whole-reply JSON call."""
+        start = self._held.lstrip()
+        if not start:
+            return
+        if any(o.startswith(start[: len(o)]) for o in JSON_CALL_OPENINGS):
+            return
+        self.state = "text"
+
+    def _scan_text(self) -> list[OutputEvent]:
+        opening = self.syntax.opening
+        if opening is None:
+            text, self._held = self._held, ""
+            return [TextDelta(text)] if text else []
+        found = self._held.find(opening)
+        if found >= 0:
+            text = self._held[:found]
+            self._held = self._held[found + len(opening) :]
+            self.state = "call"
+            return [TextDelta(text)] if text else []
+        keep = _partial_marker_length(self._held, opening)
+        text, self._held = (
+            self._held[: len(self._held) - keep],
+            self._held[len(self._held) - keep :],
+        )
+        return [TextDelta(text)] if text else []
+
+    def _scan_call(self) -> list[OutputEvent]:
+        closing = self.syntax.closing
+        found = self._held.find(closing) if closing else -1
+        if found < 0:
+            return []
+        block = self.syntax.opening + self._held[: found + len(closing)]
+        self._held = self._held[found + len(closing) :]
+        self.state = "text"
+        return self._parsed(block, block)
+
+    def _parsed(self, source: str, fallback: str) -> list[OutputEvent]:
+        """Events for the calls in `source`, or `fallback` as text when it holds none."""
+        content, calls = parse_tool_calls(source, self.family)
+        if not calls:
+            return [TextDelta(fallback)] if fallback else []
+        events: list[OutputEvent] = [TextDelta(content)] if content else []
+        for call in calls:
+            events += self._call_events(call)
+        return events
+
+    def _call_events(self, call: ToolCall) -> list[OutputEvent]:
+        index, self.calls = self.calls, self.calls + 1
+        return [ToolCallStart(index, call.id, call.name), ToolArgumentsDelta(index, call.arguments)]
+
+
+def _partial_marker_length(text: str, marker: str) -> int:
+    """Length of the longest tail of `text` that begins `marker`."""
+    for n in range(min(len(marker) - 1, len(text)), 0, -1):
+        if marker.startswith(text[-n:]):
+            return n
+    return 0
+
+
+class OutputStage:
+    """One generation's output: engine text in, events out; `tool_family` is set when the reply
+    may hold tool calls."""
+
+    def __init__(self, tool_family: str | None):
+        self.scanner = ToolCallScanner(tool_family) if tool_family else None
+
+    def feed(self, text: str) -> list[OutputEvent]:
+        if not text:
+            return []
+        if self.scanner is None:
+            return [TextDelta(text)]
+        return self.scanner.feed(text)
+
+    def finish(self, stats: GenerationStats) -> list[OutputEvent]:
+        events = self.scanner.finish() if self.scanner else []
+        called = self.scanner is not None and self.scanner.calls > 0
+        return [*events, Finished("tool_calls" if called else stats.finish_reason, stats)]

@@ -1,0 +1,86 @@
+"""The protocol-neutral request every API family's adapter produces: a conversation of typed
+turns (or a raw prompt), sampling, constraints and limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlxserve.sampling.params import SamplingParams
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    url: str  # a data: URL or a remote one, as the client sent it
+
+
+@dataclass(frozen=True)
+class ToolCallPart:
+    id: str
+    name: str
+    arguments: str  # a JSON object, as OpenAI sends it
+
+
+@dataclass(frozen=True)
+class ToolResultPart:
+    call_id: str
+    content: str
+
+
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart
+
+
+@dataclass
+class Turn:
+    role: str  # system | user | assistant | tool
+    parts: list[Part] = field(default_factory=list)
+    name: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(
+            part.text if isinstance(part, TextPart) else part.content
+            for part in self.parts
+            if isinstance(part, (TextPart, ToolResultPart))
+        )
+
+    @property
+    def tool_calls(self) -> list[ToolCallPart]:
+        return [part for part in self.parts if isinstance(part, ToolCallPart)]
+
+    @property
+    def has_images(self) -> bool:
+        return any(isinstance(part, ImagePart) for part in self.parts)
+
+
+@dataclass
+class Constraints:
+    """What the output must look like. `tools` are function tools in the chat completions shape
+    ({"type": "function", "function": {...}}), which chat templates expect."""
+
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: Any = "auto"  # "auto" | "none" | "required" | {"type": "function", ...}
+
+    @property
+    def wants_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
+
+
+@dataclass
+class GenerateRequest:
+    model: str
+    sampling: SamplingParams
+    conversation: list[Turn] | None = None  # a chat; or else a raw `prompt`
+    prompt: str | list[int] | None = None
+    max_tokens: int | None = None  # None: until the context is full
+    stop: list[str] = field(default_factory=list)
+    constraints: Constraints = field(default_factory=Constraints)
+    ttl: int | None = None  # idle seconds for a model this request loads
+    prompt_param: str = "messages"  # the field an over-long prompt is blamed on
+    response_id: str = ""  # the adapter's id for its response; names the generation in logs
+    endpoint: str = ""  # the path it came in on, for the request log

@@ -1,0 +1,115 @@
+"""Prompt building: a model's chat template (or the built-in one for its architecture) rendered
+once per request, with the sandboxed Jinja environment chat templates are written for; tool
+definitions described in the system message for templates that do not render `tools`."""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import datetime
+from typing import Any
+
+from jinja2.exceptions import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from mlxserve.models.templates import builtin_chat_template
+from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.request import ToolResultPart, Turn
+from mlxserve.pipeline.tool_parsers import tools_prompt
+
+
+def _raise_exception(message: str):
+    raise TemplateError(message)
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(template: str):
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env.from_string(template)
+
+
+def chat_template_for(model_template: str | None, architecture: str) -> str:
+    template = model_template or builtin_chat_template(architecture)
+    if not template:
+        raise RequestError(
+            400,
+            f"this model has no chat template and there is no built-in one for "
+            f"architecture '{architecture}'; use /v1/completions with a raw prompt",
+            "messages",
+            "no_chat_template",
+        )
+    return template
+
+
+def render_chat(
+    template: str,
+    messages: list[dict[str, Any]],
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
+    try:
+        return _compile(template).render(
+            messages=messages,
+            tools=tools,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            add_generation_prompt=True,
+        )
+    except TemplateError as exc:
+        raise RequestError(
+            400, f"the chat template rejected these messages: {exc}", "messages"
+        ) from exc
+
+
+def template_messages(turns: list[Turn]) -> list[dict[str, Any]]:
+    """Turns as chat templates expect them: OpenAI's message dicts."""
+    messages = []
+    for turn in turns:
+        message: dict[str, Any] = {"role": turn.role, "content": turn.text}
+        if turn.name is not None:
+            message["name"] = turn.name
+        if turn.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in turn.tool_calls
+            ]
+        results = [part for part in turn.parts if isinstance(part, ToolResultPart)]
+        if results:
+            message["tool_call_id"] = results[0].call_id
+        messages.append(message)
+    return messages
+
+
+def messages_with_tools(
+    messages: list[dict], tools: list[dict], family: str, template: str
+) -> list[dict]:
+    """For templates that do not render `tools`: describe them in the system message, and turn
+    earlier calls and their results into plain turns the template can show."""
+    if "tools" in template:
+        return messages
+    plain = [_as_plain_turn(message) for message in messages]
+    guide = tools_prompt(tools, family)
+    if plain and plain[0]["role"] == "system":
+        return [{**plain[0], "content": f"{plain[0]['content']}\n\n{guide}"}, *plain[1:]]
+    return [{"role": "system", "content": guide}, *plain]
+
+
+def _as_plain_turn(message: dict) -> dict:
+    if message["role"] == "tool":
+        result = f"Result of tool call {message.get('tool_call_id', '')}: {message['content']}"
+        return {"role": "user", "content": result}
+    if message.get("tool_calls"):
+        calls = [call.get("function", call) for call in message["tool_calls"]]
+        text = "\n".join(
+            json.dumps({"name": c["name"], "arguments": c["arguments"]}) for c in calls
+        )
+        return {"role": "assistant", "content": (message.get("content") or "") + text}
+    return message

@@ -1,0 +1,72 @@
+"""The package's import graph: layers import only downwards (API adapters -> pipeline ->
+registry and store -> engines -> sampling) and no module imports itself through others."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mlxserve"
+# Higher layers may import lower ones, never the reverse. Leaf helpers sit at the bottom.
+LAYERS = {"cli": 5, "api": 4, "pipeline": 3, "models": 2, "engine": 1, "sampling": 0}
+LEAVES = {"gguf_header", "_blas", "__init__"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mlxserve"):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("mlxserve"))
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {
+        name: {target for target in imports_of(path) if target in modules and target != name}
+        for name, path in modules.items()
+    }
+
+
+def layer(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) < 2 or parts[1] in LEAVES:
+        return None
+    return LAYERS[parts[1]]
+
+
+def test_no_module_imports_a_higher_layer():
+    upward = [
+        (source, target)
+        for source, targets in graph().items()
+        for target in targets
+        if None not in (layer(source), layer(target)) and layer(target) > layer(source)
+    ]
+    assert upward == []
+
+
+def test_the_import_graph_has_no_cycle():
+    edges = graph()
+    state: dict[str, str] = {}
+
+    def visit(module: str, trail: list[str]) -> list[str] | None:
+        state[module] = "open"
+        for target in sorted(edges[module]):
+            if state.get(target) == "open":
+                return [*trail, module, target]
+            if target not in state and (cycle := visit(target, [*trail, module])):
+                return cycle
+        state[module] = "done"
+        return None
+
+    for module in sorted(edges):
+        if module not in state:
+            assert visit(module, []) is None

@@ -1,0 +1,78 @@
+"""The pipeline's output stage on recorded family outputs: text streams as soon as it cannot be
+part of a call, calls arrive as typed events, and any split of a reply folds to the same result
+as the whole-reply parsers give."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlxserve.engine.base import GenerationStats
+from mlxserve.pipeline.events import Completion, TextDelta, ToolArgumentsDelta, ToolCallStart
+from mlxserve.pipeline.output import OutputStage
+from mlxserve.pipeline.tool_parsers import parse_tool_calls
+
+STATS = GenerationStats(prompt_tokens=3, completion_tokens=5)
+REPLIES = [
+    ("qwen", 'Let me check.\n<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'),
+    (
+        "qwen",
+        '<tool_call>{"name": "f", "arguments": {}}</tool_call><tool_call>{"name": "g"}</tool_call>',
+    ),
+    ("qwen", "No call here, just <tool_ talk."),
+    ("qwen", "<tool_call>not json</tool_call> and text"),
+    ("mistral", 'Sure [TOOL_CALLS][{"name": "f", "arguments": {"x": "y"}}]'),
+    ("gemma", '```tool_code\nget_weather(city="Paris")\n```'),
+    ("gemma", 'I will look.\n```tool_code\nget_weather(city="Rome")\n```'),
+    ("json", '{"name": "f", "arguments": {"q": "\\u00e9t\\u00e9"}}'),
+    ("llama3", '<|python_tag|>{"name": "f", "parameters": {"n": 2}}'),
+    ("json", "{ this is not a call"),
+    ("json", "Plain words."),
+]
+
+
+def run(family: str, pieces: list[str]) -> tuple[list, Completion]:
+    stage = OutputStage(family)
+    events = [event for piece in pieces for event in stage.feed(piece)] + stage.finish(STATS)
+    completion = Completion()
+    for event in events:
+        completion.add(event)
+    return events, completion
+
+
+@pytest.mark.parametrize(("family", "reply"), REPLIES)
+def test_every_split_folds_to_the_whole_reply_parse(family, reply):
+    content, calls = parse_tool_calls(reply, family)
+    expected = [(c.name, c.arguments) for c in calls]
+    for size in (1, 2, 3, 5, len(reply)):
+        pieces = [reply[i : i + size] for i in range(0, len(reply), size)]
+        _, completion = run(family, pieces)
+        assert [(c.name, c.arguments) for c in completion.tool_calls] == expected
+        assert completion.content == (content if calls else reply)
+        assert completion.finish_reason == ("tool_calls" if calls else "stop")
+
+
+def test_text_before_a_call_marker_streams_at_once():
+    stage = OutputStage("qwen")
+    assert stage.feed("Checking the ") == [TextDelta("Checking the ")]
+    assert stage.feed("weather <tool") == [TextDelta("weather ")]  # "<tool" may open a call
+    assert stage.feed('_call>{"name": "w", "arguments": {"c": 1}}') == []
+    events = stage.feed("</tool_call>")
+    assert isinstance(events[0], ToolCallStart) and events[0].name == "w"
+    assert events[1] == ToolArgumentsDelta(0, '{"c": 1}')
+
+
+def test_a_json_family_reply_is_held_only_while_it_may_be_a_call():
+    stage = OutputStage("json")
+    assert stage.feed("  {") == []
+    held = OutputStage("json")
+    assert held.feed("Hel") == [TextDelta("Hel")]
+    assert held.feed("lo {") == [TextDelta("lo {")]
+
+
+def test_no_tool_family_passes_text_through():
+    events, completion = run(None, ["<tool_call>", "{}"])
+    assert [e for e in events if isinstance(e, TextDelta)] == [
+        TextDelta("<tool_call>"),
+        TextDelta("{}"),
+    ]
+    assert completion.text == "<tool_call>{}" and completion.finish_reason == "stop"
