@@ -3,7 +3,11 @@
 Each streamed token is one small chunk, and on a small machine every microsecond spent on it is
 taken from llama.cpp's own compute threads. So a response is parsed inside the connection's
 `data_received` (no stream reader, no per-line awaits) and its reader wakes once per arrival.
-httpx spends about 2.5 ms of CPU on a /tokenize call on a 2-core machine, this client about 1 ms.
+Measured with `scripts/bench.py client` (2 cores, Gemma 270M on llama.cpp, medians of 7 rounds of
+256 streamed tokens): 0.25 ms of this process's CPU per streamed token against 0.46 ms with httpx
+(`aiter_lines` and orjson), and 0.47 against 1.01 ms per /tokenize call. On 2 cores each 0.1 ms
+per token taken from llama.cpp's threads cost it 2-4% of its decode speed, so httpx would cost
+about 4-8%.
 """
 
 from __future__ import annotations
