@@ -43,6 +43,8 @@ Sampler *sampler_new(int vocab_size, const SamplerConfig *config, const int *bia
 void sampler_free(Sampler *sampler);
 int sampler_feed(Sampler *sampler, const int *tokens, int n_tokens);
 int sampler_sample(Sampler *sampler, const float *logits, float *logprob);
+int sampler_sample_allowed(Sampler *sampler, const float *logits, const uint32_t *allowed,
+                           float *logprob);
 int sampler_probs(Sampler *sampler, const float *logits, float *probs);
 """
 

@@ -45,6 +45,7 @@ struct Sampler {
     float *cand_w;
     float *weights; /* dense distribution when top_k is off */
     double *block_sum;
+    float *masked; /* logits outside a grammar's allowed set, as -inf; made on first use */
 };
 
 typedef struct {
@@ -460,6 +461,30 @@ int sampler_sample(Sampler *s, const float *logits, float *logprob) {
     return tok;
 }
 
+/* The logits with every token outside `allowed` at -inf, so the usual sampling never picks one.
+ * A word that allows all or none of its 32 tokens is copied or filled whole. */
+static const float *restrict_to_allowed(Sampler *s, const float *logits, const uint32_t *allowed) {
+    if (!s->masked && !(s->masked = malloc(sizeof(float) * (size_t)s->n))) return NULL;
+    for (int base = 0; base < s->n; base += 32) {
+        uint32_t bits = allowed[base / 32];
+        int len = s->n - base < 32 ? s->n - base : 32;
+        if (bits == 0xffffffffu) {
+            memcpy(s->masked + base, logits + base, sizeof(float) * (size_t)len);
+            continue;
+        }
+        for (int j = 0; j < len; j++)
+            s->masked[base + j] = (bits >> j) & 1u ? logits[base + j] : -INFINITY;
+    }
+    return s->masked;
+}
+
+int sampler_sample_allowed(Sampler *s, const float *logits, const uint32_t *allowed,
+                           float *logprob) {
+    if (!allowed) return sampler_sample(s, logits, logprob);
+    const float *view = restrict_to_allowed(s, logits, allowed);
+    return view ? sampler_sample(s, view, logprob) : -2;
+}
+
 int sampler_probs(Sampler *s, const float *logits, float *probs) {
     memset(probs, 0, sizeof(float) * (size_t)s->n);
     build_patches(s, logits);
@@ -562,7 +587,8 @@ void sampler_free(Sampler *s) {
     if (!s) return;
     void *buffers[] = {s->bias_tok,    s->bias_val,  s->forced_tok, s->ring,    s->seen,
                        s->seen_tok,    s->gen_count, s->gen_tok,    s->mark,    s->patch_tok,
-                       s->patch_logit, s->cand_tok,  s->cand_w,     s->weights, s->block_sum};
+                       s->patch_logit, s->cand_tok,  s->cand_w,     s->weights, s->block_sum,
+                       s->masked};
     for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++) free(buffers[i]);
     free(s);
 }

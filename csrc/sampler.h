@@ -37,6 +37,12 @@ int sampler_feed(Sampler *sampler, const int *tokens, int n_tokens);
  * under the softmax of the biased, penalized logits). Returns -1 when every token is banned. */
 int sampler_sample(Sampler *sampler, const float *logits, float *logprob);
 
+/* sampler_sample restricted to the tokens whose bit is set in `allowed` (bit i % 32 of word
+ * i / 32, as a grammar's token mask gives them; NULL allows all). Returns -1 when no allowed
+ * token can be sampled, -2 when memory for the masked copy runs out. */
+int sampler_sample_allowed(Sampler *sampler, const float *logits, const uint32_t *allowed,
+                           float *logprob);
+
 /* The final probability of every token (zeros for the dropped ones) without drawing or
  * recording anything. Returns how many tokens keep a nonzero probability. */
 int sampler_probs(Sampler *sampler, const float *logits, float *probs);

@@ -11,7 +11,6 @@ from mlxserve.api.formatting import ModelExtras, new_id, openai_response
 from mlxserve.api.parsing import parse_body
 from mlxserve.api.protocol import ChatCompletionRequest, ChatMessage
 from mlxserve.pipeline.request import (
-    Constraints,
     GenerateRequest,
     ImagePart,
     Part,
@@ -42,7 +41,7 @@ def to_request(body: ChatCompletionRequest, response_id: str) -> GenerateRequest
         conversation=[to_turn(message) for message in body.messages],
         max_tokens=body.token_limit,
         stop=body.stop_list,
-        constraints=Constraints(body.tools or [], body.tool_choice or "auto"),
+        constraints=body.constraints(),
         ttl=body.ttl,
         response_id=response_id,
         endpoint=request.path,

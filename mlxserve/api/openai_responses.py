@@ -14,7 +14,6 @@ from mlxserve.api.parsing import parse_body
 from mlxserve.api.responses import (
     ResponsesRequest,
     ResponseStore,
-    chat_tools,
     function_call_item,
     input_turns,
     message_item,
@@ -33,7 +32,7 @@ from mlxserve.pipeline.events import (
 )
 from mlxserve.pipeline.generate import generate
 from mlxserve.pipeline.prepare import prepare
-from mlxserve.pipeline.request import Constraints, GenerateRequest, TextPart, Turn
+from mlxserve.pipeline.request import GenerateRequest, TextPart, Turn
 
 blueprint = Blueprint("openai_responses", __name__, url_prefix="/v1")
 
@@ -60,7 +59,7 @@ async def create_response():
         sampling=body.to_sampling_params(),
         conversation=system + conversation,
         max_tokens=body.max_output_tokens,
-        constraints=Constraints(chat_tools(body.tools) or [], body.tool_choice),
+        constraints=body.constraints(),
         prompt_param="input",
         response_id=response_id,
         endpoint=request.path,

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.request import Constraints
 from mlxserve.sampling.params import (
     DEFAULT_MIN_P,
     DEFAULT_REPEAT_PENALTY,
@@ -139,8 +141,20 @@ class ChatMessage(OpenAIModel):
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
+    response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
+
+    def constraints(self) -> Constraints:
+        choice, forced = tool_choice(self.tool_choice, lambda c: c.get("function", {}))
+        return Constraints(
+            tools=self.tools or [],
+            tool_choice=choice,
+            forced_tool=forced,
+            parallel_tool_calls=self.parallel_tool_calls,
+            json_schema=response_schema(self.response_format, "response_format", nested=True),
+        )
 
     @model_validator(mode="after")
     def _newer_token_limit_name(self):
@@ -162,3 +176,43 @@ class CompletionRequest(SamplingFields):
                 raise ValueError("one prompt per request is supported; send a string")
             return value[0]
         return value
+
+
+def tool_choice(value, function_of) -> tuple[str, str | None]:
+    """OpenAI's tool_choice as (auto | none | required, the forced function's name or None);
+    `function_of` finds the {"name": ...} part of a named choice in the family's shape."""
+    if value is None:
+        return "auto", None
+    if value in ("auto", "none", "required"):
+        return value, None
+    name = function_of(value).get("name") if isinstance(value, dict) else None
+    if isinstance(value, dict) and value.get("type") == "function" and isinstance(name, str):
+        return "required", name
+    raise RequestError(
+        400,
+        "tool_choice must be 'auto', 'none', 'required' or "
+        '{"type": "function", "function": {"name": ...}}',
+        "tool_choice",
+        "invalid_tool_choice",
+    )
+
+
+def response_schema(value: dict | None, param: str, nested: bool) -> dict | None:
+    """The JSON schema a response format asks for: None for text, any object for json_object.
+    Chat nests the schema under "json_schema"; the Responses API's text.format does not."""
+    kind = (value or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind != "json_schema":
+        message = f"{param}.type must be 'text', 'json_object' or 'json_schema', got {kind!r}"
+        raise RequestError(400, message, param, "invalid_value")
+    spec = value.get("json_schema") if nested else value
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        where = f"{param}.json_schema.schema" if nested else f"{param}.schema"
+        raise RequestError(
+            400, f"{where}: a JSON schema object is required", param, "invalid_schema"
+        )
+    return schema

@@ -10,10 +10,17 @@ from typing import Any
 
 from pydantic import Field
 
-from mlxserve.api.protocol import OpenAIModel, sampling_params
+from mlxserve.api.protocol import OpenAIModel, response_schema, sampling_params, tool_choice
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.request import ImagePart, TextPart, ToolCallPart, ToolResultPart, Turn
+from mlxserve.pipeline.request import (
+    Constraints,
+    ImagePart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    Turn,
+)
 from mlxserve.sampling.params import SamplingParams
 
 STORED_RESPONSES = 256
@@ -34,9 +41,22 @@ class ResponsesRequest(OpenAIModel):
     parallel_tool_calls: bool = True
     metadata: dict[str, Any] | None = None
     seed: int | None = None
+    text: dict[str, Any] | None = None  # {"format": {...}}: plain text or JSON
 
     def to_sampling_params(self) -> SamplingParams:
         return sampling_params(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
+
+    def constraints(self) -> Constraints:
+        choice, forced = tool_choice(self.tool_choice, lambda c: c)
+        text_format = (self.text or {}).get("format")
+        return Constraints(
+            tools=chat_tools(self.tools) or [],
+            tool_choice=choice,
+            forced_tool=forced,
+            parallel_tool_calls=self.parallel_tool_calls,
+            json_schema=response_schema(text_format, "text.format", nested=False),
+            schema_param="text.format",
+        )
 
 
 class ResponseStore:
@@ -165,7 +185,7 @@ def response_object(
         "parallel_tool_calls": body.parallel_tool_calls,
         "previous_response_id": body.previous_response_id,
         "store": body.store,
-        "text": {"format": {"type": "text"}},
+        "text": body.text or {"format": {"type": "text"}},
         "truncation": "disabled",
         "metadata": body.metadata or {},
         "reasoning": None,

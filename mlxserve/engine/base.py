@@ -50,6 +50,16 @@ class ContextLengthExceeded(InvalidRequest):
         self.code = "context_length_exceeded"
 
 
+@dataclass(frozen=True)
+class Grammar:
+    """A constraint on the output: an llguidance Lark grammar (JSON schemas inlined as `%json`).
+    With a `trigger`, text is free until the trigger appears, and the grammar, which begins
+    with the trigger, holds from there on (a lazy grammar)."""
+
+    lark: str
+    trigger: str | None = None
+
+
 @dataclass
 class GenerationRequest:
     prompt: str | list[int]  # text (tokenized by the engine) or token ids
@@ -59,6 +69,7 @@ class GenerationRequest:
     add_special_tokens: bool = True  # False when a chat template already wrote BOS
     request_id: str = ""
     prompt_tokens: list[int] | None = None  # the prompt's ids, kept by prompt_and_budget
+    grammar: Grammar | None = None  # every sampled token must keep the output inside it
     # Made when the API has parsed the request: time to first token counts tokenizing too.
     arrived: float = field(default_factory=time.perf_counter)
 

@@ -14,7 +14,8 @@ from mlxserve.pipeline.prepare import Prepared
 async def generate(prepared: Prepared) -> AsyncIterator[OutputEvent]:
     loaded, request = prepared.loaded, prepared.request
     header = {"id": request.response_id, "model": loaded.identifier, "endpoint": request.endpoint}
-    stage = OutputStage(prepared.tool_family)
+    constrained = prepared.engine_request.grammar is not None
+    stage = OutputStage(prepared.tool_family, constrained)
     loaded.active_requests += 1
     try:
         with logstream.GenerationLog(header, prepared.engine_request) as log_entry:

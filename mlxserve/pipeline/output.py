@@ -18,6 +18,7 @@ from mlxserve.pipeline.events import (
     ToolArgumentsDelta,
     ToolCallStart,
 )
+from mlxserve.pipeline.streamed_calls import StreamedCall
 from mlxserve.pipeline.tool_parsers import ToolCall, parse_tool_calls
 
 # How a reply that is nothing but a JSON call can begin (after white space).
@@ -41,14 +42,19 @@ SYNTAX = {
 
 
 class ToolCallScanner:
-    """Feed a family's output as it is generated; get back text and tool-call events."""
+    """Feed a family's output as it is generated; get back text and tool-call events.
 
-    def __init__(self, family: str):
+    With `streamed`, calls are grammar-constrained JSON objects, passed on as they are generated
+    (Mistral's call lists excepted, which are read whole)."""
+
+    def __init__(self, family: str, streamed: bool = False):
         self.family = family
         self.syntax = SYNTAX[family]
+        self.streamed = streamed and family != "mistral"
         self.state = "undecided" if self.syntax.whole_reply else "text"
         self.calls = 0
         self._held = ""
+        self._call: StreamedCall | None = None
 
     def feed(self, text: str) -> list[OutputEvent]:
         self._held += text
@@ -59,6 +65,10 @@ class ToolCallScanner:
                 self._decide()
             elif self.state == "text":
                 events += self._scan_text()
+            elif self.state == "streaming":
+                events += self._stream_call()
+            elif self.state == "closing":
+                self._close_call()
             else:
                 events += self._scan_call()
             if (self.state, len(self._held)) == before:
@@ -67,6 +77,8 @@ class ToolCallScanner:
     def finish(self) -> list[OutputEvent]:
         """Whatever is still held, once the reply has ended."""
         held, self._held = self._held, ""
+        if self.state in ("streaming", "closing") and (self._call is None or self._call.started):
+            return []  # a streamed call is already out; a cut one ends with finish_reason length
         if self.state == "undecided":
             return self._parsed(held, held)
         if self.state == "call":
@@ -81,9 +93,11 @@ class ToolCallScanner:
         start = self._held.lstrip()
         if not start:
             return
-        if any(o.startswith(start[: len(o)]) for o in JSON_CALL_OPENINGS):
-            return
-        self.state = "text"
+        if self.streamed and start.startswith("{"):
+            self._held = start
+            self._start_call()
+        elif not any(o.startswith(start[: len(o)]) for o in JSON_CALL_OPENINGS):
+            self.state = "text"
 
     def _scan_text(self) -> list[OutputEvent]:
         opening = self.syntax.opening
@@ -94,7 +108,7 @@ class ToolCallScanner:
         if found >= 0:
             text = self._held[:found]
             self._held = self._held[found + len(opening) :]
-            self.state = "call"
+            self._start_call() if self.streamed else setattr(self, "state", "call")
             return [TextDelta(text)] if text else []
         keep = _partial_marker_length(self._held, opening)
         text, self._held = (
@@ -112,6 +126,32 @@ class ToolCallScanner:
         self._held = self._held[found + len(closing) :]
         self.state = "text"
         return self._parsed(block, block)
+
+    def _start_call(self) -> None:
+        self._call, self.state = StreamedCall(self.calls), "streaming"
+
+    def _stream_call(self) -> list[OutputEvent]:
+        events, self._held = self._call.feed(self._held)
+        if self._call.started and self.calls == self._call.index:
+            self.calls += 1
+        if self._call.done:
+            self.state = "closing"
+        return events
+
+    def _close_call(self) -> None:
+        """After a streamed call: skip to its closing marker, or on to the next whole call."""
+        closing = self.syntax.closing
+        if closing is not None:
+            found = self._held.find(closing)
+            if found >= 0:
+                self._held, self.state = self._held[found + len(closing) :], "text"
+            return
+        rest = self._held.lstrip()
+        if rest.startswith("{"):
+            self._held = rest
+            self._start_call()
+        elif rest:
+            self.state = "text"
 
     def _parsed(self, source: str, fallback: str) -> list[OutputEvent]:
         """Events for the calls in `source`, or `fallback` as text when it holds none."""
@@ -140,8 +180,8 @@ class OutputStage:
     """One generation's output: engine text in, events out; `tool_family` is set when the reply
     may hold tool calls."""
 
-    def __init__(self, tool_family: str | None):
-        self.scanner = ToolCallScanner(tool_family) if tool_family else None
+    def __init__(self, tool_family: str | None, constrained: bool = False):
+        self.scanner = ToolCallScanner(tool_family, constrained) if tool_family else None
 
     def feed(self, text: str) -> list[OutputEvent]:
         if not text:
@@ -153,4 +193,5 @@ class OutputStage:
     def finish(self, stats: GenerationStats) -> list[OutputEvent]:
         events = self.scanner.finish() if self.scanner else []
         called = self.scanner is not None and self.scanner.calls > 0
-        return [*events, Finished("tool_calls" if called else stats.finish_reason, stats)]
+        reason = "tool_calls" if called and stats.finish_reason != "length" else stats.finish_reason
+        return [*events, Finished(reason, stats)]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from mlxserve.engine.base import ContextLengthExceeded, GenerationRequest
 from mlxserve.models.registry import LoadedModel, ModelRegistry
+from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import GenerateRequest
 from mlxserve.pipeline.templates import (
@@ -55,12 +56,15 @@ async def prepare(registry: ModelRegistry, request: GenerateRequest) -> Prepared
         max_tokens=request.max_tokens,
         stop=request.stop,
         add_special_tokens=add_special_tokens,
+        grammar=compile_constraints(request.constraints, family),
     )
     try:  # measured now, so a prompt that fills the context is a 400 even on a stream
         await loaded.engine.prompt_and_budget(engine_request)
     except ContextLengthExceeded as exc:
         exc.param = request.prompt_param
         raise
+    if request.constraints.json_schema is not None:
+        family = None  # the reply is the schema's JSON, never a call
     return Prepared(request, loaded, engine_request, family)
 
 
@@ -78,7 +82,7 @@ def _chat_prompt(loaded: LoadedModel, request: GenerateRequest) -> tuple[str, st
         messages,
         bos_token=engine.bos_token,
         eos_token=engine.eos_token,
-        tools=constraints.tools or None,
+        tools=constraints.tools if constraints.wants_tools else None,
     )
     return prompt, family
 

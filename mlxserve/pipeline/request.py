@@ -64,11 +64,19 @@ class Constraints:
     ({"type": "function", "function": {...}}), which chat templates expect."""
 
     tools: list[dict[str, Any]] = field(default_factory=list)
-    tool_choice: Any = "auto"  # "auto" | "none" | "required" | {"type": "function", ...}
+    tool_choice: str = "auto"  # auto | none | required
+    forced_tool: str | None = None  # the one function the reply must call
+    parallel_tool_calls: bool = True
+    json_schema: dict[str, Any] | None = None  # the reply is JSON matching this schema
+    schema_param: str = "response_format"  # the field json_schema came from, for errors
 
     @property
     def wants_tools(self) -> bool:
         return bool(self.tools) and self.tool_choice != "none"
+
+    @property
+    def must_call(self) -> bool:
+        return self.wants_tools and (self.tool_choice == "required" or bool(self.forced_tool))
 
 
 @dataclass

@@ -65,9 +65,21 @@ class Sampler:
         if lib.sampler_feed(self._live(), tokens, len(tokens)) != 0:
             raise ValueError(f"prompt token ids must be in [0, {self.vocab_size})")
 
-    def sample(self, logits) -> int:
-        """Choose the next token and record it as generated."""
-        return self._sample(logits, ffi.NULL)
+    def sample(self, logits, allowed: np.ndarray | None = None) -> int:
+        """Choose the next token and record it as generated. `allowed` restricts the choice to
+        the tokens whose bit is set (a grammar's token mask: bit i % 32 of 32-bit word i / 32);
+        it is read in place."""
+        if allowed is None:
+            return self._sample(logits, ffi.NULL)
+        if allowed.dtype.itemsize != 4 or allowed.size * 32 < self.vocab_size:
+            raise ValueError(f"allowed must hold {self.vocab_size} bits in 32-bit words")
+        mask = ffi.from_buffer("uint32_t[]", allowed)
+        token = lib.sampler_sample_allowed(self._live(), self._buffer(logits), mask, ffi.NULL)
+        if token == -2:
+            raise MemoryError("cannot allocate the sampler's masked logits")
+        if token < 0:
+            raise ValueError("no token allowed by the grammar can be sampled")
+        return token
 
     def sample_with_logprob(self, logits) -> tuple[int, float]:
         """The next token and its log-probability under the distribution it was drawn from.

@@ -120,7 +120,9 @@ class LlamaCppModel(EngineModel):
         """Relay one /completion stream; leaving early closes the connection, which makes
         llama.cpp release the slot at its next token."""
         prompt, n_predict = await self.prompt_and_budget(request)
-        body = protocol.completion_body(prompt, request.sampling, n_predict, request.stop)
+        body = protocol.completion_body(
+            prompt, request.sampling, n_predict, request.stop, request.grammar
+        )
         url = f"{await self._running_url()}/completion"
         first_token = last_token = None
         with self._engine_errors():

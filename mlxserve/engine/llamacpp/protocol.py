@@ -6,10 +6,11 @@ last `repeat_last_n` tokens, prompt included, where OpenAI counts generated toke
 
 from __future__ import annotations
 
-from mlxserve.engine.base import GenerationStats
+from mlxserve.engine.base import GenerationStats, Grammar
 from mlxserve.sampling.params import SamplingParams
 
 BANNED_BIAS = -100  # OpenAI's "never pick this token"; llama.cpp spells it `false`
+WORD_TRIGGER = 1  # llama.cpp's grammar trigger type for a plain string
 STOP_REASONS = {"eos": "eosFound", "word": "stopStringFound", "limit": "maxPredictedTokensReached"}
 
 
@@ -37,8 +38,23 @@ def sampling_fields(sampling: SamplingParams) -> dict:
     }
 
 
+def grammar_fields(grammar: Grammar | None) -> dict:
+    """A grammar for llama.cpp's built-in llguidance; a lazy one waits for its trigger word."""
+    if grammar is None:
+        return {}
+    fields = {"grammar": "%llguidance {}\n" + grammar.lark}
+    if grammar.trigger:
+        fields["grammar_lazy"] = True
+        fields["grammar_triggers"] = [{"type": WORD_TRIGGER, "value": grammar.trigger}]
+    return fields
+
+
 def completion_body(
-    prompt_tokens: list[int], sampling: SamplingParams, n_predict: int, stop: list[str]
+    prompt_tokens: list[int],
+    sampling: SamplingParams,
+    n_predict: int,
+    stop: list[str],
+    grammar: Grammar | None = None,
 ) -> dict:
     """A streaming /completion request over token ids, so the server sees exactly our tokens."""
     return {
@@ -49,6 +65,7 @@ def completion_body(
         "cache_prompt": True,
         "return_tokens": True,
         **sampling_fields(sampling),
+        **grammar_fields(grammar),
     }
 
 

@@ -14,6 +14,7 @@ from mlxserve.engine.base import (
     GenerationEvent,
     GenerationRequest,
 )
+from mlxserve.engine.mlx.constraint import GrammarCompiler
 from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.mlx.runner import BatchRunner
 from mlxserve.engine.mlx.sequence import Sequence
@@ -32,6 +33,7 @@ class MLXModel(EngineModel):
         self.chat_template = tokenizer.chat_template
         self.bos_token = tokenizer.bos_token or ""
         self.eos_token = tokenizer.eos_token or ""
+        self._grammars: GrammarCompiler | None = None  # made by the first constrained request
 
     @classmethod
     async def load(cls, path: Path, context_length: int, *, max_batch_size: int = 8) -> MLXModel:
@@ -49,6 +51,9 @@ class MLXModel(EngineModel):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         prompt, max_tokens = await self.prompt_and_budget(request)
+        constraint = None
+        if request.grammar is not None:
+            constraint = await asyncio.to_thread(self._compiler().new_constraint, request.grammar)
         events: asyncio.Queue = asyncio.Queue()
         loop = asyncio.get_running_loop()
         sequence = Sequence(
@@ -59,6 +64,7 @@ class MLXModel(EngineModel):
             sampler=Sampler(request.sampling, self.vocab_size),
             detokenizer=IncrementalDetokenizer(self.tokenizer),
             eos_token_ids=self.eos_token_ids,
+            constraint=constraint,
         )
         self._runner.submit(sequence)
         try:
@@ -71,6 +77,13 @@ class MLXModel(EngineModel):
                     return
         finally:
             sequence.cancelled.set()
+
+    def _compiler(self) -> GrammarCompiler:
+        if self._grammars is None:
+            hf_tokenizer = self.tokenizer._tokenizer
+            eos = sorted(self.eos_token_ids)
+            self._grammars = GrammarCompiler(hf_tokenizer, self.vocab_size, eos)
+        return self._grammars
 
     async def close(self) -> None:
         await asyncio.to_thread(self._runner.stop)

@@ -112,7 +112,9 @@ class BatchRunner:
             if sequence.cancelled.is_set():
                 return
         logits = self.model(mx.array([remaining[-1:]]), cache=cache)[:, -1, :]
-        sequence.accept(sequence.sampler.sample(_as_numpy(logits)[0]))
+        mx.async_eval(logits)
+        mask = sequence.next_mask()  # computed while MLX evaluates the logits
+        sequence.accept(sequence.sampler.sample(_as_numpy(logits)[0], mask))
         if sequence.finished:
             self._retire(sequence, [c for c in cache])
             return
@@ -132,10 +134,13 @@ class BatchRunner:
         if not self._active:
             return
         inputs = mx.array([s.last_token for s in self._active])
-        logits = _as_numpy(self.model(inputs[:, None], cache=self._batch_cache)[:, -1, :])
+        logits = self.model(inputs[:, None], cache=self._batch_cache)[:, -1, :]
+        mx.async_eval(logits)
+        masks = [s.next_mask() for s in self._active]  # grammar work while MLX computes
+        logits = _as_numpy(logits)
         finished = []
         for row, sequence in enumerate(self._active):
-            sequence.accept(sequence.sampler.sample(logits[row]))
+            sequence.accept(sequence.sampler.sample(logits[row], masks[row]))
             if sequence.finished:
                 finished.append(row)
         for row in finished:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlxserve.engine.base import GenerationEvent, GenerationRequest, GenerationStats
+from mlxserve.engine.mlx.constraint import OutputConstraint
 from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.stops import StopStringMatcher
 from mlxserve.sampling.sampler import Sampler
@@ -24,6 +25,7 @@ class Sequence:
     sampler: Sampler
     detokenizer: IncrementalDetokenizer
     eos_token_ids: frozenset[int]
+    constraint: OutputConstraint | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     generated: list[int] = field(default_factory=list)
     cached_prompt_tokens: int = 0
@@ -47,6 +49,10 @@ class Sequence:
         """Tokens whose keys and values are in the cache (the last sampled one is not yet)."""
         return self.prompt_tokens + self.generated[:-1]
 
+    def next_mask(self):
+        """The grammar's allowed tokens for the next step (None when unconstrained)."""
+        return self.constraint.next_mask() if self.constraint else None
+
     def accept(self, token: int) -> None:
         """Record a sampled token, emit its text, and decide whether the sequence ends here."""
         now = time.perf_counter()
@@ -56,9 +62,13 @@ class Sequence:
         if token in self.eos_token_ids:
             self.stop_reason = "eosFound"
             return
-        text = self.stops.feed(self.detokenizer.add(token))
+        piece = self.detokenizer.add(token)
+        text = self.stops.feed(piece)
+        complete = self.constraint is not None and not self.constraint.accept(token, piece)
         if self.stops.stopped:
             self.stop_reason = "stopStringFound"
+        elif complete:
+            self.stop_reason = "eosFound"  # the grammar allows nothing more: a natural end
         elif len(self.generated) >= self.max_tokens:
             self.stop_reason = "maxPredictedTokensReached"
         if text:

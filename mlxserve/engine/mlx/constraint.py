@@ -1,0 +1,122 @@
+"""Grammar-constrained sampling on the MLX engine, with llguidance.
+
+Each model gets one GrammarCompiler: llguidance's view of its tokenizer (about 3 s to build for
+a 262,144-token vocabulary, so it starts in the background at load) and compiled grammars kept
+by their text, so a repeated schema is a copy, not a compile. Each constrained sequence gets an
+OutputConstraint: the token mask for its next step, filled in place, and the matcher that
+advances with every sampled token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future
+
+import numpy as np
+from llguidance import LLMatcher, LLTokenizer
+from llguidance.hf import from_tokenizer
+
+from mlxserve.engine.base import Grammar, InvalidRequest
+
+log = logging.getLogger(__name__)
+
+COMPILED_GRAMMARS = 64
+
+
+class GrammarCompiler:
+    def __init__(self, hf_tokenizer, vocab_size: int, eos_token_ids: list[int]):
+        self.vocab_size = vocab_size
+        self._tokenizer: Future[LLTokenizer] = Future()
+        self._compiled: OrderedDict[str, LLMatcher] = OrderedDict()
+        self._lock = threading.Lock()
+        args = (hf_tokenizer, vocab_size, eos_token_ids)
+        threading.Thread(target=self._build, args=args, daemon=True).start()
+
+    def _build(self, hf_tokenizer, vocab_size: int, eos_token_ids: list[int]) -> None:
+        try:
+            tokenizer = from_tokenizer(hf_tokenizer, n_vocab=vocab_size, eos_token=eos_token_ids)
+            self._tokenizer.set_result(tokenizer)
+        except Exception as exc:  # noqa: BLE001 - reported to every constrained request
+            self._tokenizer.set_exception(exc)
+
+    @property
+    def tokenizer(self) -> LLTokenizer:
+        return self._tokenizer.result()
+
+    def matcher(self, lark: str) -> LLMatcher:
+        """A fresh matcher at the grammar's start; called off the event loop (it may wait for
+        the tokenizer, or compile)."""
+        with self._lock:
+            template = self._compiled.get(lark)
+            if template is not None:
+                self._compiled.move_to_end(lark)
+                return template.deep_copy()
+        template = LLMatcher(self.tokenizer, lark, log_level=0)
+        if template.is_error():
+            raise InvalidRequest(f"the grammar cannot be compiled: {template.get_error()}")
+        with self._lock:
+            self._compiled[lark] = template
+            while len(self._compiled) > COMPILED_GRAMMARS:
+                self._compiled.popitem(last=False)
+        return template.deep_copy()
+
+    def new_constraint(self, grammar: Grammar) -> OutputConstraint:
+        matcher = None if grammar.trigger else self.matcher(grammar.lark)
+        return OutputConstraint(self, grammar, matcher)
+
+
+class OutputConstraint:
+    """One sequence's grammar. With a trigger the matcher starts only once the generated text
+    holds it: the grammar then covers the tokens from the one where the trigger began."""
+
+    def __init__(self, compiler: GrammarCompiler, grammar: Grammar, matcher: LLMatcher | None):
+        self._compiler = compiler
+        self._grammar = grammar
+        self.matcher = matcher
+        self.mask = np.zeros((compiler.vocab_size + 31) // 32, dtype=np.int32)
+        self._watching = matcher is None  # a lazy grammar waits for its trigger
+        self._tokens: list[int] = []  # generated before the trigger
+        self._recent = ""  # the tail of the text, where a trigger may be forming
+
+    def next_mask(self) -> np.ndarray | None:
+        """The allowed tokens for the next step, or None while the output is free."""
+        if self.matcher is None:
+            return None
+        self.matcher.unsafe_compute_mask_ptr(self.mask.ctypes.data, self.mask.nbytes)
+        return self.mask
+
+    def accept(self, token: int, text: str) -> bool:
+        """Advance with a sampled token; False once the grammar is complete (nothing can follow)."""
+        if self.matcher is not None:
+            self.matcher.consume_token(token)
+            return not self.matcher.is_stopped()
+        if not self._watching:
+            return True
+        self._tokens.append(token)
+        self._recent = (self._recent + text)[-4 * len(self._grammar.trigger) :]
+        if self._grammar.trigger in self._recent:
+            self._start_lazily()
+        return True
+
+    def _start_lazily(self) -> None:
+        trigger = self._grammar.trigger.encode()
+        decode = self._compiler.tokenizer.decode_bytes
+        start = len(self._tokens) - 1
+        while start > 0 and trigger not in decode(self._tokens[start:]):
+            start -= 1
+        generated = decode(self._tokens[start:])
+        before = generated[: generated.find(trigger)].decode("utf-8", "replace")
+        lark = self._grammar.lark
+        if before:
+            lark = f"start: {json.dumps(before)} triggered\n" + lark.replace(
+                "start:", "triggered:", 1
+            )
+        matcher = self._compiler.matcher(lark)
+        if matcher.consume_tokens(self._tokens[start:]) and not matcher.is_error():
+            self.matcher = matcher
+        else:
+            log.warning("the output left the grammar at its trigger; it stays unconstrained")
+        self._watching, self._tokens = False, []
