@@ -28,7 +28,9 @@ TOOLS = [{"type": "function", "name": "get_weather", "parameters": {"type": "obj
 
 def chunk_object(chunk: dict | str) -> ChatCompletionChunk:
     """Text chunks arrive already encoded as JSON."""
-    return ChatCompletionChunk.model_validate(json.loads(chunk) if isinstance(chunk, str) else chunk)
+    return ChatCompletionChunk.model_validate(
+        json.loads(chunk) if isinstance(chunk, str) else chunk
+    )
 
 
 def collect(iterator) -> list:
