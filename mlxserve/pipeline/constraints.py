@@ -24,6 +24,9 @@ JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separa
 # How each family frames one call: text before and after its JSON object.
 CALL_FRAMES = {"qwen": ('"<tool_call>" "\\n"?', '"\\n"? "</tool_call>"')}
 LAZY_TRIGGERS = {"qwen": "<tool_call>", "mistral": "[TOOL_CALLS]"}
+# Calls in one reply when parallel_tool_calls allows several: a small model may otherwise go on
+# calling until max_tokens cuts the last call short.
+MAX_PARALLEL_CALLS = 4
 # A reply that is not a call, for families whose call is the whole reply.
 FREE_TEXT = "TEXT: /\\s*[^{\\s](.|\\n)*/"
 
@@ -52,18 +55,23 @@ def json_rule(schema: dict) -> str:
 
 
 def _framed_calls(tools: list[dict], family: str, constraints: Constraints) -> str:
-    opening, closing = CALL_FRAMES.get(family, ('""', '""'))
-    call = f"{opening} {json_rule(_call_schema(tools, family))} {closing}"
-    calls = 'call ("\\n" call)*' if constraints.parallel_tool_calls else "call"
+    opening, closing = CALL_FRAMES.get(family, ("", ""))
+    call = f"{opening} {json_rule(_call_schema(tools, family))} {closing}".strip()
+    more = MAX_PARALLEL_CALLS - 1
+    calls = f'call ("\\n" call){{0,{more}}}' if constraints.parallel_tool_calls else "call"
     if constraints.must_call or family in LAZY_TRIGGERS:
         return f"start: {calls}\ncall: {call}\n"
     return f"start: (TEXT | {calls})?\ncall: {call}\n{FREE_TEXT}\n"  # the call is the reply
 
 
 def _mistral_calls(tools: list[dict], parallel: bool) -> str:
-    calls = {"type": "array", "items": _call_schema(tools, "mistral"), "minItems": 1}
-    if not parallel:
-        calls["maxItems"] = 1
+    most = MAX_PARALLEL_CALLS if parallel else 1
+    calls = {
+        "type": "array",
+        "items": _call_schema(tools, "mistral"),
+        "minItems": 1,
+        "maxItems": most,
+    }
     return f'start: "[TOOL_CALLS]" {json_rule(calls)}\n'
 
 

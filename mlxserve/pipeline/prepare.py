@@ -73,16 +73,17 @@ def _chat_prompt(loaded: LoadedModel, request: GenerateRequest) -> tuple[str, st
     engine = loaded.engine
     template = chat_template_for(engine.chat_template, loaded.record.architecture)
     messages = template_messages(request.conversation)
-    constraints, family = request.constraints, None
+    constraints, family, tools = request.constraints, None, []
     if constraints.wants_tools:
         family = tool_family(loaded.record.architecture, engine.chat_template)
-        messages = messages_with_tools(messages, constraints.tools, family, template)
+        tools = constraints.tools
+    messages = messages_with_tools(messages, tools, family, template)
     prompt = render_chat(
         template,
         messages,
         bos_token=engine.bos_token,
         eos_token=engine.eos_token,
-        tools=constraints.tools if constraints.wants_tools else None,
+        tools=tools or None,
     )
     return prompt, family
 

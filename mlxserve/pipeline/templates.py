@@ -89,13 +89,16 @@ def template_messages(turns: list[Turn]) -> list[dict[str, Any]]:
 
 
 def messages_with_tools(
-    messages: list[dict], tools: list[dict], family: str, template: str
+    messages: list[dict], tools: list[dict], family: str | None, template: str
 ) -> list[dict]:
-    """For templates that do not render `tools`: describe them in the system message, and turn
-    earlier calls and their results into plain turns the template can show."""
+    """For templates that do not render `tools`: earlier calls and their results become plain
+    turns the template can show, and the tools offered (if any) are described in the system
+    message."""
     if "tools" in template:
         return messages
     plain = [_as_plain_turn(message) for message in messages]
+    if not tools:
+        return plain
     guide = tools_prompt(tools, family)
     if plain and plain[0]["role"] == "system":
         return [{**plain[0], "content": f"{plain[0]['content']}\n\n{guide}"}, *plain[1:]]

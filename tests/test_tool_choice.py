@@ -1,0 +1,163 @@
+"""Tool calls under tool_choice on both engines through the official SDK: forced calls are always
+valid and match their tool's schema, streamed arguments arrive in pieces, and a call's result
+goes back to the model for an answer (chat completions and responses)."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import jsonschema
+
+WEATHER = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "minLength": 1, "maxLength": 12},
+        "unit": {"enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+TIME = {
+    "type": "object",
+    "properties": {"zone": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+    "required": ["zone"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "get_time", "parameters": TIME}},
+]
+SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def calls_of(client, model_id, tool_choice, seed: int, stream: bool, **extra) -> tuple[list, str]:
+    """(name, arguments text) for each call, and the finish reason."""
+    kwargs = {
+        "model": model_id,
+        "messages": ASK,
+        "tools": TOOLS,
+        "tool_choice": tool_choice,
+        "temperature": 1.0,
+        "seed": seed,
+        "max_tokens": 192,
+        **extra,
+    }
+    if not stream:
+        choice = client.chat.completions.create(**kwargs).choices[0]
+        calls = choice.message.tool_calls or []
+        return [(c.function.name, c.function.arguments) for c in calls], choice.finish_reason
+    calls, reason = {}, None
+    for chunk in client.chat.completions.create(stream=True, **kwargs):
+        if not chunk.choices:
+            continue
+        reason = chunk.choices[0].finish_reason or reason
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            name, arguments, pieces = calls.get(delta.index, ("", "", 0))
+            calls[delta.index] = (
+                name + (delta.function.name or ""),
+                arguments + (delta.function.arguments or ""),
+                pieces + bool(delta.function.arguments),
+            )
+    return [calls[i] for i in sorted(calls)], reason
+
+
+def test_required_and_named_calls_are_always_valid(client, model_id):
+    named = {"type": "function", "function": {"name": "get_time"}}
+    jobs = [
+        (choice, seed, stream)
+        for choice in ("required", named)
+        for seed in range(4)
+        for stream in (False, True)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda j: calls_of(client, model_id, j[0], 100 + j[1], j[2]), jobs))
+    for (choice, _, _), (calls, reason) in zip(jobs, results, strict=True):
+        assert reason == "tool_calls" and len(calls) >= 1
+        for name, arguments, *_ in calls:
+            assert name == "get_time" if choice != "required" else name in SCHEMAS
+            jsonschema.validate(json.loads(arguments), SCHEMAS[name])
+
+
+def test_streamed_arguments_arrive_in_pieces_and_equal_the_whole_call(client, model_id):
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    whole, _ = calls_of(client, model_id, named, seed=7, stream=False, parallel_tool_calls=False)
+    streamed, _ = calls_of(client, model_id, named, seed=7, stream=True, parallel_tool_calls=False)
+    assert [(n, a) for n, a, _ in streamed] == whole
+    assert streamed[0][2] > 1  # more than one arguments delta
+
+
+def test_tool_choice_none_sends_no_tools_to_the_model(client, model_id):
+    usage = {
+        choice: client.chat.completions.create(
+            model=model_id, messages=ASK, tools=TOOLS, tool_choice=choice, max_tokens=1
+        ).usage.prompt_tokens
+        for choice in ("none", "auto")
+    }
+    plain = client.chat.completions.create(model=model_id, messages=ASK, max_tokens=1)
+    assert usage["none"] == plain.usage.prompt_tokens < usage["auto"]
+
+
+def test_chat_round_trip_call_result_answer(client, model_id):
+    first = client.chat.completions.create(
+        model=model_id,
+        messages=ASK,
+        tools=TOOLS,
+        tool_choice="required",
+        temperature=0,
+        max_tokens=64,
+    )
+    call = first.choices[0].message.tool_calls[0]
+    history = [
+        *ASK,
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 18}'},
+    ]
+    answer = client.chat.completions.create(
+        model=model_id,
+        messages=history,
+        tools=TOOLS,
+        tool_choice="none",
+        temperature=0,
+        max_tokens=8,
+    )
+    choice = answer.choices[0]
+    assert choice.message.content and not choice.message.tool_calls
+    alone = client.chat.completions.create(model=model_id, messages=ASK, max_tokens=1)
+    # The call and its result are in the prompt, though the tools no longer are.
+    assert answer.usage.prompt_tokens > alone.usage.prompt_tokens + 15
+
+
+def test_responses_round_trip_with_a_forced_call(client, model_id):
+    tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER}]
+    first = client.responses.create(
+        model=model_id,
+        input="Weather in Oslo?",
+        tools=tools,
+        tool_choice="required",
+        temperature=0,
+        max_output_tokens=64,
+    )
+    call = first.output[-1]
+    assert call.type == "function_call" and call.name == "get_weather"
+    jsonschema.validate(json.loads(call.arguments), WEATHER)
+    second = client.responses.create(
+        model=model_id,
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "rain"}],
+        tools=tools,
+        tool_choice="none",
+        temperature=0,
+        max_output_tokens=8,
+    )
+    assert second.output[0].type == "message" and second.output_text
+    named = client.responses.create(
+        model=model_id,
+        input="Time?",
+        tools=tools,
+        tool_choice={"type": "function", "name": "get_weather"},
+        temperature=1.0,
+        max_output_tokens=64,
+    )
+    assert named.output[-1].type == "function_call"
