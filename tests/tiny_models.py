@@ -8,16 +8,24 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm.models import gemma3_text
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from mlxserve.models.store import ModelRecord, write_manifest
 
-WORDS = ["<pad>", "<bos>", "<eos>", "<unk>"] + [f"w{i}" for i in range(92)]
+SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
+WORDS = SPECIAL + [f"w{i}" for i in range(92)]
+CALL_MARKERS = ["<tool_call>", "</tool_call>"]  # added tokens, as in Qwen's vocabulary
 
 
-def make_tiny_gemma(directory: Path, seed: int = 0) -> ModelRecord:
-    """A 2-layer Gemma 3 text model over a 96-word vocabulary, sliding window 8."""
+def make_tiny_gemma(
+    directory: Path, seed: int = 0, bytes_vocabulary: bool = False, architecture: str = "gemma3"
+) -> ModelRecord:
+    """A 2-layer Gemma 3 text model with sliding window 8, over a 96-word vocabulary or, with
+    `bytes_vocabulary`, over single bytes and Qwen's call markers (so it can write any JSON).
+    `architecture` is what the store records, which picks the chat template and call syntax."""
     directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = _byte_tokenizer() if bytes_vocabulary else _word_tokenizer()
+    context = 4096 if bytes_vocabulary else 512  # a byte per token makes long prompts
     config = {
         "model_type": "gemma3_text",
         "hidden_size": 64,
@@ -26,11 +34,11 @@ def make_tiny_gemma(directory: Path, seed: int = 0) -> ModelRecord:
         "num_attention_heads": 4,
         "head_dim": 16,
         "rms_norm_eps": 1e-6,
-        "vocab_size": len(WORDS),
+        "vocab_size": tokenizer.get_vocab_size(),
         "num_key_value_heads": 1,
         "sliding_window": 8,
         "sliding_window_pattern": 2,
-        "max_position_embeddings": 512,
+        "max_position_embeddings": context,
         "eos_token_id": [2],
         "bos_token_id": 1,
     }
@@ -40,25 +48,39 @@ def make_tiny_gemma(directory: Path, seed: int = 0) -> ModelRecord:
     mx.save_safetensors(
         str(directory / "model.safetensors"), dict(tree_flatten(model.parameters()))
     )
-    _write_tokenizer(directory)
+    _write_tokenizer(tokenizer, directory)
     record = ModelRecord(
         id="test/tiny-gemma",
         format="mlx",
-        architecture="gemma3",
+        architecture=architecture,
         quantization="f32",
-        max_context_length=512,
+        max_context_length=context,
         path=str(directory),
     )
     write_manifest(directory, record)
     return record
 
 
-def _write_tokenizer(directory: Path) -> None:
+def _word_tokenizer() -> Tokenizer:
     vocab = {word: i for i, word in enumerate(WORDS)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    tokenizer.add_special_tokens(["<pad>", "<bos>", "<eos>", "<unk>"])
+    tokenizer.add_special_tokens(SPECIAL)
+    return tokenizer
+
+
+def _byte_tokenizer() -> Tokenizer:
+    pieces = SPECIAL + CALL_MARKERS + sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokenizer = Tokenizer(models.BPE({p: i for i, p in enumerate(pieces)}, [], unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(SPECIAL)
+    tokenizer.add_tokens([AddedToken(m, special=False, normalized=False) for m in CALL_MARKERS])
+    return tokenizer
+
+
+def _write_tokenizer(tokenizer: Tokenizer, directory: Path) -> None:
     tokenizer.save(str(directory / "tokenizer.json"))
     (directory / "tokenizer_config.json").write_text(
         json.dumps(

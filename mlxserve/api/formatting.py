@@ -65,7 +65,13 @@ class ResponseShape:
             "choices": choices,
         }
 
-    def full(self, text: str, stats: GenerationStats, tool_calls: list[dict] | None = None) -> dict:
+    def full(
+        self,
+        text: str,
+        stats: GenerationStats,
+        finish_reason: str,
+        tool_calls: list[dict] | None = None,
+    ) -> dict:
         if self.kind == "chat":
             message = {"role": "assistant", "content": text or None if tool_calls else text}
             if tool_calls:
@@ -75,7 +81,7 @@ class ResponseShape:
         else:
             choice = {"index": 0, "text": text, "logprobs": None}
             object_type = "text_completion"
-        choice["finish_reason"] = "tool_calls" if tool_calls else stats.finish_reason
+        choice["finish_reason"] = finish_reason
         return {**self._envelope(object_type, [choice]), "usage": usage(stats)}
 
     def chunk(
@@ -120,7 +126,7 @@ def full_body(shape: ResponseShape, completion: Completion, extras: Extras | Non
         {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
         for c in completion.tool_calls
     ]
-    body = shape.full(completion.content, completion.stats, calls or None)
+    body = shape.full(completion.content, completion.stats, completion.finish_reason, calls or None)
     return {**body, **(extras(completion.stats) if extras else {})}
 
 

@@ -24,6 +24,7 @@ JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separa
 # How each family frames one call: text before and after its JSON object.
 CALL_FRAMES = {"qwen": ('"<tool_call>" "\\n"?', '"\\n"? "</tool_call>"')}
 LAZY_TRIGGERS = {"qwen": "<tool_call>", "mistral": "[TOOL_CALLS]"}
+MARKERS = {"qwen": ("<tool_call>", "</tool_call>"), "mistral": ("[TOOL_CALLS]",)}
 # Calls in one reply when parallel_tool_calls allows several: a small model may otherwise go on
 # calling until max_tokens cuts the last call short.
 MAX_PARALLEL_CALLS = 4
@@ -46,7 +47,7 @@ def compile_constraints(constraints: Constraints, family: str | None) -> Grammar
     else:
         grammar = _framed_calls(tools, family, constraints)
     trigger = None if constraints.must_call else LAZY_TRIGGERS.get(family)
-    return _checked(grammar, "tools", trigger)
+    return _checked(grammar, "tools", trigger, MARKERS.get(family, ()))
 
 
 def json_rule(schema: dict) -> str:
@@ -124,12 +125,14 @@ def _check_schema(schema, param: str) -> None:
         raise RequestError(400, message, param, "invalid_schema") from exc
 
 
-def _checked(lark: str, param: str, trigger: str | None = None) -> Grammar:
+def _checked(
+    lark: str, param: str, trigger: str | None = None, markers: tuple[str, ...] = ()
+) -> Grammar:
     error = _grammar_error(lark)
     if error:
         message = f"{param}: the schema cannot be enforced: {error.splitlines()[0]}"
         raise RequestError(400, message, param, "unsupported_schema")
-    return Grammar(lark, trigger)
+    return Grammar(lark, trigger, markers)
 
 
 @functools.lru_cache(maxsize=256)

@@ -24,6 +24,7 @@ from mlxserve.engine.base import (
     EngineUnavailable,
     GenerationEvent,
     GenerationRequest,
+    Grammar,
     InvalidRequest,
 )
 from mlxserve.engine.llamacpp import client, protocol
@@ -50,6 +51,7 @@ class LlamaCppModel(EngineModel):
         self._restart_lock = asyncio.Lock()
         self._closed = False
         self._version = ""
+        self._single_token: dict[str, bool] = {}  # call markers, by whether they are one token
 
     @classmethod
     async def load(
@@ -120,8 +122,9 @@ class LlamaCppModel(EngineModel):
         """Relay one /completion stream; leaving early closes the connection, which makes
         llama.cpp release the slot at its next token."""
         prompt, n_predict = await self.prompt_and_budget(request)
+        specials = await self._special_markers(request.grammar)
         body = protocol.completion_body(
-            prompt, request.sampling, n_predict, request.stop, request.grammar
+            prompt, request.sampling, n_predict, request.stop, request.grammar, specials
         )
         url = f"{await self._running_url()}/completion"
         first_token = last_token = None
@@ -146,6 +149,16 @@ class LlamaCppModel(EngineModel):
                         return
                     yield GenerationEvent(chunk.get("content", ""), chunk.get("tokens", []))
         raise self._unavailable(None)
+
+    async def _special_markers(self, grammar: Grammar | None) -> list[str]:
+        """The grammar's call markers that are one (special) token in this vocabulary."""
+        if grammar is None:
+            return []
+        for marker in grammar.markers:
+            if marker not in self._single_token:
+                tokens = await self.tokenize(marker, add_special_tokens=False)
+                self._single_token[marker] = len(tokens) == 1
+        return [marker for marker in grammar.markers if self._single_token[marker]]
 
     async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         base_url = await self._running_url()

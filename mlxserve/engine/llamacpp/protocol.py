@@ -6,6 +6,8 @@ last `repeat_last_n` tokens, prompt included, where OpenAI counts generated toke
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from mlxserve.engine.base import GenerationStats, Grammar
 from mlxserve.sampling.params import SamplingParams
 
@@ -38,11 +40,11 @@ def sampling_fields(sampling: SamplingParams) -> dict:
     }
 
 
-def grammar_fields(grammar: Grammar | None) -> dict:
+def grammar_fields(grammar: Grammar | None, special_markers: Collection[str]) -> dict:
     """A grammar for llama.cpp's built-in llguidance; a lazy one waits for its trigger word."""
     if grammar is None:
         return {}
-    fields = {"grammar": "%llguidance {}\n" + grammar.lark}
+    fields = {"grammar": "%llguidance {}\n" + grammar.for_vocabulary(special_markers)}
     if grammar.trigger:
         fields["grammar_lazy"] = True
         fields["grammar_triggers"] = [{"type": WORD_TRIGGER, "value": grammar.trigger}]
@@ -55,6 +57,7 @@ def completion_body(
     n_predict: int,
     stop: list[str],
     grammar: Grammar | None = None,
+    special_markers: Collection[str] = (),
 ) -> dict:
     """A streaming /completion request over token ids, so the server sees exactly our tokens."""
     return {
@@ -65,7 +68,7 @@ def completion_body(
         "cache_prompt": True,
         "return_tokens": True,
         **sampling_fields(sampling),
-        **grammar_fields(grammar),
+        **grammar_fields(grammar, special_markers),
     }
 
 

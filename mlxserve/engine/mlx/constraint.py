@@ -64,17 +64,25 @@ class GrammarCompiler:
         return template.deep_copy()
 
     def new_constraint(self, grammar: Grammar) -> OutputConstraint:
-        matcher = None if grammar.trigger else self.matcher(grammar.lark)
-        return OutputConstraint(self, grammar, matcher)
+        specials = [m for m in grammar.markers if self._is_special_token(m)]
+        lark = grammar.for_vocabulary(specials)
+        matcher = None if grammar.trigger else self.matcher(lark)
+        return OutputConstraint(self, lark, grammar.trigger, matcher)
+
+    def _is_special_token(self, text: str) -> bool:
+        tokens = self.tokenizer.tokenize_str(text)
+        return len(tokens) == 1 and self.tokenizer.is_special_token(tokens[0])
 
 
 class OutputConstraint:
     """One sequence's grammar. With a trigger the matcher starts only once the generated text
     holds it: the grammar then covers the tokens from the one where the trigger began."""
 
-    def __init__(self, compiler: GrammarCompiler, grammar: Grammar, matcher: LLMatcher | None):
+    def __init__(
+        self, compiler: GrammarCompiler, lark: str, trigger: str | None, matcher: LLMatcher | None
+    ):
         self._compiler = compiler
-        self._grammar = grammar
+        self._lark, self._trigger = lark, trigger
         self.matcher = matcher
         self.mask = np.zeros((compiler.vocab_size + 31) // 32, dtype=np.int32)
         self._watching = matcher is None  # a lazy grammar waits for its trigger
@@ -96,20 +104,20 @@ class OutputConstraint:
         if not self._watching:
             return True
         self._tokens.append(token)
-        self._recent = (self._recent + text)[-4 * len(self._grammar.trigger) :]
-        if self._grammar.trigger in self._recent:
+        self._recent = (self._recent + text)[-4 * len(self._trigger) :]
+        if self._trigger in self._recent:
             self._start_lazily()
         return True
 
     def _start_lazily(self) -> None:
-        trigger = self._grammar.trigger.encode()
+        trigger = self._trigger.encode()
         decode = self._compiler.tokenizer.decode_bytes
         start = len(self._tokens) - 1
         while start > 0 and trigger not in decode(self._tokens[start:]):
             start -= 1
         generated = decode(self._tokens[start:])
         before = generated[: generated.find(trigger)].decode("utf-8", "replace")
-        lark = self._grammar.lark
+        lark = self._lark
         if before:
             lark = f"start: {json.dumps(before)} triggered\n" + lark.replace(
                 "start:", "triggered:", 1
