@@ -1,6 +1,7 @@
 """Benchmarks: each measures mlxserve side by side with a peer in the same run and reports ratios.
 
-    python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client [--iterations N]
+    python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
+                             | structured [--iterations N]
                              [--models-dir DIR]
 
 Not a test: numbers depend on the machine. Results print as tables and are saved as JSON.
@@ -26,6 +27,7 @@ BENCHMARKS = {
     "llamacpp": "scripts.benchmarks.llamacpp",
     "embeddings": "scripts.benchmarks.embeddings",
     "client": "scripts.benchmarks.llamacpp_client",
+    "structured": "scripts.benchmarks.structured",
 }
 
 
