@@ -8,6 +8,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import jsonschema
+from tokenizers import Tokenizer
 
 WEATHER = {
     "type": "object",
@@ -161,3 +162,24 @@ def test_responses_round_trip_with_a_forced_call(client, model_id):
         max_output_tokens=64,
     )
     assert named.output[-1].type == "function_call"
+
+
+def test_auto_reply_that_opens_a_json_object_is_a_valid_call(
+    client, model_id, models_dir, default_ids
+):
+    """Gemma's call is the whole reply: under "auto" a reply that starts with `{` must be a call."""
+    vocabulary = Tokenizer.from_file(str(models_dir / default_ids["mlx"] / "tokenizer.json"))
+    brace = vocabulary.token_to_id("{")
+    for seed, stream in ((31, False), (32, True)):
+        calls, reason = calls_of(
+            client,
+            model_id,
+            "auto",
+            seed,
+            stream,
+            parallel_tool_calls=False,
+            logit_bias={str(brace): 20},
+        )
+        assert reason == "tool_calls" and len(calls) == 1
+        name, arguments, *_ = calls[0]
+        jsonschema.validate(json.loads(arguments), SCHEMAS[name])
