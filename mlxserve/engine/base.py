@@ -150,6 +150,10 @@ class EngineModel(abc.ABC):
             raise ContextLengthExceeded(len(prompt), self.context_length)
         return prompt, min(request.max_tokens or room, room)
 
+    async def grammar_support_error(self) -> str | None:
+        """Why this model cannot enforce grammars, or None when it can."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Free the model's memory and stop its thread or child process."""

@@ -58,6 +58,11 @@ async def prepare(registry: ModelRegistry, request: GenerateRequest) -> Prepared
         add_special_tokens=add_special_tokens,
         grammar=compile_constraints(request.constraints, family),
     )
+    if engine_request.grammar is not None:
+        unsupported = await loaded.engine.grammar_support_error()
+        if unsupported:
+            param = request.constraints.schema_param if request.constraints.json_schema else "tools"
+            raise RequestError(400, unsupported, param, "grammar_not_supported")
     try:  # measured now, so a prompt that fills the context is a 400 even on a stream
         await loaded.engine.prompt_and_budget(engine_request)
     except ContextLengthExceeded as exc:

@@ -52,6 +52,7 @@ class LlamaCppModel(EngineModel):
         self._closed = False
         self._version = ""
         self._single_token: dict[str, bool] = {}  # call markers, by whether they are one token
+        self._grammar_error: str | None = None  # "" once grammars are known to work
 
     @classmethod
     async def load(
@@ -149,6 +150,21 @@ class LlamaCppModel(EngineModel):
                         return
                     yield GenerationEvent(chunk.get("content", ""), chunk.get("tokens", []))
         raise self._unavailable(None)
+
+    async def grammar_support_error(self) -> str | None:
+        """llama.cpp takes llguidance grammars only when built with it (xllamacpp is; a
+        `--llama-server` binary may not be): asked once, with a one-token request."""
+        if self._grammar_error is None:
+            body = {"prompt": [0], "n_predict": 1, "grammar": '%llguidance {}\nstart: "a"'}
+            try:
+                await self._request("POST", "/completion", body)
+                self._grammar_error = ""
+            except InvalidRequest as exc:
+                self._grammar_error = (
+                    f"this llama.cpp server cannot enforce grammars (build it with "
+                    f"-DLLAMA_LLGUIDANCE=ON, or use the bundled xllamacpp): {exc}"
+                )
+        return self._grammar_error or None
 
     async def _special_markers(self, grammar: Grammar | None) -> list[str]:
         """The grammar's call markers that are one (special) token in this vocabulary."""
