@@ -76,8 +76,12 @@ class ServerProcess:
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log_tail()}")
 
     def health(self) -> dict | None:
+        """The server's status with model details (sending its API key, if it has one)."""
+        args = self.args
+        key = args[args.index("--api-key") + 1] if "--api-key" in args else None
+        headers = {"x-api-key": key} if key else {}
         try:
-            return httpx.get(f"{self.base_url}/health", timeout=2).json()
+            return httpx.get(f"{self.base_url}/health", headers=headers, timeout=2).json()
         except (httpx.HTTPError, ValueError):
             return None
 

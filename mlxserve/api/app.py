@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from quart import Quart, Response, request
+from quart import Quart
 
 from mlxserve.api import (
     embeddings,
@@ -17,9 +17,9 @@ from mlxserve.api import (
     openai_models,
     openai_responses,
 )
-from mlxserve.api.errors import error_response, register_error_handlers
+from mlxserve.api.errors import register_error_handlers
+from mlxserve.api.guard import GuardOptions, has_key, install_guard
 from mlxserve.models.registry import ModelRegistry, RegistryOptions
-from mlxserve.pipeline.errors import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,7 @@ class AppConfig:
     models_dir: Path
     registry: RegistryOptions = field(default_factory=RegistryOptions)
     preload: list[str] = field(default_factory=list)  # model ids loaded before serving starts
-    api_key: str | None = None
-    cors: bool = False
+    guard: GuardOptions = field(default_factory=GuardOptions)
 
 
 def create_app(config: AppConfig) -> Quart:
@@ -41,12 +40,12 @@ def create_app(config: AppConfig) -> Quart:
     for adapter in (*adapters, embeddings):
         app.register_blueprint(adapter.blueprint)
     register_error_handlers(app)
-    _add_auth(app, config.api_key)
-    if config.cors:
-        _add_cors(app)
+    install_guard(app, config.guard)
 
     @app.get("/health")
     async def health():
+        if config.guard.api_key and not has_key(config.guard.api_key):
+            return {"status": "ok"}  # liveness only: no model details without the key
         loaded = app.registry.loaded
         active = sum(model.active_requests for model in loaded.values())
         return {"status": "ok", "loaded": sorted(loaded), "active_requests": active}
@@ -70,33 +69,3 @@ async def _preload(app: Quart, model_ids: list[str]) -> None:
             await app.registry.load(model_id)
         except Exception:  # noqa: BLE001 - the server stays up to report it and serve others
             log.exception("could not load %s", model_id)
-
-
-def _add_auth(app: Quart, api_key: str | None) -> None:
-    if not api_key:
-        return  # clients send a placeholder key; it is read and ignored
-
-    @app.before_request
-    async def check_key():
-        if request.method == "OPTIONS":
-            return None
-        if request.headers.get("Authorization", "") != f"Bearer {api_key}":
-            return error_response(
-                RequestError(401, "invalid or missing API key", None, "invalid_api_key")
-            )
-        return None
-
-
-def _add_cors(app: Quart) -> None:
-    @app.before_request
-    async def preflight():
-        if request.method == "OPTIONS":
-            return Response("", status=204)
-        return None
-
-    @app.after_request
-    async def allow_origin(response: Response) -> Response:
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        response.headers["Access-Control-Allow-Headers"] = "*"
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
-        return response

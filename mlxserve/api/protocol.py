@@ -53,7 +53,7 @@ class SamplingFields(OpenAIModel):
     n: int = Field(1, ge=1, le=1)
     user: str | None = None
     # LM Studio extensions
-    top_k: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=0, le=2**31 - 1)  # beyond any vocabulary: off
     min_p: float | None = Field(None, ge=0, le=1)
     repeat_penalty: float | None = Field(None, gt=0)
     ttl: int | None = Field(None, gt=0)  # seconds a JIT-loaded model may stay idle

@@ -78,11 +78,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--api-key",
         default=env("API_KEY"),
-        help="require this bearer token (by default any key is accepted)",
+        help="require this key, as `Authorization: Bearer KEY` or `x-api-key: KEY` (by default "
+        "any key is accepted)",
     )
-    parser.add_argument("--cors", action="store_true", default=bool(env("CORS")))
+    parser.add_argument(
+        "--cors",
+        nargs="?",
+        const="*",
+        default=cors_setting(env("CORS")),
+        metavar="ORIGINS",
+        help="let web pages from these origins (comma-separated) call the API; alone or `*`: "
+        "any origin (default: none but loopback origins, which get no CORS headers)",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        default=env("ALLOWED_HOSTS", ""),
+        metavar="HOSTS",
+        help="Host header names to answer besides loopback ones (comma-separated; `*`: any), "
+        "against DNS rebinding; a specific --host address is allowed itself",
+    )
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     return parser
+
+
+def cors_setting(value: str | None) -> str | None:
+    """MLXSERVE_CORS: a yes/no word turns CORS on for any origin or off; else it lists origins."""
+    if value is None or value.strip().lower() in ("", "0", "false", "no", "off"):
+        return None
+    return "*" if value.strip().lower() in ("1", "true", "yes", "on") else value
+
+
+def split_list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from mlxserve.api.app import AppConfig, create_app
+    from mlxserve.api.guard import GuardOptions
     from mlxserve.models.defaults import ensure_default_model, resolve_engine
     from mlxserve.models.registry import RegistryOptions
 
@@ -109,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         models_dir=models_dir,
         registry=options,
         preload=[model_id],
-        api_key=args.api_key,
-        cors=args.cors,
+        guard=GuardOptions(
+            api_key=args.api_key,
+            cors_origins=split_list(args.cors),
+            allowed_hosts=[*split_list(args.allowed_hosts), args.host],
+        ),
     )
     app = create_app(config)
     print(

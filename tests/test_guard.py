@@ -1,0 +1,150 @@
+"""Browser-origin safety and the API key, against the real server: what a web page, a DNS
+rebinding attack or a script without the key can and cannot do."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.server import ServerProcess
+from tests.tiny_models import make_tiny_gemma
+
+MODEL = "test/tiny-gemma"
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "w1 w2"}], "max_tokens": 1}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    models = tmp_path_factory.mktemp("guard")
+    make_tiny_gemma(models / "test" / "tiny-gemma")
+    return models
+
+
+@pytest.fixture(scope="module")
+def default_server(store):
+    with ServerProcess(store, model=MODEL, engine="mlx") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def locked_server(store):
+    args = ["--api-key", "s3cret", "--cors", "https://app.example", "--allowed-hosts", "llm.lan"]
+    with ServerProcess(store, model=MODEL, engine="mlx", extra_args=args) as server:
+        yield server
+
+
+def post(server, path: str, headers: dict | None = None, **kwargs) -> httpx.Response:
+    return httpx.post(f"{server.base_url}{path}", headers=headers or {}, timeout=60, **kwargs)
+
+
+def error_code(response: httpx.Response) -> str:
+    return response.json()["error"]["code"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_a_cross_site_simple_post_is_refused(default_server, content_type):
+    reply = post(
+        default_server,
+        "/v1/chat/completions",
+        {"Content-Type": content_type, "Origin": "https://evil.example"},
+        content=json.dumps(CHAT),
+    )
+    assert reply.status_code == 403 and error_code(reply) == "origin_not_allowed"
+    same = post(
+        default_server,
+        "/v1/chat/completions",
+        {"Content-Type": content_type},
+        content=json.dumps(CHAT),
+    )
+    assert same.status_code == 415 and error_code(same) == "unsupported_media_type"
+
+
+def test_a_foreign_origin_cannot_unload_and_loopback_origins_can_call(default_server):
+    evil = {"Origin": "https://evil.example"}
+    reply = post(default_server, "/api/v0/models/unload", evil, json={"identifier": MODEL})
+    assert reply.status_code == 403
+    assert MODEL in default_server.health()["loaded"]
+    local = post(
+        default_server, "/v1/chat/completions", {"Origin": "http://localhost:3000"}, json=CHAT
+    )
+    assert local.status_code == 200 and "Access-Control-Allow-Origin" not in local.headers
+    assert post(default_server, "/v1/chat/completions", json=CHAT).status_code == 200  # no Origin
+
+
+def test_dns_rebinding_hosts_are_refused(default_server, locked_server):
+    key = {"x-api-key": "s3cret"}
+    for server in (default_server, locked_server):
+        url = f"{server.base_url}/v1/models"
+        reply = httpx.get(url, headers={"Host": "evil.example", **key})
+        assert reply.status_code == 403 and error_code(reply) == "host_not_allowed"
+        local = httpx.get(url, headers={"Host": f"localhost:{server.port}", **key})
+        assert local.status_code == 200
+    lan = {"Host": "llm.lan:1234", **key}
+    assert httpx.get(f"{locked_server.base_url}/v1/models", headers=lan).status_code == 200
+    assert httpx.get(f"{default_server.base_url}/v1/models", headers=lan).status_code == 403
+
+
+def test_api_key_as_bearer_or_x_api_key_on_every_route(locked_server):
+    url = locked_server.base_url
+    for path in ("/v1/models", "/api/v0/models", "/api/v0/loaded"):
+        assert httpx.get(f"{url}{path}").status_code == 401
+        assert (
+            httpx.get(f"{url}{path}", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        )
+        assert (
+            httpx.get(f"{url}{path}", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        )
+        assert httpx.get(f"{url}{path}", headers={"x-api-key": "s3cret"}).status_code == 200
+    assert post(locked_server, "/v1/chat/completions", json=CHAT).status_code == 401
+    assert (
+        post(locked_server, "/v1/chat/completions", {"x-api-key": "s3cret"}, json=CHAT).status_code
+        == 200
+    )
+    assert httpx.get(f"{url}/health").json() == {"status": "ok"}  # liveness, no model details
+    assert MODEL in httpx.get(f"{url}/health", headers={"x-api-key": "s3cret"}).json()["loaded"]
+
+
+def test_cors_allowlist_and_private_network_preflight(locked_server):
+    url = f"{locked_server.base_url}/v1/chat/completions"
+    preflight = httpx.options(
+        url,
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Private-Network": "true",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert preflight.headers["Access-Control-Allow-Private-Network"] == "true"
+    allowed = httpx.post(
+        url, json=CHAT, headers={"Origin": "https://app.example", "x-api-key": "s3cret"}, timeout=60
+    )
+    assert (
+        allowed.status_code == 200
+        and allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    )
+    other = httpx.options(
+        url, headers={"Origin": "https://other.example", "Access-Control-Request-Method": "POST"}
+    )
+    assert other.status_code == 403 and "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_cors_env_words_and_star(store):
+    with ServerProcess(store, model=MODEL, engine="mlx", env={"MLXSERVE_CORS": "0"}) as off:
+        reply = httpx.get(f"{off.base_url}/v1/models", headers={"Origin": "https://any.example"})
+        assert reply.status_code == 403
+    with ServerProcess(store, model=MODEL, engine="mlx", extra_args=["--cors"]) as anyone:
+        reply = httpx.get(f"{anyone.base_url}/v1/models", headers={"Origin": "https://any.example"})
+        assert (
+            reply.status_code == 200
+            and reply.headers["Access-Control-Allow-Origin"] == "https://any.example"
+        )
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/v0/chat/completions"])
+def test_an_enormous_top_k_is_a_422_not_a_500(default_server, path):
+    reply = post(default_server, path, json={**CHAT, "top_k": 1e30})
+    assert reply.status_code == 422 and reply.json()["error"]["param"] == "top_k"
