@@ -31,6 +31,7 @@ def default_server(store):
 @pytest.fixture(scope="module")
 def locked_server(store):
     args = ["--api-key", "s3cret", "--cors", "https://app.example", "--allowed-hosts", "llm.lan"]
+    args += ["--max-body-bytes", "4096"]
     with ServerProcess(store, model=MODEL, engine="mlx", extra_args=args) as server:
         yield server
 
@@ -148,3 +149,13 @@ def test_cors_env_words_and_star(store):
 def test_an_enormous_top_k_is_a_422_not_a_500(default_server, path):
     reply = post(default_server, path, json={**CHAT, "top_k": 1e30})
     assert reply.status_code == 422 and reply.json()["error"]["param"] == "top_k"
+
+
+def test_a_body_over_the_limit_is_a_413(locked_server):
+    big = {**CHAT, "messages": [{"role": "user", "content": "w1 " * 3000}]}
+    reply = post(locked_server, "/v1/chat/completions", {"x-api-key": "s3cret"}, json=big)
+    assert reply.status_code == 413 and reply.json()["error"]["type"] == "invalid_request_error"
+    assert (
+        post(locked_server, "/v1/chat/completions", {"x-api-key": "s3cret"}, json=CHAT).status_code
+        == 200
+    )

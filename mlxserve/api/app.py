@@ -30,11 +30,12 @@ class AppConfig:
     registry: RegistryOptions = field(default_factory=RegistryOptions)
     preload: list[str] = field(default_factory=list)  # model ids loaded before serving starts
     guard: GuardOptions = field(default_factory=GuardOptions)
+    max_body_bytes: int = 64 * 1024**2  # larger request bodies are a 413
 
 
 def create_app(config: AppConfig) -> Quart:
     app = Quart("mlxserve")
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.registry = ModelRegistry(config.models_dir, config.registry)
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
     for adapter in (*adapters, embeddings):

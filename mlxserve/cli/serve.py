@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         "any origin (default: none but loopback origins, which get no CORS headers)",
     )
     parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=env("MAX_BODY_BYTES", 64 * 1024**2),
+        help="refuse request bodies larger than this with a 413 (default: 64 MiB)",
+    )
+    parser.add_argument(
         "--allowed-hosts",
         default=env("ALLOWED_HOSTS", ""),
         metavar="HOSTS",
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             cors_origins=split_list(args.cors),
             allowed_hosts=[*split_list(args.allowed_hosts), args.host],
         ),
+        max_body_bytes=args.max_body_bytes,
     )
     app = create_app(config)
     print(

@@ -54,14 +54,21 @@ def loaded_context_length(record: ModelRecord, requested: int | None) -> int:
     return min(context, record.max_context_length) if record.max_context_length else context
 
 
+# llama.cpp allocates the KV cache of every slot at start (mlxserve starts it with 4); MLX grows
+# its cache with the tokens each sequence really holds, so one full context is counted for it.
+LLAMACPP_SLOTS = 4
+
+
 def estimate_memory(record: ModelRecord, context_length: int | None = None) -> MemoryEstimate:
     context = loaded_context_length(record, context_length)
+    sequences = LLAMACPP_SLOTS if record.format == "gguf" else 1
     weights = record.size_bytes
     shape = attention_shape(record)
     kv_cache = 0
     if shape is not None and record.type != "embeddings":
         element_bytes = kv_element_bytes(record)
-        kv_cache = shape.layers * shape.kv_heads * shape.head_dim * context * 2 * element_bytes
+        per_token = shape.layers * shape.kv_heads * shape.head_dim * 2 * element_bytes
+        kv_cache = per_token * context * sequences
     overhead = FIXED_OVERHEAD_BYTES + int(weights * WEIGHTS_OVERHEAD_RATIO)
     return MemoryEstimate(weights, kv_cache, overhead, context)
 

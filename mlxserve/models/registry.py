@@ -260,6 +260,7 @@ class ModelRegistry:
             gguf_file_of(record),
             context_length,
             server_binary=self.options.llama_server,
+            parallel=memory.LLAMACPP_SLOTS,
             embedding=embedding,
         )
 

@@ -3,6 +3,7 @@ and tokenize, so that every refusal comes before a response starts."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from mlxserve.engine.base import ContextLengthExceeded, GenerationRequest
@@ -48,7 +49,8 @@ async def prepare(registry: ModelRegistry, request: GenerateRequest) -> Prepared
     if request.conversation is None:
         prompt, add_special_tokens = request.prompt, True
     else:
-        prompt, family = _chat_prompt(loaded, request)
+        # Rendering a long conversation takes a while: in a thread, off the event loop.
+        prompt, family = await asyncio.to_thread(_chat_prompt, loaded, request)
         add_special_tokens = False  # the template writes BOS itself
     engine_request = GenerationRequest(
         prompt=prompt,

@@ -11,8 +11,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -129,7 +129,7 @@ class LlamaCppModel(EngineModel):
         )
         url = f"{await self._running_url()}/completion"
         first_token = last_token = None
-        with self._engine_errors():
+        async with self._engine_errors():
             async with aclosing(client.post_event_stream(url, body)) as chunks:
                 async for chunk in chunks:
                     if "error" in chunk:
@@ -149,7 +149,7 @@ class LlamaCppModel(EngineModel):
                         yield GenerationEvent(chunk.get("content", ""), chunk["tokens"], stats)
                         return
                     yield GenerationEvent(chunk.get("content", ""), chunk.get("tokens", []))
-        raise self._unavailable(None)
+        raise await self._unavailable(None)
 
     async def grammar_support_error(self) -> str | None:
         """llama.cpp takes llguidance grammars only when built with it (xllamacpp is; a
@@ -178,18 +178,18 @@ class LlamaCppModel(EngineModel):
 
     async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         base_url = await self._running_url()
-        with self._engine_errors():
+        async with self._engine_errors():
             return await client.request_json(method, f"{base_url}{path}", body)
 
-    @contextmanager
-    def _engine_errors(self) -> Iterator[None]:
+    @asynccontextmanager
+    async def _engine_errors(self) -> AsyncIterator[None]:
         """llama.cpp's error answers and lost connections, as the engine errors the API maps."""
         try:
             yield
         except client.HTTPStatusError as exc:
             raise self._http_error(exc) from exc
         except OSError as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._unavailable(exc) from exc
 
     async def _running_url(self) -> str:
         """The child's URL, restarting it first if it has died (once, however many callers)."""
@@ -209,11 +209,11 @@ class LlamaCppModel(EngineModel):
                         raise EngineUnavailable(f"llama.cpp could not restart: {exc}") from exc
         return self.process.base_url
 
-    def _unavailable(self, exc: Exception | None) -> EngineUnavailable:
+    async def _unavailable(self, exc: Exception | None) -> EngineUnavailable:
         pid = self.process.pid
         if self._closed:
             return EngineUnavailable(f"model '{self.model_id}' was unloaded during the request")
-        if not self._still_alive():
+        if not await self._still_alive():
             logger.warning(
                 "llama.cpp (pid %s) died during a request; its last lines:\n%s",
                 pid,
@@ -226,14 +226,14 @@ class LlamaCppModel(EngineModel):
         detail = f": {exc!r}" if exc is not None else ": the stream ended without a final chunk"
         return EngineUnavailable(f"lost the connection to the llama.cpp server (pid {pid}){detail}")
 
-    def _still_alive(self, grace: float = 0.5) -> bool:
+    async def _still_alive(self, grace: float = 0.5) -> bool:
         """A broken stream often arrives just before the child's exit is visible: give it a
         moment, so a crash is reported as one (this runs only on the error path)."""
         deadline = time.monotonic() + grace
         while self.process.is_alive():
             if time.monotonic() > deadline:
                 return True
-            time.sleep(0.02)
+            await asyncio.sleep(0.02)
         return False
 
     def _http_error(self, exc: client.HTTPStatusError) -> EngineError:

@@ -47,7 +47,9 @@ class MLXModel(EngineModel):
         return self._runner.active_count
 
     async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        # A long prompt takes a while: tokenized in a thread, other streams keep flowing.
+        encode = self.tokenizer.encode
+        return await asyncio.to_thread(encode, text, add_special_tokens=add_special_tokens)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         prompt, max_tokens = await self.prompt_and_budget(request)
