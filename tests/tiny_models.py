@@ -50,7 +50,7 @@ def make_tiny_gemma(
     )
     _write_tokenizer(tokenizer, directory)
     record = ModelRecord(
-        id="test/tiny-gemma",
+        id=f"{directory.parent.name}/{directory.name}",  # the store's publisher/name layout
         format="mlx",
         architecture=architecture,
         quantization="f32",

@@ -199,7 +199,14 @@ class ModelRegistry:
         for victim in victims:
             log.info("evicting %s (least recently used) to load %s", victim.identifier, record.id)
             await self.unload(victim.identifier)
-        engine = await self._start_engine(record, context_length)
+        try:
+            engine = await self._start_engine(record, context_length)
+        except RegistryError:
+            raise
+        except Exception as exc:  # a corrupt or truncated file: said plainly, the server stays up
+            log.exception("loading %s failed", record.id)
+            message = f"model '{record.id}' could not be loaded from {record.directory}: {exc}"
+            raise RegistryError(500, message, "model_load_failed") from exc
         return engine, estimate.total_bytes
 
     def _eviction_victims(self) -> list[LoadedModel]:
