@@ -14,8 +14,11 @@ MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
 def post(server, path: str, content) -> httpx.Response:
-    kwargs = {"content": content} if isinstance(content, (str, bytes)) else {"json": content}
-    return httpx.post(f"{server.base_url}{path}", timeout=60, **kwargs)
+    """A body as JSON; a raw string is sent as is, labelled JSON as a client would."""
+    if isinstance(content, (str, bytes)):
+        headers = {"Content-Type": "application/json"}
+        return httpx.post(f"{server.base_url}{path}", content=content, headers=headers, timeout=60)
+    return httpx.post(f"{server.base_url}{path}", json=content, timeout=60)
 
 
 def assert_error(response: httpx.Response, status: int, param: str | None = None):

@@ -30,7 +30,12 @@ VOCAB = 32
         ({"top_p": 1.5}, "top_p", "`top_p` must be in (0, 1], got 1.5"),
         ({"top_p": 0.0}, "top_p", "in (0, 1]"),
         ({"min_p": 1.5}, "min_p", "`min_p` must be in [0, 1], got 1.5"),
-        ({"repeat_penalty": 0.0}, "repeat_penalty", "`repeat_penalty` must be > 0, got 0.0"),
+        (
+            {"repeat_penalty": 0.0},
+            "repeat_penalty",
+            "`repeat_penalty` must be in [0.01, 10.0], got 0.0",
+        ),
+        ({"repeat_penalty": 1e-270}, "repeat_penalty", "in [0.01, 10.0]"),
         ({"repeat_last_n": -2}, "repeat_last_n", "`repeat_last_n` must be >= -1, got -2"),
         ({"presence_penalty": 2.5}, "presence_penalty", "in [-2, 2], got 2.5"),
         ({"frequency_penalty": -3.0}, "frequency_penalty", "in [-2, 2], got -3.0"),

@@ -19,6 +19,7 @@ from mlxserve.api import (
 )
 from mlxserve.api.errors import register_error_handlers
 from mlxserve.api.guard import GuardOptions, has_key, install_guard
+from mlxserve.api.openapi import openapi_document
 from mlxserve.models.registry import ModelRegistry, RegistryOptions
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,14 @@ def create_app(config: AppConfig) -> Quart:
     register_error_handlers(app)
     install_guard(app, config.guard)
 
+    @app.get("/openapi.json")
+    async def openapi():
+        """This document."""
+        return openapi_document(app)
+
     @app.get("/health")
     async def health():
+        """Liveness; with the API key (or none set), the loaded models too."""
         if config.guard.api_key and not has_key(config.guard.api_key):
             return {"status": "ok"}  # liveness only: no model details without the key
         loaded = app.registry.loaded

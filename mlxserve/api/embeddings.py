@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field
 from quart import Blueprint, current_app, jsonify
 
-from mlxserve.api.parsing import parse_body
+from mlxserve.api.parsing import with_body
 from mlxserve.api.protocol import OpenAIModel
 from mlxserve.pipeline.errors import RequestError
 
@@ -37,8 +37,8 @@ class EmbeddingRequest(OpenAIModel):
 
 @blueprint.post("/v1/embeddings")
 @blueprint.post("/api/v0/embeddings")
-async def embeddings():
-    body = await parse_body(EmbeddingRequest)
+@with_body(EmbeddingRequest)
+async def embeddings(body: EmbeddingRequest):
     loaded = await current_app.registry.resolve(body.model)
     engine = loaded.engine
     if loaded.record.type != "embeddings" or not hasattr(engine, "embed"):

@@ -18,7 +18,7 @@ from mlxserve.api.native_format import (
     model_entries,
     native_extras,
 )
-from mlxserve.api.parsing import parse_body
+from mlxserve.api.parsing import with_body
 from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest, OpenAIModel
 from mlxserve.api.sse import encode
 from mlxserve.pipeline import logstream
@@ -70,8 +70,8 @@ async def list_loaded():
 
 
 @blueprint.post("/models/load")
-async def load_model():
-    body = await parse_body(LoadRequest)
+@with_body(LoadRequest)
+async def load_model(body: LoadRequest):
     registry = current_app.registry
     model_id = _required_model(body.model, body.id)
     identifier = body.identifier or model_id
@@ -84,22 +84,25 @@ async def load_model():
 
 
 @blueprint.post("/models/unload")
-async def unload_model():
-    body = await parse_body(UnloadRequest)
+@with_body(UnloadRequest)
+async def unload_model(body: UnloadRequest):
     identifier = _required_model(body.identifier, body.model)
     await current_app.registry.unload(identifier)
     return jsonify({"identifier": identifier, "state": "not-loaded"})
 
 
 @blueprint.post("/chat/completions")
-async def chat_completions():
+@with_body(ChatCompletionRequest)
+async def chat_completions(body: ChatCompletionRequest):
     """OpenAI's chat completion, plus stats, model_info and runtime once it has ended."""
-    return await openai_chat.respond(await parse_body(ChatCompletionRequest), native_extras)
+    return await openai_chat.respond(body, native_extras)
 
 
 @blueprint.post("/completions")
-async def completions():
-    return await openai_completions.respond(await parse_body(CompletionRequest), native_extras)
+@with_body(CompletionRequest)
+async def completions(body: CompletionRequest):
+    """OpenAI's text completion, plus stats, model_info and runtime once it has ended."""
+    return await openai_completions.respond(body, native_extras)
 
 
 @blueprint.get("/log/stream")

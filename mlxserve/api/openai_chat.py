@@ -8,7 +8,7 @@ import json
 from quart import Blueprint, request
 
 from mlxserve.api.formatting import ModelExtras, new_id, openai_response
-from mlxserve.api.parsing import parse_body
+from mlxserve.api.parsing import with_body
 from mlxserve.api.protocol import ChatCompletionRequest, ChatMessage
 from mlxserve.pipeline.request import (
     GenerateRequest,
@@ -24,8 +24,10 @@ blueprint = Blueprint("openai_chat", __name__)
 
 
 @blueprint.post("/v1/chat/completions")
-async def chat_completions():
-    return await respond(await parse_body(ChatCompletionRequest))
+@with_body(ChatCompletionRequest)
+async def chat_completions(body: ChatCompletionRequest):
+    """OpenAI's chat completion, streamed or whole."""
+    return await respond(body)
 
 
 async def respond(body: ChatCompletionRequest, extras: ModelExtras | None = None):

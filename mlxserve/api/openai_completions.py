@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, request
 
 from mlxserve.api.formatting import ModelExtras, new_id, openai_response
-from mlxserve.api.parsing import parse_body
+from mlxserve.api.parsing import with_body
 from mlxserve.api.protocol import CompletionRequest
 from mlxserve.pipeline.request import GenerateRequest
 
@@ -13,8 +13,10 @@ blueprint = Blueprint("openai_completions", __name__)
 
 
 @blueprint.post("/v1/completions")
-async def completions():
-    return await respond(await parse_body(CompletionRequest))
+@with_body(CompletionRequest)
+async def completions(body: CompletionRequest):
+    """OpenAI's text completion, streamed or whole."""
+    return await respond(body)
 
 
 async def respond(body: CompletionRequest, extras: ModelExtras | None = None):

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from quart import Blueprint, current_app, jsonify, request
 
-from mlxserve.api.parsing import parse_body
+from mlxserve.api.parsing import with_body
 from mlxserve.api.responses import (
     ResponsesRequest,
     ResponseStore,
@@ -43,8 +43,9 @@ def _create_store(state) -> None:
 
 
 @blueprint.post("/responses")
-async def create_response():
-    body = await parse_body(ResponsesRequest)
+@with_body(ResponsesRequest)
+async def create_response(body: ResponsesRequest):
+    """OpenAI's Responses API: a response object, or its event stream."""
     store: ResponseStore = current_app.response_store
     history = store.conversation(body.previous_response_id) if body.previous_response_id else []
     conversation = history + input_turns(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TypeVar
 
@@ -24,3 +25,18 @@ async def parse_body(model: type[Model]) -> Model:
     if not isinstance(data, dict):
         raise RequestError(400, "request body must be a JSON object", None, "invalid_json")
     return model.model_validate(data)
+
+
+def with_body(model: type[Model]):
+    """Parse the request body into `model` and pass it to the view as its first argument; the
+    OpenAPI document reads the model from the view's `request_model`."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        async def parsed(*args, **kwargs):
+            return await view(await parse_body(model), *args, **kwargs)
+
+        parsed.request_model = model
+        return parsed
+
+    return decorate

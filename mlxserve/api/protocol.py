@@ -55,7 +55,7 @@ class SamplingFields(OpenAIModel):
     # LM Studio extensions
     top_k: int | None = Field(None, ge=0, le=2**31 - 1)  # beyond any vocabulary: off
     min_p: float | None = Field(None, ge=0, le=1)
-    repeat_penalty: float | None = Field(None, gt=0)
+    repeat_penalty: float | None = Field(None, ge=0.01, le=10)
     ttl: int | None = Field(None, gt=0)  # seconds a JIT-loaded model may stay idle
 
     @field_validator("max_tokens")

@@ -48,6 +48,7 @@ async def prepare(registry: ModelRegistry, request: GenerateRequest) -> Prepared
     family = None
     if request.conversation is None:
         prompt, add_special_tokens = request.prompt, True
+        _check_token_ids(prompt, loaded.engine.vocab_size)
     else:
         # Rendering a long conversation takes a while: in a thread, off the event loop.
         prompt, family = await asyncio.to_thread(_chat_prompt, loaded, request)
@@ -110,3 +111,11 @@ def _check_token_limit(max_tokens: int | None, context: int) -> None:
             "max_tokens",
             "invalid_value",
         )
+
+
+def _check_token_ids(prompt: str | list[int], vocab_size: int | None) -> None:
+    if isinstance(prompt, str) or vocab_size is None:
+        return
+    if not all(0 <= token < vocab_size for token in prompt):
+        message = f"prompt token ids must be in [0, {vocab_size})"
+        raise RequestError(422, message, "prompt", "invalid_value")

@@ -15,7 +15,7 @@ import numpy as np
 
 from mlxserve.sampling._sampler_c import ffi, lib
 from mlxserve.sampling.params import SamplingParams
-from mlxserve.sampling.validation import validate_sampling
+from mlxserve.sampling.validation import SamplingParamError, validate_sampling
 
 SEED_MASK = (1 << 64) - 1
 FLOAT32_FORMATS = ("f", "<f", "=f")
@@ -78,7 +78,7 @@ class Sampler:
         if token == -2:
             raise MemoryError("cannot allocate the sampler's masked logits")
         if token < 0:
-            raise ValueError("no token allowed by the grammar can be sampled")
+            raise SamplingParamError("no token allowed by the grammar can be sampled", "logit_bias")
         return token
 
     def sample_with_logprob(self, logits) -> tuple[int, float]:
@@ -123,7 +123,9 @@ class Sampler:
     def _sample(self, logits, logprob) -> int:
         token = lib.sampler_sample(self._live(), self._buffer(logits), logprob)
         if token < 0:
-            raise ValueError("every token is banned by logit_bias: nothing can be sampled")
+            raise SamplingParamError(
+                "every token is banned by logit_bias: nothing can be sampled", "logit_bias"
+            )
         return token
 
     def _buffer(self, logits):

@@ -9,6 +9,8 @@ from mlxserve.sampling.params import SamplingParams
 
 BIAS_LIMIT = 100.0
 PENALTY_LIMIT = 2.0
+# Near 0 a penalty multiplies logits past float range (inf, then NaN), so nothing can be drawn.
+REPEAT_PENALTY_RANGE = (0.01, 10.0)
 MAX_TEMPERATURE = 2.0
 
 
@@ -55,7 +57,8 @@ def validate_sampling(params: SamplingParams, vocab_size: int | None) -> None:
     _require(_is_number(top_p) and 0.0 < top_p <= 1.0, "top_p", "in (0, 1]", top_p)
     _require(_in_range(params.min_p, 0.0, 1.0), "min_p", "in [0, 1]", params.min_p)
     penalty = params.repeat_penalty
-    _require(_is_number(penalty) and penalty > 0.0, "repeat_penalty", "> 0", penalty)
+    low, high = REPEAT_PENALTY_RANGE
+    _require(_in_range(penalty, low, high), "repeat_penalty", f"in [{low}, {high}]", penalty)
     last_n = params.repeat_last_n
     _require(_is_int(last_n) and last_n >= -1, "repeat_last_n", ">= -1", last_n)
     for name in ("presence_penalty", "frequency_penalty"):

@@ -1,0 +1,89 @@
+"""The OpenAPI 3.1 document of every route, made from the app's URL map and the pydantic models
+its views parse (`with_body`), served at /openapi.json."""
+
+from __future__ import annotations
+
+import re
+
+from quart import Quart
+
+from mlxserve.api.errors import ERROR_TYPES
+
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+}
+STREAMING = {"text/event-stream": {"schema": SSE_EVENT}}
+JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"enum": sorted(set(ERROR_TYPES.values()))},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+SKIPPED_METHODS = {"HEAD", "OPTIONS"}
+
+
+def openapi_document(app: Quart) -> dict:
+    schemas = {"ErrorResponse": ERROR}
+    paths: dict[str, dict] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint == "static":
+            continue
+        view = app.view_functions[rule.endpoint]
+        path, parameters = _openapi_path(rule.rule)
+        for method in sorted(set(rule.methods) - SKIPPED_METHODS):
+            operation = _operation(rule.endpoint, view, parameters, schemas)
+            paths.setdefault(path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mlxserve", "version": "1"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def _operation(endpoint: str, view, parameters: list[dict], schemas: dict) -> dict:
+    summary = (view.__doc__ or endpoint).strip().splitlines()[0]
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    operation = {
+        "operationId": endpoint,
+        "summary": summary,
+        "responses": {
+            "200": {"description": "success", "content": {**JSON_OBJECT, **STREAMING}},
+            "default": {"description": "an error", "content": error},
+        },
+    }
+    if parameters:
+        operation["parameters"] = parameters
+    model = getattr(view, "request_model", None)
+    if model is not None:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        reference = {"$ref": f"#/components/schemas/{model.__name__}"}
+        body = {"application/json": {"schema": reference}}
+        operation["requestBody"] = {"required": True, "content": body}
+    return operation
+
+
+def _openapi_path(rule: str) -> tuple[str, list[dict]]:
+    """Quart's `<path:model_id>` as OpenAPI's `{model_id}` with its parameter."""
+    names = re.findall(r"<(?:\w+:)?(\w+)>", rule)
+    path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in names
+    ]
+    return path, parameters
