@@ -4,6 +4,8 @@ as the whole-reply parsers give."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mlxserve.engine.base import GenerationStats
@@ -76,3 +78,45 @@ def test_no_tool_family_passes_text_through():
         TextDelta("{}"),
     ]
     assert completion.text == "<tool_call>{}" and completion.finish_reason == "stop"
+
+
+CONSTRAINED = [
+    (
+        "qwen",
+        'Sure.<tool_call>\n{"name": "f", "arguments": {"q": "a}b", "n": [1, {"k": 2}]}}'
+        "\n</tool_call>",
+    ),
+    ("json", '{"name": "f", "arguments": {}}\n{"name": "g", "arguments": {"s": "\\"}"}}'),
+    ("llama3", '{"name": "f", "parameters": {"x": 1}}'),
+    ("gemma", 'I will look.\n```tool_code\nget_weather(city="Rome")\n```'),
+    ("gemma", "Plain words."),
+]
+
+
+@pytest.mark.parametrize(("family", "reply"), CONSTRAINED)
+def test_constrained_calls_stream_their_arguments_and_fold_like_the_whole_reply(family, reply):
+    content, calls = parse_tool_calls(reply, family)
+    for size in (1, 4, len(reply)):
+        stage = OutputStage(family, constrained=True)
+        pieces = [reply[i : i + size] for i in range(0, len(reply), size)]
+        events = [e for piece in pieces for e in stage.feed(piece)] + stage.finish(STATS)
+        completion = Completion()
+        for event in events:
+            completion.add(event)
+        assert [c.name for c in completion.tool_calls] == [c.name for c in calls]
+        arguments = [json.loads(c.arguments) for c in completion.tool_calls]
+        assert arguments == [json.loads(c.arguments) for c in calls]
+        assert completion.content == (content if calls else reply)
+        deltas = [e for e in events if isinstance(e, ToolArgumentsDelta)]
+        if size == 1 and family != "gemma":
+            assert len(deltas) > len(calls)  # arguments arrive as they are generated
+
+
+def test_a_streamed_call_cut_short_ends_with_length():
+    stage = OutputStage("qwen", constrained=True)
+    events = stage.feed('<tool_call>\n{"name": "f", "arguments": {"a": ')
+    assert isinstance(events[0], ToolCallStart) and events[0].name == "f"
+    cut = GenerationStats(
+        prompt_tokens=3, completion_tokens=9, stop_reason="maxPredictedTokensReached"
+    )
+    assert stage.finish(cut)[-1].finish_reason == "length"

@@ -30,10 +30,11 @@ class CallSyntax:
     opening: str | None  # the marker that starts a call inside free text
     closing: str | None  # the marker that ends it; None: the call runs to the end of the reply
     whole_reply: bool  # a reply that is only a JSON call is a call too
+    json_call_follows: bool = False  # the opening is followed by one JSON call object
 
 
 SYNTAX = {
-    "qwen": CallSyntax("<tool_call>", "</tool_call>", whole_reply=False),
+    "qwen": CallSyntax("<tool_call>", "</tool_call>", whole_reply=False, json_call_follows=True),
     "mistral": CallSyntax("[TOOL_CALLS]", None, whole_reply=False),
     "gemma": CallSyntax("```tool_code", "```", whole_reply=True),
     "llama3": CallSyntax(None, None, whole_reply=True),
@@ -45,16 +46,17 @@ class ToolCallScanner:
     """Feed a family's output as it is generated; get back text and tool-call events.
 
     With `streamed`, calls are grammar-constrained JSON objects, passed on as they are generated
-    (Mistral's call lists excepted, which are read whole)."""
+    (Mistral's call lists and Gemma's tool_code blocks are read whole)."""
 
     def __init__(self, family: str, streamed: bool = False):
         self.family = family
         self.syntax = SYNTAX[family]
-        self.streamed = streamed and family != "mistral"
+        self.streamed = streamed
         self.state = "undecided" if self.syntax.whole_reply else "text"
         self.calls = 0
         self._held = ""
         self._call: StreamedCall | None = None
+        self._call_prefix = ""  # the marker a streamed call began with
 
     def feed(self, text: str) -> list[OutputEvent]:
         self._held += text
@@ -77,8 +79,10 @@ class ToolCallScanner:
     def finish(self) -> list[OutputEvent]:
         """Whatever is still held, once the reply has ended."""
         held, self._held = self._held, ""
-        if self.state in ("streaming", "closing") and (self._call is None or self._call.started):
-            return []  # a streamed call is already out; a cut one ends with finish_reason length
+        if self.state in ("streaming", "closing"):
+            if self._call.started:
+                return []  # already out; a call cut short ends with finish_reason length
+            return self._parsed(self._call_prefix + held, self._call_prefix + held)
         if self.state == "undecided":
             return self._parsed(held, held)
         if self.state == "call":
@@ -95,7 +99,7 @@ class ToolCallScanner:
             return
         if self.streamed and start.startswith("{"):
             self._held = start
-            self._start_call()
+            self._start_call("")
         elif not any(o.startswith(start[: len(o)]) for o in JSON_CALL_OPENINGS):
             self.state = "text"
 
@@ -108,7 +112,10 @@ class ToolCallScanner:
         if found >= 0:
             text = self._held[:found]
             self._held = self._held[found + len(opening) :]
-            self._start_call() if self.streamed else setattr(self, "state", "call")
+            if self.streamed and self.syntax.json_call_follows:
+                self._start_call(opening)
+            else:
+                self.state = "call"
             return [TextDelta(text)] if text else []
         keep = _partial_marker_length(self._held, opening)
         text, self._held = (
@@ -127,8 +134,8 @@ class ToolCallScanner:
         self.state = "text"
         return self._parsed(block, block)
 
-    def _start_call(self) -> None:
-        self._call, self.state = StreamedCall(self.calls), "streaming"
+    def _start_call(self, prefix: str) -> None:
+        self._call, self.state, self._call_prefix = StreamedCall(self.calls), "streaming", prefix
 
     def _stream_call(self) -> list[OutputEvent]:
         events, self._held = self._call.feed(self._held)
@@ -149,7 +156,7 @@ class ToolCallScanner:
         rest = self._held.lstrip()
         if rest.startswith("{"):
             self._held = rest
-            self._start_call()
+            self._start_call("")
         elif rest:
             self.state = "text"
 
