@@ -114,6 +114,26 @@ def test_prompt_cache_reuses_a_shared_prefix(tiny):
     assert text == uncached
 
 
+def test_prompt_cache_stays_within_its_byte_bound(tiny):
+    async def cached_bytes(limit: int) -> tuple[int, int]:
+        model = await MLXModel.load(tiny.directory, 512, prompt_cache_bytes=limit)
+        try:
+            first, _ = await collect(model, PROMPTS[0], max_tokens=4)
+            for prompt in PROMPTS[1:]:
+                await collect(model, prompt, max_tokens=4)
+            held = model.prompt_cache_bytes
+            _, stats = await collect(model, f"{PROMPTS[0]} {first} w40", max_tokens=1)
+            return held, stats.cached_prompt_tokens
+        finally:
+            await model.close()
+
+    unbounded, reused = run(cached_bytes(2**40))
+    assert unbounded > 0 and reused > 0
+    bounded, reused = run(cached_bytes(unbounded // 3))
+    assert 0 < bounded <= unbounded // 3
+    assert reused == 0  # the first prompt's state was evicted to stay within the bound
+
+
 def test_a_prompt_that_fills_the_context_is_rejected(tiny):
     async def scenario():
         model = await MLXModel.load(tiny.directory, 8)

@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from mlxserve.engine.base import PROMPT_CACHE_BYTES
 from mlxserve.models.store import default_models_dir
 
 log = logging.getLogger("mlxserve")
@@ -91,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "any origin (default: none but loopback origins, which get no CORS headers)",
     )
     parser.add_argument(
+        "--prompt-cache-bytes",
+        type=int,
+        default=env("PROMPT_CACHE_BYTES", PROMPT_CACHE_BYTES),
+        help="KV state each MLX model keeps for reuse by later prompts (default: 2 GiB)",
+    )
+    parser.add_argument(
         "--max-body-bytes",
         type=int,
         default=env("MAX_BODY_BYTES", 64 * 1024**2),
@@ -138,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         llama_server=args.llama_server,
         ttl=args.ttl,
         max_loaded=args.max_loaded,
+        prompt_cache_bytes=args.prompt_cache_bytes,
     )
     config = AppConfig(
         models_dir=models_dir,

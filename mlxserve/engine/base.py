@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 from mlxserve.sampling.params import SamplingParams
 
+# KV state an MLX model keeps for later prompts that share a prefix (least recently used goes).
+PROMPT_CACHE_BYTES = 2 * 1024**3
+
 
 class EngineError(Exception):
     """A failure inside an engine; the API turns it into an OpenAI-shaped error."""

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlxserve.engine.base import EngineError, EngineModel
+from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineError, EngineModel
 from mlxserve.models import memory
 from mlxserve.models.store import ModelRecord, find_model, list_models
 
@@ -73,6 +73,7 @@ class RegistryOptions:
     llama_server: Path | None = None
     ttl: float | None = None  # default idle TTL for JIT-loaded models; None: never unload
     max_loaded: int | None = None  # evict the least recently used idle model beyond this
+    prompt_cache_bytes: int = PROMPT_CACHE_BYTES  # per MLX model
 
 
 class ModelRegistry:
@@ -259,7 +260,10 @@ class ModelRegistry:
                 return await MLXEmbeddingModel.load(record.id, record.directory, context_length)
             from mlxserve.engine.mlx.model import MLXModel
 
-            return await MLXModel.load(record.directory, context_length)
+            cache_bytes = self.options.prompt_cache_bytes
+            return await MLXModel.load(
+                record.directory, context_length, prompt_cache_bytes=cache_bytes
+            )
         from mlxserve.engine.llamacpp.model import LlamaCppModel
 
         return await LlamaCppModel.load(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlxserve.engine.base import (
+    PROMPT_CACHE_BYTES,
     EngineModel,
     GenerationEvent,
     GenerationRequest,
@@ -36,11 +38,23 @@ class MLXModel(EngineModel):
         self._grammars: GrammarCompiler | None = None  # made by the first constrained request
 
     @classmethod
-    async def load(cls, path: Path, context_length: int, *, max_batch_size: int = 8) -> MLXModel:
+    async def load(
+        cls,
+        path: Path,
+        context_length: int,
+        *,
+        max_batch_size: int = 8,
+        prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
+    ) -> MLXModel:
         """Load an MLX model directory; `context_length` is decided by the caller's policy."""
-        runner = BatchRunner(lambda: _load_weights(path), max_batch_size=max_batch_size)
+        load = functools.partial(_load_weights, path)
+        runner = BatchRunner(load, max_batch_size, prompt_cache_bytes)
         model, tokenizer = await asyncio.wrap_future(runner.start())
         return cls(runner, tokenizer, _vocab_size(path), context_length)
+
+    @property
+    def prompt_cache_bytes(self) -> int:
+        return self._runner.prompt_cache_bytes
 
     @property
     def active_sequences(self) -> int:

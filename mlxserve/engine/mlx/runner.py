@@ -16,6 +16,7 @@ import mlx.core as mx
 import numpy as np
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 
+from mlxserve.engine.base import PROMPT_CACHE_BYTES
 from mlxserve.engine.mlx.sequence import Sequence
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,9 @@ CACHE_KEY = "model"  # one runner serves one model, so every entry shares this k
 
 
 class BatchRunner:
-    def __init__(self, load_model, max_batch_size: int = 8):
+    def __init__(
+        self, load_model, max_batch_size: int = 8, prompt_cache_bytes: int = PROMPT_CACHE_BYTES
+    ):
         self._load_model = load_model  # called on the runner thread; returns (model, tokenizer)
         self.max_batch_size = max_batch_size
         self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
@@ -34,7 +37,7 @@ class BatchRunner:
         self._waiting: list[Sequence] = []
         self._active: list[Sequence] = []
         self._batch_cache: list | None = None
-        self._prompt_cache = LRUPromptCache(max_size=PROMPT_CACHE_ENTRIES)
+        self._prompt_cache = LRUPromptCache(PROMPT_CACHE_ENTRIES, prompt_cache_bytes)
         self._thread = threading.Thread(target=self._run, name="mlx-runner", daemon=True)
 
     def start(self) -> Future:
@@ -45,6 +48,11 @@ class BatchRunner:
     def active_count(self) -> int:
         """Sequences admitted or waiting; read from other threads for status reports."""
         return len(self._active) + len(self._waiting) + self._inbox.qsize()
+
+    @property
+    def prompt_cache_bytes(self) -> int:
+        """Bytes of KV state the prompt cache holds now."""
+        return self._prompt_cache.nbytes
 
     def submit(self, sequence: Sequence) -> None:
         self._inbox.put(sequence)
