@@ -32,12 +32,14 @@ class AppConfig:
     preload: list[str] = field(default_factory=list)  # model ids loaded before serving starts
     guard: GuardOptions = field(default_factory=GuardOptions)
     max_body_bytes: int = 64 * 1024**2  # larger request bodies are a 413
+    max_tokens: int | None = None  # caps every reply; the length of one whose client set none
 
 
 def create_app(config: AppConfig) -> Quart:
     app = Quart("mlxserve")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.registry = ModelRegistry(config.models_dir, config.registry)
+    app.max_tokens = config.max_tokens
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
     for adapter in (*adapters, embeddings):
         app.register_blueprint(adapter.blueprint)

@@ -163,7 +163,7 @@ async def openai_response(
     extras: ModelExtras | None = None,
 ) -> Response:
     """Prepare and run a chat ("chat") or text ("text") completion, streamed or whole."""
-    prepared = await prepare(current_app.registry, neutral)
+    prepared = await prepare(current_app.registry, neutral, current_app.max_tokens)
     shape = ResponseShape(kind, neutral.response_id, prepared.model)
     added = functools.partial(extras, prepared.loaded) if extras else None
     if stream:

@@ -65,7 +65,7 @@ async def create_response(body: ResponsesRequest):
         response_id=response_id,
         endpoint=request.path,
     )
-    prepared = await prepare(current_app.registry, neutral)
+    prepared = await prepare(current_app.registry, neutral, current_app.max_tokens)
     turn = ResponseTurn(body, response_id, prepared.model, conversation, store)
     events = turn.events(generate(prepared))
     if body.stream:

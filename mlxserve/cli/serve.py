@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         "any origin (default: none but loopback origins, which get no CORS headers)",
     )
     parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=env("MAX_TOKENS"),
+        help="cap every reply at this many tokens, and use it when a client sets no limit "
+        "(default: none, a reply may fill the context; agent clients often set no limit)",
+    )
+    parser.add_argument(
         "--prompt-cache-bytes",
         type=int,
         default=env("PROMPT_CACHE_BYTES", PROMPT_CACHE_BYTES),
@@ -157,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             allowed_hosts=[*split_list(args.allowed_hosts), args.host],
         ),
         max_body_bytes=args.max_body_bytes,
+        max_tokens=args.max_tokens,
     )
     app = create_app(config)
     print(

@@ -34,7 +34,11 @@ class Prepared:
         return self.loaded.identifier
 
 
-async def prepare(registry: ModelRegistry, request: GenerateRequest) -> Prepared:
+async def prepare(
+    registry: ModelRegistry, request: GenerateRequest, max_tokens_ceiling: int | None = None
+) -> Prepared:
+    """`max_tokens_ceiling` (the server's --max-tokens) caps every reply, and is the length of
+    one whose client set none."""
     loaded = _generative(await registry.resolve(request.model, ttl=request.ttl))
     if request.conversation and any(turn.has_images for turn in request.conversation):
         raise RequestError(
@@ -56,7 +60,7 @@ async def prepare(registry: ModelRegistry, request: GenerateRequest) -> Prepared
     engine_request = GenerationRequest(
         prompt=prompt,
         sampling=request.sampling,
-        max_tokens=request.max_tokens,
+        max_tokens=_reply_limit(request.max_tokens, max_tokens_ceiling),
         stop=request.stop,
         add_special_tokens=add_special_tokens,
         grammar=compile_constraints(request.constraints, family),
@@ -119,3 +123,9 @@ def _check_token_ids(prompt: str | list[int], vocab_size: int | None) -> None:
     if not all(0 <= token < vocab_size for token in prompt):
         message = f"prompt token ids must be in [0, {vocab_size})"
         raise RequestError(422, message, "prompt", "invalid_value")
+
+
+def _reply_limit(asked: int | None, ceiling: int | None) -> int | None:
+    if ceiling is None:
+        return asked
+    return min(asked or ceiling, ceiling)
