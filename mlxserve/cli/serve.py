@@ -200,7 +200,10 @@ async def _serve(app, host: str, port: int) -> None:
 
     def shut_down() -> None:
         logstream.bus.close()  # end the endless `log stream` feeds so shutdown need not wait
-        stop.set()
+        # Unloading now ends every generation in flight with an error event its client can
+        # read, before the server stops waiting for responses and closes their connections.
+        closing = asyncio.ensure_future(app.registry.close())
+        closing.add_done_callback(lambda _: stop.set())
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shut_down)

@@ -16,7 +16,7 @@ import mlx.core as mx
 import numpy as np
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 
-from mlxserve.engine.base import PROMPT_CACHE_BYTES
+from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineUnavailable
 from mlxserve.engine.mlx.sequence import Sequence
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class BatchRunner:
             self._admit_waiting()
             if self._active:
                 self._guarded(self._decode_step, self._active)
-        self._fail_all(RuntimeError("model unloaded"))
+        self._fail_all(EngineUnavailable("the model was unloaded during the request"))
 
     def _collect_new(self, block: bool) -> bool:
         """Move queued sequences into the waiting list; False once stop() was called."""
