@@ -7,9 +7,12 @@ A GGUF model directory holds one .gguf file and mlxserve.json with format "gguf"
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "mlxserve.json"
 
@@ -52,7 +55,10 @@ class ModelRecord:
 
 
 def write_manifest(model_dir: Path, record: ModelRecord) -> None:
-    (model_dir / MANIFEST).write_text(json.dumps(record.manifest(), indent=2) + "\n")
+    """Written whole or not at all: a crash mid-write leaves the previous manifest (or none)."""
+    staged = model_dir / f".{MANIFEST}.{os.getpid()}.tmp"
+    staged.write_text(json.dumps(record.manifest(), indent=2) + "\n")
+    os.replace(staged, model_dir / MANIFEST)
 
 
 def read_record(model_dir: Path) -> ModelRecord:
@@ -69,9 +75,16 @@ def model_dir_for(models_dir: Path, model_id: str) -> Path:
 
 
 def list_models(models_dir: Path) -> list[ModelRecord]:
+    """Every readable model in the store; one whose manifest is broken is skipped with a warning."""
     if not models_dir.is_dir():
         return []
-    return [read_record(m.parent) for m in sorted(models_dir.glob(f"*/*/{MANIFEST}"))]
+    records = []
+    for manifest in sorted(models_dir.glob(f"*/*/{MANIFEST}")):
+        try:
+            records.append(read_record(manifest.parent))
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("skipping %s: its %s cannot be read (%s)", manifest.parent, MANIFEST, exc)
+    return records
 
 
 def find_model(models_dir: Path, model_id: str) -> ModelRecord | None:
