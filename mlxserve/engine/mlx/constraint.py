@@ -40,7 +40,8 @@ class GrammarCompiler:
             tokenizer = from_tokenizer(hf_tokenizer, n_vocab=vocab_size, eos_token=eos_token_ids)
             self._tokenizer.set_result(tokenizer)
         except Exception as exc:  # noqa: BLE001 - reported to every constrained request
-            self._tokenizer.set_exception(exc)
+            message = f"this model's tokenizer cannot be used for constrained output: {exc}"
+            self._tokenizer.set_exception(InvalidRequest(message))
 
     @property
     def tokenizer(self) -> LLTokenizer:
