@@ -211,3 +211,24 @@ def test_ctrl_c_leaves_nothing(tmp_path):
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert_store_empty(models)
+
+
+def test_a_crash_while_overwriting_leaves_the_old_model(tmp_path):
+    """SIGKILL (no cleanup can run) while `convert --overwrite` replaces a model: the store
+    still lists the old model, with its manifest and weights untouched."""
+    models = tmp_path / "models"
+    command = [sys.executable, "-m", "mlxserve.cli.convert", str(REAL_GGUF)]
+    command += ["--models-dir", str(models), "--id", "t/gemma"]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    model_dir = models / "t" / "gemma"
+    before = {path.name: path.read_bytes() for path in model_dir.iterdir()}
+    process = subprocess.Popen([*command, "--overwrite"], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(models.glob(".converting-*/tokenizer.json")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.1)
+    time.sleep(1.0)  # into the tensor loop
+    process.kill()
+    process.wait(30)
+    assert {path.name: path.read_bytes() for path in model_dir.iterdir()} == before
+    assert [record.id for record in list_models(models)] == ["t/gemma"]

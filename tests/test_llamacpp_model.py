@@ -181,9 +181,7 @@ async def test_concurrent_requests_all_complete(model):
 
 
 async def slots_busy(model: LlamaCppModel) -> bool:
-    async with httpx.AsyncClient() as client:
-        slots = (await client.get(f"{model.process.base_url}/slots")).json()
-    return any(slot["is_processing"] for slot in slots)
+    return (await model.engine_counters())["sequences"] > 0
 
 
 async def test_closing_the_stream_frees_the_slot(model):
@@ -240,3 +238,14 @@ async def test_embedding_mode_serves_mean_pooled_vectors(gguf_record):
     assert vectors.shape == (3, 640) and tokens == 2 * apple + tax
     assert float(first @ first) == pytest.approx(1.0, abs=1e-4)
     assert first == pytest.approx(again) and first != pytest.approx(second, abs=1e-3)
+
+
+async def test_the_child_serves_only_mlxserve(model):
+    """Another local program or a web page reaching the child's port gets a 401: the child
+    requires the key that only its parent holds."""
+    url = model.process.base_url
+    async with httpx.AsyncClient() as other:
+        refused = await other.post(f"{url}/completion", json={"prompt": "Hi", "n_predict": 1})
+        assert refused.status_code == 401
+        assert (await other.get(f"{url}/health")).status_code == 200
+    assert (await model.tokenize("Hi")) != []  # the parent's own requests carry the key

@@ -3,6 +3,7 @@ child killed in the middle of requests, and no child left once the server stops.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ from mlxserve.engine.llamacpp.process import LAUNCHER_PATH
 from mlxserve.models.defaults import DEFAULT_GGUF_ID
 from tests.server import ServerProcess
 from tests.test_llamacpp_process import child_pids, process_exists, wait_until_gone
+from tests.test_shutdown import read_stream
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux", reason="`--engine auto` picks llama.cpp on Linux only"
@@ -120,6 +122,32 @@ def test_a_child_killed_mid_stream_ends_the_stream_with_a_503_error(auto_server)
         model=DEFAULT_GGUF_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
     )
     assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_child_killed_under_load_fails_every_request_with_503_then_recovers(auto_server):
+    """Eight streams, four decoding and four waiting in llama.cpp: all end with a readable
+    503 error event when the child dies, and the next request is served by a new child."""
+    client = sdk(auto_server)
+    client.completions.create(model=DEFAULT_GGUF_ID, prompt=PROMPT, max_tokens=1)  # a live child
+    old_pid = llama_child(auto_server)
+    ends: list = []
+    started = [threading.Event() for _ in range(8)]
+    readers = [
+        threading.Thread(target=read_stream, args=(auto_server, DEFAULT_GGUF_ID, event, ends))
+        for event in started
+    ]
+    for reader in readers:
+        reader.start()
+    assert all(event.wait(60) for event in started)
+    os.kill(old_pid, signal.SIGKILL)
+    for reader in readers:
+        reader.join(60)
+    assert len(ends) == len(readers)
+    for last in ends:
+        error = json.loads(last)["error"]  # a cut connection would not parse
+        assert error["type"] == "service_unavailable", error
+    reply = client.completions.create(model=DEFAULT_GGUF_ID, prompt=PROMPT, max_tokens=2)
+    assert reply.choices[0].text and llama_child(auto_server) != old_pid
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

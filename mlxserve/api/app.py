@@ -10,8 +10,11 @@ from pathlib import Path
 from quart import Quart
 
 from mlxserve.api import (
+    anthropic_messages,
     embeddings,
     lmstudio_v0,
+    lmstudio_v1,
+    metrics,
     openai_chat,
     openai_completions,
     openai_models,
@@ -19,8 +22,10 @@ from mlxserve.api import (
 )
 from mlxserve.api.errors import register_error_handlers
 from mlxserve.api.guard import GuardOptions, has_key, install_guard
+from mlxserve.api.metrics import LoopStallMonitor
 from mlxserve.api.openapi import openapi_document
 from mlxserve.models.registry import ModelRegistry, RegistryOptions
+from mlxserve.pipeline.prepare import ServerLimits
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +37,17 @@ class AppConfig:
     preload: list[str] = field(default_factory=list)  # model ids loaded before serving starts
     guard: GuardOptions = field(default_factory=GuardOptions)
     max_body_bytes: int = 64 * 1024**2  # larger request bodies are a 413
-    max_tokens: int | None = None  # caps every reply; the length of one whose client set none
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 def create_app(config: AppConfig) -> Quart:
     app = Quart("mlxserve")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.registry = ModelRegistry(config.models_dir, config.registry)
-    app.max_tokens = config.max_tokens
+    app.limits = config.limits
+    app.loop_monitor = LoopStallMonitor()
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
-    for adapter in (*adapters, embeddings):
+    for adapter in (*adapters, lmstudio_v1, anthropic_messages, embeddings, metrics):
         app.register_blueprint(adapter.blueprint)
     register_error_handlers(app)
     install_guard(app, config.guard)
@@ -64,9 +70,11 @@ def create_app(config: AppConfig) -> Quart:
     async def start_loading():
         # Serve at once; requests that arrive while the model loads get a 503, not a refused socket.
         app.preload_task = asyncio.ensure_future(_preload(app, config.preload))
+        app.loop_monitor_task = asyncio.ensure_future(app.loop_monitor.run())
 
     @app.after_serving
     async def unload_models():
+        app.loop_monitor_task.cancel()
         await asyncio.wait([app.preload_task])  # a load in flight must finish before it is undone
         await app.registry.close()
 

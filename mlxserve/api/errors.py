@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from pydantic import ValidationError
-from quart import Quart, Response, jsonify
+from quart import Quart, Response, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from mlxserve.engine.base import EngineError
@@ -23,10 +23,33 @@ ERROR_TYPES = {
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
+    429: "rate_limit_error",
     500: "server_error",
     503: "service_unavailable",
+    504: "timeout_error",
     507: "server_error",
 }
+
+
+# Anthropic's error types by status (its overloaded_error is a 529; a model still loading is ours)
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    507: "api_error",
+}
+ANTHROPIC_PATHS = "/v1/messages"
+
+
+def anthropic_body(error: RequestError) -> dict:
+    kind = ANTHROPIC_ERROR_TYPES.get(error.status, "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
 def openai_body(error: RequestError) -> dict:
@@ -37,8 +60,11 @@ def openai_body(error: RequestError) -> dict:
 
 
 def error_response(error: RequestError) -> Response:
-    response = jsonify(openai_body(error))
+    """In the error shape of the API family the request was made to."""
+    anthropic = has_request_context() and request.path.startswith(ANTHROPIC_PATHS)
+    response = jsonify(anthropic_body(error) if anthropic else openai_body(error))
     response.status_code = error.status
+    response.headers.update(error.headers)
     return response
 
 
@@ -62,7 +88,11 @@ def from_exception(exc: BaseException) -> RequestError:
         return RequestError(422, str(exc), exc.param, "invalid_value")
     if isinstance(exc, EngineError):
         return RequestError(
-            exc.status, str(exc), getattr(exc, "param", None), getattr(exc, "code", None)
+            exc.status,
+            str(exc),
+            getattr(exc, "param", None),
+            getattr(exc, "code", None),
+            getattr(exc, "headers", None),
         )
     log.error("unexpected error", exc_info=exc)
     return RequestError(500, f"internal error: {type(exc).__name__}: {exc}")

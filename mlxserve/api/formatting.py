@@ -18,6 +18,7 @@ from mlxserve.pipeline.events import (
     Completion,
     Finished,
     OutputEvent,
+    ReasoningDelta,
     TextDelta,
     ToolArgumentsDelta,
     ToolCallStart,
@@ -42,6 +43,7 @@ def usage(stats: GenerationStats) -> dict:
         "completion_tokens": stats.completion_tokens,
         "total_tokens": stats.prompt_tokens + stats.completion_tokens,
         "prompt_tokens_details": {"cached_tokens": stats.cached_prompt_tokens},
+        "completion_tokens_details": {"reasoning_tokens": stats.reasoning_tokens},
     }
 
 
@@ -71,9 +73,12 @@ class ResponseShape:
         stats: GenerationStats,
         finish_reason: str,
         tool_calls: list[dict] | None = None,
+        reasoning: str = "",
     ) -> dict:
         if self.kind == "chat":
             message = {"role": "assistant", "content": text or None if tool_calls else text}
+            if reasoning:  # the field LM Studio, vLLM and DeepSeek's API use
+                message["reasoning_content"] = reasoning
             if tool_calls:
                 message["tool_calls"] = tool_calls
             choice = {"index": 0, "message": message, "logprobs": None}
@@ -90,11 +95,14 @@ class ResponseShape:
         finish_reason: str | None = None,
         role: bool = False,
         tool_calls: list[dict] | None = None,
+        reasoning: str = "",
     ) -> dict:
         if self.kind == "chat":
             delta = {"role": "assistant", "content": ""} if role else {}
             if text:
                 delta["content"] = text
+            if reasoning:
+                delta["reasoning_content"] = reasoning
             if tool_calls:
                 delta["tool_calls"] = tool_calls
             choice = {"index": 0, "delta": delta, "logprobs": None}
@@ -126,7 +134,13 @@ def full_body(shape: ResponseShape, completion: Completion, extras: Extras | Non
         {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
         for c in completion.tool_calls
     ]
-    body = shape.full(completion.content, completion.stats, completion.finish_reason, calls or None)
+    body = shape.full(
+        completion.content,
+        completion.stats,
+        completion.finish_reason,
+        calls or None,
+        completion.reasoning,
+    )
     return {**body, **(extras(completion.stats) if extras else {})}
 
 
@@ -141,6 +155,9 @@ async def stream_chunks(
     async for event in events:
         if isinstance(event, TextDelta):
             yield shape.text_chunk_json(event.text)
+        elif isinstance(event, ReasoningDelta):
+            if shape.kind == "chat":  # a text completion has nowhere to put it
+                yield shape.chunk(None, reasoning=event.text)
         elif isinstance(event, ToolCallStart):
             call = {"index": event.index, "id": event.id, "type": "function"}
             call["function"] = {"name": event.name, "arguments": ""}
@@ -163,7 +180,7 @@ async def openai_response(
     extras: ModelExtras | None = None,
 ) -> Response:
     """Prepare and run a chat ("chat") or text ("text") completion, streamed or whole."""
-    prepared = await prepare(current_app.registry, neutral, current_app.max_tokens)
+    prepared = await prepare(current_app.registry, neutral, current_app.limits)
     shape = ResponseShape(kind, neutral.response_id, prepared.model)
     added = functools.partial(extras, prepared.loaded) if extras else None
     if stream:

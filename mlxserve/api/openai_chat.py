@@ -45,6 +45,7 @@ def to_request(body: ChatCompletionRequest, response_id: str) -> GenerateRequest
         stop=body.stop_list,
         constraints=body.constraints(),
         ttl=body.ttl,
+        reasoning_effort=body.reasoning_effort,
         response_id=response_id,
         endpoint=request.path,
     )

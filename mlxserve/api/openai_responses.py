@@ -19,6 +19,7 @@ from mlxserve.api.responses import (
     message_item,
     new_response_id,
     output_text,
+    reasoning_item,
     response_object,
 )
 from mlxserve.api.sse import sse_response
@@ -26,6 +27,7 @@ from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.events import (
     Finished,
     OutputEvent,
+    ReasoningDelta,
     TextDelta,
     ToolArgumentsDelta,
     ToolCallStart,
@@ -62,10 +64,11 @@ async def create_response(body: ResponsesRequest):
         max_tokens=body.max_output_tokens,
         constraints=body.constraints(),
         prompt_param="input",
+        reasoning_effort=body.reasoning.effort if body.reasoning else None,
         response_id=response_id,
         endpoint=request.path,
     )
-    prepared = await prepare(current_app.registry, neutral, current_app.max_tokens)
+    prepared = await prepare(current_app.registry, neutral, current_app.limits)
     turn = ResponseTurn(body, response_id, prepared.model, conversation, store)
     events = turn.events(generate(prepared))
     if body.stream:
@@ -107,6 +110,12 @@ class ResponseTurn:
             events = [] if self._kind == "message" else self._close() + self._open_message()
             self._open["text"] += output.text
             return events + [self._text_event("delta", delta=output.text)]
+        if isinstance(output, ReasoningDelta):
+            events = [] if self._kind == "reasoning" else self._close() + self._open_reasoning()
+            self._open["text"] += output.text
+            ids = {"item_id": self._open["id"], "output_index": len(self.output)}
+            delta = self.event("response.reasoning_text.delta", **ids, content_index=0)
+            return events + [{**delta, "delta": output.text}]
         if isinstance(output, ToolCallStart):
             return self._close() + self._open_call(output)
         if isinstance(output, ToolArgumentsDelta):
@@ -127,6 +136,11 @@ class ResponseTurn:
             self._text_event("content_part.added", part=output_text("")),
         ]
 
+    def _open_reasoning(self) -> list[dict]:
+        item = reasoning_item("", f"rs_{uuid.uuid4().hex[:24]}")
+        self._open = {**item, "text": ""}
+        return [self.event("response.output_item.added", output_index=len(self.output), item=item)]
+
     def _open_call(self, start: ToolCallStart) -> list[dict]:
         item = function_call_item(start.id, start.name, "", status="in_progress")
         self._open = item
@@ -143,7 +157,12 @@ class ResponseTurn:
         item, events = self._open, []
         if item is None:
             return []
-        if item["type"] == "message":
+        if item["type"] == "reasoning":
+            text = item.pop("text")
+            ids = {"item_id": item["id"], "output_index": len(self.output), "content_index": 0}
+            events.append(self.event("response.reasoning_text.done", **ids, text=text))
+            item = reasoning_item(text, item["id"])
+        elif item["type"] == "message":
             text = item.pop("text")
             events.append(self._text_event("done", text=text))
             events.append(self._text_event("content_part.done", part=output_text(text)))
@@ -168,7 +187,8 @@ class ResponseTurn:
 
     def _finish(self, finished: Finished) -> list[dict]:
         events = self._close()
-        if not self.output:  # an empty reply is still one (empty) message
+        if all(item["type"] == "reasoning" for item in self.output):
+            # a reply with no answer still has one (empty) message
             events += self._open_message() + self._close()
         response = response_object(self.body, self.id, self.model, self.output, finished.stats)
         if self.body.store:

@@ -7,7 +7,7 @@ import re
 
 from quart import Quart
 
-from mlxserve.api.errors import ERROR_TYPES
+from mlxserve.api.errors import ANTHROPIC_ERROR_TYPES, ANTHROPIC_PATHS, ERROR_TYPES
 
 SSE_EVENT = {
     "type": "object",
@@ -32,11 +32,26 @@ ERROR = {
         }
     },
 }
+ANTHROPIC_ERROR = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {
+                "type": {"enum": sorted(set(ANTHROPIC_ERROR_TYPES.values()))},
+                "message": {"type": "string"},
+            },
+        },
+    },
+}
 SKIPPED_METHODS = {"HEAD", "OPTIONS"}
 
 
 def openapi_document(app: Quart) -> dict:
-    schemas = {"ErrorResponse": ERROR}
+    schemas = {"ErrorResponse": ERROR, "AnthropicErrorResponse": ANTHROPIC_ERROR}
     paths: dict[str, dict] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static":
@@ -45,6 +60,9 @@ def openapi_document(app: Quart) -> dict:
         path, parameters = _openapi_path(rule.rule)
         for method in sorted(set(rule.methods) - SKIPPED_METHODS):
             operation = _operation(rule.endpoint, view, parameters, schemas)
+            if path.startswith(ANTHROPIC_PATHS):
+                error = {"$ref": "#/components/schemas/AnthropicErrorResponse"}
+                operation["responses"]["default"]["content"]["application/json"]["schema"] = error
             paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -61,7 +79,7 @@ def _operation(endpoint: str, view, parameters: list[dict], schemas: dict) -> di
         "operationId": endpoint,
         "summary": summary,
         "responses": {
-            "200": {"description": "success", "content": {**JSON_OBJECT, **STREAMING}},
+            "200": {"description": "success", "content": _success_content(view)},
             "default": {"description": "an error", "content": error},
         },
     }
@@ -76,6 +94,14 @@ def _operation(endpoint: str, view, parameters: list[dict], schemas: dict) -> di
         body = {"application/json": {"schema": reference}}
         operation["requestBody"] = {"required": True, "content": body}
     return operation
+
+
+def _success_content(view) -> dict:
+    """JSON or an event stream; a view that answers otherwise names its media type."""
+    media_type = getattr(view, "response_media_type", None)
+    if media_type is not None:
+        return {media_type: {"schema": {"type": "string"}}}
+    return {**JSON_OBJECT, **STREAMING}
 
 
 def _openapi_path(rule: str) -> tuple[str, list[dict]]:

@@ -21,6 +21,8 @@ from mlxserve.sampling.params import (
 
 log = logging.getLogger(__name__)
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
+
 
 class OpenAIModel(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -145,6 +147,7 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool = True
+    reasoning_effort: ReasoningEffort | None = None
 
     def constraints(self) -> Constraints:
         choice, forced = tool_choice(self.tool_choice, lambda c: c.get("function", {}))

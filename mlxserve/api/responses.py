@@ -10,7 +10,13 @@ from typing import Any
 
 from pydantic import Field
 
-from mlxserve.api.protocol import OpenAIModel, response_schema, sampling_params, tool_choice
+from mlxserve.api.protocol import (
+    OpenAIModel,
+    ReasoningEffort,
+    response_schema,
+    sampling_params,
+    tool_choice,
+)
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import (
@@ -24,6 +30,10 @@ from mlxserve.pipeline.request import (
 from mlxserve.sampling.params import SamplingParams
 
 STORED_RESPONSES = 256
+
+
+class Reasoning(OpenAIModel):
+    effort: ReasoningEffort | None = None
 
 
 class ResponsesRequest(OpenAIModel):
@@ -42,6 +52,7 @@ class ResponsesRequest(OpenAIModel):
     metadata: dict[str, Any] | None = None
     seed: int | None = None
     text: dict[str, Any] | None = None  # {"format": {...}}: plain text or JSON
+    reasoning: Reasoning | None = None
 
     def to_sampling_params(self) -> SamplingParams:
         return sampling_params(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
@@ -81,14 +92,19 @@ class ResponseStore:
                 "response_not_found",
             )
         turns, response = self._items[response_id]
-        return turns + [item_turn(item) for item in response["output"]]
+        return turns + _turns(response["output"])
 
 
 def input_turns(body: ResponsesRequest) -> list[Turn]:
     """This turn's input items (instructions apply to this turn only)."""
     if isinstance(body.input, str):
         return [Turn("user", [TextPart(body.input)])]
-    return [item_turn(item) for item in body.input]
+    return _turns(body.input)
+
+
+def _turns(items: list[dict]) -> list[Turn]:
+    # Earlier reasoning is not shown to the model again, as chat templates drop it too.
+    return [item_turn(item) for item in items if item.get("type") != "reasoning"]
 
 
 def item_turn(item: dict) -> Turn:
@@ -140,6 +156,15 @@ def message_item(text: str, item_id: str, status: str = "completed") -> dict:
     }
 
 
+def reasoning_item(text: str, item_id: str) -> dict:
+    return {
+        "type": "reasoning",
+        "id": item_id,
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": text}] if text else [],
+    }
+
+
 def output_text(text: str) -> dict:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
@@ -188,7 +213,7 @@ def response_object(
         "text": body.text or {"format": {"type": "text"}},
         "truncation": "disabled",
         "metadata": body.metadata or {},
-        "reasoning": None,
+        "reasoning": body.reasoning.model_dump() if body.reasoning else None,
         "user": None,
     }
 
@@ -204,7 +229,7 @@ def _usage(stats: GenerationStats | None) -> dict | None:
             "cache_write_tokens": 0,
         },
         "output_tokens": stats.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": stats.reasoning_tokens},
         "total_tokens": stats.prompt_tokens + stats.completion_tokens,
     }
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from quart import Response, make_response
 
 from mlxserve.api.errors import from_exception, openai_body
+from mlxserve.pipeline.errors import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +22,20 @@ def encode(payload: dict | str, named: bool = False) -> bytes:
 
 
 async def sse_response(
-    events: AsyncIterator[dict], done_marker: bool = True, named_events: bool = False
+    events: AsyncIterator[dict],
+    done_marker: bool = True,
+    named_events: bool = False,
+    error_body: Callable[[RequestError], dict] = openai_body,
 ) -> Response:
-    """Stream dicts as SSE; an error mid-stream becomes an error event, not a dropped socket."""
+    """Stream dicts as SSE; an error mid-stream becomes an error event (in the API family's
+    `error_body` shape), not a dropped socket."""
 
     async def body():
         try:
             async for payload in events:
                 yield encode(payload, named_events)
         except Exception as exc:  # noqa: BLE001 - reported to the client in-band
-            yield encode(openai_body(from_exception(exc)), named_events)
+            yield encode(error_body(from_exception(exc)), named_events)
             return
         if done_marker:
             yield encode("[DONE]")

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES
+from mlxserve.models.registry import MAX_QUEUED
 from mlxserve.models.store import default_models_dir
+from mlxserve.pipeline.prepare import REQUEST_TIMEOUT
 
 log = logging.getLogger("mlxserve")
 
@@ -99,10 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: none, a reply may fill the context; agent clients often set no limit)",
     )
     parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=env("REQUEST_TIMEOUT", REQUEST_TIMEOUT),
+        help="stop a request this many seconds after it arrived, queueing included, with a 504 "
+        "or an error event (default: 1800; 0: no limit)",
+    )
+    parser.add_argument(
+        "--max-queued",
+        type=int,
+        default=env("MAX_QUEUED", MAX_QUEUED),
+        help="requests each model keeps waiting beyond those it decodes at once; more get a 429 "
+        "with Retry-After (default: 256)",
+    )
+    parser.add_argument(
         "--prompt-cache-bytes",
         type=int,
         default=env("PROMPT_CACHE_BYTES", PROMPT_CACHE_BYTES),
-        help="KV state each MLX model keeps for reuse by later prompts (default: 2 GiB)",
+        help="KV state each model keeps for reuse by later prompts (default: 2 GiB; whole MiB "
+        "on llama.cpp)",
     )
     parser.add_argument(
         "--max-body-bytes",
@@ -141,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlxserve.api.guard import GuardOptions
     from mlxserve.models.defaults import ensure_default_model, resolve_engine
     from mlxserve.models.registry import RegistryOptions
+    from mlxserve.pipeline.prepare import ServerLimits
 
     models_dir = (args.models_dir or default_models_dir()).expanduser()
     engine = resolve_engine(args.engine)
@@ -153,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         ttl=args.ttl,
         max_loaded=args.max_loaded,
         prompt_cache_bytes=args.prompt_cache_bytes,
+        max_queued=args.max_queued,
     )
     config = AppConfig(
         models_dir=models_dir,
@@ -164,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             allowed_hosts=[*split_list(args.allowed_hosts), args.host],
         ),
         max_body_bytes=args.max_body_bytes,
-        max_tokens=args.max_tokens,
+        limits=ServerLimits(args.max_tokens, args.request_timeout or None),
     )
     app = create_app(config)
     print(

@@ -96,6 +96,8 @@ class GenerationStats:
     time_to_first_token: float = 0.0  # seconds from request arrival to the first token
     generation_time: float = 0.0  # seconds from the first token to the last
     stop_reason: str = "eosFound"  # eosFound | stopStringFound | maxPredictedTokensReached
+    stop_string: str | None = None  # the stop string that ended generation, if one did
+    reasoning_tokens: int = 0  # of completion_tokens, those a thinking model thought in (pipeline)
 
     @property
     def tokens_per_second(self) -> float:
@@ -124,6 +126,7 @@ class EngineModel(abc.ABC):
 
     engine_name: str = ""  # "mlx" or "llama.cpp"
     context_length: int = 0  # tokens the loaded model accepts, prompt and output together
+    parallel: int = 1  # sequences decoded at once; more requests wait in the engine's queue
     vocab_size: int | None = None  # for validating logit_bias token ids
     chat_template: str | None = None  # the model's own template, if it ships one
     bos_token: str = ""  # special-token strings that chat templates refer to
@@ -152,6 +155,11 @@ class EngineModel(abc.ABC):
         if room <= 0 or not prompt:
             raise ContextLengthExceeded(len(prompt), self.context_length)
         return prompt, min(request.max_tokens or room, room)
+
+    async def engine_counters(self) -> dict[str, int]:
+        """What the engine itself reports about its work (for /metrics), such as `sequences`,
+        the requests it holds now."""
+        return {}
 
     async def grammar_support_error(self) -> str | None:
         """Why this model cannot enforce grammars, or None when it can."""

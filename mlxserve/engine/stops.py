@@ -8,6 +8,7 @@ class StopStringMatcher:
         self.stops = [s for s in stops if s]
         self._pending = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string found
 
     def feed(self, text: str) -> str:
         """Return the text that is safe to emit; after a stop is found, nothing more is emitted."""
@@ -29,8 +30,11 @@ class StopStringMatcher:
         return "" if self.stopped else rest
 
     def _earliest_stop(self) -> int | None:
-        hits = [i for i in (self._pending.find(s) for s in self.stops) if i >= 0]
-        return min(hits) if hits else None
+        hits = [(i, s) for s in self.stops if (i := self._pending.find(s)) >= 0]
+        if not hits:
+            return None
+        cut, self.matched = min(hits)
+        return cut
 
     def _partial_suffix_length(self) -> int:
         """Length of the longest tail of the pending text that begins some stop string."""

@@ -9,8 +9,10 @@ would not fit in memory is refused up front.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,12 +24,15 @@ log = logging.getLogger(__name__)
 
 ENGINE_FOR_FORMAT = {"mlx": "mlx", "gguf": "llamacpp"}
 TTL_CHECK_SECONDS = 1.0
+MAX_QUEUED = 256  # requests per model waiting for a decoding slot before new ones get a 429
+QUEUE_FULL_RETRY_SECONDS = 2  # the Retry-After of a 429: about one short reply's time
 
 
 class RegistryError(EngineError):
-    def __init__(self, status: int, message: str, code: str, param: str = "model"):
+    def __init__(self, status: int, message: str, code: str, param: str = "model", headers=None):
         super().__init__(message)
         self.status, self.code, self.param = status, code, param
+        self.headers: dict[str, str] = headers or {}
 
 
 @dataclass
@@ -40,6 +45,8 @@ class LoadedModel:
     last_used: float = field(default_factory=time.monotonic)
     jit: bool = False  # loaded because a request named it
     memory_bytes: int = 0  # the estimate the load was admitted with
+    max_requests: int | None = None  # running and waiting at once; None: no bound
+    rejected_requests: int = 0  # refused because the queue was full
     _active_requests: int = field(default=0, repr=False)
 
     @property
@@ -51,6 +58,29 @@ class LoadedModel:
         # The idle clock restarts whenever a request starts or ends.
         self._active_requests = count
         self.last_used = time.monotonic()
+
+    def admit(self) -> Callable[[], None]:
+        """Count a request in, or refuse it with a 429 when the model's queue is full; returns
+        the request's release, which counts it out once however often it is called."""
+        if self.max_requests is not None and self._active_requests >= self.max_requests:
+            self.rejected_requests += 1
+            raise RegistryError(
+                429,
+                f"model '{self.identifier}' has {self._active_requests} requests running or "
+                f"waiting, its limit (--max-queued); retry shortly",
+                "queue_full",
+                headers={"Retry-After": str(QUEUE_FULL_RETRY_SECONDS)},
+            )
+        self.active_requests += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.active_requests -= 1
+
+        return release
 
     def idle_seconds(self, now: float | None = None) -> float:
         if self._active_requests:
@@ -74,6 +104,7 @@ class RegistryOptions:
     ttl: float | None = None  # default idle TTL for JIT-loaded models; None: never unload
     max_loaded: int | None = None  # evict the least recently used idle model beyond this
     prompt_cache_bytes: int = PROMPT_CACHE_BYTES  # per MLX model
+    max_queued: int | None = MAX_QUEUED  # waiting requests per model beyond its decoding slots
 
 
 class ModelRegistry:
@@ -143,6 +174,8 @@ class ModelRegistry:
         finally:
             del self._loading[identifier]
         loaded = LoadedModel(record, engine, identifier, ttl, jit=jit, memory_bytes=needed)
+        if self.options.max_queued is not None:
+            loaded.max_requests = engine.parallel + self.options.max_queued
         self.loaded[identifier] = loaded
         self._start_ttl_monitor()
         log.info(
@@ -253,19 +286,18 @@ class ModelRegistry:
                 "unsupported_model_format",
             )
         embedding = record.type == "embeddings"
+        # An engine's first import (mlx-lm, transformers) takes about a second: in a thread, so
+        # the streams of models already loaded keep flowing.
+        if engine == "mlx" and embedding:
+            module = await _import("mlxserve.engine.mlx.embedding")
+            return await module.MLXEmbeddingModel.load(record.id, record.directory, context_length)
         if engine == "mlx":
-            if embedding:
-                from mlxserve.engine.mlx.embedding import MLXEmbeddingModel
-
-                return await MLXEmbeddingModel.load(record.id, record.directory, context_length)
-            from mlxserve.engine.mlx.model import MLXModel
-
+            module = await _import("mlxserve.engine.mlx.model")
             cache_bytes = self.options.prompt_cache_bytes
-            return await MLXModel.load(
+            return await module.MLXModel.load(
                 record.directory, context_length, prompt_cache_bytes=cache_bytes
             )
-        from mlxserve.engine.llamacpp.model import LlamaCppModel
-
+        LlamaCppModel = (await _import("mlxserve.engine.llamacpp.model")).LlamaCppModel
         return await LlamaCppModel.load(
             record.id,
             gguf_file_of(record),
@@ -273,6 +305,7 @@ class ModelRegistry:
             server_binary=self.options.llama_server,
             parallel=memory.LLAMACPP_SLOTS,
             embedding=embedding,
+            prompt_cache_bytes=self.options.prompt_cache_bytes,
         )
 
     def _touch(self, loaded: LoadedModel) -> LoadedModel:
@@ -284,6 +317,10 @@ class ModelRegistry:
             return f"model '{requested}' not found, and no model is loaded"
         available = ", ".join(sorted(self.loaded))
         return f"model '{requested}' not found; loaded models: {available}"
+
+
+async def _import(module: str):
+    return await asyncio.to_thread(importlib.import_module, module)
 
 
 def gguf_file_of(record: ModelRecord) -> Path:

@@ -16,6 +16,11 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningDelta:
+    text: str  # thinking, kept apart from the answer
+
+
+@dataclass(frozen=True)
 class ToolCallStart:
     index: int  # position among this reply's calls
     id: str
@@ -34,12 +39,13 @@ class Finished:
     stats: GenerationStats
 
 
-OutputEvent = TextDelta | ToolCallStart | ToolArgumentsDelta | Finished
+OutputEvent = TextDelta | ReasoningDelta | ToolCallStart | ToolArgumentsDelta | Finished
 
 
 @dataclass
 class Completion:
     text: str = ""
+    reasoning: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str = "stop"
     stats: GenerationStats | None = None
@@ -52,6 +58,8 @@ class Completion:
     def add(self, event: OutputEvent) -> None:
         if isinstance(event, TextDelta):
             self.text += event.text
+        elif isinstance(event, ReasoningDelta):
+            self.reasoning += event.text
         elif isinstance(event, ToolCallStart):
             self.tool_calls.append(ToolCall(event.name, "", event.id))
         elif isinstance(event, ToolArgumentsDelta):

@@ -1,11 +1,14 @@
-"""Running a prepared generation: the engine's token stream through the output stage, with the
-model marked busy (so it is not unloaded mid-request) and every generation in the request log."""
+"""Running a prepared generation: the engine's token stream, within the server's time limit,
+through the output stage, with the model marked busy (so it is not unloaded mid-request) until
+the request ends, and every generation in the request log."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from mlxserve.pipeline import logstream
+from mlxserve.pipeline.deadline import within_deadline
 from mlxserve.pipeline.events import Completion, OutputEvent, fold
 from mlxserve.pipeline.output import OutputStage
 from mlxserve.pipeline.prepare import Prepared
@@ -15,19 +18,27 @@ async def generate(prepared: Prepared) -> AsyncIterator[OutputEvent]:
     loaded, request = prepared.loaded, prepared.request
     header = {"id": request.response_id, "model": loaded.identifier, "endpoint": request.endpoint}
     constrained = prepared.engine_request.grammar is not None
-    stage = OutputStage(prepared.tool_family, constrained)
-    loaded.active_requests += 1
+    stage = OutputStage(prepared.tool_family, constrained, prepared.reasoning)
+    reasoning_tokens = 0
     try:
         with logstream.GenerationLog(header, prepared.engine_request) as log_entry:
-            async for event in loaded.engine.generate(prepared.engine_request):
-                log_entry.add(event)
-                for output in stage.feed(event.text):
-                    yield output
-                if event.stats:
-                    for output in stage.finish(event.stats):
+            engine_events = loaded.engine.generate(prepared.engine_request)
+            timed = within_deadline(engine_events, prepared.deadline, prepared.timeout)
+            async with aclosing(timed) as events:  # a client leaving stops the engine at once
+                async for event in events:
+                    log_entry.add(event)
+                    thinking = stage.thinking
+                    outputs = stage.feed(event.text)
+                    if thinking or stage.thinking:  # a token inside (or closing) a think block
+                        reasoning_tokens += len(event.token_ids)
+                    for output in outputs:
                         yield output
+                    if event.stats:
+                        event.stats.reasoning_tokens = reasoning_tokens
+                        for output in stage.finish(event.stats):
+                            yield output
     finally:
-        loaded.active_requests -= 1
+        prepared.release()
 
 
 async def complete(prepared: Prepared) -> Completion:

@@ -18,6 +18,8 @@ from mlxserve.pipeline.events import (
     ToolArgumentsDelta,
     ToolCallStart,
 )
+from mlxserve.pipeline.markers import partial_marker_length
+from mlxserve.pipeline.reasoning import ReasoningSplitter
 from mlxserve.pipeline.streamed_calls import StreamedCall
 from mlxserve.pipeline.tool_parsers import ToolCall, parse_tool_calls
 
@@ -117,7 +119,7 @@ class ToolCallScanner:
             else:
                 self.state = "call"
             return [TextDelta(text)] if text else []
-        keep = _partial_marker_length(self._held, opening)
+        keep = partial_marker_length(self._held, opening)
         text, self._held = (
             self._held[: len(self._held) - keep],
             self._held[len(self._held) - keep :],
@@ -175,30 +177,44 @@ class ToolCallScanner:
         return [ToolCallStart(index, call.id, call.name), ToolArgumentsDelta(index, call.arguments)]
 
 
-def _partial_marker_length(text: str, marker: str) -> int:
-    """Length of the longest tail of `text` that begins `marker`."""
-    for n in range(min(len(marker) - 1, len(text)), 0, -1):
-        if marker.startswith(text[-n:]):
-            return n
-    return 0
-
-
 class OutputStage:
-    """One generation's output: engine text in, events out; `tool_family` is set when the reply
-    may hold tool calls."""
+    """One generation's output: engine text in, events out. Reasoning is split off first (with
+    a `reasoning` splitter), then tool calls are found in the rest (with a `tool_family`)."""
 
-    def __init__(self, tool_family: str | None, constrained: bool = False):
+    def __init__(
+        self,
+        tool_family: str | None,
+        constrained: bool = False,
+        reasoning: ReasoningSplitter | None = None,
+    ):
         self.scanner = ToolCallScanner(tool_family, constrained) if tool_family else None
+        self.reasoning = reasoning
+
+    @property
+    def thinking(self) -> bool:
+        return self.reasoning is not None and self.reasoning.state == "reasoning"
 
     def feed(self, text: str) -> list[OutputEvent]:
         if not text:
             return []
+        if self.reasoning is None:
+            return self._content(text)
+        return self._after_reasoning(self.reasoning.feed(text))
+
+    def _content(self, text: str) -> list[OutputEvent]:
         if self.scanner is None:
-            return [TextDelta(text)]
+            return [TextDelta(text)] if text else []
         return self.scanner.feed(text)
 
+    def _after_reasoning(self, events: list[OutputEvent]) -> list[OutputEvent]:
+        out: list[OutputEvent] = []
+        for event in events:
+            out += self._content(event.text) if isinstance(event, TextDelta) else [event]
+        return out
+
     def finish(self, stats: GenerationStats) -> list[OutputEvent]:
-        events = self.scanner.finish() if self.scanner else []
+        events = self._after_reasoning(self.reasoning.finish()) if self.reasoning else []
+        events += self.scanner.finish() if self.scanner else []
         called = self.scanner is not None and self.scanner.calls > 0
         reason = "tool_calls" if called and stats.finish_reason != "length" else stats.finish_reason
         return [*events, Finished(reason, stats)]

@@ -4,12 +4,15 @@ and tokenize, so that every refusal comes before a response starts."""
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlxserve.engine.base import ContextLengthExceeded, GenerationRequest
 from mlxserve.models.registry import LoadedModel, ModelRegistry
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.reasoning import ReasoningSplitter, opened_in_prompt, reasoning_family
 from mlxserve.pipeline.request import GenerateRequest
 from mlxserve.pipeline.templates import (
     chat_template_for,
@@ -20,13 +23,27 @@ from mlxserve.pipeline.templates import (
 from mlxserve.pipeline.tool_parsers import tool_family
 from mlxserve.sampling.validation import validate_sampling
 
+REQUEST_TIMEOUT = 1800.0  # seconds; a safety net for stuck requests, far past a long reply
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Server-wide limits every generation obeys."""
+
+    max_tokens: int | None = None  # caps every reply; the length of one whose client set none
+    request_timeout: float | None = REQUEST_TIMEOUT  # seconds from arrival; None: no limit
+
 
 @dataclass
 class Prepared:
     request: GenerateRequest
     loaded: LoadedModel
     engine_request: GenerationRequest
+    release: Callable[[], None]  # counts the request out of the model's queue
+    deadline: float | None = None  # the event loop's time at which the request is stopped
+    timeout: float = 0.0  # the limit behind `deadline`, for its error message
     tool_family: str | None = None  # set when the reply may hold tool calls
+    reasoning: ReasoningSplitter | None = None  # set for a thinking model's reply
 
     @property
     def model(self) -> str:
@@ -35,11 +52,29 @@ class Prepared:
 
 
 async def prepare(
-    registry: ModelRegistry, request: GenerateRequest, max_tokens_ceiling: int | None = None
+    registry: ModelRegistry, request: GenerateRequest, limits: ServerLimits = ServerLimits()
 ) -> Prepared:
-    """`max_tokens_ceiling` (the server's --max-tokens) caps every reply, and is the length of
-    one whose client set none."""
+    """Everything checked and measured, and the request counted into its model's queue (a 429
+    when full): the caller must run generate() on the result, which counts it out."""
+    started = asyncio.get_running_loop().time()
     loaded = _generative(await registry.resolve(request.model, ttl=request.ttl))
+    release = loaded.admit()
+    try:
+        prepared = await _prepare_admitted(loaded, request, limits.max_tokens, release)
+    except BaseException:
+        release()
+        raise
+    if limits.request_timeout:
+        prepared.deadline = started + limits.request_timeout
+        prepared.timeout = limits.request_timeout
+    # Should a client leave before generation starts, the request still leaves the queue.
+    weakref.finalize(prepared, release)
+    return prepared
+
+
+async def _prepare_admitted(
+    loaded: LoadedModel, request: GenerateRequest, max_tokens_ceiling: int | None, release
+) -> Prepared:
     if request.conversation and any(turn.has_images for turn in request.conversation):
         raise RequestError(
             400,
@@ -48,14 +83,15 @@ async def prepare(
             "images_not_supported",
         )
     validate_sampling(request.sampling, loaded.engine.vocab_size)
-    _check_token_limit(request.max_tokens, loaded.engine.context_length)
-    family = None
+    if not request.clamp_max_tokens:
+        _check_token_limit(request.max_tokens, loaded.engine.context_length)
+    family = thinking = None
     if request.conversation is None:
         prompt, add_special_tokens = request.prompt, True
         _check_token_ids(prompt, loaded.engine.vocab_size)
     else:
         # Rendering a long conversation takes a while: in a thread, off the event loop.
-        prompt, family = await asyncio.to_thread(_chat_prompt, loaded, request)
+        prompt, family, thinking = await asyncio.to_thread(_chat_prompt, loaded, request)
         add_special_tokens = False  # the template writes BOS itself
     engine_request = GenerationRequest(
         prompt=prompt,
@@ -77,11 +113,19 @@ async def prepare(
         raise
     if request.constraints.json_schema is not None:
         family = None  # the reply is the schema's JSON, never a call
-    return Prepared(request, loaded, engine_request, family)
+    grammar = engine_request.grammar
+    if grammar is not None and grammar.trigger is None:
+        thinking = None  # the grammar holds from the first token: no room to think
+    return Prepared(
+        request, loaded, engine_request, release, tool_family=family, reasoning=thinking
+    )
 
 
-def _chat_prompt(loaded: LoadedModel, request: GenerateRequest) -> tuple[str, str | None]:
-    """The rendered conversation, and the tool-call family when the reply may hold calls."""
+def _chat_prompt(
+    loaded: LoadedModel, request: GenerateRequest
+) -> tuple[str, str | None, ReasoningSplitter | None]:
+    """The rendered conversation, the tool-call family when the reply may hold calls, and the
+    reasoning splitter of a thinking model."""
     engine = loaded.engine
     template = chat_template_for(engine.chat_template, loaded.record.architecture)
     messages = template_messages(request.conversation)
@@ -96,8 +140,12 @@ def _chat_prompt(loaded: LoadedModel, request: GenerateRequest) -> tuple[str, st
         bos_token=engine.bos_token,
         eos_token=engine.eos_token,
         tools=tools or None,
+        reasoning_effort=request.reasoning_effort,
     )
-    return prompt, family
+    thinking = reasoning_family(template)
+    if thinking is None:
+        return prompt, family, None
+    return prompt, family, ReasoningSplitter(thinking, opened_in_prompt(thinking, prompt))
 
 
 def _generative(loaded: LoadedModel) -> LoadedModel:

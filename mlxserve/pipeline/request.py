@@ -86,6 +86,10 @@ class GenerateRequest:
     conversation: list[Turn] | None = None  # a chat; or else a raw `prompt`
     prompt: str | list[int] | None = None
     max_tokens: int | None = None  # None: until the context is full
+    # none | minimal | low | medium | high: passed to thinking models' chat templates (their
+    # enable_thinking and reasoning_effort switches); None leaves the template's default.
+    reasoning_effort: str | None = None
+    clamp_max_tokens: bool = False  # a max_tokens beyond the context is cut to fit, not refused
     stop: list[str] = field(default_factory=list)
     constraints: Constraints = field(default_factory=Constraints)
     ttl: int | None = None  # idle seconds for a model this request loads

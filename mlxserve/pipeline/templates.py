@@ -50,7 +50,12 @@ def render_chat(
     bos_token: str = "",
     eos_token: str = "",
     tools: list[dict[str, Any]] | None = None,
+    reasoning_effort: str | None = None,
 ) -> str:
+    switches = {}
+    if reasoning_effort is not None:  # Qwen3's switch, and gpt-oss's effort
+        switches["enable_thinking"] = reasoning_effort != "none"
+        switches["reasoning_effort"] = reasoning_effort
     try:
         return _compile(template).render(
             messages=messages,
@@ -58,6 +63,7 @@ def render_chat(
             bos_token=bos_token,
             eos_token=eos_token,
             add_generation_prompt=True,
+            **switches,
         )
     except TemplateError as exc:
         raise RequestError(

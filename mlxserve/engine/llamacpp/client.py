@@ -183,7 +183,7 @@ class _ResponseProtocol(asyncio.Protocol):
 
 
 @asynccontextmanager
-async def _exchange(method: str, url: str, body: dict | None, events: bool):
+async def _exchange(method: str, url: str, body: dict | None, events: bool, api_key: str | None):
     """A connection that has sent one request; closed on leaving."""
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
@@ -197,8 +197,9 @@ async def _exchange(method: str, url: str, body: dict | None, events: bool):
         raise ConnectionError(message) from exc
     try:
         payload = b"" if body is None else orjson.dumps(body)
+        key = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         transport.write(
-            f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{key}"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
             "Connection: close\r\n\r\n".encode()
             + payload
@@ -208,9 +209,11 @@ async def _exchange(method: str, url: str, body: dict | None, events: bool):
         transport.close()
 
 
-async def request_json(method: str, url: str, body: dict | None = None) -> dict:
+async def request_json(
+    method: str, url: str, body: dict | None = None, api_key: str | None = None
+) -> dict:
     """The JSON body of a 200 answer; HTTPStatusError or ConnectionError otherwise."""
-    async with _exchange(method, url, body, events=False) as (response, netloc):
+    async with _exchange(method, url, body, False, api_key) as (response, netloc):
         while not response.done:
             await response.wait()
         response.raise_for_outcome(netloc)
@@ -220,10 +223,12 @@ async def request_json(method: str, url: str, body: dict | None = None) -> dict:
             raise ConnectionError(f"unreadable JSON from {netloc}: {exc}") from exc
 
 
-async def post_event_stream(url: str, body: dict) -> AsyncIterator[dict]:
+async def post_event_stream(
+    url: str, body: dict, api_key: str | None = None
+) -> AsyncIterator[dict]:
     """Yield each event's JSON object. Closing the iterator closes the connection. A refused,
     dropped or garbled connection raises ConnectionError; a non-200 answer HTTPStatusError."""
-    async with _exchange("POST", url, body, events=True) as (response, netloc):
+    async with _exchange("POST", url, body, True, api_key) as (response, netloc):
         events = response.events
         while True:
             while events:

@@ -29,6 +29,9 @@ import threading
 from collections.abc import Callable
 
 READY_MARKER = "mlxserve-llamacpp-listening"
+# The child's API key, so that no other local program or web page can use its port; llama-server
+# binaries read the same variable.
+API_KEY_VARIABLE = "LLAMA_API_KEY"
 PR_SET_PDEATHSIG = 1
 LINUX = sys.platform.startswith("linux")
 
@@ -70,6 +73,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-cb", "--cont-batching", action="store_true", default=True)
     parser.add_argument("-nocb", "--no-cont-batching", dest="cont_batching", action="store_false")
     parser.add_argument("--kv-unified", action="store_true")
+    parser.add_argument("--cache-ram", type=int, default=None)
     parser.add_argument("--embedding", "--embeddings", action="store_true")
     parser.add_argument("--pooling", choices=("none", "mean", "cls", "last", "rank"))
     parser.add_argument("--metrics", action="store_true")
@@ -98,6 +102,10 @@ def build_params(args: argparse.Namespace):
     params.n_parallel = args.parallel
     params.cont_batching = args.cont_batching
     params.kv_unified = args.kv_unified
+    if os.environ.get(API_KEY_VARIABLE):  # an environment variable: argv is visible to `ps`
+        params.api_keys = [os.environ[API_KEY_VARIABLE]]
+    if args.cache_ram is not None:
+        params.cache_ram_mib = args.cache_ram
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads_batch
     params.endpoint_metrics = args.metrics

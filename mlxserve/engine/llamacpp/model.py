@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mlxserve.engine.base import (
+    PROMPT_CACHE_BYTES,
     EngineError,
     EngineModel,
     EngineUnavailable,
@@ -64,6 +66,7 @@ class LlamaCppModel(EngineModel):
         server_binary: Path | None = None,
         parallel: int = 4,
         embedding: bool = False,
+        prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
     ) -> LlamaCppModel:
         """Start a llama.cpp server for a GGUF file; `embedding` serves /v1/embeddings
         (mean pooling) instead of completions."""
@@ -73,9 +76,12 @@ class LlamaCppModel(EngineModel):
             server_binary=server_binary,
             extra_args=embedding_args(context_length) if embedding else (),
             parallel=parallel,
+            prompt_cache_bytes=prompt_cache_bytes,
+            api_key=secrets.token_urlsafe(24),
         )
         await asyncio.to_thread(process.start)
         model = cls(process, model_id, process.context_length)
+        model.parallel = parallel
         try:
             await model._read_model_info()
         except BaseException:
@@ -130,7 +136,8 @@ class LlamaCppModel(EngineModel):
         url = f"{await self._running_url()}/completion"
         first_token = last_token = None
         async with self._engine_errors():
-            async with aclosing(client.post_event_stream(url, body)) as chunks:
+            stream = client.post_event_stream(url, body, self.process.api_key)
+            async with aclosing(stream) as chunks:
                 async for chunk in chunks:
                     if "error" in chunk:
                         raise EngineError(f"llama.cpp: {protocol.error_message(chunk)}")
@@ -150,6 +157,20 @@ class LlamaCppModel(EngineModel):
                         return
                     yield GenerationEvent(chunk.get("content", ""), chunk.get("tokens", []))
         raise await self._unavailable(None)
+
+    @property
+    def child_pid(self) -> int | None:
+        return self.process.pid if self.process.is_alive() else None
+
+    async def engine_counters(self) -> dict[str, int]:
+        """The child's own slot states: `sequences` it is processing now."""
+        if not self.process.is_alive():
+            return {}  # reporting must not restart it
+        try:
+            slots = await self._request("GET", "/slots")
+        except EngineError:
+            return {}
+        return {"sequences": sum(bool(slot.get("is_processing")) for slot in slots)}
 
     async def grammar_support_error(self) -> str | None:
         """llama.cpp takes llguidance grammars only when built with it (xllamacpp is; a
@@ -179,7 +200,9 @@ class LlamaCppModel(EngineModel):
     async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         base_url = await self._running_url()
         async with self._engine_errors():
-            return await client.request_json(method, f"{base_url}{path}", body)
+            return await client.request_json(
+                method, f"{base_url}{path}", body, self.process.api_key
+            )
 
     @asynccontextmanager
     async def _engine_errors(self) -> AsyncIterator[None]:

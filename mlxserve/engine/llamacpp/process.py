@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from mlxserve.engine.base import EngineError
+from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineError
 from mlxserve.engine.llamacpp import launcher
 
 logger = logging.getLogger("mlxserve.llamacpp")
@@ -93,10 +93,14 @@ class LlamaServerProcess:
         server_binary: Path | None = None,
         extra_args: Sequence[str] = (),
         parallel: int = 4,
+        prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
+        api_key: str | None = None,
     ):
         self.model_path = Path(model_path)
         self.context_length = context_length
         self.parallel = parallel
+        self.prompt_cache_bytes = prompt_cache_bytes
+        self.api_key = api_key  # required by the child on every route but /health
         self.extra_args = list(extra_args)
         self.server_binary = find_backend(server_binary)
         self.base_url = ""
@@ -132,6 +136,9 @@ class LlamaServerProcess:
             "-t", threads,
             "-tb", threads,
             "--metrics",
+            # llama.cpp keeps finished prompts' KV in RAM for reuse (8 GiB by default): the
+            # same bound as an MLX model's prompt cache.
+            "--cache-ram", str(self.prompt_cache_bytes // 2**20),
             *self.extra_args,
         ]  # fmt: skip
 
@@ -154,7 +161,8 @@ class LlamaServerProcess:
             self.base_url = f"http://127.0.0.1:{port}"
         argv = self.command(port)
         logger.info("starting llama.cpp (%s) for %s", self.backend, self.model_path.name)
-        self._popen = _spawner.submit(self._spawn, argv).result()
+        env = {**os.environ, launcher.API_KEY_VARIABLE: self.api_key} if self.api_key else None
+        self._popen = _spawner.submit(self._spawn, argv, env).result()
         _running.add(self)
         self._reader = threading.Thread(target=self._read_output, name="llamacpp-log", daemon=True)
         self._reader.start()
@@ -197,9 +205,10 @@ class LlamaServerProcess:
         self.base_url = ""
 
     @staticmethod
-    def _spawn(argv: list[str]) -> subprocess.Popen:
+    def _spawn(argv: list[str], env: dict | None) -> subprocess.Popen:
         return subprocess.Popen(
             argv,
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

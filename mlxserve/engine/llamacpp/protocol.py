@@ -97,6 +97,7 @@ def final_stats(
         time_to_first_token=time_to_first_token,
         generation_time=generation_time,
         stop_reason=stop_reason(final, n_predict),
+        stop_string=final.get("stopping_word") or None,
     )
 
 

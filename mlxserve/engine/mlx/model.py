@@ -31,6 +31,7 @@ class MLXModel(EngineModel):
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size
         self.context_length = context_length
+        self.parallel = runner.max_batch_size
         self.eos_token_ids = frozenset(tokenizer.eos_token_ids)
         self.chat_template = tokenizer.chat_template
         self.bos_token = tokenizer.bos_token or ""
@@ -59,6 +60,9 @@ class MLXModel(EngineModel):
     @property
     def active_sequences(self) -> int:
         return self._runner.active_count
+
+    async def engine_counters(self) -> dict[str, int]:
+        return {**self._runner.counters(), "prompt_cache_bytes": self.prompt_cache_bytes}
 
     async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         # A long prompt takes a while: tokenized in a thread, other streams keep flowing.
@@ -92,7 +96,7 @@ class MLXModel(EngineModel):
                 if event.is_final:
                     return
         finally:
-            sequence.cancelled.set()
+            sequence.cancel()
 
     def _compiler(self) -> GrammarCompiler:
         if self._grammars is None:

@@ -38,6 +38,10 @@ class BatchRunner:
         self._active: list[Sequence] = []
         self._batch_cache: list | None = None
         self._prompt_cache = LRUPromptCache(PROMPT_CACHE_ENTRIES, prompt_cache_bytes)
+        # Written by the runner thread only: what it did, for /metrics and the load tests.
+        self.tokens_sampled = 0
+        self.sequences_cancelled = 0
+        self.max_tokens_after_cancel = 0  # sampled for a sequence after its client left
         self._thread = threading.Thread(target=self._run, name="mlx-runner", daemon=True)
 
     def start(self) -> Future:
@@ -53,6 +57,15 @@ class BatchRunner:
     def prompt_cache_bytes(self) -> int:
         """Bytes of KV state the prompt cache holds now."""
         return self._prompt_cache.nbytes
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "sequences": self.active_count,
+            "decoding": len(self._active),
+            "tokens_sampled": self.tokens_sampled,
+            "sequences_cancelled": self.sequences_cancelled,
+            "max_tokens_after_cancel": self.max_tokens_after_cancel,
+        }
 
     def submit(self, sequence: Sequence) -> None:
         self._inbox.put(sequence)
@@ -89,7 +102,9 @@ class BatchRunner:
     def _admit_waiting(self) -> None:
         while self._waiting and len(self._active) < self.max_batch_size:
             sequence = self._waiting.pop(0)
-            if not sequence.cancelled.is_set():
+            if sequence.cancelled.is_set():
+                self._count_cancelled(sequence)
+            else:
                 self._guarded(self._prefill, [sequence], sequence)
 
     def _guarded(self, step, sequences: list[Sequence], *args) -> None:
@@ -118,11 +133,13 @@ class BatchRunner:
             self.model(mx.array([chunk]), cache=cache)
             mx.eval([c.state for c in cache])
             if sequence.cancelled.is_set():
+                self._count_cancelled(sequence)
                 return
         logits = self.model(mx.array([remaining[-1:]]), cache=cache)[:, -1, :]
         mx.async_eval(logits)
         mask = sequence.next_mask()  # computed while MLX evaluates the logits
         sequence.accept(sequence.sampler.sample(_as_numpy(logits)[0], mask))
+        self.tokens_sampled += 1
         if sequence.finished:
             self._retire(sequence, [c for c in cache])
             return
@@ -138,7 +155,10 @@ class BatchRunner:
         self._active.append(sequence)
 
     def _decode_step(self) -> None:
-        self._drop(i for i, s in enumerate(self._active) if s.cancelled.is_set())
+        left = [i for i, s in enumerate(self._active) if s.cancelled.is_set()]
+        for row in left:
+            self._count_cancelled(self._active[row])
+        self._drop(left)
         if not self._active:
             return
         inputs = mx.array([s.last_token for s in self._active])
@@ -151,6 +171,7 @@ class BatchRunner:
             sequence.accept(sequence.sampler.sample(logits[row], masks[row]))
             if sequence.finished:
                 finished.append(row)
+        self.tokens_sampled += len(self._active)
         for row in finished:
             sequence = self._active[row]
             self._retire(sequence, [c.extract(row) for c in self._batch_cache])
@@ -167,6 +188,11 @@ class BatchRunner:
             return
         for layer in self._batch_cache:
             layer.filter(mx.array(keep))
+
+    def _count_cancelled(self, sequence: Sequence) -> None:
+        self.sequences_cancelled += 1
+        overrun = sequence.tokens_after_cancel
+        self.max_tokens_after_cancel = max(self.max_tokens_after_cancel, overrun)
 
     def _retire(self, sequence: Sequence, cache: list) -> None:
         """Finish a sequence and keep its cache so a follow-up request can reuse the prefix."""

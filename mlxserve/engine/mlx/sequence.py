@@ -28,6 +28,8 @@ class Sequence:
     constraint: OutputConstraint | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     generated: list[int] = field(default_factory=list)
+    tokens_at_cancel: int = 0  # how many tokens existed when the client left
+    unsent: list[int] = field(default_factory=list)  # tokens whose text has not been emitted
     cached_prompt_tokens: int = 0
     first_token_at: float = 0.0
     last_token_at: float = 0.0
@@ -49,6 +51,17 @@ class Sequence:
         """Tokens whose keys and values are in the cache (the last sampled one is not yet)."""
         return self.prompt_tokens + self.generated[:-1]
 
+    def cancel(self) -> None:
+        """The client left (called from the event loop): the runner drops the sequence before
+        its next step."""
+        if not self.finished and not self.cancelled.is_set():
+            self.tokens_at_cancel = len(self.generated)
+            self.cancelled.set()
+
+    @property
+    def tokens_after_cancel(self) -> int:
+        return len(self.generated) - self.tokens_at_cancel
+
     def next_mask(self):
         """The grammar's allowed tokens for the next step (None when unconstrained)."""
         return self.constraint.next_mask() if self.constraint else None
@@ -59,6 +72,7 @@ class Sequence:
         self.first_token_at = self.first_token_at or now
         self.last_token_at = now
         self.generated.append(token)
+        self.unsent.append(token)
         if token in self.eos_token_ids:
             self.stop_reason = "eosFound"
             return
@@ -71,15 +85,16 @@ class Sequence:
             self.stop_reason = "eosFound"  # the grammar allows nothing more: a natural end
         elif len(self.generated) >= self.max_tokens:
             self.stop_reason = "maxPredictedTokensReached"
-        if text:
-            self.emit(GenerationEvent(text=text, token_ids=[token]))
+        if text:  # a token with no text yet (part of a character) goes with the next event
+            self.emit(GenerationEvent(text=text, token_ids=self.unsent))
+            self.unsent = []
 
     def finish(self) -> None:
         """Send the held-back text and the final event with exact counts and timings."""
         tail = self.stops.flush()
         if tail:
             self.emit(GenerationEvent(text=tail))
-        self.emit(GenerationEvent(stats=self.stats()))
+        self.emit(GenerationEvent(token_ids=self.unsent, stats=self.stats()))
 
     def stats(self) -> GenerationStats:
         return GenerationStats(
@@ -89,4 +104,5 @@ class Sequence:
             time_to_first_token=self.first_token_at - self.request.arrived,
             generation_time=self.last_token_at - self.first_token_at,
             stop_reason=self.stop_reason or "maxPredictedTokensReached",
+            stop_string=self.stops.matched,
         )

@@ -1,0 +1,339 @@
+"""LM Studio's native REST API v1 (/api/v1): the store's models with their capabilities and
+loaded instances, explicit load and unload, and `/chat`: one input turn through the shared
+pipeline, stateful through `previous_response_id`, answered whole or as LM Studio's named
+events. Errors before a reply starts are the server's usual (OpenAI-shaped) errors; one during a
+stream is an `error` event followed by `chat.end`, as LM Studio documents."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag
+from quart import Blueprint, current_app, jsonify, request
+
+from mlxserve.api import lmstudio_v1_models
+from mlxserve.api.errors import from_exception
+from mlxserve.api.parsing import with_body
+from mlxserve.api.protocol import OpenAIModel, sampling_params
+from mlxserve.api.responses import STORED_RESPONSES
+from mlxserve.api.sse import sse_response
+from mlxserve.engine.base import GenerationStats
+from mlxserve.models.registry import ModelRegistry
+from mlxserve.models.store import find_model
+from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.events import Finished, OutputEvent, ReasoningDelta, TextDelta
+from mlxserve.pipeline.generate import generate
+from mlxserve.pipeline.prepare import prepare
+from mlxserve.pipeline.request import GenerateRequest, ImagePart, TextPart, Turn
+from mlxserve.sampling.params import SamplingParams
+
+blueprint = Blueprint("lmstudio_v1", __name__, url_prefix="/api/v1")
+# LM Studio's `reasoning` setting as the effort chat templates take ("on": the model's default)
+REASONING_EFFORT = {"off": "none", "low": "low", "medium": "medium", "high": "high"}
+
+
+class ModelLoadRequest(OpenAIModel):
+    model: str
+    context_length: int | None = Field(None, ge=1)
+    echo_load_config: bool = False
+    # mlxserve's, as in /api/v0: idle seconds before unloading, and the instance id to load under
+    ttl: float | None = Field(None, gt=0)
+    identifier: str | None = Field(None, min_length=1)
+
+
+class ModelUnloadRequest(OpenAIModel):
+    instance_id: str
+
+
+class ChatTextInput(OpenAIModel):
+    type: Literal["message", "text"]  # the reference names "message"; its image example, "text"
+    content: str
+
+
+class ChatImageInput(OpenAIModel):
+    type: Literal["image"]
+    data_url: str
+
+
+InputItem = Annotated[ChatTextInput | ChatImageInput, Field(discriminator="type")]
+# A string, or a list of items: the value's own type picks the branch, so an error names only it.
+ChatInput = Annotated[
+    Annotated[str, Tag("text")] | Annotated[list[InputItem], Field(min_length=1), Tag("items")],
+    Discriminator(lambda value: "text" if isinstance(value, str) else "items"),
+]
+
+
+class ChatRequest(OpenAIModel):
+    model: str
+    input: ChatInput
+    system_prompt: str | None = None
+    integrations: list[Any] | None = None
+    stream: bool = False
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0, le=2**31 - 1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repeat_penalty: float | None = Field(None, ge=0.01, le=10)
+    max_output_tokens: int | None = Field(None, ge=1)
+    reasoning: Literal["off", "low", "medium", "high", "on"] | None = None
+    context_length: int | None = Field(None, ge=1)  # for the load this request causes, if any
+    store: bool = True
+    previous_response_id: str | None = Field(None, pattern="^resp_")
+    # mlxserve's, as in /api/v0
+    ttl: int | None = Field(None, gt=0)
+    seed: int | None = None
+
+    def to_sampling_params(self) -> SamplingParams:
+        fields = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed"}
+        return sampling_params(**self.model_dump(include=fields))
+
+
+class ChatStore:
+    """Finished chats by response id, so `previous_response_id` can continue (or branch) one;
+    the oldest go first."""
+
+    def __init__(self, capacity: int = STORED_RESPONSES):
+        self.capacity = capacity
+        self._chats: OrderedDict[str, list[Turn]] = OrderedDict()
+
+    def put(self, response_id: str, turns: list[Turn]) -> None:
+        self._chats[response_id] = turns
+        while len(self._chats) > self.capacity:
+            self._chats.popitem(last=False)
+
+    def turns(self, response_id: str) -> list[Turn]:
+        if response_id not in self._chats:
+            message = f"no stored response with id '{response_id}'"
+            raise RequestError(404, message, "previous_response_id", "response_not_found")
+        return self._chats[response_id]
+
+
+@blueprint.record_once
+def _create_store(state) -> None:
+    state.app.lmstudio_chats = ChatStore()
+
+
+@blueprint.get("/models")
+async def list_models():
+    """Every model in the store, with its capabilities and loaded instances."""
+    registry: ModelRegistry = current_app.registry
+    instances = list(registry.loaded.values())  # taken on the event loop; files are read off it
+    models = await asyncio.to_thread(lmstudio_v1_models.model_entries, registry, instances)
+    return jsonify({"models": models})
+
+
+@blueprint.post("/models/load")
+@with_body(ModelLoadRequest)
+async def load_model(body: ModelLoadRequest):
+    """Load a model; the instance takes the model's key as its id unless `identifier` names one."""
+    registry: ModelRegistry = current_app.registry
+    instance_id = body.identifier or body.model
+    holder = registry.loaded.get(instance_id)
+    if holder is not None and holder.record.id != body.model:
+        message = f"instance id '{instance_id}' is taken by model '{holder.record.id}'"
+        raise RequestError(409, message, "identifier", "instance_id_taken")
+    started = time.monotonic()
+    loaded = await registry.load(
+        body.model, context_length=body.context_length, ttl=body.ttl, identifier=instance_id
+    )
+    result = {
+        "type": lmstudio_v1_models.model_type(loaded.record),
+        "instance_id": loaded.identifier,
+        "load_time_seconds": round(time.monotonic() - started, 3),
+        "status": "loaded",
+    }
+    if body.echo_load_config:
+        result["load_config"] = {"context_length": loaded.engine.context_length}
+    return jsonify(result)
+
+
+@blueprint.post("/models/unload")
+@with_body(ModelUnloadRequest)
+async def unload_model(body: ModelUnloadRequest):
+    """Unload one loaded instance."""
+    registry: ModelRegistry = current_app.registry
+    if body.instance_id not in registry.loaded:
+        message = f"no loaded instance with id '{body.instance_id}'"
+        raise RequestError(404, message, "instance_id", "model_not_found")
+    await registry.unload(body.instance_id)
+    return jsonify({"instance_id": body.instance_id})
+
+
+@blueprint.post("/chat")
+@with_body(ChatRequest)
+async def chat(body: ChatRequest):
+    """Chat with a model: output items and stats, or LM Studio's stream of named events."""
+    _check_supported(body)
+    store: ChatStore = current_app.lmstudio_chats
+    history = store.turns(body.previous_response_id) if body.previous_response_id else []
+    conversation = with_system_prompt(history, body.system_prompt) + [input_turn(body.input)]
+    load_seconds = await _load_for_chat(current_app.registry, body)
+    neutral = GenerateRequest(
+        model=body.model,
+        sampling=body.to_sampling_params(),
+        conversation=conversation,
+        max_tokens=body.max_output_tokens,
+        ttl=body.ttl,
+        prompt_param="input",
+        reasoning_effort=REASONING_EFFORT.get(body.reasoning),
+        response_id=f"resp_{secrets.token_hex(24)}",
+        endpoint=request.path,
+    )
+    prepared = await prepare(current_app.registry, neutral, current_app.limits)
+    stored_as = neutral.response_id if body.store else None
+    reply = ChatReply(prepared.model, stored_as, load_seconds, conversation, store)
+    events = reply.events(generate(prepared))
+    if body.stream:
+        streamed = reply.in_band_errors(events)
+        return await sse_response(streamed, done_marker=False, named_events=True)
+    async for event in events:
+        last = event
+    return jsonify(last["result"])
+
+
+def _check_supported(body: ChatRequest) -> None:
+    if body.integrations:
+        message = "integrations (plugins and MCP servers) are not supported by this server"
+        raise RequestError(400, message, "integrations", "integrations_not_supported")
+
+
+def with_system_prompt(history: list[Turn], system_prompt: str | None) -> list[Turn]:
+    """A continued chat keeps its system prompt; a request that sends one replaces it."""
+    if system_prompt is None:
+        return history
+    rest = [turn for turn in history if turn.role != "system"]
+    return [Turn("system", [TextPart(system_prompt)]), *rest]
+
+
+def input_turn(value: str | list[ChatTextInput | ChatImageInput]) -> Turn:
+    """The input is one user message: its text, or its text and image parts."""
+    if isinstance(value, str):
+        return Turn("user", [TextPart(value)])
+    parts = [
+        TextPart(item.content) if isinstance(item, ChatTextInput) else ImagePart(item.data_url)
+        for item in value
+    ]
+    return Turn("user", parts)
+
+
+async def _load_for_chat(registry: ModelRegistry, body: ChatRequest) -> float | None:
+    """Load a stored model that is not loaded yet (as the registry would) with the request's
+    `context_length`, timed for the model_load events; None when there was nothing to load."""
+    name = body.model
+    if name in registry.loaded or name in registry.loading or not registry.options.jit:
+        return None
+    if find_model(registry.models_dir, name) is None:
+        return None  # the registry routes it (to the only loaded model) or refuses it
+    started = time.monotonic()
+    ttl = body.ttl or registry.options.ttl
+    await registry.load(name, context_length=body.context_length, ttl=ttl, jit=True)
+    return round(time.monotonic() - started, 3)
+
+
+@dataclass
+class ChatReply:
+    """One reply: the pipeline's events as LM Studio's stream events. The last, chat.end, holds
+    the whole result, which is also the answer when not streaming."""
+
+    instance_id: str
+    response_id: str | None  # None when the chat is not stored
+    load_seconds: float | None  # set when this request loaded the model
+    conversation: list[Turn]
+    store: ChatStore
+    items: list[dict] = field(default_factory=list, init=False)  # reasoning and message
+    _open: str | None = field(default=None, init=False)  # the type of the item being made
+
+    async def events(self, outputs: AsyncIterator[OutputEvent]) -> AsyncIterator[dict]:
+        yield {"type": "chat.start", "model_instance_id": self.instance_id}
+        if self.load_seconds is not None:
+            yield {"type": "model_load.start", "model_instance_id": self.instance_id}
+            yield {
+                "type": "model_load.end",
+                "model_instance_id": self.instance_id,
+                "load_time_seconds": self.load_seconds,
+            }
+        yield {"type": "prompt_processing.start"}
+        processing = True
+        async for output in outputs:
+            if processing:  # the first output comes once the prompt has been read
+                processing = False
+                yield {"type": "prompt_processing.end"}
+            for event in self._render(output):
+                yield event
+
+    async def in_band_errors(self, events: AsyncIterator[dict]) -> AsyncIterator[dict]:
+        """A failure mid-stream becomes an `error` event, then chat.end with what was made."""
+        try:
+            async for event in events:
+                yield event
+        except Exception as exc:  # noqa: BLE001 - reported to the client in-band
+            yield {"type": "error", "error": error_fields(from_exception(exc))}
+            yield {"type": "chat.end", "result": self.result(None)}
+
+    def _render(self, output: OutputEvent) -> list[dict]:
+        # No tools are offered on this endpoint: reasoning, text and the end are all that come.
+        if isinstance(output, (TextDelta, ReasoningDelta)):
+            kind = "reasoning" if isinstance(output, ReasoningDelta) else "message"
+            opening = self._open_item(kind)
+            self.items[-1]["content"] += output.text
+            return opening + [{"type": f"{kind}.delta", "content": output.text}]
+        return self._finish(output)
+
+    def _open_item(self, kind: str) -> list[dict]:
+        if self._open == kind:
+            return []
+        events = self._close_item() + [{"type": f"{kind}.start"}]
+        self.items.append({"type": kind, "content": ""})
+        self._open = kind
+        return events
+
+    def _close_item(self) -> list[dict]:
+        closing = [{"type": f"{self._open}.end"}] if self._open else []
+        self._open = None
+        return closing
+
+    def _finish(self, finished: Finished) -> list[dict]:
+        closing = self._close_item()
+        if self.response_id is not None:
+            text = "".join(item["content"] for item in self.items if item["type"] == "message")
+            reply = Turn("assistant", [TextPart(text)])
+            self.store.put(self.response_id, [*self.conversation, reply])
+        return closing + [{"type": "chat.end", "result": self.result(finished.stats)}]
+
+    def result(self, stats: GenerationStats | None) -> dict:
+        """The non-streamed answer; without stats (a failed stream) it is neither measured nor
+        stored."""
+        result = {"model_instance_id": self.instance_id, "output": self.items}
+        if stats is not None:
+            result["stats"] = self._stats(stats)
+            if self.response_id is not None:
+                result["response_id"] = self.response_id
+        return result
+
+    def _stats(self, stats: GenerationStats) -> dict:
+        figures = {
+            "input_tokens": stats.prompt_tokens,
+            "total_output_tokens": stats.completion_tokens,
+            "reasoning_output_tokens": stats.reasoning_tokens,
+            "tokens_per_second": stats.tokens_per_second,
+            "time_to_first_token_seconds": stats.time_to_first_token,
+            "stop_reason": stats.stop_reason,  # mlxserve's, as in /api/v0: why the reply ended
+        }
+        if self.load_seconds is not None:
+            figures["model_load_time_seconds"] = self.load_seconds
+        return figures
+
+
+def error_fields(error: RequestError) -> dict:
+    """LM Studio's error object for stream events: its coarse type, the detail in `code`."""
+    kind = "invalid_request" if error.status < 500 else "internal_error"
+    if error.code == "model_not_found":
+        kind = error.code
+    fields = {"type": kind, "message": error.message, "code": error.code, "param": error.param}
+    return {key: value for key, value in fields.items() if value is not None}

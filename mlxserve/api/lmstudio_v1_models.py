@@ -1,0 +1,104 @@
+"""What /api/v1/models says of each stored model: type, format, quantization, size, context,
+capabilities (vision, tool use) and its loaded instances, read from the store and model files."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import struct
+from pathlib import Path
+
+from mlxserve.engine.base import EngineError
+from mlxserve.gguf_header import read_scalar_fields
+from mlxserve.models.registry import LoadedModel, ModelRegistry, gguf_file_of
+from mlxserve.models.store import ModelRecord
+from mlxserve.models.templates import builtin_chat_template
+
+
+def model_entries(registry: ModelRegistry, instances: list[LoadedModel]) -> list[dict]:
+    return [
+        model_entry(record, [i for i in instances if i.record.id == record.id])
+        for record in registry.stored()
+    ]
+
+
+def model_entry(record: ModelRecord, instances: list[LoadedModel]) -> dict:
+    template, size_label = model_file_facts(record)
+    embedding = record.type == "embeddings"
+    publisher, _, name = record.id.partition("/")
+    entry = {
+        "type": model_type(record),
+        "publisher": publisher,
+        "key": record.id,
+        "display_name": name,
+        "quantization": quantization(record.quantization),
+        "size_bytes": record.size_bytes,
+        "params_string": size_label,
+        "loaded_instances": [instance_entry(loaded, embedding) for loaded in instances],
+        "max_context_length": record.max_context_length,
+        "format": record.format,
+    }
+    if not embedding:  # LM Studio leaves these out for embedding models
+        entry["architecture"] = record.architecture
+        entry["capabilities"] = {
+            "vision": False,  # the pipeline refuses images for every model so far
+            "trained_for_tool_use": renders_tools(template, record.architecture),
+        }
+        entry["description"] = None
+    return entry
+
+
+def model_type(record: ModelRecord) -> str:
+    return "embedding" if record.type == "embeddings" else "llm"
+
+
+def instance_entry(loaded: LoadedModel, embedding: bool) -> dict:
+    config = {"context_length": loaded.engine.context_length}
+    if not embedding:
+        config["parallel"] = loaded.engine.parallel
+    return {"id": loaded.identifier, "config": config}
+
+
+def quantization(name: str) -> dict | None:
+    """LM Studio's {name, bits_per_weight}, the bits read from the name (Q4_K_M, 4bit, bf16);
+    None for a model stored unquantized."""
+    if not name or name == "none":
+        return None
+    bits = re.search(r"\d+", name)
+    return {"name": name, "bits_per_weight": int(bits.group()) if bits else None}
+
+
+def renders_tools(template: str | None, architecture: str) -> bool:
+    """Whether the chat template the pipeline would use takes `tools` itself (the test
+    `messages_with_tools` makes), rather than being told about them in a system message."""
+    return "tools" in (template or builtin_chat_template(architecture) or "")
+
+
+def model_file_facts(record: ModelRecord) -> tuple[str | None, str | None]:
+    """The model's own chat template and, for a GGUF, its parameter count label ("270M")."""
+    try:
+        if record.format == "gguf":
+            path = gguf_file_of(record)
+            return _gguf_facts(path, path.stat().st_mtime_ns)
+        return _mlx_template(record.directory), None
+    except (OSError, ValueError, struct.error, EngineError):
+        return None, None  # an unreadable model is still listed, without what its files say
+
+
+@functools.lru_cache(maxsize=64)
+def _gguf_facts(path: Path, mtime_ns: int) -> tuple[str | None, str | None]:
+    """Read once per file version: walking a large vocabulary takes about a third of a second."""
+    fields = read_scalar_fields(path)
+    return fields.get("tokenizer.chat_template"), fields.get("general.size_label")
+
+
+def _mlx_template(directory: Path) -> str | None:
+    """Where the tokenizer finds it: chat_template.jinja, else tokenizer_config.json."""
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    config = directory / "tokenizer_config.json"
+    data = json.loads(config.read_text()) if config.is_file() else {}
+    template = data.get("chat_template") if isinstance(data, dict) else None
+    return template if isinstance(template, str) else None

@@ -1,0 +1,64 @@
+"""The server's per-request time limit (--request-timeout), applied to an engine's event stream.
+
+One timer per request, not one per token: when it fires while the request waits on its engine,
+that wait is cancelled (which releases the engine's slot or sequence); when it fires while the
+client is being written to, the request ends at its next wait instead."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+from mlxserve.pipeline.errors import RequestError
+
+T = TypeVar("T")
+
+
+def timeout_error(seconds: float) -> RequestError:
+    return RequestError(
+        504,
+        f"the request ran past the server's {seconds:g} s limit (--request-timeout) and was "
+        "stopped",
+        None,
+        "request_timeout",
+        headers={"x-should-retry": "false"},  # retrying would take as long again
+    )
+
+
+async def within_deadline(
+    events: AsyncIterator[T], deadline: float | None, seconds: float
+) -> AsyncIterator[T]:
+    """`events` until the event loop's clock passes `deadline`, then a 504 RequestError."""
+    if deadline is None:
+        async for event in events:
+            yield event
+        return
+    task = asyncio.current_task()
+    waiting = expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        if waiting:
+            task.cancel()
+
+    timer = asyncio.get_running_loop().call_at(deadline, expire)
+    try:
+        while not expired:
+            waiting = True
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if expired and task.uncancel() == 0:
+                    break  # our own cancellation: a timeout, not a client leaving
+                raise
+            finally:
+                waiting = False
+            yield event
+        raise timeout_error(seconds)
+    finally:
+        timer.cancel()
+        await events.aclose()

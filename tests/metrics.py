@@ -1,0 +1,19 @@
+"""Read the server's GET /metrics (Prometheus text) into {"name{labels}": value}."""
+
+from __future__ import annotations
+
+import httpx
+
+
+def read_metrics(base_url: str) -> dict[str, float]:
+    text = httpx.get(f"{base_url}/metrics", timeout=10).text
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def model_metric(base_url: str, name: str, model: str) -> float:
+    return read_metrics(base_url).get(f'{name}{{model="{model}"}}', 0.0)

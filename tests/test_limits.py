@@ -1,0 +1,108 @@
+"""Limits that keep the server alive, against the real server and the real Gemma model: a model's
+queue is bounded (429 with Retry-After once full, then admission again), and a request that runs
+past --request-timeout is stopped in the engine and answered with an error its client can read."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.metrics import model_metric, read_metrics
+from tests.server import ServerProcess
+
+NO_EOS = {"1": -100, "106": -100}  # Gemma's EOS and end of turn: requests keep generating
+LLAMACPP_SLOTS = 4
+
+
+def long_chat(model: str, stream: bool) -> dict:
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "Tell a long story."}],
+        "max_tokens": 3000,
+        "logit_bias": NO_EOS,
+        "stream": stream,
+    }
+
+
+def wait_for(condition, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_full_queue_answers_429_with_retry_after_then_admits_again(models_dir, default_ids):
+    model = default_ids["llamacpp"]
+    args = ("--max-queued", "1")  # 4 decoding slots + 1 waiting
+    with ServerProcess(models_dir, model=model, engine="llamacpp", extra_args=args) as server:
+        url = f"{server.base_url}/v1/chat/completions"
+        with httpx.Client(timeout=120) as http:
+            streams = []
+            for _ in range(LLAMACPP_SLOTS + 1):
+                response = http.send(
+                    http.build_request("POST", url, json=long_chat(model, True)), stream=True
+                )
+                assert response.status_code == 200
+                lines = response.iter_lines()  # kept: a dropped line iterator closes the stream
+                next(lines)  # the request is running (or waiting in the engine)
+                streams.append((response, lines))
+            refused = http.post(url, json=long_chat(model, False))
+            assert refused.status_code == 429
+            assert refused.headers["Retry-After"] == "2"
+            error = refused.json()["error"]
+            assert error["code"] == "queue_full" and error["type"] == "rate_limit_error"
+            assert model_metric(server.base_url, "mlxserve_requests_rejected_total", model) == 1
+            streams.pop()[0].close()  # one client leaves: its place is free again
+            assert wait_for(
+                lambda: (
+                    model_metric(server.base_url, "mlxserve_requests_active", model)
+                    == LLAMACPP_SLOTS
+                )
+            )
+            request = http.build_request("POST", url, json=long_chat(model, True))
+            admitted = http.send(request, stream=True)  # admitted: it waits for a slot
+            assert admitted.status_code == 200
+            admitted.close()
+            for response, _ in streams:
+                response.close()
+
+
+@pytest.mark.parametrize("engine", ["mlx", "llamacpp"])
+def test_a_request_past_the_timeout_is_stopped_in_the_engine(models_dir, default_ids, engine):
+    model = default_ids[engine]
+    args = ("--request-timeout", "2")
+    with ServerProcess(models_dir, model=model, engine=engine, extra_args=args) as server:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        started = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as failure:
+            client.chat.completions.create(**long_chat(model, False))
+        assert failure.value.status_code == 504
+        assert failure.value.response.headers["x-should-retry"] == "false"
+        assert failure.value.body["code"] == "request_timeout"
+        assert 2 <= time.monotonic() - started < 10
+
+        chunks, last = 0, None
+        with httpx.stream(
+            "POST",
+            f"{server.base_url}/v1/chat/completions",
+            json=long_chat(model, True),
+            timeout=60,
+        ) as reply:
+            for line in reply.iter_lines():
+                if line.startswith("data: "):
+                    chunks, last = chunks + 1, json.loads(line.removeprefix("data: "))
+        assert chunks > 1 and last["error"]["code"] == "request_timeout"
+        # The engine itself holds no sequence any more: the timeout reached it, not only HTTP.
+        assert wait_for(
+            lambda: model_metric(server.base_url, "mlxserve_engine_sequences", model) == 0, 5
+        ), read_metrics(server.base_url)
+        if engine == "mlx":
+            assert model_metric(server.base_url, "mlxserve_engine_sequences_cancelled", model) == 2
+        reply = client.chat.completions.create(**{**long_chat(model, False), "max_tokens": 2})
+        assert reply.choices[0].finish_reason == "length"

@@ -1,0 +1,64 @@
+"""Load with faults (scripts/load.py's rounds, at the CI's scale): 64 concurrent clients, a quarter
+each streaming, dropping their stream, waiting for the whole answer and giving up on it. Every
+round ends with no errors, the engine itself holding nothing a moment after the last client
+returned (its own counters, not the HTTP layer's), and memory flat from round to round."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from scripts.load import KINDS, LoadSpec, run_round
+from tests.server import ServerProcess
+from tests.tiny_models import make_tiny_gemma
+
+CLIENTS = 64
+STREAM_DROPS = CLIENTS // len(KINDS)
+SETTLE_LIMIT = 1.0  # seconds for dropped requests to leave the engine: a handful of decode steps
+RSS_GROWTH_LIMIT = 12 * 2**20  # between the second and third rounds, server and child together
+
+
+def metric(metrics: dict, name: str, model: str) -> float:
+    return metrics.get(f'{name}{{model="{model}"}}', 0.0)
+
+
+def run_rounds(spec: LoadSpec, rounds: int = 3) -> list:
+    reports = []
+    for _ in range(rounds):
+        report = asyncio.run(run_round(spec))
+        assert not report.errors, report.errors[:3]
+        assert report.settle_seconds < SETTLE_LIMIT, report.summary()
+        assert metric(report.after, "mlxserve_engine_sequences", spec.model) == 0
+        assert metric(report.after, "mlxserve_requests_active", spec.model) == 0
+        reports.append(report)
+    growth = reports[-1].rss(reports[-1].after) - reports[-2].rss(reports[-2].after)
+    assert growth < RSS_GROWTH_LIMIT, [r.summary() for r in reports]
+    return reports
+
+
+def test_mlx_engine_under_load_with_disconnects(tmp_path):
+    tiny = make_tiny_gemma(tmp_path / "test" / "tiny-gemma")
+    with ServerProcess(tmp_path, model=tiny.id, engine="mlx") as server:
+        # EOS banned: every reply runs its full length, so each drop interrupts a live sequence.
+        no_eos = {"logit_bias": {"2": -100}}
+        spec = LoadSpec(server.base_url, tiny.id, CLIENTS, 48, no_eos, drop_max_tokens=400)
+        reports = run_rounds(spec)
+    for report in reports:
+        cancelled = metric(report.after, "mlxserve_engine_sequences_cancelled", tiny.id) - metric(
+            report.before, "mlxserve_engine_sequences_cancelled", tiny.id
+        )
+        # Each dropped stream was mid-reply; a whole request given up on may not have started.
+        assert STREAM_DROPS <= cancelled <= 2 * STREAM_DROPS
+        # The runner sampled at most the one token already in flight for a departed client.
+        assert metric(report.after, "mlxserve_engine_max_tokens_after_cancel", tiny.id) <= 1
+
+
+@pytest.mark.parametrize("engine", ["llamacpp"])
+def test_llamacpp_engine_under_load_with_disconnects(models_dir, default_ids, engine):
+    model = default_ids[engine]
+    # Without llama.cpp's RAM prompt cache, whose growth up to its bound is by design.
+    args = ("--prompt-cache-bytes", "0")
+    with ServerProcess(models_dir, model=model, engine=engine, extra_args=args) as server:
+        no_eos = {"logit_bias": {"1": -100, "106": -100}}
+        run_rounds(LoadSpec(server.base_url, model, CLIENTS, 8, no_eos))
