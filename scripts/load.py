@@ -200,6 +200,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument(
+        "--drop-max-tokens",
+        type=int,
+        default=2000,
+        help="the reply length clients that leave ask for",
+    )
+    parser.add_argument(
         "--ban-token",
         type=int,
         action="append",
@@ -210,7 +216,8 @@ def main() -> int:
     args = parser.parse_args()
     extra = {"logit_bias": {str(t): -100 for t in args.ban_token}} if args.ban_token else {}
     if args.url:
-        return _report(LoadSpec(args.url, args.model, args.clients, args.max_tokens, extra), args)
+        spec = LoadSpec(args.url, args.model, args.clients, args.max_tokens, extra)
+        return _report(spec, args)
     from tests.server import ServerProcess
 
     models_dir = args.models_dir or Path.home() / ".mlxserve" / "models"
@@ -223,6 +230,7 @@ def main() -> int:
 
 
 def _report(spec: LoadSpec, args) -> int:
+    spec.drop_max_tokens = args.drop_max_tokens
     failed = False
     for number in range(1, args.rounds + 1):
         report = asyncio.run(run_round(spec))

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 CLAUDE_CODE_STARTUP = Path(__file__).parent / "data" / "claude_code_startup.json"
-MODEL = "claude-sonnet-4-5"  # any name reaches the loaded model, as Claude Code sends its own
+MODEL = "claude-local"  # any name reaches the loaded model, as Claude Code sends its own
 WEATHER = {
     "name": "get_weather",
     "description": "Current weather for a city",
@@ -129,7 +129,7 @@ def test_streamed_tool_input_arrives_as_json_deltas(server):
         "max_tokens": 80,
         "messages": [{"role": "user", "content": "Weather in Oslo?"}],
         "tools": [WEATHER],
-        "tool_choice": {"type": "tool", "name": "get_weather"},
+        "tool_choice": {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
     }
     events = sse_events(server, body)
     start = next(
@@ -184,7 +184,7 @@ def test_stop_sequences_and_sampling_fields_in_the_raw_body(claude):
         ({"model": MODEL, "max_tokens": 5, "messages": []}, 400, "invalid_request_error"),
         (
             {"model": MODEL, "max_tokens": 5, "messages": HELLO, "temperature": 1.5},
-            422,
+            400,  # Anthropic answers invalid values with a 400, not a 422
             "invalid_request_error",
         ),
     ],

@@ -105,8 +105,15 @@ def test_bad_responses_requests(server, model_id):
     assert httpx.post(url, json={"model": model_id, "input": []}).status_code == 400
     bad = httpx.post(url, json={"model": model_id, "input": "x", "temperature": 5})
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "temperature"
-    odd = httpx.post(url, json={"model": model_id, "input": [{"type": "reasoning"}]})
-    assert odd.status_code == 400 and "reasoning" in odd.json()["error"]["message"]
+    odd = httpx.post(url, json={"model": model_id, "input": [{"type": "file_search_call"}]})
+    assert odd.status_code == 400 and "file_search_call" in odd.json()["error"]["message"]
+    # Reasoning items a client sends back are accepted, and not shown to the model again.
+    thought = {"type": "reasoning", "id": "rs_1", "summary": []}
+    alone = httpx.post(url, json={"model": model_id, "input": [thought]})
+    assert alone.status_code == 400 and "at least one item" in alone.json()["error"]["message"]
+    asked = [thought, {"role": "user", "content": "Hi"}]
+    replied = httpx.post(url, json={"model": model_id, "input": asked, "max_output_tokens": 1})
+    assert replied.status_code == 200, replied.text
 
 
 def test_function_tools_are_accepted_and_described_to_the_model(client, model_id):

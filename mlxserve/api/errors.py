@@ -45,6 +45,8 @@ ANTHROPIC_ERROR_TYPES = {
     507: "api_error",
 }
 ANTHROPIC_PATHS = "/v1/messages"
+# Statuses Anthropic does not use, as the ones it uses for the same failures
+ANTHROPIC_STATUSES = {405: 400, 415: 400, 422: 400, 503: 529, 507: 500}
 
 
 def anthropic_body(error: RequestError) -> dict:
@@ -63,7 +65,9 @@ def error_response(error: RequestError) -> Response:
     """In the error shape of the API family the request was made to."""
     anthropic = has_request_context() and request.path.startswith(ANTHROPIC_PATHS)
     response = jsonify(anthropic_body(error) if anthropic else openai_body(error))
-    response.status_code = error.status
+    response.status_code = (
+        ANTHROPIC_STATUSES.get(error.status, error.status) if anthropic else error.status
+    )
     response.headers.update(error.headers)
     return response
 
