@@ -249,3 +249,19 @@ async def test_the_child_serves_only_mlxserve(model):
         assert refused.status_code == 401
         assert (await other.get(f"{url}/health")).status_code == 200
     assert (await model.tokenize("Hi")) != []  # the parent's own requests carry the key
+
+
+async def test_visible_special_tokens_keep_their_text(model):
+    """llama.cpp leaves out special tokens' text; a request that names one gets it back."""
+    start = (await model.tokenize("<start_of_turn>", add_special_tokens=False))[0]
+    forced = SamplingParams(temperature=0, logit_bias={start: 100})
+    hidden, ids, _ = await run(model, [2, 100, 200], sampling=forced, max_tokens=2)
+    assert ids == [start, start] and hidden == ""
+    shown, _, _ = await run(
+        model,
+        [2, 100, 200],
+        sampling=forced,
+        max_tokens=2,
+        visible_specials=("<start_of_turn>",),
+    )
+    assert shown == "<start_of_turn><start_of_turn>"

@@ -152,3 +152,24 @@ def test_same_seed_same_text(tiny):
     sampling = SamplingParams(temperature=1.5, top_k=0, top_p=1, min_p=0, seed=11)
     a, b = (run(one_at_a_time(tiny, [PROMPTS[1]], sampling=sampling))[0][0] for _ in range(2))
     assert a == b
+
+
+def test_visible_special_tokens_keep_their_text(tiny):
+    """A special token's text is left out, unless the request names it (a thinking model's
+    channel markers must reach the reasoning splitter)."""
+    forced = SamplingParams(temperature=0, logit_bias={2: -100.0, 3: 100.0})  # always <unk>
+
+    async def both():
+        model = await MLXModel.load(tiny.directory, 512)
+        try:
+            hidden = await collect(model, "w1 w2", max_tokens=2, sampling=forced)
+            shown = await collect(
+                model, "w1 w2", max_tokens=2, sampling=forced, visible_specials=("<unk>",)
+            )
+            return hidden, shown
+        finally:
+            await model.close()
+
+    (hidden, stats), (shown, _) = run(both())
+    assert stats.completion_tokens == 2 and hidden == ""
+    assert shown == "<unk><unk>"

@@ -1,10 +1,12 @@
-"""Thinking kept out of the answer. The splitter on recorded replies of each family (every way of
-cutting a reply into chunks gives the same split), then end to end on a tiny random model whose
-chat template opens a think block: chat completions, responses and messages, streamed and whole,
-put the thinking in their reasoning fields and never in the content."""
+"""Thinking kept out of the answer. The splitter on recorded replies of each family (every way
+of cutting a reply into chunks gives the same split), then end to end on both engines with a
+tiny random model whose chat template opens a think block: chat completions, responses,
+messages and /api/v1/chat, streamed and whole, put the thinking in their reasoning fields and
+never in the content."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import anthropic
@@ -12,9 +14,15 @@ import httpx
 import openai
 import pytest
 
+from mlxserve.models.gguf_import import register_gguf
+from mlxserve.models.registry import ModelRegistry, RegistryOptions
 from mlxserve.pipeline.events import ReasoningDelta, TextDelta, ToolCallStart
 from mlxserve.pipeline.output import OutputStage
+from mlxserve.pipeline.prepare import prepare
 from mlxserve.pipeline.reasoning import ReasoningSplitter, opened_in_prompt, reasoning_family
+from mlxserve.pipeline.request import GenerateRequest, TextPart, Turn
+from mlxserve.sampling.params import SamplingParams
+from tests.gguf_fixtures import TINY_ARCHS, reference_model, write_tiny_gguf
 from tests.server import ServerProcess
 from tests.tiny_models import make_tiny_gemma
 
@@ -94,15 +102,24 @@ def test_families_are_told_by_their_templates():
     assert not opened_in_prompt("think", "<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
-@pytest.fixture(scope="module")
-def thinking_server(tmp_path_factory):
-    models = tmp_path_factory.mktemp("thinking")
-    directory = models / "test" / "tiny-thinker"
-    record = make_tiny_gemma(directory, bytes_vocabulary=True, architecture="qwen3")
-    config = json.loads((directory / "tokenizer_config.json").read_text())
-    config["chat_template"] = THINKING_TEMPLATE
-    (directory / "tokenizer_config.json").write_text(json.dumps(config))
-    with ServerProcess(models, model=record.id, engine="mlx") as server:
+@pytest.fixture(scope="module", params=["mlx", "llamacpp"])
+def thinking_server(request, tmp_path_factory):
+    """A tiny random model whose chat template opens a think block: MLX weights, or a GGUF
+    for llama.cpp."""
+    models = tmp_path_factory.mktemp(f"thinking-{request.param}")
+    if request.param == "mlx":
+        directory = models / "test" / "tiny-thinker"
+        make_tiny_gemma(directory, bytes_vocabulary=True, architecture="qwen3")
+        config = json.loads((directory / "tokenizer_config.json").read_text())
+        config["chat_template"] = THINKING_TEMPLATE
+        (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    else:
+        arch = TINY_ARCHS["qwen2"]
+        _, config, weights = reference_model(arch)
+        gguf = models / "thinker.gguf"
+        write_tiny_gguf(gguf, arch, weights, config, chat_template=THINKING_TEMPLATE)
+        register_gguf(gguf, models, "test/tiny-thinker")
+    with ServerProcess(models, model="test/tiny-thinker", engine=request.param) as server:
         yield server
 
 
@@ -187,3 +204,26 @@ def test_lmstudio_v1_chat_has_a_reasoning_item(thinking_server):
     off = httpx.post(url, json={**body, "reasoning": "off"}, timeout=60).json()
     assert [item["type"] for item in off["output"]] == ["message"]
     assert off["stats"]["reasoning_output_tokens"] == 0
+
+
+def test_prepare_asks_the_engine_to_show_the_families_markers(tmp_path):
+    """Markers such as gpt-oss's channels are special tokens, whose text engines leave out."""
+    record = make_tiny_gemma(tmp_path / "test" / "tiny-thinker", bytes_vocabulary=True)
+    config = json.loads((record.directory / "tokenizer_config.json").read_text())
+    config["chat_template"] = THINKING_TEMPLATE.replace("<think>", "<|channel|>analysis<|message|>")
+    (record.directory / "tokenizer_config.json").write_text(json.dumps(config))
+
+    async def prepared_specials():
+        registry = ModelRegistry(tmp_path, RegistryOptions(engine="mlx"))
+        try:
+            turns = [Turn("user", [TextPart("Hi")])]
+            request = GenerateRequest(record.id, SamplingParams(), conversation=turns)
+            prepared = await prepare(registry, request)
+            prepared.release()
+            return prepared.engine_request.visible_specials, prepared.reasoning.state
+        finally:
+            await registry.close()
+
+    specials, state = asyncio.run(prepared_specials())
+    assert specials == ("<|channel|>", "<|message|>", "<|end|>", "<|start|>")
+    assert state == "reasoning"  # the template opened the analysis channel itself

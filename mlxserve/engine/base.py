@@ -84,6 +84,9 @@ class GenerationRequest:
     request_id: str = ""
     prompt_tokens: list[int] | None = None  # the prompt's ids, kept by prompt_and_budget
     grammar: Grammar | None = None  # every sampled token must keep the output inside it
+    # Special tokens whose text the output must show (a thinking model's channel markers);
+    # the text of other special tokens is left out, as tokenizers do.
+    visible_specials: tuple[str, ...] = ()
     # Made when the API has parsed the request: time to first token counts tokenizing too.
     arrived: float = field(default_factory=time.perf_counter)
 
@@ -155,6 +158,15 @@ class EngineModel(abc.ABC):
         if room <= 0 or not prompt:
             raise ContextLengthExceeded(len(prompt), self.context_length)
         return prompt, min(request.max_tokens or room, room)
+
+    async def special_ids(self, markers: Collection[str]) -> dict[int, str]:
+        """The markers that are one token in this vocabulary, by token id (asked once each)."""
+        known: dict[str, int | None] = self.__dict__.setdefault("_marker_ids", {})
+        for marker in markers:
+            if marker not in known:
+                tokens = await self.tokenize(marker, add_special_tokens=False)
+                known[marker] = tokens[0] if len(tokens) == 1 else None
+        return {known[m]: m for m in markers if known[m] is not None}
 
     async def engine_counters(self) -> dict[str, int]:
         """What the engine itself reports about its work (for /metrics), such as `sequences`,

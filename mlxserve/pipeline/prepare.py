@@ -116,6 +116,8 @@ async def _prepare_admitted(
     grammar = engine_request.grammar
     if grammar is not None and grammar.trigger is None:
         thinking = None  # the grammar holds from the first token: no room to think
+    if thinking is not None:
+        engine_request.visible_specials = thinking.special_pieces
     return Prepared(
         request, loaded, engine_request, release, tool_family=family, reasoning=thinking
     )

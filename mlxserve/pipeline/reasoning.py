@@ -22,13 +22,17 @@ class ThinkSyntax:
     opening: str
     closing: str
     answer_prefix: str = ""  # written between the reasoning and the answer, shown to no one
+    special_pieces: tuple[str, ...] = ()  # the markers' tokens, which may be special ones
 
 
 SYNTAX = {
-    "think": ThinkSyntax("<think>", "</think>"),
-    "magistral": ThinkSyntax("[THINK]", "[/THINK]"),
+    "think": ThinkSyntax("<think>", "</think>", special_pieces=("<think>", "</think>")),
+    "magistral": ThinkSyntax("[THINK]", "[/THINK]", special_pieces=("[THINK]", "[/THINK]")),
     "harmony": ThinkSyntax(
-        "<|channel|>analysis<|message|>", "<|end|>", "<|start|>assistant<|channel|>final<|message|>"
+        "<|channel|>analysis<|message|>",
+        "<|end|>",
+        "<|start|>assistant<|channel|>final<|message|>",
+        ("<|channel|>", "<|message|>", "<|end|>", "<|start|>"),
     ),
 }
 # What the chat template of each family contains, checked in this order.
@@ -52,6 +56,7 @@ class ReasoningSplitter:
 
     def __init__(self, family: str, opened: bool = False):
         self.syntax = SYNTAX[family]
+        self.special_pieces = self.syntax.special_pieces  # the engine must show their text
         self.state = "reasoning" if opened else "start"
         self._held = ""
 

@@ -130,6 +130,7 @@ class LlamaCppModel(EngineModel):
         llama.cpp release the slot at its next token."""
         prompt, n_predict = await self.prompt_and_budget(request)
         specials = await self._special_markers(request.grammar)
+        visible = await self.special_ids(request.visible_specials)
         body = protocol.completion_body(
             prompt, request.sampling, n_predict, request.stop, request.grammar, specials
         )
@@ -153,9 +154,9 @@ class LlamaCppModel(EngineModel):
                             time_to_first_token=first_token - request.arrived,
                             generation_time=(last_token or first_token) - first_token,
                         )
-                        yield GenerationEvent(chunk.get("content", ""), chunk["tokens"], stats)
+                        yield GenerationEvent(_chunk_text(chunk, visible), chunk["tokens"], stats)
                         return
-                    yield GenerationEvent(chunk.get("content", ""), chunk.get("tokens", []))
+                    yield GenerationEvent(_chunk_text(chunk, visible), chunk.get("tokens", []))
         raise await self._unavailable(None)
 
     @property
@@ -277,3 +278,13 @@ class LlamaCppModel(EngineModel):
 
     def runtime_info(self) -> dict:
         return {"name": "llama.cpp", "version": self._version, "supported_formats": ["gguf"]}
+
+
+def _chunk_text(chunk: dict, visible: dict[int, str]) -> str:
+    """A chunk's text; llama.cpp leaves out special tokens' text, so a chunk of visible special
+    tokens gets theirs (streamed chunks hold one token, except around partial characters)."""
+    content = chunk.get("content", "")
+    tokens = chunk.get("tokens") or []
+    if not content and visible and tokens and all(t in visible for t in tokens):
+        return "".join(visible[t] for t in tokens)
+    return content

@@ -85,6 +85,7 @@ class MLXModel(EngineModel):
             detokenizer=IncrementalDetokenizer(self.tokenizer),
             eos_token_ids=self.eos_token_ids,
             constraint=constraint,
+            visible_specials=await self.special_ids(request.visible_specials),
         )
         self._runner.submit(sequence)
         try:

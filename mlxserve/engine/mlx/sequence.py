@@ -30,6 +30,7 @@ class Sequence:
     generated: list[int] = field(default_factory=list)
     tokens_at_cancel: int = 0  # how many tokens existed when the client left
     unsent: list[int] = field(default_factory=list)  # tokens whose text has not been emitted
+    visible_specials: dict[int, str] = field(default_factory=dict)  # shown though special
     cached_prompt_tokens: int = 0
     first_token_at: float = 0.0
     last_token_at: float = 0.0
@@ -76,7 +77,7 @@ class Sequence:
         if token in self.eos_token_ids:
             self.stop_reason = "eosFound"
             return
-        piece = self.detokenizer.add(token)
+        piece = self.visible_specials.get(token) or self.detokenizer.add(token)
         text = self.stops.feed(piece)
         complete = self.constraint is not None and not self.constraint.accept(token, piece)
         if self.stops.stopped:
