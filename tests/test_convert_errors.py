@@ -232,3 +232,23 @@ def test_a_crash_while_overwriting_leaves_the_old_model(tmp_path):
     process.wait(30)
     assert {path.name: path.read_bytes() for path in model_dir.iterdir()} == before
     assert [record.id for record in list_models(models)] == ["t/gemma"]
+
+
+def test_the_next_conversion_repairs_what_a_killed_one_left(tmp_path, tiny_gguf):
+    """A kill between the two renames of an overwrite leaves the old model moved aside: the
+    next conversion puts it back. Staging directories of dead processes are removed, those of
+    running ones kept."""
+    models = tmp_path / "models"
+    first = convert_model(tiny_gguf, models, "t/m", progress=False)
+    files = {path.name: path.read_bytes() for path in Path(first.path).iterdir()}
+    retired = models / ".converting-old-0123abcd"
+    Path(first.path).rename(retired)
+    dead = models / ".converting-999999999-abc"  # beyond any pid
+    dead.mkdir()
+    (dead / "model.safetensors").write_bytes(b"partial")
+    running = models / f".converting-{os.getpid()}-def"
+    running.mkdir()
+    convert_model(tiny_gguf, models, "t/other", progress=False)
+    assert {path.name: path.read_bytes() for path in Path(first.path).iterdir()} == files
+    assert sorted(record.id for record in list_models(models)) == ["t/m", "t/other"]
+    assert not retired.exists() and not dead.exists() and running.exists()

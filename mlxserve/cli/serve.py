@@ -156,11 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     from mlxserve.api.app import AppConfig, create_app
     from mlxserve.api.guard import GuardOptions
+    from mlxserve.models.convert.writer import recover_interrupted
     from mlxserve.models.defaults import ensure_default_model, resolve_engine
     from mlxserve.models.registry import RegistryOptions
     from mlxserve.pipeline.prepare import ServerLimits
 
     models_dir = (args.models_dir or default_models_dir()).expanduser()
+    if models_dir.is_dir():
+        recover_interrupted(models_dir)  # a conversion killed mid-overwrite
     engine = resolve_engine(args.engine)
     model_id = args.model or ensure_default_model(models_dir, engine)
     options = RegistryOptions(

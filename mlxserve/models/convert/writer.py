@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import uuid
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mlxserve.models.convert.errors import ConversionError
+from mlxserve.models.store import MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,9 @@ def staged_model_dir(final_dir: Path, models_dir: Path, overwrite: bool) -> Iter
     if final_dir.exists() and not overwrite:
         raise ConversionError(f"{final_dir} already exists (use overwrite to replace it)")
     models_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=models_dir))
+    recover_interrupted(models_dir)
+    prefix = f"{STAGING_PREFIX}{os.getpid()}-"  # its owner, for the clean-up after a crash
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=models_dir))
     staging.chmod(0o755)  # mkdtemp makes it private; a model directory is an ordinary one
     try:
         yield staging
@@ -104,6 +108,42 @@ def _replace(staging: Path, final_dir: Path) -> None:
     final_dir.rename(retired)
     staging.rename(final_dir)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def recover_interrupted(models_dir: Path) -> None:
+    """Undo what a killed conversion left: a model moved aside for its replacement goes back
+    (the crash came between the two renames), and staging directories of dead processes go."""
+    for leftover in models_dir.glob(f"{STAGING_PREFIX}*"):
+        owner = leftover.name.removeprefix(STAGING_PREFIX).split("-")[0]
+        if owner == "old":
+            _restore_retired(leftover, models_dir)
+        elif owner.isdigit() and not _process_exists(int(owner)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _restore_retired(retired: Path, models_dir: Path) -> None:
+    try:
+        model_id = json.loads((retired / MANIFEST).read_text())["id"]
+    except (OSError, ValueError, KeyError):
+        return  # not a whole model: nothing to restore
+    publisher, _, name = model_id.partition("/")
+    final_dir = models_dir / publisher / name
+    if final_dir.exists():
+        shutil.rmtree(retired, ignore_errors=True)  # the replacement landed
+    else:
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        retired.rename(final_dir)
+        log.warning("restored %s, which an interrupted conversion had moved aside", model_id)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def directory_size(directory: Path) -> int:
