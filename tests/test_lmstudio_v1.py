@@ -9,8 +9,9 @@ import json
 
 import httpx
 
-from mlxserve.api.lmstudio_v1 import ChatReply, ChatStore
+from mlxserve.api.lmstudio_v1 import ChatReply
 from mlxserve.api.lmstudio_v1_models import model_entry
+from mlxserve.api.responses import ConversationStore
 from mlxserve.models.store import ModelRecord, write_manifest
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.events import TextDelta
@@ -237,7 +238,7 @@ def test_a_failure_mid_stream_is_an_error_event_then_chat_end():
         raise RequestError(504, "request timed out after 1 s", None, "request_timeout")
 
     async def collect() -> list[dict]:
-        reply = ChatReply("test/model", "resp_x", None, [], ChatStore())
+        reply = ChatReply("test/model", "resp_x", None, [], ConversationStore())
         return [event async for event in reply.in_band_errors(reply.events(failing()))]
 
     events = asyncio.run(collect())

@@ -11,7 +11,7 @@ from openai.types.responses import Response
 
 from mlxserve.api.formatting import ResponseShape, full_body, stream_chunks
 from mlxserve.api.openai_responses import ResponseTurn
-from mlxserve.api.responses import ResponsesRequest, ResponseStore, input_turns
+from mlxserve.api.responses import ConversationStore, ResponsesRequest, input_turns
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.events import fold
 from mlxserve.pipeline.output import OutputStage
@@ -56,7 +56,9 @@ def replies(text: str, family: str, prompt_tokens: int = 12, pieces: int = 2):
     return events()
 
 
-def response_events(body: ResponsesRequest, text: str, store: ResponseStore, stats_tokens=(30, 15)):
+def response_events(
+    body: ResponsesRequest, text: str, store: ConversationStore, stats_tokens=(30, 15)
+):
     """A Responses stream for a reply, and the final response."""
     stats = GenerationStats(*stats_tokens)
     stage = OutputStage("gemma")
@@ -72,7 +74,7 @@ def response_events(body: ResponsesRequest, text: str, store: ResponseStore, sta
 
 def test_responses_function_call_events_and_stored_turn():
     body = ResponsesRequest(model="gemma", input="Weather in Paris?", tools=TOOLS)
-    store = ResponseStore()
+    store = ConversationStore()
     events, final = response_events(body, GEMMA_CALL, store)
     parsed = [STREAM_EVENTS.validate_python(e) for e in events]
     assert [e.type for e in parsed] == [
@@ -103,7 +105,7 @@ def test_responses_function_call_events_and_stored_turn():
 
 def test_responses_plain_reply_with_tools_is_a_message():
     body = ResponsesRequest(model="gemma", input="Hi", tools=TOOLS)
-    events, final = response_events(body, "Hello there.", ResponseStore(), (5, 3))
+    events, final = response_events(body, "Hello there.", ConversationStore(), (5, 3))
     events = [STREAM_EVENTS.validate_python(e) for e in events]
     assert [e.type for e in events] == MESSAGE_EVENTS
     assert events[4].delta == events[5].text == "Hello there."

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -21,7 +20,7 @@ from mlxserve.api import lmstudio_v1_models
 from mlxserve.api.errors import from_exception
 from mlxserve.api.parsing import with_body
 from mlxserve.api.protocol import OpenAIModel, sampling_params
-from mlxserve.api.responses import STORED_RESPONSES
+from mlxserve.api.responses import ConversationStore
 from mlxserve.api.sse import sse_response
 from mlxserve.engine.base import GenerationStats
 from mlxserve.models.registry import ModelRegistry
@@ -94,29 +93,9 @@ class ChatRequest(OpenAIModel):
         return sampling_params(**self.model_dump(include=fields))
 
 
-class ChatStore:
-    """Finished chats by response id, so `previous_response_id` can continue (or branch) one;
-    the oldest go first."""
-
-    def __init__(self, capacity: int = STORED_RESPONSES):
-        self.capacity = capacity
-        self._chats: OrderedDict[str, list[Turn]] = OrderedDict()
-
-    def put(self, response_id: str, turns: list[Turn]) -> None:
-        self._chats[response_id] = turns
-        while len(self._chats) > self.capacity:
-            self._chats.popitem(last=False)
-
-    def turns(self, response_id: str) -> list[Turn]:
-        if response_id not in self._chats:
-            message = f"no stored response with id '{response_id}'"
-            raise RequestError(404, message, "previous_response_id", "response_not_found")
-        return self._chats[response_id]
-
-
 @blueprint.record_once
 def _create_store(state) -> None:
-    state.app.lmstudio_chats = ChatStore()
+    state.app.lmstudio_chats = ConversationStore()
 
 
 @blueprint.get("/models")
@@ -170,8 +149,8 @@ async def unload_model(body: ModelUnloadRequest):
 async def chat(body: ChatRequest):
     """Chat with a model: output items and stats, or LM Studio's stream of named events."""
     _check_supported(body)
-    store: ChatStore = current_app.lmstudio_chats
-    history = store.turns(body.previous_response_id) if body.previous_response_id else []
+    store: ConversationStore = current_app.lmstudio_chats
+    history = store.conversation(body.previous_response_id) if body.previous_response_id else []
     conversation = with_system_prompt(history, body.system_prompt) + [input_turn(body.input)]
     load_seconds = await _load_for_chat(current_app.registry, body)
     neutral = GenerateRequest(
@@ -245,7 +224,7 @@ class ChatReply:
     response_id: str | None  # None when the chat is not stored
     load_seconds: float | None  # set when this request loaded the model
     conversation: list[Turn]
-    store: ChatStore
+    store: ConversationStore
     items: list[dict] = field(default_factory=list, init=False)  # reasoning and message
     _open: str | None = field(default=None, init=False)  # the type of the item being made
 

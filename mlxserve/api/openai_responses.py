@@ -12,13 +12,14 @@ from quart import Blueprint, current_app, jsonify, request
 
 from mlxserve.api.parsing import with_body
 from mlxserve.api.responses import (
+    ConversationStore,
     ResponsesRequest,
-    ResponseStore,
     function_call_item,
     input_turns,
     message_item,
     new_response_id,
     output_text,
+    output_turns,
     reasoning_item,
     response_object,
 )
@@ -41,14 +42,14 @@ blueprint = Blueprint("openai_responses", __name__, url_prefix="/v1")
 
 @blueprint.record_once
 def _create_store(state) -> None:
-    state.app.response_store = ResponseStore()
+    state.app.response_store = ConversationStore()
 
 
 @blueprint.post("/responses")
 @with_body(ResponsesRequest)
 async def create_response(body: ResponsesRequest):
     """OpenAI's Responses API: a response object, or its event stream."""
-    store: ResponseStore = current_app.response_store
+    store: ConversationStore = current_app.response_store
     history = store.conversation(body.previous_response_id) if body.previous_response_id else []
     conversation = history + input_turns(body)
     if not conversation:
@@ -86,7 +87,7 @@ class ResponseTurn:
         response_id: str,
         model: str,
         conversation: list[Turn],
-        store: ResponseStore,
+        store: ConversationStore,
     ):
         self.body, self.id, self.model = body, response_id, model
         self.conversation, self.store = conversation, store
@@ -192,5 +193,5 @@ class ResponseTurn:
             events += self._open_message() + self._close()
         response = response_object(self.body, self.id, self.model, self.output, finished.stats)
         if self.body.store:
-            self.store.put(response, self.conversation)
+            self.store.put(self.id, self.conversation + output_turns(response))
         return events + [self.event("response.completed", response=response)]

@@ -70,20 +70,21 @@ class ResponsesRequest(OpenAIModel):
         )
 
 
-class ResponseStore:
-    """Stored responses, so `previous_response_id` can continue a conversation; oldest go first."""
+class ConversationStore:
+    """Finished conversations by response id, so `previous_response_id` can continue (or
+    branch) one; the oldest go first."""
 
     def __init__(self, capacity: int = STORED_RESPONSES):
         self.capacity = capacity
-        self._items: OrderedDict[str, tuple[list[Turn], dict]] = OrderedDict()
+        self._items: OrderedDict[str, list[Turn]] = OrderedDict()
 
-    def put(self, response: dict, turns: list[Turn]) -> None:
-        self._items[response["id"]] = (turns, response)
+    def put(self, response_id: str, turns: list[Turn]) -> None:
+        self._items[response_id] = turns
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
 
     def conversation(self, response_id: str) -> list[Turn]:
-        """The turns of a stored response, its own output included."""
+        """The turns of a stored response, its own reply included."""
         if response_id not in self._items:
             raise RequestError(
                 404,
@@ -91,8 +92,12 @@ class ResponseStore:
                 "previous_response_id",
                 "response_not_found",
             )
-        turns, response = self._items[response_id]
-        return turns + _turns(response["output"])
+        return self._items[response_id]
+
+
+def output_turns(response: dict) -> list[Turn]:
+    """A finished response's output items as turns."""
+    return _turns(response["output"])
 
 
 def input_turns(body: ResponsesRequest) -> list[Turn]:
