@@ -297,8 +297,8 @@ class ModelRegistry:
             return await module.MLXModel.load(
                 record.directory, context_length, prompt_cache_bytes=cache_bytes
             )
-        LlamaCppModel = (await _import("mlxserve.engine.llamacpp.model")).LlamaCppModel
-        return await LlamaCppModel.load(
+        module = await _import("mlxserve.engine.llamacpp.model")
+        return await module.LlamaCppModel.load(
             record.id,
             gguf_file_of(record),
             context_length,

@@ -117,7 +117,7 @@ async def _prepare_admitted(
     if grammar is not None and grammar.trigger is None:
         thinking = None  # the grammar holds from the first token: no room to think
     if thinking is not None:
-        engine_request.visible_specials = thinking.special_pieces
+        engine_request.visible_specials = thinking.syntax.special_pieces  # engines hide them
     return Prepared(
         request, loaded, engine_request, release, tool_family=family, reasoning=thinking
     )

@@ -56,7 +56,6 @@ class ReasoningSplitter:
 
     def __init__(self, family: str, opened: bool = False):
         self.syntax = SYNTAX[family]
-        self.special_pieces = self.syntax.special_pieces  # the engine must show their text
         self.state = "reasoning" if opened else "start"
         self._held = ""
 

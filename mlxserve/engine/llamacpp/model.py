@@ -50,10 +50,10 @@ class LlamaCppModel(EngineModel):
         self.process = process
         self.model_id = model_id
         self.context_length = context_length
+        self.parallel = process.parallel
         self._restart_lock = asyncio.Lock()
         self._closed = False
         self._version = ""
-        self._single_token: dict[str, bool] = {}  # call markers, by whether they are one token
         self._grammar_error: str | None = None  # "" once grammars are known to work
 
     @classmethod
@@ -81,7 +81,6 @@ class LlamaCppModel(EngineModel):
         )
         await asyncio.to_thread(process.start)
         model = cls(process, model_id, process.context_length)
-        model.parallel = parallel
         try:
             await model._read_model_info()
         except BaseException:
@@ -192,11 +191,8 @@ class LlamaCppModel(EngineModel):
         """The grammar's call markers that are one (special) token in this vocabulary."""
         if grammar is None:
             return []
-        for marker in grammar.markers:
-            if marker not in self._single_token:
-                tokens = await self.tokenize(marker, add_special_tokens=False)
-                self._single_token[marker] = len(tokens) == 1
-        return [marker for marker in grammar.markers if self._single_token[marker]]
+        single = set((await self.special_ids(grammar.markers)).values())
+        return [marker for marker in grammar.markers if marker in single]
 
     async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         base_url = await self._running_url()
