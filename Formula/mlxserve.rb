@@ -17,15 +17,18 @@ class Mlxserve < Formula
 
   def install
     venv = virtualenv_create(libexec, "python3.12")
-    # mlx, mlx-lm and their dependencies are binary wheels from PyPI, installed with the package
-    # rather than listed as ~40 resources; the C sampler is compiled here with clang.
-    system venv.root/"bin/python", "-m", "pip", "install", "--no-cache-dir", buildpath
+    # mlx, mlx-lm, mlx-vlm (the `vision` extra, as scripts/install.sh installs it) and their
+    # dependencies are binary wheels from PyPI, installed with the package rather than listed as
+    # ~40 resources; the C sampler is compiled here with clang.
+    system venv.root/"bin/python", "-m", "pip", "install", "--no-cache-dir", "#{buildpath}[vision]"
     bin.install_symlink libexec/"bin/mlxserve"
   end
 
   service do
     run [opt_bin/"mlxserve", "serve", "--port", "1234"]
-    environment_variables PATH: std_service_path_env
+    # The user's own store (~/.mlxserve) and the models it finds in place (~/.cache/huggingface,
+    # ~/.lmstudio/models): launchd starts services without the login shell's HOME.
+    environment_variables PATH: std_service_path_env, HOME: Dir.home
     keep_alive true
     log_path var/"log/mlxserve.log"
     error_log_path var/"log/mlxserve.log"
@@ -34,7 +37,8 @@ class Mlxserve < Formula
   def caveats
     <<~EOS
       Models are kept in ~/.mlxserve/models. The first start prepares the default model
-      (Gemma 3 270M) there, which takes a minute.
+      (Gemma 3 270M) there, which takes a minute. Models already downloaded by mlx-lm, the
+      Hugging Face CLI or LM Studio are served in place; `mlxserve get REPO` fetches more.
       Serve at login on port 1234:
         brew services start mlxserve
     EOS

@@ -5,6 +5,8 @@ import logging
 import os
 import sys
 
+from mlxserve.environment import env_flag
+
 log = logging.getLogger(__name__)
 
 OPENBLAS_CANDIDATES = (
@@ -17,7 +19,7 @@ OPENBLAS_CANDIDATES = (
 
 def preload_openblas() -> bool:
     """Return True when OpenBLAS was loaded; a no-op off Linux (macOS uses Metal and Accelerate)."""
-    if not sys.platform.startswith("linux") or os.environ.get("MLXSERVE_NO_OPENBLAS"):
+    if not sys.platform.startswith("linux") or env_flag("NO_OPENBLAS"):
         return False
     if "mlx.core" in sys.modules:
         log.debug("mlx.core was imported before mlxserve; OpenBLAS preload is too late")

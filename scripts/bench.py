@@ -1,7 +1,7 @@
 """Benchmarks: each measures mlxserve side by side with a peer in the same run and reports ratios.
 
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
-                             | structured [--iterations N]
+                             | structured | vision [--iterations N]
                              [--models-dir DIR]
 
 Not a test: numbers depend on the machine. Results print as tables and are saved as JSON.
@@ -28,6 +28,7 @@ BENCHMARKS = {
     "embeddings": "scripts.benchmarks.embeddings",
     "client": "scripts.benchmarks.llamacpp_client",
     "structured": "scripts.benchmarks.structured",
+    "vision": "scripts.benchmarks.vision",
 }
 
 

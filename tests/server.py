@@ -48,7 +48,10 @@ class ServerProcess:
         ]
         if model:
             self.args += ["--model", model]
-        self.env = {**os.environ, **(env or {})}
+        # The machine's own Hugging Face cache and LM Studio folder stay out of the tests, and
+        # downloads go nowhere (port 9 refuses) unless a test points HF_ENDPOINT somewhere.
+        offline = {"MLXSERVE_NO_DISCOVER": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+        self.env = {**os.environ, **offline, **(env or {})}
         self.log = tempfile.NamedTemporaryFile(
             "w+", prefix="mlxserve-", suffix=".log", delete=False
         )

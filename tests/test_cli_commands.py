@@ -42,8 +42,9 @@ def server(store):
 
 
 def mlxserve(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLXSERVE_NO_DISCOVER": "1"}  # this machine's own models stay out
     return subprocess.run(
-        [str(MLXSERVE), *args], input=stdin, capture_output=True, text=True, timeout=120
+        [str(MLXSERVE), *args], input=stdin, capture_output=True, text=True, timeout=120, env=env
     )
 
 
@@ -110,10 +111,10 @@ def test_ls_lists_the_store_without_a_server(store):
     table = mlxserve("ls", "--models-dir", str(store))
     assert table.returncode == 0
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["ID", "SIZE", "FORMAT", "QUANT", "ARCH", "TYPE", "CONTEXT"]
+    assert header.split() == ["ID", "SIZE", "FORMAT", "QUANT", "ARCH", "TYPE", "CONTEXT", "SOURCE"]
     assert [row.split()[0] for row in rows] == [MODEL, SECOND]
     size = format_bytes(find_model(store, MODEL).size_bytes).split()
-    assert rows[0].split()[1:] == [*size, "gguf", "Q4_K_M", "gemma3", "llm", "32768"]
+    assert rows[0].split()[1:] == [*size, "gguf", "Q4_K_M", "gemma3", "llm", "32768", "store"]
     listing = json.loads(mlxserve("ls", "--models-dir", str(store), "--json").stdout)
     assert [(m["id"], m["format"], m["quantization"]) for m in listing] == [
         (MODEL, "gguf", "Q4_K_M"),

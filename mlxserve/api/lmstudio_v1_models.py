@@ -42,7 +42,7 @@ def model_entry(record: ModelRecord, instances: list[LoadedModel]) -> dict:
     if not embedding:  # LM Studio leaves these out for embedding models
         entry["architecture"] = record.architecture
         entry["capabilities"] = {
-            "vision": False,  # the pipeline refuses images for every model so far
+            "vision": record.type == "vlm",
             "trained_for_tool_use": renders_tools(template, record.architecture),
         }
         entry["description"] = None

@@ -19,6 +19,7 @@ def model_entry(record: ModelRecord, loaded: LoadedModel | None, model_id: str =
         "quantization": record.quantization,
         "state": "loaded" if loaded else "not-loaded",
         "max_context_length": record.max_context_length,
+        "source": record.origin,  # store | huggingface | lmstudio (models found in place)
     }
     if loaded:
         entry["loaded_context_length"] = loaded.engine.context_length

@@ -58,7 +58,7 @@ def to_turn(message: ChatMessage) -> Turn:
         parts.append(ToolResultPart(message.tool_call_id or "", message.text))
     elif isinstance(message.content, list):
         for part in message.content:
-            if part.type == "text":
+            if part.type in ("text", "input_text"):
                 parts.append(TextPart(part.text or ""))
             elif part.type in ("image_url", "input_image"):
                 parts.append(ImagePart(_image_url(part.image_url)))

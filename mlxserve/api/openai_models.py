@@ -15,6 +15,7 @@ async def list_models():
             "object": "model",
             "created": int(m.loaded_at),
             "owned_by": m.record.id.split("/")[0],
+            "type": m.record.type,  # llm | vlm | embeddings, as LM Studio's /api/v0 says
         }
         for m in current_app.registry.loaded.values()
     ]

@@ -59,27 +59,47 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="model store (default: $MLXSERVE_HOME/models, ~/.mlxserve/models)",
     )
+    parser.add_argument(
+        "--mmproj",
+        type=Path,
+        metavar="FILE",
+        help="a GGUF vision model's projector file: the .gguf SOURCE and it are registered "
+        "together for the llama.cpp engine (not converted)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a model with this id")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_model_command(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """(args, None) for a model-store command, or (None, exit status) after --help or a usage
+    error; sets up the quiet logging such commands print under."""
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return None, 1
     except SystemExit as done:  # --help
-        return int(done.code or 0)
+        return None, int(done.code or 0)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # transformers (used only for its tokenizer converters) warns on import that torch is absent
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    return args, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, status = parse_model_command(build_parser(), argv)
+    if args is None:
+        return status
     from mlxserve.models.convert import ConversionError, convert_model
 
     models_dir = args.models_dir or default_models_dir()
     started = time.monotonic()
     try:
+        if args.mmproj is not None:
+            record = _register_vision_gguf(args, models_dir)
+            print(f"registered {record.id} for llama.cpp (vision)\n  path:         {record.path}")
+            return 0
         record = convert_model(
             args.source,
             models_dir,
@@ -104,6 +124,24 @@ def main(argv: list[str] | None = None) -> int:
         f"  time:         {time.monotonic() - started:.1f} s"
     )
     return 0
+
+
+def _register_vision_gguf(args, models_dir: Path):
+    from mlxserve.models.convert import ConversionError, default_model_id
+    from mlxserve.models.convert.gguf_reader import read_gguf
+    from mlxserve.models.gguf_import import NotAProjector, register_gguf
+    from mlxserve.models.store import find_model
+
+    for path in (args.source, args.mmproj):
+        if not path.is_file():
+            raise ConversionError(f"{path} does not exist")
+    model_id = args.model_id or default_model_id(args.source, read_gguf(args.source))
+    if find_model(models_dir, model_id) is not None and not args.overwrite:
+        raise ConversionError(f"model {model_id} exists; pass --overwrite to replace it")
+    try:
+        return register_gguf(args.source, models_dir, model_id, mmproj=args.mmproj)
+    except NotAProjector as error:
+        raise ConversionError(str(error)) from error
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`mlxserve ls`: the models in the store on disk, loaded or not (no server needed)."""
+"""`mlxserve ls`: the models on disk, in the store or found in place, loaded or not (no server
+needed)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sys
 from pathlib import Path
 
 from mlxserve.cli.client import format_bytes, format_table
-from mlxserve.models.store import ModelRecord, default_models_dir, list_models
+from mlxserve.environment import env_flag
+from mlxserve.models.catalog import ModelCatalog
+from mlxserve.models.store import ModelRecord, default_models_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="model store (default: $MLXSERVE_MODELS_DIR or $MLXSERVE_HOME/models)",
+    )
+    parser.add_argument(
+        "--no-discover",
+        action="store_true",
+        default=env_flag("NO_DISCOVER"),
+        help="only the store's models, not those in the Hugging Face cache or LM Studio's folder",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON array")
     return parser
@@ -34,6 +43,7 @@ def describe(record: ModelRecord) -> dict:
         "arch": record.architecture,
         "max_context_length": record.max_context_length,
         "size_bytes": record.size_bytes,
+        "source": record.origin,
         "path": record.path,
     }
 
@@ -41,14 +51,15 @@ def describe(record: ModelRecord) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     models_dir = (args.models_dir or default_models_dir()).expanduser()
-    models = [describe(record) for record in list_models(models_dir)]
+    catalog = ModelCatalog(models_dir, discover_models=not args.no_discover)
+    models = [describe(record) for record in catalog.list()]
     if args.json:
         print(json.dumps(models, indent=2))
         return 0
     if not models:
         print(f"no models in {models_dir}")
         return 0
-    headers = ["ID", "SIZE", "FORMAT", "QUANT", "ARCH", "TYPE", "CONTEXT"]
+    headers = ["ID", "SIZE", "FORMAT", "QUANT", "ARCH", "TYPE", "CONTEXT", "SOURCE"]
     rows = [
         [
             m["id"],
@@ -58,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             m["arch"],
             m["type"],
             str(m["max_context_length"] or "?"),
+            m["source"],
         ]
         for m in models
     ]

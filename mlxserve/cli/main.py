@@ -7,6 +7,7 @@ import sys
 
 COMMANDS = {
     "serve": ("mlxserve.cli.serve", "start the OpenAI-compatible server"),
+    "get": ("mlxserve.cli.get", "download a model from the Hugging Face Hub"),
     "convert": ("mlxserve.cli.convert", "convert GGUF or Hugging Face weights to MLX"),
     "server": ("mlxserve.cli.server", "start, stop or check a background server"),
     "ls": ("mlxserve.cli.ls", "list the models in the store"),

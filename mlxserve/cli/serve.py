@@ -5,21 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES
+from mlxserve.environment import env, env_flag
 from mlxserve.models.registry import MAX_QUEUED
 from mlxserve.models.store import default_models_dir
+from mlxserve.pipeline.images import MAX_IMAGE_BYTES, ImageLimits
 from mlxserve.pipeline.prepare import REQUEST_TIMEOUT
 
 log = logging.getLogger("mlxserve")
-
-
-def env(name: str, default=None):
-    return os.environ.get(f"MLXSERVE_{name}", default)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-jit",
         action="store_true",
-        default=bool(env("NO_JIT")),
+        default=env_flag("NO_JIT"),
         help="do not load stored models on request",
+    )
+    parser.add_argument(
+        "--no-discover",
+        action="store_true",
+        default=env_flag("NO_DISCOVER"),
+        help="serve only the store's models, not those found in the Hugging Face cache and "
+        "LM Studio's models folder",
     )
     parser.add_argument(
         "--ttl",
@@ -128,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse request bodies larger than this with a 413 (default: 64 MiB)",
     )
     parser.add_argument(
+        "--max-image-bytes",
+        type=int,
+        default=env("MAX_IMAGE_BYTES", MAX_IMAGE_BYTES),
+        help="refuse images larger than this with a 413 (default: 20 MiB)",
+    )
+    parser.add_argument(
+        "--allow-remote-images",
+        action="store_true",
+        default=env_flag("ALLOW_REMOTE_IMAGES"),
+        help="fetch http(s) image URLs in requests (default: only data: URLs, so a web page "
+        "cannot make the server fetch arbitrary addresses)",
+    )
+    parser.add_argument(
         "--allowed-hosts",
         default=env("ALLOWED_HOSTS", ""),
         metavar="HOSTS",
@@ -175,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         max_loaded=args.max_loaded,
         prompt_cache_bytes=args.prompt_cache_bytes,
         max_queued=args.max_queued,
+        discover=not args.no_discover,
     )
     config = AppConfig(
         models_dir=models_dir,
@@ -186,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
             allowed_hosts=[*split_list(args.allowed_hosts), args.host],
         ),
         max_body_bytes=args.max_body_bytes,
-        limits=ServerLimits(args.max_tokens, args.request_timeout or None),
+        limits=ServerLimits(
+            args.max_tokens,
+            args.request_timeout or None,
+            ImageLimits(int(args.max_image_bytes), remote=args.allow_remote_images),
+        ),
     )
     app = create_app(config)
     print(

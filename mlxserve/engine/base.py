@@ -11,9 +11,12 @@ import json
 import time
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlxserve.sampling.params import SamplingParams
 
+# Where an image sits in a prompt's text; each engine puts its model's own image tokens there.
+IMAGE_MARKER = "<__media__>"
 # KV state an MLX model keeps for later prompts that share a prefix (least recently used goes).
 PROMPT_CACHE_BYTES = 2 * 1024**3
 
@@ -74,6 +77,16 @@ class Grammar:
         return lark
 
 
+@dataclass(frozen=True)
+class PromptImage:
+    """An image of the conversation, decoded; the prompt text marks where it sits."""
+
+    pixels: Any  # a PIL image in RGB
+    digest: str  # sha256 of the bytes the client sent: the same image keys the same cache
+    data: bytes = b""  # those bytes
+    format: str = ""  # as Pillow names it: PNG, JPEG, WEBP, GIF...
+
+
 @dataclass
 class GenerationRequest:
     prompt: str | list[int]  # text (tokenized by the engine) or token ids
@@ -87,6 +100,8 @@ class GenerationRequest:
     # Special tokens whose text the output must show (a thinking model's channel markers);
     # the text of other special tokens is left out, as tokenizers do.
     visible_specials: tuple[str, ...] = ()
+    images: list[PromptImage] = field(default_factory=list)  # in the order the prompt marks them
+    engine_inputs: Any = None  # what an engine made of the images, kept with prompt_tokens
     # Made when the API has parsed the request: time to first token counts tokenizing too.
     arrived: float = field(default_factory=time.perf_counter)
 
@@ -134,6 +149,7 @@ class EngineModel(abc.ABC):
     chat_template: str | None = None  # the model's own template, if it ships one
     bos_token: str = ""  # special-token strings that chat templates refer to
     eos_token: str = ""
+    vision: bool = False  # accepts images
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:

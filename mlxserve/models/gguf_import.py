@@ -26,27 +26,51 @@ def gguf_metadata(path: Path) -> dict:
     }
 
 
-def register_gguf(path: Path, models_dir: Path, model_id: str) -> ModelRecord:
-    """Link (or copy, across file systems) the file into the store and write its manifest."""
+class NotAProjector(ValueError):
+    pass
+
+
+def register_gguf(
+    path: Path, models_dir: Path, model_id: str, mmproj: Path | None = None
+) -> ModelRecord:
+    """Link (or copy, across file systems) the file, and a vision model's projector, into the
+    store and write its manifest."""
     meta = gguf_metadata(path)
+    if mmproj is not None:
+        _check_projector(mmproj)
     target = model_dir_for(models_dir, model_id)
     target.mkdir(parents=True, exist_ok=True)
-    linked = target / path.name
-    if not linked.exists():
-        try:
-            os.link(path, linked)
-        except OSError:
-            shutil.copy2(path, linked)
+    for source in (path, mmproj) if mmproj is not None else (path,):
+        _link(source, target / source.name)
     record = ModelRecord(
         id=model_id,
         format="gguf",
         architecture=meta["architecture"],
-        type="embeddings" if meta["pooling"] else "llm",
+        type="embeddings" if meta["pooling"] else "vlm" if mmproj else "llm",
         quantization=meta["quantization"],
         max_context_length=meta["context_length"],
         source=str(path),
         path=str(target),
         gguf_file=path.name,
+        mmproj_file=mmproj.name if mmproj is not None else "",
     )
     write_manifest(target, record)
     return record
+
+
+def _check_projector(path: Path) -> None:
+    """llama.cpp's projector files are GGUF files of architecture `clip` with a vision part."""
+    try:
+        fields = read_scalar_fields(path)
+    except (OSError, ValueError) as error:
+        raise NotAProjector(f"{path} is not a GGUF file: {error}") from error
+    if fields.get("general.architecture") != "clip" or not fields.get("clip.has_vision_encoder"):
+        raise NotAProjector(f"{path} is not a vision projector (mmproj) GGUF file")
+
+
+def _link(source: Path, linked: Path) -> None:
+    if not linked.exists():
+        try:
+            os.link(source, linked)
+        except OSError:
+            shutil.copy2(source, linked)

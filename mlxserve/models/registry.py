@@ -18,7 +18,8 @@ from pathlib import Path
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineError, EngineModel
 from mlxserve.models import memory
-from mlxserve.models.store import ModelRecord, find_model, list_models
+from mlxserve.models.catalog import ModelCatalog
+from mlxserve.models.store import ModelRecord
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +106,14 @@ class RegistryOptions:
     max_loaded: int | None = None  # evict the least recently used idle model beyond this
     prompt_cache_bytes: int = PROMPT_CACHE_BYTES  # per MLX model
     max_queued: int | None = MAX_QUEUED  # waiting requests per model beyond its decoding slots
+    discover: bool = False  # also serve models found in the Hugging Face cache and LM Studio
 
 
 class ModelRegistry:
     def __init__(self, models_dir: Path, options: RegistryOptions | None = None):
         self.models_dir = models_dir
         self.options = options or RegistryOptions()
+        self.catalog = ModelCatalog(models_dir, self.options.discover)
         self.loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task] = {}
         self._ttl_monitor: asyncio.Task | None = None
@@ -120,7 +123,19 @@ class ModelRegistry:
         return list(self._loading)
 
     def stored(self) -> list[ModelRecord]:
-        return list_models(self.models_dir)
+        return self.catalog.list()
+
+    def route(self, requested: str) -> ModelRecord | None:
+        """The stored model a request for `requested` would reach, without loading anything
+        (None when it would be a 404)."""
+        if requested in self.loaded:
+            return self.loaded[requested].record
+        record = self.catalog.find(requested)
+        if record is not None and self.options.jit:
+            return record
+        if len(self.loaded) == 1:
+            return next(iter(self.loaded.values())).record
+        return None
 
     async def resolve(self, requested: str, *, ttl: float | None = None) -> LoadedModel:
         """Route a request's `model` value: an exact id, else the only loaded model, else 404.
@@ -132,7 +147,7 @@ class ModelRegistry:
             raise RegistryError(
                 503, f"model '{requested}' is still loading; retry shortly", "model_loading"
             )
-        record = find_model(self.models_dir, requested)
+        record = self.catalog.find(requested)
         if record is not None and self.options.jit:
             loaded = await self.load(record.id, ttl=ttl or self.options.ttl, jit=True)
             return self._touch(loaded)
@@ -162,7 +177,7 @@ class ModelRegistry:
             raise RegistryError(
                 503, f"another model is loading ({busy}); retry shortly", "model_loading"
             )
-        record = find_model(self.models_dir, model_id)
+        record = self.catalog.find(model_id)
         if record is None:
             raise RegistryError(404, self._not_found_message(model_id), "model_not_found")
         requested = context_length or self.options.context_length
@@ -278,6 +293,13 @@ class ModelRegistry:
     async def _start_engine(self, record: ModelRecord, context_length: int) -> EngineModel:
         engine = ENGINE_FOR_FORMAT.get(record.format)
         allowed = self.options.engine
+        if record.format == "hf":
+            raise RegistryError(
+                400,
+                f"model '{record.id}' is a Hugging Face checkpoint that needs converting first: "
+                f"mlxserve convert {record.path}",
+                "unsupported_model_format",
+            )
         if engine is None or allowed not in ("auto", engine):
             raise RegistryError(
                 400,
@@ -306,6 +328,7 @@ class ModelRegistry:
             parallel=memory.LLAMACPP_SLOTS,
             embedding=embedding,
             prompt_cache_bytes=self.options.prompt_cache_bytes,
+            mmproj=record.directory / record.mmproj_file if record.mmproj_file else None,
         )
 
     def _touch(self, loaded: LoadedModel) -> LoadedModel:

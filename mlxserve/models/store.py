@@ -39,10 +39,13 @@ class ModelRecord:
     source: str = ""  # what it was converted or imported from
     path: str = ""  # the model directory (not stored in the manifest)
     gguf_file: str = ""  # file name inside the directory, for format "gguf"
+    mmproj_file: str = ""  # a GGUF vision model's projector, next to its weights
+    origin: str = "store"  # store | huggingface | lmstudio: where it was found (not stored)
 
     def manifest(self) -> dict:
         data = asdict(self)
         data.pop("path")
+        data.pop("origin")
         return data
 
     @property
@@ -51,6 +54,10 @@ class ModelRecord:
 
     @property
     def size_bytes(self) -> int:
+        """The model's files; a GGUF model's directory may hold other quantizations too."""
+        if self.gguf_file:
+            names = [self.gguf_file, self.mmproj_file] if self.mmproj_file else [self.gguf_file]
+            return sum((self.directory / name).stat().st_size for name in names)
         return sum(f.stat().st_size for f in self.directory.iterdir() if f.is_file())
 
 

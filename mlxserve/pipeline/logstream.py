@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 
-from mlxserve.engine.base import GenerationEvent, GenerationRequest, GenerationStats
+from mlxserve.engine.base import IMAGE_MARKER, GenerationEvent, GenerationRequest, GenerationStats
 
 QUEUE_SIZE = 256
 
@@ -92,6 +92,18 @@ def stats_record(stats: GenerationStats) -> dict:
     }
 
 
+def _images_field(request: GenerationRequest) -> dict:
+    """The prompt marks where each image sits; this says which image each mark stands for."""
+    if not request.images:
+        return {}
+    images = [
+        {"marker": IMAGE_MARKER, "width": image.pixels.width, "height": image.pixels.height,
+         "sha256": image.digest}
+        for image in request.images
+    ]  # fmt: skip
+    return {"images": images}
+
+
 class GenerationLog:
     """The records of one generation, used as a context manager around it: `request` on
     entry, `response` (with output and stats, or the error) on exit.
@@ -114,6 +126,7 @@ class GenerationLog:
                 sampling=asdict(self._request.sampling),
                 max_tokens=self._request.max_tokens,
                 stop=self._request.stop,
+                **_images_field(self._request),
             )
         return self
 

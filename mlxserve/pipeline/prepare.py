@@ -8,10 +8,12 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlxserve.engine.base import ContextLengthExceeded, GenerationRequest
+from mlxserve.engine.base import IMAGE_MARKER, ContextLengthExceeded, GenerationRequest
 from mlxserve.models.registry import LoadedModel, ModelRegistry
+from mlxserve.models.store import ModelRecord
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.images import ImageLimits, load_images
 from mlxserve.pipeline.reasoning import ReasoningSplitter, opened_in_prompt, reasoning_family
 from mlxserve.pipeline.request import GenerateRequest
 from mlxserve.pipeline.templates import (
@@ -32,6 +34,7 @@ class ServerLimits:
 
     max_tokens: int | None = None  # caps every reply; the length of one whose client set none
     request_timeout: float | None = REQUEST_TIMEOUT  # seconds from arrival; None: no limit
+    images: ImageLimits = ImageLimits()
 
 
 @dataclass
@@ -57,10 +60,12 @@ async def prepare(
     """Everything checked and measured, and the request counted into its model's queue (a 429
     when full): the caller must run generate() on the result, which counts it out."""
     started = asyncio.get_running_loop().time()
+    if _image_parts(request) and (record := registry.route(request.model)) is not None:
+        _check_vision(record)  # refused before any model loads for it
     loaded = _generative(await registry.resolve(request.model, ttl=request.ttl))
     release = loaded.admit()
     try:
-        prepared = await _prepare_admitted(loaded, request, limits.max_tokens, release)
+        prepared = await _prepare_admitted(loaded, request, limits, release)
     except BaseException:
         release()
         raise
@@ -73,15 +78,12 @@ async def prepare(
 
 
 async def _prepare_admitted(
-    loaded: LoadedModel, request: GenerateRequest, max_tokens_ceiling: int | None, release
+    loaded: LoadedModel, request: GenerateRequest, limits: ServerLimits, release
 ) -> Prepared:
-    if request.conversation and any(turn.has_images for turn in request.conversation):
-        raise RequestError(
-            400,
-            f"model '{loaded.identifier}' does not accept images",
-            "messages",
-            "images_not_supported",
-        )
+    images = []
+    if _image_parts(request):
+        _check_vision(loaded.record, loaded.engine.vision)
+        images = await load_images(request.conversation, limits.images)
     validate_sampling(request.sampling, loaded.engine.vocab_size)
     if not request.clamp_max_tokens:
         _check_token_limit(request.max_tokens, loaded.engine.context_length)
@@ -96,11 +98,20 @@ async def _prepare_admitted(
     engine_request = GenerationRequest(
         prompt=prompt,
         sampling=request.sampling,
-        max_tokens=_reply_limit(request.max_tokens, max_tokens_ceiling),
+        max_tokens=_reply_limit(request.max_tokens, limits.max_tokens),
         stop=request.stop,
         add_special_tokens=add_special_tokens,
         grammar=compile_constraints(request.constraints, family),
+        images=images,
     )
+    if images and prompt.count(IMAGE_MARKER) != len(images):
+        raise RequestError(
+            400,
+            f"the prompt marks {prompt.count(IMAGE_MARKER)} image places for {len(images)} "
+            f"images (is '{IMAGE_MARKER}' in the text?)",
+            "messages",
+            "invalid_image",
+        )
     if engine_request.grammar is not None:
         unsupported = await loaded.engine.grammar_support_error()
         if unsupported:
@@ -148,6 +159,22 @@ def _chat_prompt(
     if thinking is None:
         return prompt, family, None
     return prompt, family, ReasoningSplitter(thinking, opened_in_prompt(thinking, prompt))
+
+
+def _image_parts(request: GenerateRequest) -> bool:
+    return bool(request.conversation) and any(turn.has_images for turn in request.conversation)
+
+
+def _check_vision(record: ModelRecord, engine_vision: bool = True) -> None:
+    if record.type == "vlm" and engine_vision:
+        return
+    raise RequestError(
+        400,
+        f"model '{record.id}' has no vision support and cannot read images; "
+        "load a vision model (type vlm in /api/v0/models)",
+        "messages",
+        "images_not_supported",
+    )
 
 
 def _generative(loaded: LoadedModel) -> LoadedModel:

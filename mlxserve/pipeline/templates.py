@@ -12,9 +12,10 @@ from typing import Any
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from mlxserve.engine.base import IMAGE_MARKER
 from mlxserve.models.templates import builtin_chat_template
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.request import ToolResultPart, Turn
+from mlxserve.pipeline.request import ImagePart, ToolResultPart, Turn
 from mlxserve.pipeline.tool_parsers import tools_prompt
 
 
@@ -75,7 +76,7 @@ def template_messages(turns: list[Turn]) -> list[dict[str, Any]]:
     """Turns as chat templates expect them: OpenAI's message dicts."""
     messages = []
     for turn in turns:
-        message: dict[str, Any] = {"role": turn.role, "content": turn.text}
+        message: dict[str, Any] = {"role": turn.role, "content": _content(turn)}
         if turn.name is not None:
             message["name"] = turn.name
         if turn.tool_calls:
@@ -92,6 +93,16 @@ def template_messages(turns: list[Turn]) -> list[dict[str, Any]]:
             message["tool_call_id"] = results[0].call_id
         messages.append(message)
     return messages
+
+
+def _content(turn: Turn) -> str:
+    """The turn's text, with a marker where each image sits (the engine fills it in)."""
+    if not turn.has_images:
+        return turn.text
+    return "".join(
+        IMAGE_MARKER if isinstance(part, ImagePart) else Turn("", [part]).text
+        for part in turn.parts
+    )
 
 
 def messages_with_tools(

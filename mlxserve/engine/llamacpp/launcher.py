@@ -61,6 +61,7 @@ def exit_on_stdin_eof(on_exit: Callable[[], object] | None = None) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mlxserve.engine.llamacpp.launcher")
     parser.add_argument("-m", "--model", default="")
+    parser.add_argument("--mmproj", default="")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("-c", "--ctx-size", type=int, default=4096)
@@ -96,6 +97,8 @@ def build_params(args: argparse.Namespace):
 
     params = xllamacpp.CommonParams()
     params.model.path = args.model
+    if args.mmproj:
+        params.mmproj.path = args.mmproj
     params.hostnames = [args.host]
     params.port = args.port
     params.n_ctx = args.ctx_size

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mlxserve.engine.base import (
+    IMAGE_MARKER,
     PROMPT_CACHE_BYTES,
     EngineError,
     EngineModel,
@@ -55,6 +56,7 @@ class LlamaCppModel(EngineModel):
         self._closed = False
         self._version = ""
         self._grammar_error: str | None = None  # "" once grammars are known to work
+        self._media_marker = ""  # where an image goes in a prompt (random per llama.cpp start)
 
     @classmethod
     async def load(
@@ -67,20 +69,26 @@ class LlamaCppModel(EngineModel):
         parallel: int = 4,
         embedding: bool = False,
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
+        mmproj: Path | None = None,
     ) -> LlamaCppModel:
         """Start a llama.cpp server for a GGUF file; `embedding` serves /v1/embeddings
-        (mean pooling) instead of completions."""
+        (mean pooling) instead of completions; `mmproj`, a vision model's projector, lets
+        prompts hold images."""
+        extra_args = embedding_args(context_length) if embedding else ()
+        if mmproj is not None:
+            extra_args = ("--mmproj", str(mmproj))
         process = LlamaServerProcess(
             gguf_path,
             context_length=context_length,
             server_binary=server_binary,
-            extra_args=embedding_args(context_length) if embedding else (),
+            extra_args=extra_args,
             parallel=parallel,
             prompt_cache_bytes=prompt_cache_bytes,
             api_key=secrets.token_urlsafe(24),
         )
         await asyncio.to_thread(process.start)
         model = cls(process, model_id, process.context_length)
+        model.vision = mmproj is not None
         try:
             await model._read_model_info()
         except BaseException:
@@ -99,6 +107,8 @@ class LlamaCppModel(EngineModel):
         meta = (models.get("data") or [{}])[0].get("meta") or {}
         self.vocab_size = meta.get("n_vocab")
         self._version = self._engine_version(props.get("build_info", ""))
+        self.vision = bool((props.get("modalities") or {}).get("vision"))
+        self._media_marker = props.get("media_marker") or ""
 
     def _engine_version(self, build_info: str) -> str:
         if self.process.server_binary is None:
@@ -124,10 +134,24 @@ class LlamaCppModel(EngineModel):
         vectors = np.array([row["embedding"] for row in rows], dtype=np.float32)
         return vectors, response["usage"]["prompt_tokens"]
 
+    async def prompt_and_budget(self, request: GenerationRequest) -> tuple[list[int], int]:
+        """As for any engine; with images the budget counts the text's tokens (llama.cpp counts
+        each image's own, and they are in the final usage)."""
+        if request.images and request.prompt_tokens is None:
+            text = request.prompt.replace(IMAGE_MARKER, "")
+            request.prompt_tokens = await self.tokenize(
+                text, add_special_tokens=request.add_special_tokens
+            )
+        return await super().prompt_and_budget(request)
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         """Relay one /completion stream; leaving early closes the connection, which makes
         llama.cpp release the slot at its next token."""
         prompt, n_predict = await self.prompt_and_budget(request)
+        if request.images:  # llama.cpp reads images only beside a text prompt
+            prompt = await asyncio.to_thread(
+                protocol.multimodal_prompt, request.prompt, request.images, self._media_marker
+            )
         specials = await self._special_markers(request.grammar)
         visible = await self.special_ids(request.visible_specials)
         body = protocol.completion_body(

@@ -6,13 +6,16 @@ last `repeat_last_n` tokens, prompt included, where OpenAI counts generated toke
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Collection
 
-from mlxserve.engine.base import GenerationStats, Grammar
+from mlxserve.engine.base import IMAGE_MARKER, GenerationStats, Grammar, PromptImage
 from mlxserve.sampling.params import SamplingParams
 
 BANNED_BIAS = -100  # OpenAI's "never pick this token"; llama.cpp spells it `false`
 WORD_TRIGGER = 1  # llama.cpp's grammar trigger type for a plain string
+STB_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # what llama.cpp decodes images with reads
 STOP_REASONS = {"eos": "eosFound", "word": "stopStringFound", "limit": "maxPredictedTokensReached"}
 
 
@@ -51,15 +54,32 @@ def grammar_fields(grammar: Grammar | None, special_markers: Collection[str]) ->
     return fields
 
 
+def multimodal_prompt(text: str, images: list[PromptImage], media_marker: str) -> dict:
+    """A prompt with images: the text with llama.cpp's media marker where each image sits,
+    and the images base64-encoded as the client sent them, or as PNG when llama.cpp's image
+    reader (stb_image) does not read their format (WebP)."""
+    encoded = [base64.b64encode(_readable_bytes(image)).decode("ascii") for image in images]
+    return {"prompt_string": text.replace(IMAGE_MARKER, media_marker), "multimodal_data": encoded}
+
+
+def _readable_bytes(image: PromptImage) -> bytes:
+    if image.format in STB_FORMATS and image.data:
+        return image.data
+    buffer = io.BytesIO()
+    image.pixels.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def completion_body(
-    prompt_tokens: list[int],
+    prompt_tokens: list[int] | dict,
     sampling: SamplingParams,
     n_predict: int,
     stop: list[str],
     grammar: Grammar | None = None,
     special_markers: Collection[str] = (),
 ) -> dict:
-    """A streaming /completion request over token ids, so the server sees exactly our tokens."""
+    """A streaming /completion request over token ids, so the server sees exactly our tokens
+    (or over a multimodal prompt)."""
     return {
         "prompt": prompt_tokens,
         "n_predict": n_predict,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,18 +20,22 @@ from mlxserve.engine.base import (
 )
 from mlxserve.engine.mlx.constraint import GrammarCompiler
 from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
-from mlxserve.engine.mlx.runner import BatchRunner
+from mlxserve.engine.mlx.runner import BatchRunner, TextModel
 from mlxserve.engine.mlx.sequence import Sequence
+from mlxserve.engine.mlx.vision import VisionLanguageModel, is_vision_model
 from mlxserve.sampling.sampler import Sampler
+
+log = logging.getLogger(__name__)
 
 
 class MLXModel(EngineModel):
     engine_name = "mlx"
 
-    def __init__(self, runner: BatchRunner, tokenizer, vocab_size: int, context_length: int):
+    def __init__(self, runner: BatchRunner, tokenizer, config: dict, context_length: int):
         self._runner = runner
         self.tokenizer = tokenizer
-        self.vocab_size = vocab_size
+        self.vocab_size = _vocab_size(config)
+        self.vision = isinstance(runner.model, VisionLanguageModel)
         self.context_length = context_length
         self.parallel = runner.max_batch_size
         self.eos_token_ids = frozenset(tokenizer.eos_token_ids)
@@ -48,10 +54,11 @@ class MLXModel(EngineModel):
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
     ) -> MLXModel:
         """Load an MLX model directory; `context_length` is decided by the caller's policy."""
-        load = functools.partial(_load_weights, path)
+        config = json.loads((path / "config.json").read_text())
+        load = functools.partial(_load_weights, path, config)
         runner = BatchRunner(load, max_batch_size, prompt_cache_bytes)
         model, tokenizer = await asyncio.wrap_future(runner.start())
-        return cls(runner, tokenizer, _vocab_size(path), context_length)
+        return cls(runner, tokenizer, config, context_length)
 
     @property
     def prompt_cache_bytes(self) -> int:
@@ -68,6 +75,16 @@ class MLXModel(EngineModel):
         # A long prompt takes a while: tokenized in a thread, other streams keep flowing.
         encode = self.tokenizer.encode
         return await asyncio.to_thread(encode, text, add_special_tokens=add_special_tokens)
+
+    async def prompt_and_budget(self, request: GenerationRequest) -> tuple[list[int], int]:
+        """As for any engine; a prompt with images goes through the model's processor, which
+        expands each image into its image tokens (so they count toward the context)."""
+        if request.images and request.prompt_tokens is None:
+            vision_model = self._runner.model
+            request.prompt_tokens, request.engine_inputs = await asyncio.to_thread(
+                vision_model.process, request.prompt, request.images
+            )
+        return await super().prompt_and_budget(request)
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         prompt, max_tokens = await self.prompt_and_budget(request)
@@ -86,6 +103,8 @@ class MLXModel(EngineModel):
             eos_token_ids=self.eos_token_ids,
             constraint=constraint,
             visible_specials=await self.special_ids(request.visible_specials),
+            image_inputs=request.engine_inputs,
+            cache_key=request.engine_inputs.cache_key if request.engine_inputs else None,
         )
         self._runner.submit(sequence)
         try:
@@ -118,12 +137,19 @@ class MLXModel(EngineModel):
         }
 
 
-def _load_weights(path: Path):
-    from mlx_lm import load  # imported on the runner thread that will own the arrays
+def _load_weights(path: Path, config: dict):
+    """Called on the runner thread, which will own the arrays. A vision model without mlx-vlm
+    installed still serves text: mlx-lm loads its language model alone."""
+    if is_vision_model(config):
+        if importlib.util.find_spec("mlx_vlm") is not None:
+            return VisionLanguageModel.load(path, config)
+        log.warning("%s: images need mlx-vlm (pip install 'mlxserve[vision]'); text only", path)
+    from mlx_lm import load
 
-    return load(str(path))
+    model, tokenizer = load(str(path))
+    return TextModel(model), tokenizer
 
 
-def _vocab_size(path: Path) -> int:
-    config = json.loads((path / "config.json").read_text())
-    return int(config.get("vocab_size") or config["text_config"]["vocab_size"])
+def _vocab_size(config: dict) -> int:
+    text_config = config.get("text_config") or {}
+    return int(text_config.get("vocab_size") or config["vocab_size"])

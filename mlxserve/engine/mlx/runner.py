@@ -30,7 +30,9 @@ class BatchRunner:
     def __init__(
         self, load_model, max_batch_size: int = 8, prompt_cache_bytes: int = PROMPT_CACHE_BYTES
     ):
-        self._load_model = load_model  # called on the runner thread; returns (model, tokenizer)
+        # Called on the runner thread; returns (model, tokenizer), the model a TextModel or a
+        # VisionLanguageModel.
+        self._load_model = load_model
         self.max_batch_size = max_batch_size
         self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
         self._inbox: queue.Queue[Sequence | None] = queue.Queue()
@@ -120,22 +122,21 @@ class BatchRunner:
 
     def _prefill(self, sequence: Sequence) -> None:
         cache, remaining = self._prompt_cache.fetch_nearest_cache(
-            CACHE_KEY, sequence.prompt_tokens[:-1]
+            CACHE_KEY, sequence.prompt_key[:-1]
         )
-        cache = cache or make_prompt_cache(self.model)
-        remaining = remaining + sequence.prompt_tokens[-1:]
-        sequence.cached_prompt_tokens = len(sequence.prompt_tokens) - len(remaining)
+        cache = cache or self.model.make_cache()
+        last = len(sequence.prompt_tokens) - 1
+        cached = sequence.cached_prompt_tokens = last - len(remaining)
         sequence.sampler.feed_prompt(sequence.prompt_tokens)
         # All but the last token only fill the cache: their logits are never evaluated, so MLX
         # skips the output layer for them (the bulk of the work on a large vocabulary).
-        for start in range(0, len(remaining) - 1, PREFILL_CHUNK):
-            chunk = remaining[start : min(start + PREFILL_CHUNK, len(remaining) - 1)]
-            self.model(mx.array([chunk]), cache=cache)
+        for start in range(cached, last, PREFILL_CHUNK):
+            self.model.prefill(sequence, start, min(start + PREFILL_CHUNK, last), cache)
             mx.eval([c.state for c in cache])
             if sequence.cancelled.is_set():
                 self._count_cancelled(sequence)
                 return
-        logits = self.model(mx.array([remaining[-1:]]), cache=cache)[:, -1, :]
+        logits = self.model.prefill(sequence, last, last + 1, cache)[:, -1, :]
         mx.async_eval(logits)
         mask = sequence.next_mask()  # computed while MLX evaluates the logits
         sequence.accept(sequence.sampler.sample(_as_numpy(logits)[0], mask))
@@ -162,7 +163,7 @@ class BatchRunner:
         if not self._active:
             return
         inputs = mx.array([s.last_token for s in self._active])
-        logits = self.model(inputs[:, None], cache=self._batch_cache)[:, -1, :]
+        logits = self.model.decode(inputs[:, None], self._batch_cache, self._active)[:, -1, :]
         mx.async_eval(logits)
         masks = [s.next_mask() for s in self._active]  # grammar work while MLX computes
         logits = _as_numpy(logits)
@@ -197,7 +198,7 @@ class BatchRunner:
     def _retire(self, sequence: Sequence, cache: list) -> None:
         """Finish a sequence and keep its cache so a follow-up request can reuse the prefix."""
         sequence.finish()
-        self._prompt_cache.insert_cache(CACHE_KEY, sequence.processed_tokens, cache)
+        self._prompt_cache.insert_cache(CACHE_KEY, sequence.processed_key, cache)
 
     def _fail_all(self, exc: BaseException) -> None:
         for sequence in self._active + self._waiting:
@@ -206,6 +207,22 @@ class BatchRunner:
             item = self._inbox.get_nowait()
             if item is not None:
                 item.emit(exc)
+
+
+class TextModel:
+    """An mlx-lm model as the runner drives it: prefill over prompt positions, batched decode."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def make_cache(self) -> list:
+        return make_prompt_cache(self.model)
+
+    def prefill(self, sequence: Sequence, start: int, end: int, cache: list) -> mx.array:
+        return self.model(mx.array([sequence.prompt_tokens[start:end]]), cache=cache)
+
+    def decode(self, inputs: mx.array, cache: list, sequences: list[Sequence]) -> mx.array:
+        return self.model(inputs, cache=cache)
 
 
 def _as_numpy(logits: mx.array) -> np.ndarray:

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlxserve.engine.base import GenerationEvent, GenerationRequest, GenerationStats
 from mlxserve.engine.mlx.constraint import OutputConstraint
@@ -35,6 +36,10 @@ class Sequence:
     first_token_at: float = 0.0
     last_token_at: float = 0.0
     stop_reason: str | None = None
+    image_inputs: Any = None  # a vision model's processed images (ImageInputs)
+    cache_key: list[int] | None = None  # the prompt as the prompt cache knows it, if not its ids
+    embedded: Any = None  # a vision model's prompt embeddings, made at prefill
+    rope_delta: int | None = None  # Qwen-VL: positions behind the token count after images
 
     def __post_init__(self):
         self.stops = StopStringMatcher(self.request.stop)
@@ -48,9 +53,14 @@ class Sequence:
         return self.generated[-1]
 
     @property
-    def processed_tokens(self) -> list[int]:
-        """Tokens whose keys and values are in the cache (the last sampled one is not yet)."""
-        return self.prompt_tokens + self.generated[:-1]
+    def prompt_key(self) -> list[int]:
+        return self.prompt_tokens if self.cache_key is None else self.cache_key
+
+    @property
+    def processed_key(self) -> list[int]:
+        """The cache key of the tokens whose keys and values are in the cache (the last sampled
+        one is not yet)."""
+        return self.prompt_key + self.generated[:-1]
 
     def cancel(self) -> None:
         """The client left (called from the event loop): the runner drops the sequence before

@@ -62,6 +62,10 @@ def convert_hf_dir(source: Path, out_dir: Path, quant: QuantSpec, progress: bool
         return _import_embedding(source, out_dir)
     if config.get("quantization_config") or config.get("quantization"):
         raise ConversionError("the checkpoint is already quantized; convert an unquantized one")
+    if "vision_config" in config:
+        from mlxserve.models.convert.vision import convert_vision_dir
+
+        return convert_vision_dir(source, out_dir, config, quant)
     weight_files = sorted(source.glob("*.safetensors"))
     if not weight_files:
         raise ConversionError(

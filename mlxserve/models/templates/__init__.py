@@ -10,7 +10,17 @@ from functools import cache
 from importlib import resources
 
 # Architectures that share another's chat format.
-ALIASES = {"gemma": "gemma3", "gemma2": "gemma3", "gemma3_text": "gemma3"}
+ALIASES = {
+    "gemma": "gemma3",
+    "gemma2": "gemma3",
+    "gemma3_text": "gemma3",
+    # Qwen's vision models (Hugging Face and llama.cpp names) speak the text models' ChatML.
+    "qwen2_vl": "qwen2",
+    "qwen2_5_vl": "qwen2",
+    "qwen2vl": "qwen2",
+    "qwen3_vl": "qwen3",
+    "qwen3vl": "qwen3",
+}
 TEMPLATES = ("gemma3", "llama", "qwen2", "qwen3", "mistral", "phi3")
 
 

