@@ -1,7 +1,7 @@
 """Benchmarks: each measures mlxserve side by side with a peer in the same run and reports ratios.
 
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
-                             | structured | vision [--iterations N]
+                             | structured | vision | stall [--iterations N]
                              [--models-dir DIR]
 
 Not a test: numbers depend on the machine. Results print as tables and are saved as JSON.
@@ -29,6 +29,7 @@ BENCHMARKS = {
     "client": "scripts.benchmarks.llamacpp_client",
     "structured": "scripts.benchmarks.structured",
     "vision": "scripts.benchmarks.vision",
+    "stall": "scripts.benchmarks.stall",
 }
 
 

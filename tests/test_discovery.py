@@ -46,6 +46,16 @@ def machine(tmp_path_factory, models_dir, default_ids):
     hub_repo(cache, GGUF_ID, {"gemma-3-270m-it-Q4_K_M.gguf": Path(assemble())})
     broken = {"config.json": None, "model.safetensors": None}
     hub_repo(cache, "test-org/broken-download", broken)
+    torch_only = home / "torch-checkpoint"  # PyTorch weights: the MLX engine cannot read them
+    torch_only.mkdir()
+    (torch_only / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (torch_only / "pytorch_model.bin").write_bytes(b"\0" * 64)
+    files = {"config.json": torch_only / "config.json"}
+    hub_repo(
+        cache,
+        "test-org/torch-llama",
+        files | {"pytorch_model.bin": torch_only / "pytorch_model.bin"},
+    )
     lmstudio = home / "lm-models"  # a models folder moved in LM Studio's settings
     (home / ".lmstudio").mkdir()
     (home / ".lmstudio" / "settings.json").write_text(
@@ -79,7 +89,8 @@ def test_discovery_roots_follow_the_environment(tmp_path):
 def test_discovery_lists_models_in_place_with_their_source(machine):
     result = ls(machine, "--json")
     models = {m["id"]: m for m in json.loads(result.stdout)}
-    assert set(models) == {GGUF_ID, MLX_ID}
+    assert set(models) == {GGUF_ID, MLX_ID, "test-org/torch-llama"}
+    assert models["test-org/torch-llama"]["format"] == "hf"  # listed as convertible
     assert (models[GGUF_ID]["source"], models[GGUF_ID]["format"]) == ("huggingface", "gguf")
     assert (models[MLX_ID]["source"], models[MLX_ID]["format"]) == ("lmstudio", "mlx")
     assert models[GGUF_ID]["quantization"] == "Q4_K_M" and models[MLX_ID]["arch"] == "gemma3"
@@ -100,6 +111,9 @@ def test_discovered_models_serve_in_place(machine):
             assert reply.model == model and reply.usage.completion_tokens == 2
         native = {m["id"]: m for m in server_models(server)}
         assert native[MLX_ID]["source"] == "lmstudio" and native[MLX_ID]["state"] == "loaded"
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.completions.create(model="test-org/torch-llama", prompt="x", max_tokens=1)
+        assert "needs converting first: mlxserve convert " in refused.value.message
     assert not store.exists() or not any(store.iterdir())  # nothing was copied
 
 

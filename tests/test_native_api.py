@@ -18,6 +18,7 @@ MODEL_FIELDS = {
     "quantization",
     "state",
     "max_context_length",
+    "source",
 }
 STATS_FIELDS = {"tokens_per_second", "time_to_first_token", "generation_time", "stop_reason"}
 RUNTIME_NAMES = {"mlx": "mlx", "llamacpp": "llama.cpp"}

@@ -15,24 +15,13 @@ from mlxserve.api.app import AppConfig, create_app
 from mlxserve.models.registry import RegistryOptions
 from mlxserve.models.store import write_manifest
 from mlxserve.pipeline import logstream
+from tests.test_native_api import MODEL_FIELDS
 from tests.tiny_models import make_tiny_gemma
 
 TINY_IDS = ("test/tiny-a", "test/tiny-b")
 CHAT = {"messages": [{"role": "user", "content": "w5 w6"}], "max_tokens": 4, "temperature": 0}
 # Gemma's turn format from the built-in template, with the tokenizer's BOS string.
 CHAT_PROMPT = "<bos><start_of_turn>user\nw5 w6<end_of_turn>\n<start_of_turn>model\n"
-ENTRY_FIELDS = {
-    "id",
-    "object",
-    "type",
-    "publisher",
-    "arch",
-    "compatibility_type",
-    "quantization",
-    "state",
-    "max_context_length",
-    "source",
-}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +64,7 @@ def test_models_lists_stored_models_with_load_state(store):
     before, status, loaded, after, single, missing = run_app(store, test)
     assert set(before) == set(TINY_IDS)
     for entry in before.values():
-        assert set(entry) == ENTRY_FIELDS
+        assert set(entry) == MODEL_FIELDS
         assert entry["state"] == "not-loaded" and entry["object"] == "model"
         assert (entry["type"], entry["publisher"], entry["arch"]) == ("llm", "test", "gemma3")
         assert (entry["compatibility_type"], entry["quantization"]) == ("mlx", "f32")

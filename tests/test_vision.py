@@ -9,6 +9,8 @@ import hashlib
 import json
 import queue
 import shutil
+import subprocess
+import sys
 import threading
 
 import anthropic
@@ -166,7 +168,12 @@ def test_vision_responses_and_messages_take_images(vision_client, vision_server)
     assert message.content[0].text == chat.choices[0].message.content
 
 
-def test_vision_models_report_vlm(vision_server, vision_client):
+def test_vision_models_report_vlm(vision_server, vision_client, store):
+    command = [sys.executable, "-m", "mlxserve.cli.main", "ls", "--json", "--no-discover"]
+    listing = subprocess.run([*command, "--models-dir", str(store)], capture_output=True, text=True)
+    assert {m["id"]: m["type"] for m in json.loads(listing.stdout)}[
+        f"test/{vision_server.family}"
+    ] == "vlm"
     listed = {m.id: m for m in vision_client.models.list().data}
     assert listed[f"test/{vision_server.family}"].type == "vlm"
     native = httpx.get(f"{vision_server.base_url}/api/v0/models").json()["data"]

@@ -57,6 +57,9 @@ class LlamaCppModel(EngineModel):
         self._version = ""
         self._grammar_error: str | None = None  # "" once grammars are known to work
         self._media_marker = ""  # where an image goes in a prompt (random per llama.cpp start)
+        # Requests beyond the child's slots wait here, where a client that leaves is dropped at
+        # once; in llama.cpp's own queue they would still be read when a slot came free.
+        self._slots = asyncio.Semaphore(self.parallel)
 
     @classmethod
     async def load(
@@ -157,6 +160,11 @@ class LlamaCppModel(EngineModel):
         body = protocol.completion_body(
             prompt, request.sampling, n_predict, request.stop, request.grammar, specials
         )
+        async with self._slots, aclosing(self._relay(request, body, visible)) as events:
+            async for event in events:
+                yield event
+
+    async def _relay(self, request: GenerationRequest, body: dict, visible: dict[int, str]):
         url = f"{await self._running_url()}/completion"
         first_token = last_token = None
         async with self._engine_errors():

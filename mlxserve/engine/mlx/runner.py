@@ -1,8 +1,9 @@
 """The one thread that owns a model's MLX state: loading, prefill, batched decode, prompt cache.
 
 Sequences arrive through a queue and are admitted between decode steps (continuous batching):
-each new prompt is prefilled into its own cache, which is then merged into the batch cache, and
-every decode step runs all active sequences through the model at once.
+each new prompt is prefilled into its own cache, one chunk between two decode steps of the running
+batch (so a long prompt never stalls the streams already decoding), then merged into the batch
+cache, and every decode step runs all active sequences through the model at once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
@@ -21,7 +23,9 @@ from mlxserve.engine.mlx.sequence import Sequence
 
 log = logging.getLogger(__name__)
 
-PREFILL_CHUNK = 512  # prompt tokens per forward pass: bounds memory and decode stalls
+# Prompt tokens read between two decode steps: bounds memory, and how long a running stream
+# waits for a new prompt (README, "Engines", has the measurement behind it).
+PREFILL_CHUNK = 256
 PROMPT_CACHE_ENTRIES = 8
 CACHE_KEY = "model"  # one runner serves one model, so every entry shares this key
 
@@ -37,6 +41,7 @@ class BatchRunner:
         self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
         self._inbox: queue.Queue[Sequence | None] = queue.Queue()
         self._waiting: list[Sequence] = []
+        self._prefilling: Prefill | None = None  # the prompt being read, a chunk per step
         self._active: list[Sequence] = []
         self._batch_cache: list | None = None
         self._prompt_cache = LRUPromptCache(PROMPT_CACHE_ENTRIES, prompt_cache_bytes)
@@ -44,6 +49,10 @@ class BatchRunner:
         self.tokens_sampled = 0
         self.sequences_cancelled = 0
         self.max_tokens_after_cancel = 0  # sampled for a sequence after its client left
+        self.prefill_chunks = 0
+        self.joined_running_batch = 0  # sequences that joined a batch already decoding
+        self._chunks_since_decode = 0
+        self.max_chunks_between_decodes = 0  # prefill chunks run while streams waited
         self._thread = threading.Thread(target=self._run, name="mlx-runner", daemon=True)
 
     def start(self) -> Future:
@@ -53,7 +62,8 @@ class BatchRunner:
     @property
     def active_count(self) -> int:
         """Sequences admitted or waiting; read from other threads for status reports."""
-        return len(self._active) + len(self._waiting) + self._inbox.qsize()
+        prefilling = self._prefilling is not None
+        return len(self._active) + prefilling + len(self._waiting) + self._inbox.qsize()
 
     @property
     def prompt_cache_bytes(self) -> int:
@@ -67,6 +77,9 @@ class BatchRunner:
             "tokens_sampled": self.tokens_sampled,
             "sequences_cancelled": self.sequences_cancelled,
             "max_tokens_after_cancel": self.max_tokens_after_cancel,
+            "prefill_chunks": self.prefill_chunks,
+            "joined_running_batch": self.joined_running_batch,
+            "max_prefill_chunks_between_decodes": self.max_chunks_between_decodes,
         }
 
     def submit(self, sequence: Sequence) -> None:
@@ -83,8 +96,13 @@ class BatchRunner:
             self.ready.set_exception(exc)
             return
         self.ready.set_result((self.model, self.tokenizer))
-        while self._collect_new(block=not self._active):
-            self._admit_waiting()
+        while self._collect_new(block=not self._active and self._prefilling is None):
+            self._drop_cancelled_waiting()
+            if self._prefilling is None and self._waiting and self._has_room:
+                sequence = self._waiting.pop(0)
+                self._guarded(self._start_prefill, [sequence], sequence)
+            if self._prefilling is not None:
+                self._guarded(self._prefill_chunk, [self._prefilling.sequence])
             if self._active:
                 self._guarded(self._decode_step, self._active)
         self._fail_all(EngineUnavailable("the model was unloaded during the request"))
@@ -101,13 +119,29 @@ class BatchRunner:
         except queue.Empty:
             return True
 
-    def _admit_waiting(self) -> None:
-        while self._waiting and len(self._active) < self.max_batch_size:
-            sequence = self._waiting.pop(0)
-            if sequence.cancelled.is_set():
-                self._count_cancelled(sequence)
-            else:
-                self._guarded(self._prefill, [sequence], sequence)
+    def _drop_cancelled_waiting(self) -> None:
+        """Requests whose clients left before they had a slot leave at once, not when a slot
+        frees up."""
+        if any(sequence.cancelled.is_set() for sequence in self._waiting):
+            for sequence in self._waiting:
+                if sequence.cancelled.is_set():
+                    self._count_cancelled(sequence)
+            self._waiting = [s for s in self._waiting if not s.cancelled.is_set()]
+
+    @property
+    def _has_room(self) -> bool:
+        return len(self._active) < self.max_batch_size
+
+    def _start_prefill(self, sequence: Sequence) -> None:
+        """Begin reading a prompt, from the longest cached prefix of it."""
+        cache, remaining = self._prompt_cache.fetch_nearest_cache(
+            CACHE_KEY, sequence.prompt_key[:-1]
+        )
+        last = len(sequence.prompt_tokens) - 1
+        sequence.cached_prompt_tokens = last - len(remaining)
+        sequence.sampler.feed_prompt(sequence.prompt_tokens)
+        cache = cache or self.model.make_cache()
+        self._prefilling = Prefill(sequence, cache, sequence.cached_prompt_tokens)
 
     def _guarded(self, step, sequences: list[Sequence], *args) -> None:
         """Run a step; an exception ends the sequences it touched, never the runner thread."""
@@ -119,23 +153,30 @@ class BatchRunner:
                 sequence.emit(exc)
             if step == self._decode_step:
                 self._active, self._batch_cache = [], None
+            if step == self._prefill_chunk:
+                self._prefilling = None
 
-    def _prefill(self, sequence: Sequence) -> None:
-        cache, remaining = self._prompt_cache.fetch_nearest_cache(
-            CACHE_KEY, sequence.prompt_key[:-1]
-        )
-        cache = cache or self.model.make_cache()
+    def _prefill_chunk(self) -> None:
+        """Read the next chunk of the prompt being prefilled; after its last chunk, sample the
+        first token and join the batch."""
+        state = self._prefilling
+        sequence, cache = state.sequence, state.cache
+        if sequence.cancelled.is_set():
+            self._count_cancelled(sequence)
+            self._prefilling = None
+            return
         last = len(sequence.prompt_tokens) - 1
-        cached = sequence.cached_prompt_tokens = last - len(remaining)
-        sequence.sampler.feed_prompt(sequence.prompt_tokens)
-        # All but the last token only fill the cache: their logits are never evaluated, so MLX
-        # skips the output layer for them (the bulk of the work on a large vocabulary).
-        for start in range(cached, last, PREFILL_CHUNK):
-            self.model.prefill(sequence, start, min(start + PREFILL_CHUNK, last), cache)
+        if state.position < last:
+            # All but the last token only fill the cache: their logits are never evaluated, so
+            # MLX skips the output layer for them (the bulk of the work on a large vocabulary).
+            end = min(state.position + PREFILL_CHUNK, last)
+            self.model.prefill(sequence, state.position, end, cache)
             mx.eval([c.state for c in cache])
-            if sequence.cancelled.is_set():
-                self._count_cancelled(sequence)
-                return
+            state.position = end
+            self.prefill_chunks += 1
+            self._chunks_since_decode += bool(self._active)  # streams waited on this chunk
+            return
+        self._prefilling = None
         logits = self.model.prefill(sequence, last, last + 1, cache)[:, -1, :]
         mx.async_eval(logits)
         mask = sequence.next_mask()  # computed while MLX evaluates the logits
@@ -153,9 +194,14 @@ class BatchRunner:
         else:
             for batch_layer, new_layer in zip(self._batch_cache, single, strict=True):
                 batch_layer.extend(new_layer)
+            self.joined_running_batch += 1
         self._active.append(sequence)
 
     def _decode_step(self) -> None:
+        self.max_chunks_between_decodes = max(
+            self.max_chunks_between_decodes, self._chunks_since_decode
+        )
+        self._chunks_since_decode = 0
         left = [i for i, s in enumerate(self._active) if s.cancelled.is_set()]
         for row in left:
             self._count_cancelled(self._active[row])
@@ -201,12 +247,22 @@ class BatchRunner:
         self._prompt_cache.insert_cache(CACHE_KEY, sequence.processed_key, cache)
 
     def _fail_all(self, exc: BaseException) -> None:
-        for sequence in self._active + self._waiting:
+        prefilling = [self._prefilling.sequence] if self._prefilling else []
+        for sequence in self._active + prefilling + self._waiting:
             sequence.emit(exc)
         while not self._inbox.empty():
             item = self._inbox.get_nowait()
             if item is not None:
                 item.emit(exc)
+
+
+@dataclass
+class Prefill:
+    """A prompt being read into its own cache, a chunk between two decode steps."""
+
+    sequence: Sequence
+    cache: list
+    position: int  # the next prompt position to read
 
 
 class TextModel:
