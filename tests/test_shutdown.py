@@ -56,7 +56,7 @@ def test_sigterm_under_load_ends_streams_with_an_error_event(models_dir, default
         assert all(s.wait(120) for s in started)  # every stream is generating
         stopping = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(30) == 0
+        assert server.process.wait(30) == 0, server.log_tail()
         took = time.monotonic() - stopping
         for reader in readers:
             reader.join(30)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Prompt tokens read between two decode steps: bounds memory, and how long a running stream
 # waits for a new prompt (README, "Engines", has the measurement behind it).
-PREFILL_CHUNK = 256
+PREFILL_CHUNK = 128
 PROMPT_CACHE_ENTRIES = 8
 CACHE_KEY = "model"  # one runner serves one model, so every entry shares this key
 
