@@ -46,7 +46,5 @@ def convert_vision_dir(
 
 
 def _dtype_label(config: dict) -> str:
-    from mlxserve.models.convert.hf import DTYPE_LABELS
-
     dtype = config.get("torch_dtype") or config.get("dtype") or "float32"
-    return DTYPE_LABELS.get(str(dtype), "f32")
+    return {"bfloat16": "bf16", "float16": "f16"}.get(str(dtype), "f32")
