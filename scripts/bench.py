@@ -1,7 +1,8 @@
 """Benchmarks: each measures mlxserve side by side with a peer in the same run and reports ratios.
 
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
-                             | structured | vision | stall [--iterations N]
+                             | structured | vision | stall | speculative
+                             [--iterations N]
                              [--models-dir DIR]
 
 Not a test: numbers depend on the machine. Results print as tables and are saved as JSON.
@@ -30,6 +31,7 @@ BENCHMARKS = {
     "structured": "scripts.benchmarks.structured",
     "vision": "scripts.benchmarks.vision",
     "stall": "scripts.benchmarks.stall",
+    "speculative": "scripts.benchmarks.speculative",
 }
 
 

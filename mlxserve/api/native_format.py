@@ -57,12 +57,21 @@ def instance_entry(loaded: LoadedModel, now: float | None = None) -> dict:
 
 
 def stats_object(stats: GenerationStats) -> dict:
-    return {
+    figures = {
         "tokens_per_second": stats.tokens_per_second,
         "time_to_first_token": stats.time_to_first_token,
         "generation_time": stats.generation_time,
         "stop_reason": stats.stop_reason,
     }
+    if stats.draft is not None:  # speculative decoding, in LM Studio's names
+        figures.update(
+            draft_model=stats.draft_model,
+            total_draft_tokens_count=stats.draft.drafted,
+            accepted_draft_tokens_count=stats.draft.accepted,
+            rejected_draft_tokens_count=stats.draft.rejected,
+            ignored_draft_tokens_count=stats.draft.ignored,
+        )
+    return figures
 
 
 def native_extras(loaded: LoadedModel, stats: GenerationStats) -> dict:

@@ -40,6 +40,7 @@ def to_request(body: ChatCompletionRequest, response_id: str) -> GenerateRequest
     return GenerateRequest(
         model=body.model,
         sampling=body.to_sampling_params(),
+        speculation=body.speculation(),
         conversation=[to_turn(message) for message in body.messages],
         max_tokens=body.token_limit,
         stop=body.stop_list,

@@ -23,6 +23,7 @@ async def respond(body: CompletionRequest, extras: ModelExtras | None = None):
     neutral = GenerateRequest(
         model=body.model,
         sampling=body.to_sampling_params(),
+        speculation=body.speculation(),
         prompt=body.prompt,
         max_tokens=body.token_limit,
         stop=body.stop_list,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlxserve.engine.base import Speculation
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import Constraints
 from mlxserve.sampling.params import (
@@ -59,6 +60,8 @@ class SamplingFields(OpenAIModel):
     min_p: float | None = Field(None, ge=0, le=1)
     repeat_penalty: float | None = Field(None, ge=0.01, le=10)
     ttl: int | None = Field(None, gt=0)  # seconds a JIT-loaded model may stay idle
+    draft_model: str | None = None  # a small model of the same vocabulary drafts tokens
+    prompt_lookup: bool | None = None  # mlxserve: draft from the prompt (None: server default)
 
     @field_validator("max_tokens")
     @classmethod
@@ -90,6 +93,9 @@ class SamplingFields(OpenAIModel):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    def speculation(self) -> Speculation:
+        return Speculation(prompt_lookup=self.prompt_lookup, draft_model=self.draft_model)
 
     def to_sampling_params(self) -> SamplingParams:
         return sampling_params(

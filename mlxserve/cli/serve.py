@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         "on llama.cpp)",
     )
     parser.add_argument(
+        "--prompt-lookup",
+        action="store_true",
+        default=env_flag("PROMPT_LOOKUP"),
+        help="decode speculatively with drafts taken from the prompt: the same tokens, faster "
+        "when the reply repeats the prompt (edits, code); MLX requests may set prompt_lookup "
+        "themselves, llama.cpp applies it to every request",
+    )
+    parser.add_argument(
         "--max-body-bytes",
         type=int,
         default=env("MAX_BODY_BYTES", 64 * 1024**2),
@@ -193,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt_cache_bytes=args.prompt_cache_bytes,
         max_queued=args.max_queued,
         discover=not args.no_discover,
+        prompt_lookup=args.prompt_lookup,
     )
     config = AppConfig(
         models_dir=models_dir,

@@ -87,6 +87,33 @@ class PromptImage:
     format: str = ""  # as Pillow names it: PNG, JPEG, WEBP, GIF...
 
 
+@dataclass(frozen=True)
+class Speculation:
+    """Speculative decoding a request asked for: drafts from its own context (prompt lookup),
+    from a small draft model, or none."""
+
+    prompt_lookup: bool | None = None  # None: the server's default
+    draft_model: str | None = None  # the id the client named
+    draft_path: str | None = None  # that model's directory, found by the pipeline
+
+
+@dataclass
+class DraftCounts:
+    """Drafted tokens and what became of them, in LM Studio's terms."""
+
+    drafted: int = 0
+    accepted: int = 0
+    rejected: int = 0  # per check, the first drafted token the model disagreed with
+    ignored: int = 0  # drafted tokens after a rejected one, never checked
+
+    def record(self, drafted: int, accepted: int) -> None:
+        self.drafted += drafted
+        self.accepted += accepted
+        rejected = int(accepted < drafted)
+        self.rejected += rejected
+        self.ignored += drafted - accepted - rejected
+
+
 @dataclass
 class GenerationRequest:
     prompt: str | list[int]  # text (tokenized by the engine) or token ids
@@ -102,6 +129,7 @@ class GenerationRequest:
     visible_specials: tuple[str, ...] = ()
     images: list[PromptImage] = field(default_factory=list)  # in the order the prompt marks them
     engine_inputs: Any = None  # what an engine made of the images, kept with prompt_tokens
+    speculation: Speculation = field(default_factory=Speculation)
     # Made when the API has parsed the request: time to first token counts tokenizing too.
     arrived: float = field(default_factory=time.perf_counter)
 
@@ -116,6 +144,8 @@ class GenerationStats:
     stop_reason: str = "eosFound"  # eosFound | stopStringFound | maxPredictedTokensReached
     stop_string: str | None = None  # the stop string that ended generation, if one did
     reasoning_tokens: int = 0  # of completion_tokens, those a thinking model thought in (pipeline)
+    draft: DraftCounts | None = None  # set when the reply was decoded speculatively
+    draft_model: str | None = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -200,3 +230,9 @@ class EngineModel(abc.ABC):
     def runtime_info(self) -> dict:
         """Engine name, version and formats, for /api/v0 responses."""
         return {"name": self.engine_name, "version": "", "supported_formats": []}
+
+
+def config_vocab_size(config: dict) -> int:
+    """A Hugging Face config's vocabulary size (a vision model's is its text model's)."""
+    text_config = config.get("text_config") or {}
+    return int(text_config.get("vocab_size") or config["vocab_size"])

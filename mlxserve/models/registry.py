@@ -107,6 +107,7 @@ class RegistryOptions:
     prompt_cache_bytes: int = PROMPT_CACHE_BYTES  # per MLX model
     max_queued: int | None = MAX_QUEUED  # waiting requests per model beyond its decoding slots
     discover: bool = False  # also serve models found in the Hugging Face cache and LM Studio
+    prompt_lookup: bool = False  # decode speculatively from the prompt when a request does not say
 
 
 class ModelRegistry:
@@ -317,7 +318,10 @@ class ModelRegistry:
             module = await _import("mlxserve.engine.mlx.model")
             cache_bytes = self.options.prompt_cache_bytes
             return await module.MLXModel.load(
-                record.directory, context_length, prompt_cache_bytes=cache_bytes
+                record.directory,
+                context_length,
+                prompt_cache_bytes=cache_bytes,
+                prompt_lookup=self.options.prompt_lookup,
             )
         module = await _import("mlxserve.engine.llamacpp.model")
         return await module.LlamaCppModel.load(
@@ -329,6 +333,7 @@ class ModelRegistry:
             embedding=embedding,
             prompt_cache_bytes=self.options.prompt_cache_bytes,
             mmproj=record.directory / record.mmproj_file if record.mmproj_file else None,
+            prompt_lookup=self.options.prompt_lookup,
         )
 
     def _touch(self, loaded: LoadedModel) -> LoadedModel:

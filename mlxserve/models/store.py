@@ -12,6 +12,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from mlxserve.engine.base import config_vocab_size
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "mlxserve.json"
@@ -51,6 +53,14 @@ class ModelRecord:
     @property
     def directory(self) -> Path:
         return Path(self.path)
+
+    @property
+    def vocab_size(self) -> int | None:
+        """From an MLX model's config.json (None for other formats or an unreadable config)."""
+        try:
+            return config_vocab_size(json.loads((self.directory / "config.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     @property
     def size_bytes(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlxserve.engine.base import Speculation
 from mlxserve.sampling.params import SamplingParams
 
 
@@ -93,6 +94,7 @@ class GenerateRequest:
     stop: list[str] = field(default_factory=list)
     constraints: Constraints = field(default_factory=Constraints)
     ttl: int | None = None  # idle seconds for a model this request loads
+    speculation: Speculation = field(default_factory=Speculation)  # draft_path set by prepare
     prompt_param: str = "messages"  # the field an over-long prompt is blamed on
     response_id: str = ""  # the adapter's id for its response; names the generation in logs
     endpoint: str = ""  # the path it came in on, for the request log

@@ -75,6 +75,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-nocb", "--no-cont-batching", dest="cont_batching", action="store_false")
     parser.add_argument("--kv-unified", action="store_true")
     parser.add_argument("--cache-ram", type=int, default=None)
+    parser.add_argument("--spec-type", choices=("ngram-simple",), default=None)
     parser.add_argument("--embedding", "--embeddings", action="store_true")
     parser.add_argument("--pooling", choices=("none", "mean", "cls", "last", "rank"))
     parser.add_argument("--metrics", action="store_true")
@@ -109,6 +110,9 @@ def build_params(args: argparse.Namespace):
         params.api_keys = [os.environ[API_KEY_VARIABLE]]
     if args.cache_ram is not None:
         params.cache_ram_mib = args.cache_ram
+    if args.spec_type:
+        kind = f"COMMON_SPECULATIVE_TYPE_{args.spec_type.upper().replace('-', '_')}"
+        params.speculative.types = [xllamacpp.common_speculative_type[kind]]
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads_batch
     params.endpoint_metrics = args.metrics

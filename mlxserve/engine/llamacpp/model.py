@@ -73,13 +73,17 @@ class LlamaCppModel(EngineModel):
         embedding: bool = False,
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
         mmproj: Path | None = None,
+        prompt_lookup: bool = False,
     ) -> LlamaCppModel:
         """Start a llama.cpp server for a GGUF file; `embedding` serves /v1/embeddings
         (mean pooling) instead of completions; `mmproj`, a vision model's projector, lets
-        prompts hold images."""
+        prompts hold images; `prompt_lookup` makes every request decode speculatively with
+        llama.cpp's n-gram drafts (llama.cpp sets this per server, not per request)."""
         extra_args = embedding_args(context_length) if embedding else ()
         if mmproj is not None:
             extra_args = ("--mmproj", str(mmproj))
+        if prompt_lookup and not embedding:
+            extra_args = (*extra_args, "--spec-type", "ngram-simple")
         process = LlamaServerProcess(
             gguf_path,
             context_length=context_length,

@@ -10,7 +10,13 @@ import base64
 import io
 from collections.abc import Collection
 
-from mlxserve.engine.base import IMAGE_MARKER, GenerationStats, Grammar, PromptImage
+from mlxserve.engine.base import (
+    IMAGE_MARKER,
+    DraftCounts,
+    GenerationStats,
+    Grammar,
+    PromptImage,
+)
 from mlxserve.sampling.params import SamplingParams
 
 BANNED_BIAS = -100  # OpenAI's "never pick this token"; llama.cpp spells it `false`
@@ -118,7 +124,16 @@ def final_stats(
         generation_time=generation_time,
         stop_reason=stop_reason(final, n_predict),
         stop_string=final.get("stopping_word") or None,
+        draft=_draft_counts(timings),
     )
+
+
+def _draft_counts(timings: dict) -> DraftCounts | None:
+    """llama.cpp counts drafted and accepted tokens only: the rest count as rejected."""
+    if "draft_n" not in timings:
+        return None
+    drafted, accepted = int(timings["draft_n"]), int(timings.get("draft_n_accepted", 0))
+    return DraftCounts(drafted=drafted, accepted=accepted, rejected=drafted - accepted)
 
 
 def error_message(payload: dict | str) -> str:

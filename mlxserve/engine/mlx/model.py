@@ -17,6 +17,7 @@ from mlxserve.engine.base import (
     EngineModel,
     GenerationEvent,
     GenerationRequest,
+    config_vocab_size,
 )
 from mlxserve.engine.mlx.constraint import GrammarCompiler
 from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
@@ -34,7 +35,7 @@ class MLXModel(EngineModel):
     def __init__(self, runner: BatchRunner, tokenizer, config: dict, context_length: int):
         self._runner = runner
         self.tokenizer = tokenizer
-        self.vocab_size = _vocab_size(config)
+        self.vocab_size = config_vocab_size(config)
         self.vision = isinstance(runner.model, VisionLanguageModel)
         self.context_length = context_length
         self.parallel = runner.max_batch_size
@@ -52,11 +53,12 @@ class MLXModel(EngineModel):
         *,
         max_batch_size: int = 8,
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
+        prompt_lookup: bool = False,
     ) -> MLXModel:
         """Load an MLX model directory; `context_length` is decided by the caller's policy."""
         config = json.loads((path / "config.json").read_text())
         load = functools.partial(_load_weights, path, config)
-        runner = BatchRunner(load, max_batch_size, prompt_cache_bytes)
+        runner = BatchRunner(load, max_batch_size, prompt_cache_bytes, prompt_lookup)
         model, tokenizer = await asyncio.wrap_future(runner.start())
         return cls(runner, tokenizer, config, context_length)
 
@@ -148,8 +150,3 @@ def _load_weights(path: Path, config: dict):
 
     model, tokenizer = load(str(path))
     return TextModel(model), tokenizer
-
-
-def _vocab_size(config: dict) -> int:
-    text_config = config.get("text_config") or {}
-    return int(text_config.get("vocab_size") or config["vocab_size"])

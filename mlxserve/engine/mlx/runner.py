@@ -20,6 +20,12 @@ from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineUnavailable
 from mlxserve.engine.mlx.sequence import Sequence
+from mlxserve.engine.mlx.speculative import (
+    Drafter,
+    DraftModelDrafter,
+    PromptLookup,
+    Rewind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +38,18 @@ CACHE_KEY = "model"  # one runner serves one model, so every entry shares this k
 
 class BatchRunner:
     def __init__(
-        self, load_model, max_batch_size: int = 8, prompt_cache_bytes: int = PROMPT_CACHE_BYTES
+        self,
+        load_model,
+        max_batch_size: int = 8,
+        prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
+        prompt_lookup: bool = False,
     ):
         # Called on the runner thread; returns (model, tokenizer), the model a TextModel or a
         # VisionLanguageModel.
         self._load_model = load_model
         self.max_batch_size = max_batch_size
+        self.prompt_lookup = prompt_lookup  # for requests that do not say
+        self._draft_models: dict[str, TextModel] = {}  # by directory, loaded on first use
         self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
         self._inbox: queue.Queue[Sequence | None] = queue.Queue()
         self._waiting: list[Sequence] = []
@@ -50,6 +62,7 @@ class BatchRunner:
         self.sequences_cancelled = 0
         self.max_tokens_after_cancel = 0  # sampled for a sequence after its client left
         self.prefill_chunks = 0
+        self.speculative_steps = 0
         self.joined_running_batch = 0  # sequences that joined a batch already decoding
         self._chunks_since_decode = 0
         self.max_chunks_between_decodes = 0  # prefill chunks run while streams waited
@@ -80,6 +93,7 @@ class BatchRunner:
             "prefill_chunks": self.prefill_chunks,
             "joined_running_batch": self.joined_running_batch,
             "max_prefill_chunks_between_decodes": self.max_chunks_between_decodes,
+            "speculative_steps": self.speculative_steps,
         }
 
     def submit(self, sequence: Sequence) -> None:
@@ -140,8 +154,29 @@ class BatchRunner:
         last = len(sequence.prompt_tokens) - 1
         sequence.cached_prompt_tokens = last - len(remaining)
         sequence.sampler.feed_prompt(sequence.prompt_tokens)
+        sequence.drafter = self._drafter(sequence)
         cache = cache or self.model.make_cache()
         self._prefilling = Prefill(sequence, cache, sequence.cached_prompt_tokens)
+
+    def _drafter(self, sequence: Sequence):
+        """Where the sequence's drafts come from, when it decodes speculatively."""
+        speculation = sequence.request.speculation
+        if not isinstance(self.model, TextModel):
+            return None  # images shift positions in ways one pass over drafts does not follow
+        if speculation.draft_path is not None:
+            model = self._draft_model(speculation.draft_path)
+            return Drafter(DraftModelDrafter(model, PREFILL_CHUNK))
+        lookup = speculation.prompt_lookup
+        if lookup or (lookup is None and self.prompt_lookup):
+            return Drafter(PromptLookup())
+        return None
+
+    def _draft_model(self, directory: str) -> TextModel:
+        if directory not in self._draft_models:
+            from mlx_lm import load
+
+            self._draft_models[directory] = TextModel(load(directory)[0])
+        return self._draft_models[directory]
 
     def _guarded(self, step, sequences: list[Sequence], *args) -> None:
         """Run a step; an exception ends the sequences it touched, never the runner thread."""
@@ -208,6 +243,11 @@ class BatchRunner:
         self._drop(left)
         if not self._active:
             return
+        if len(self._active) == 1 and self._active[0].drafter is not None:
+            drafts = self._drafts(self._active[0])
+            if drafts:
+                self._speculative_step(self._active[0], drafts)
+                return
         inputs = mx.array([s.last_token for s in self._active])
         logits = self.model.decode(inputs[:, None], self._batch_cache, self._active)[:, -1, :]
         mx.async_eval(logits)
@@ -219,10 +259,43 @@ class BatchRunner:
             if sequence.finished:
                 finished.append(row)
         self.tokens_sampled += len(self._active)
-        for row in finished:
-            sequence = self._active[row]
-            self._retire(sequence, [c.extract(row) for c in self._batch_cache])
-        self._drop(finished)
+        self._retire_rows(finished)
+
+    def _retire_rows(self, rows: list[int]) -> None:
+        for row in rows:
+            self._retire(self._active[row], [c.extract(row) for c in self._batch_cache])
+        self._drop(rows)
+
+    def _drafts(self, sequence: Sequence) -> list[int]:
+        # A draft beyond the tokens the sequence may still produce could never be used.
+        room = sequence.max_tokens - len(sequence.generated) - 1
+        return sequence.drafter.propose(sequence.prompt_tokens + sequence.generated, room)
+
+    def _speculative_step(self, sequence: Sequence, drafts: list[int]) -> None:
+        """One forward pass over the last token and the drafts. The sampler takes the positions
+        in order and stops at the first token that differs from its draft, so every token is
+        the one a plain step would have given; the cache keeps only what was produced."""
+        self.speculative_steps += 1
+        appended = [sequence.last_token, *drafts]
+        rewind = Rewind(self._batch_cache)
+        logits = self.model.decode(mx.array([appended]), self._batch_cache, self._active)[0]
+        mx.async_eval(logits)
+        mask = sequence.next_mask()
+        logits = _as_numpy(logits)
+        accepted = 0
+        for position in range(len(appended)):
+            token = sequence.sampler.sample(logits[position], mask)
+            sequence.accept(token)
+            self.tokens_sampled += 1
+            matched = position < len(drafts) and token == drafts[position]
+            accepted += matched
+            if sequence.finished or not matched:
+                break
+            mask = sequence.next_mask()
+        rewind.keep(self.model, appended, position + 1)
+        sequence.drafter.checked(len(drafts), accepted)
+        if sequence.finished:
+            self._retire_rows([0])
 
     def _drop(self, rows) -> None:
         rows = set(rows)

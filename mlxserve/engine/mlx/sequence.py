@@ -40,6 +40,7 @@ class Sequence:
     cache_key: list[int] | None = None  # the prompt as the prompt cache knows it, if not its ids
     embedded: Any = None  # a vision model's prompt embeddings, made at prefill
     rope_delta: int | None = None  # Qwen-VL: positions behind the token count after images
+    drafter: Any = None  # a speculative.Drafter when the sequence decodes speculatively
 
     def __post_init__(self):
         self.stops = StopStringMatcher(self.request.stop)
@@ -116,4 +117,6 @@ class Sequence:
             generation_time=self.last_token_at - self.first_token_at,
             stop_reason=self.stop_reason or "maxPredictedTokensReached",
             stop_string=self.stops.matched,
+            draft=self.drafter.counts if self.drafter else None,
+            draft_model=self.request.speculation.draft_model if self.drafter else None,
         )

@@ -1,0 +1,186 @@
+"""Speculative decoding: drafts from the prompt or from a draft model change how many tokens one
+forward pass yields, never which tokens. Greedy and seeded output must equal plain decoding."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlxserve.engine.base import GenerationRequest, Speculation
+from mlxserve.engine.mlx.model import MLXModel
+from mlxserve.sampling.params import SamplingParams
+from tests.server import ServerProcess
+from tests.tiny_models import make_tiny_gemma
+
+PARAGRAPH = (
+    "The old lighthouse stood on the northern cliff for two hundred years, guiding fishing boats "
+    "home through fog and storm. Its keeper, a quiet man named Elias, climbed the spiral stairs "
+    "every evening to light the lamp, and every morning he wrote the weather in a leather book. "
+    "When the harbour froze in the winter of 1907, he walked across the ice with bread for the "
+    "families on the island, and the town still tells that story on the longest night of the "
+    "year. Today the lamp is electric and the keeper's house is a small museum, but the book is "
+    "still there."
+)
+REWRITE = (
+    f"Original: {PARAGRAPH}\n\nThe same text, with 'northern' replaced by 'southern':\nRewritten:"
+)
+GREEDY = SamplingParams(temperature=0)
+LOOKUP = Speculation(prompt_lookup=True)
+
+
+def decode(path: Path, runs: list[tuple], context: int = 2048) -> list[tuple]:
+    """Each run's token ids, final stats and the runner's speculative steps, one at a time."""
+
+    async def scenario():
+        model = await MLXModel.load(path, context, prompt_cache_bytes=0)
+        results = []
+        try:
+            for prompt, max_tokens, sampling, speculation in runs:
+                before = (await model.engine_counters())["speculative_steps"]
+                request = GenerationRequest(
+                    prompt, sampling, max_tokens=max_tokens, speculation=speculation
+                )
+                ids, stats = [], None
+                async for event in model.generate(request):
+                    ids += event.token_ids
+                    stats = event.stats or stats
+                steps = (await model.engine_counters())["speculative_steps"] - before
+                results.append((ids, stats, steps))
+        finally:
+            await model.close()
+        return results
+
+    return asyncio.run(scenario())
+
+
+@pytest.fixture(scope="module")
+def gemma(models_dir, default_ids) -> Path:
+    return Path(models_dir) / default_ids["mlx"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny byte-level model with an 8-token sliding window: past 8 tokens its cache has
+    wrapped around and cannot be trimmed."""
+    directory = tmp_path_factory.mktemp("tiny-spec") / "a"
+    make_tiny_gemma(directory, bytes_vocabulary=True)
+    return directory
+
+
+def test_prompt_lookup_gives_the_plain_tokens_in_fewer_passes(gemma):
+    seeded = SamplingParams(temperature=0.7, seed=11)
+    plain, lookup, plain_seeded, lookup_seeded = decode(
+        gemma,
+        [
+            (REWRITE, 24, GREEDY, Speculation()),
+            (REWRITE, 24, GREEDY, LOOKUP),
+            (REWRITE, 12, seeded, Speculation()),
+            (REWRITE, 12, seeded, LOOKUP),
+        ],
+    )
+    assert lookup[0] == plain[0] and len(plain[0]) == 24
+    assert lookup_seeded[0] == plain_seeded[0]
+    assert plain[1].draft is None and plain[2] == 0
+    # The reply copies the paragraph: most of it comes from drafts, several tokens a pass.
+    assert lookup[1].draft.accepted >= 16
+    assert lookup[2] <= 8
+    assert lookup[1].draft.drafted >= lookup[1].draft.accepted + lookup[1].draft.rejected
+
+
+def test_a_draft_model_gives_the_plain_tokens(gemma):
+    """The model drafting for itself: every draft is accepted."""
+    itself = Speculation(draft_model="itself", draft_path=str(gemma))
+    plain, drafted = decode(
+        gemma, [(REWRITE, 10, GREEDY, Speculation()), (REWRITE, 10, GREEDY, itself)]
+    )
+    assert drafted[0] == plain[0]
+    assert drafted[1].draft.drafted > 0
+    assert drafted[1].draft.accepted == drafted[1].draft.drafted
+    assert drafted[1].draft_model == "itself"
+
+
+def test_rejected_drafts_are_undone_in_caches_that_cannot_be_trimmed(tiny):
+    """The model drafts for itself, but its sampler bans tokens the draft keeps proposing: some
+    drafts are accepted, some rejected, and each rejection rewinds a wrapped sliding window."""
+    prompt = "abcabcabc " * 30 + "xyz xyz abc"
+    banned = SamplingParams(temperature=0, logit_bias={2: -100, 67: -100, 255: -100})
+    itself = Speculation(draft_model="itself", draft_path=str(tiny))
+    plain, lookup, drafted = decode(
+        tiny,
+        [
+            (prompt, 60, banned, Speculation()),
+            (prompt, 60, banned, LOOKUP),
+            (prompt, 60, banned, itself),
+        ],
+    )
+    assert lookup[0] == plain[0]
+    assert drafted[0] == plain[0]
+    assert lookup[1].draft.rejected > 0
+    assert drafted[1].draft.accepted > 0 and drafted[1].draft.rejected > 0
+
+
+def post(server, path: str, body: dict) -> httpx.Response:
+    return httpx.post(f"{server.base_url}{path}", json=body, timeout=300)
+
+
+def test_api_v0_reports_drafts_and_gives_the_same_reply(server, model_id):
+    body = {
+        "model": model_id,
+        "messages": [{"role": "user", "content": REWRITE}],
+        "max_tokens": 16,
+        "temperature": 0,
+    }
+    if server.engine == "llamacpp":
+        refused = post(server, "/api/v0/chat/completions", {**body, "draft_model": model_id})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "draft_model"
+        return
+    plain = post(server, "/api/v0/chat/completions", body).json()
+    looked = post(server, "/api/v0/chat/completions", {**body, "prompt_lookup": True}).json()
+    assert looked["choices"][0]["message"] == plain["choices"][0]["message"]
+    assert "total_draft_tokens_count" not in plain["stats"]
+    stats = looked["stats"]
+    assert stats["total_draft_tokens_count"] > 0
+    counted = ("accepted", "rejected", "ignored")
+    assert (
+        sum(stats[f"{kind}_draft_tokens_count"] for kind in counted)
+        == (stats["total_draft_tokens_count"])
+    )
+    missing = post(server, "/v1/chat/completions", {**body, "draft_model": "nobody/none"})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["param"] == "draft_model"
+
+
+def test_structured_output_with_drafts_equals_plain(server, model_id):
+    if server.engine != "mlx":
+        pytest.skip("prompt lookup per request is the MLX engine's")
+    schema = {
+        "type": "object",
+        "properties": {"text": {"type": "string"}},
+        "required": ["text"],
+    }
+    body = {
+        "model": model_id,
+        "messages": [{"role": "user", "content": REWRITE}],
+        "max_tokens": 20,
+        "temperature": 0,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}},
+    }
+    plain = post(server, "/v1/chat/completions", body).json()
+    looked = post(server, "/v1/chat/completions", {**body, "prompt_lookup": True}).json()
+    assert looked["choices"][0]["message"]["content"] == plain["choices"][0]["message"]["content"]
+
+
+def test_llamacpp_prompt_lookup_is_a_server_option(models_dir, default_ids):
+    body = {"prompt": REWRITE, "max_tokens": 40, "temperature": 0}
+    replies = []
+    for extra in ((), ("--prompt-lookup",)):
+        model = default_ids["llamacpp"]
+        with ServerProcess(models_dir, model=model, engine="llamacpp", extra_args=extra) as server:
+            replies.append(post(server, "/api/v0/completions", {**body, "model": model}).json())
+    plain, looked = replies  # llama.cpp's own numerics may change a token of greedy text
+    assert "total_draft_tokens_count" not in plain["stats"]
+    assert looked["stats"]["accepted_draft_tokens_count"] >= 20
