@@ -1,7 +1,8 @@
 """Benchmarks: each measures mlxserve side by side with a peer in the same run and reports ratios.
 
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
-                             | structured | vision | stall | speculative
+                             | structured | vision | stall | speculative | cache
+                             | concurrency
                              [--iterations N]
                              [--models-dir DIR]
 
@@ -32,6 +33,8 @@ BENCHMARKS = {
     "vision": "scripts.benchmarks.vision",
     "stall": "scripts.benchmarks.stall",
     "speculative": "scripts.benchmarks.speculative",
+    "cache": "scripts.benchmarks.cache",
+    "concurrency": "scripts.benchmarks.concurrency",
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES
 from mlxserve.environment import env, env_flag
-from mlxserve.models.registry import MAX_QUEUED
+from mlxserve.models.registry import DISK_CACHE_BYTES, MAX_QUEUED
 from mlxserve.models.store import default_models_dir
 from mlxserve.pipeline.images import MAX_IMAGE_BYTES, ImageLimits
 from mlxserve.pipeline.prepare import REQUEST_TIMEOUT
@@ -126,6 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
         "on llama.cpp)",
     )
     parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=env("MAX_BATCH_SIZE"),
+        help="sequences an MLX model decodes together (default: as many as half the free memory "
+        "holds at the full context, at most 64)",
+    )
+    parser.add_argument(
+        "--disk-cache-bytes",
+        type=int,
+        default=env("DISK_CACHE_BYTES", DISK_CACHE_BYTES),
+        help="KV state of long prompts (512 tokens and more) each MLX model keeps on disk, in "
+        "the store's .prompt-cache folder, to reuse after a restart (default: 4 GiB; 0: none)",
+    )
+    parser.add_argument(
         "--prompt-lookup",
         action="store_true",
         default=env_flag("PROMPT_LOOKUP"),
@@ -202,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         max_queued=args.max_queued,
         discover=not args.no_discover,
         prompt_lookup=args.prompt_lookup,
+        disk_cache_bytes=args.disk_cache_bytes,
+        max_batch_size=args.max_batch_size,
     )
     config = AppConfig(
         models_dir=models_dir,

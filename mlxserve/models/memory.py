@@ -57,6 +57,10 @@ def loaded_context_length(record: ModelRecord, requested: int | None) -> int:
 # llama.cpp allocates the KV cache of every slot at start (mlxserve starts it with 4); MLX grows
 # its cache with the tokens each sequence really holds, so one full context is counted for it.
 LLAMACPP_SLOTS = 4
+DEFAULT_MLX_BATCH = 8  # when the free memory cannot be told
+# A decode step's time grows with its rows: past this many, each stream's tokens would come too
+# slowly to read as they arrive, so further requests wait instead.
+MAX_MLX_BATCH = 64
 
 
 def estimate_memory(record: ModelRecord, context_length: int | None = None) -> MemoryEstimate:
@@ -71,6 +75,20 @@ def estimate_memory(record: ModelRecord, context_length: int | None = None) -> M
         kv_cache = per_token * context * sequences
     overhead = FIXED_OVERHEAD_BYTES + int(weights * WEIGHTS_OVERHEAD_RATIO)
     return MemoryEstimate(weights, kv_cache, overhead, context)
+
+
+def mlx_batch_size(
+    record: ModelRecord, context_length: int, available: int | None, prompt_cache_bytes: int
+) -> int:
+    """Sequences the MLX engine decodes together: as many as half the memory left after the
+    model's estimate (which counts one full context) and its prompt cache can hold the KV state
+    of, each at the full loaded context. The other half stays free for activations and the rest
+    of the machine."""
+    estimate = estimate_memory(record, context_length)
+    if available is None or estimate.kv_cache_bytes == 0:
+        return DEFAULT_MLX_BATCH
+    spare = (available - estimate.total_bytes - prompt_cache_bytes) // 2
+    return max(1, min(MAX_MLX_BATCH, 1 + spare // estimate.kv_cache_bytes))
 
 
 def kv_element_bytes(record: ModelRecord) -> int:

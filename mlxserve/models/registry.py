@@ -9,6 +9,7 @@ would not fit in memory is refused up front.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import logging
 import time
@@ -27,6 +28,8 @@ ENGINE_FOR_FORMAT = {"mlx": "mlx", "gguf": "llamacpp"}
 TTL_CHECK_SECONDS = 1.0
 MAX_QUEUED = 256  # requests per model waiting for a decoding slot before new ones get a 429
 QUEUE_FULL_RETRY_SECONDS = 2  # the Retry-After of a 429: about one short reply's time
+DISK_CACHE_BYTES = 4 * 1024**3  # long prompts' KV state each MLX model keeps on disk
+DISK_CACHE_FOLDER = ".prompt-cache"  # inside the store
 
 
 class RegistryError(EngineError):
@@ -108,6 +111,8 @@ class RegistryOptions:
     max_queued: int | None = MAX_QUEUED  # waiting requests per model beyond its decoding slots
     discover: bool = False  # also serve models found in the Hugging Face cache and LM Studio
     prompt_lookup: bool = False  # decode speculatively from the prompt when a request does not say
+    disk_cache_bytes: int = DISK_CACHE_BYTES  # long prompts' KV state on disk; 0: none
+    max_batch_size: int | None = None  # MLX sequences decoded together; None: from memory
 
 
 class ModelRegistry:
@@ -316,12 +321,13 @@ class ModelRegistry:
             return await module.MLXEmbeddingModel.load(record.id, record.directory, context_length)
         if engine == "mlx":
             module = await _import("mlxserve.engine.mlx.model")
-            cache_bytes = self.options.prompt_cache_bytes
             return await module.MLXModel.load(
                 record.directory,
                 context_length,
-                prompt_cache_bytes=cache_bytes,
+                max_batch_size=self._mlx_batch_size(record, context_length),
+                prompt_cache_bytes=self.options.prompt_cache_bytes,
                 prompt_lookup=self.options.prompt_lookup,
+                disk_cache=await self._disk_cache(record),
             )
         module = await _import("mlxserve.engine.llamacpp.model")
         return await module.LlamaCppModel.load(
@@ -335,6 +341,26 @@ class ModelRegistry:
             mmproj=record.directory / record.mmproj_file if record.mmproj_file else None,
             prompt_lookup=self.options.prompt_lookup,
         )
+
+    def _mlx_batch_size(self, record: ModelRecord, context_length: int) -> int:
+        if self.options.max_batch_size:
+            return self.options.max_batch_size
+        in_use = sum(m.memory_bytes for m in self.loaded.values())
+        available = memory.available_memory_bytes(in_use)
+        cache_bytes = self.options.prompt_cache_bytes
+        return memory.mlx_batch_size(record, context_length, available, cache_bytes)
+
+    async def _disk_cache(self, record: ModelRecord):
+        """The model's prompt cache on disk, in the store: one folder per model and version of
+        its weights, so a changed model never reads another's state."""
+        if self.options.disk_cache_bytes <= 0:
+            return None
+        module = await _import("mlxserve.engine.mlx.disk_cache")
+        config = record.directory / "config.json"
+        version = f"{record.directory.resolve()}:{config.stat().st_mtime_ns}"
+        folder = hashlib.sha256(version.encode()).hexdigest()[:16]
+        directory = self.models_dir / DISK_CACHE_FOLDER / folder
+        return module.DiskPromptCache(directory, self.options.disk_cache_bytes)
 
     def _touch(self, loaded: LoadedModel) -> LoadedModel:
         loaded.last_used = time.monotonic()

@@ -222,16 +222,21 @@ def print_table(results: dict, ratios: dict) -> None:
         print(f"{label:28}{values}{ours[key]:>17}{engine_only[key]:>15}")
 
 
+def direct_server(record: ModelRecord) -> LlamaServerProcess:
+    """A llama.cpp server with the options mlxserve's engine starts its child with."""
+    return LlamaServerProcess(
+        record.directory / record.gguf_file,
+        context_length=loaded_context_length(record, None),
+        parallel=PARALLEL,
+    )
+
+
 def run(args) -> dict:
     repeats = getattr(args, "iterations", None) or 3
     models_dir = getattr(args, "models_dir", None) or Path(tempfile.mkdtemp(prefix="bench-store-"))
     model_id = ensure_default_model(models_dir, "llamacpp")
     record = find_model(models_dir, model_id)
-    direct = LlamaServerProcess(
-        record.directory / record.gguf_file,
-        context_length=loaded_context_length(record, None),
-        parallel=PARALLEL,
-    )
+    direct = direct_server(record)
     with direct, ServerProcess(models_dir, model=model_id, engine="llamacpp") as ours:
         engine = EngineTarget(record)
         try:

@@ -21,6 +21,7 @@ from mlxserve.engine.base import (
 )
 from mlxserve.engine.mlx.constraint import GrammarCompiler
 from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
+from mlxserve.engine.mlx.disk_cache import DiskPromptCache
 from mlxserve.engine.mlx.runner import BatchRunner, TextModel
 from mlxserve.engine.mlx.sequence import Sequence
 from mlxserve.engine.mlx.vision import VisionLanguageModel, is_vision_model
@@ -54,11 +55,12 @@ class MLXModel(EngineModel):
         max_batch_size: int = 8,
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
         prompt_lookup: bool = False,
+        disk_cache: DiskPromptCache | None = None,
     ) -> MLXModel:
         """Load an MLX model directory; `context_length` is decided by the caller's policy."""
         config = json.loads((path / "config.json").read_text())
         load = functools.partial(_load_weights, path, config)
-        runner = BatchRunner(load, max_batch_size, prompt_cache_bytes, prompt_lookup)
+        runner = BatchRunner(load, max_batch_size, prompt_cache_bytes, prompt_lookup, disk_cache)
         model, tokenizer = await asyncio.wrap_future(runner.start())
         return cls(runner, tokenizer, config, context_length)
 

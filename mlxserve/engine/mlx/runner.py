@@ -19,6 +19,7 @@ import numpy as np
 from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineUnavailable
+from mlxserve.engine.mlx.disk_cache import BLOCK, BlockWriter, DiskPromptCache
 from mlxserve.engine.mlx.sequence import Sequence
 from mlxserve.engine.mlx.speculative import (
     Drafter,
@@ -43,6 +44,7 @@ class BatchRunner:
         max_batch_size: int = 8,
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
         prompt_lookup: bool = False,
+        disk_cache: DiskPromptCache | None = None,
     ):
         # Called on the runner thread; returns (model, tokenizer), the model a TextModel or a
         # VisionLanguageModel.
@@ -57,6 +59,7 @@ class BatchRunner:
         self._active: list[Sequence] = []
         self._batch_cache: list | None = None
         self._prompt_cache = LRUPromptCache(PROMPT_CACHE_ENTRIES, prompt_cache_bytes)
+        self._disk_cache = disk_cache  # long prefixes, kept across restarts
         # Written by the runner thread only: what it did, for /metrics and the load tests.
         self.tokens_sampled = 0
         self.sequences_cancelled = 0
@@ -94,6 +97,8 @@ class BatchRunner:
             "joined_running_batch": self.joined_running_batch,
             "max_prefill_chunks_between_decodes": self.max_chunks_between_decodes,
             "speculative_steps": self.speculative_steps,
+            "disk_cache_blocks_written": self._disk_cache.blocks_written if self._disk_cache else 0,
+            "disk_cache_blocks_read": self._disk_cache.blocks_read if self._disk_cache else 0,
         }
 
     def submit(self, sequence: Sequence) -> None:
@@ -110,6 +115,8 @@ class BatchRunner:
             self.ready.set_exception(exc)
             return
         self.ready.set_result((self.model, self.tokenizer))
+        if self._disk_cache is not None and not self._disk_cache_fits():
+            self._disk_cache = None
         while self._collect_new(block=not self._active and self._prefilling is None):
             self._drop_cancelled_waiting()
             if self._prefilling is None and self._waiting and self._has_room:
@@ -146,17 +153,31 @@ class BatchRunner:
     def _has_room(self) -> bool:
         return len(self._active) < self.max_batch_size
 
-    def _start_prefill(self, sequence: Sequence) -> None:
-        """Begin reading a prompt, from the longest cached prefix of it."""
-        cache, remaining = self._prompt_cache.fetch_nearest_cache(
-            CACHE_KEY, sequence.prompt_key[:-1]
+    def _disk_cache_fits(self) -> bool:
+        """Text models whose layers keep one key and value per token."""
+        return isinstance(self.model, TextModel) and DiskPromptCache.supports(
+            self.model.make_cache()
         )
-        last = len(sequence.prompt_tokens) - 1
-        sequence.cached_prompt_tokens = last - len(remaining)
+
+    def _start_prefill(self, sequence: Sequence) -> None:
+        """Begin reading a prompt, from the longest prefix of it cached in memory or on disk."""
+        key = sequence.prompt_key[:-1]  # the last token is read when the first is sampled
+        cache, remaining = self._prompt_cache.fetch_nearest_cache(CACHE_KEY, key)
+        cached = len(key) - len(remaining)
+        writer = None
+        if self._disk_cache is not None:
+            stored = self._disk_cache.stored_prefix(key)
+            if len(stored) * BLOCK > cached:
+                from_disk = self.model.make_cache()
+                loaded = self._disk_cache.load(stored, from_disk)
+                if loaded > cached:
+                    cache, cached = from_disk, loaded
+            writer = BlockWriter(self._disk_cache, key, cached)
+        sequence.cached_prompt_tokens = cached
         sequence.sampler.feed_prompt(sequence.prompt_tokens)
         sequence.drafter = self._drafter(sequence)
         cache = cache or self.model.make_cache()
-        self._prefilling = Prefill(sequence, cache, sequence.cached_prompt_tokens)
+        self._prefilling = Prefill(sequence, cache, cached, writer)
 
     def _drafter(self, sequence: Sequence):
         """Where the sequence's drafts come from, when it decodes speculatively."""
@@ -204,9 +225,12 @@ class BatchRunner:
         if state.position < last:
             # All but the last token only fill the cache: their logits are never evaluated, so
             # MLX skips the output layer for them (the bulk of the work on a large vocabulary).
-            end = min(state.position + PREFILL_CHUNK, last)
+            # Chunks end at multiples of the chunk size, so disk cache blocks end where they do.
+            end = min((state.position // PREFILL_CHUNK + 1) * PREFILL_CHUNK, last)
             self.model.prefill(sequence, state.position, end, cache)
             mx.eval([c.state for c in cache])
+            if state.writer is not None:
+                state.writer.add(cache, state.position, end)
             state.position = end
             self.prefill_chunks += 1
             self._chunks_since_decode += bool(self._active)  # streams waited on this chunk
@@ -336,6 +360,7 @@ class Prefill:
     sequence: Sequence
     cache: list
     position: int  # the next prompt position to read
+    writer: BlockWriter | None = None  # stores the prompt's whole blocks on disk
 
 
 class TextModel:

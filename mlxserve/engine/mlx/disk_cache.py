@@ -1,0 +1,179 @@
+"""Prompt KV state kept on disk, so that a long prefix read once (a system prompt, tool
+definitions, a document) is not read again after a restart, or after the memory cache let it go.
+
+A prompt is stored in blocks of BLOCK tokens as it is prefilled: a block's file holds every
+layer's keys and values for its own tokens only, so a prefix of n tokens costs n tokens of disk
+however many blocks it has. A file is named by the hash of all tokens up to its block's end, so
+it only ever matches the exact prefix it was computed from. A new prompt starts from the longest
+run of stored blocks at its start when that is longer than what the memory cache holds: their
+keys and values are read into a fresh cache, where a sliding-window layer keeps its window.
+
+Each file carries a CRC32 of its arrays; a file that fails to load or to check is deleted and
+ignored. Files are bounded in bytes, the least recently used going first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import zlib
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.models.cache import KVCache, RotatingKVCache
+
+log = logging.getLogger(__name__)
+
+BLOCK = 512  # tokens per file; a multiple of the prefill chunk, so blocks end where chunks do
+SUFFIX = ".safetensors"
+
+
+class DiskPromptCache:
+    def __init__(self, directory: Path, max_bytes: int):
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.blocks_written = 0
+        self.blocks_read = 0
+
+    @staticmethod
+    def supports(cache: list) -> bool:
+        """Layers whose state is one key and value per token (no recurrent state)."""
+        return all(type(layer) in (KVCache, RotatingKVCache) for layer in cache)
+
+    def stored_prefix(self, tokens: list[int]) -> list[str]:
+        """The file names of the stored blocks that begin `tokens`, in order."""
+        names = []
+        for name in block_names(tokens):
+            if not self._path(name).is_file():
+                break
+            names.append(name)
+        return names
+
+    def load(self, names: list[str], cache: list) -> int:
+        """Fill an empty cache from stored blocks; the tokens it then holds (0 when the first
+        block is unreadable: the blocks after a bad one are not used)."""
+        blocks = []
+        for name in names:
+            arrays = self._read(name)
+            if arrays is None:
+                break
+            blocks.append(arrays)
+        for index, layer in enumerate(cache):
+            if not blocks:
+                break
+            keys = mx.concatenate([block[f"{index}.keys"] for block in blocks], axis=2)
+            values = mx.concatenate([block[f"{index}.values"] for block in blocks], axis=2)
+            layer.update_and_fetch(keys, values)
+        mx.eval([layer.state for layer in cache])
+        self.blocks_read += len(blocks)
+        return len(blocks) * BLOCK
+
+    def write(self, name: str, layers: list[tuple[mx.array, mx.array]]) -> None:
+        """Store one block's keys and values (layer by layer), then keep within the bound."""
+        arrays = {}
+        for index, (keys, values) in enumerate(layers):
+            arrays[f"{index}.keys"], arrays[f"{index}.values"] = keys, values
+        mx.eval(arrays)
+        staged = self.directory / f".{name}.{os.getpid()}.tmp{SUFFIX}"
+        metadata = {"prefix": name, "crc32": str(_crc32(arrays))}
+        try:
+            mx.save_safetensors(str(staged), arrays, metadata)
+            os.replace(staged, self._path(name))
+        except OSError as exc:  # a full disk loses the block, never the request
+            log.warning("prompt cache block not written: %s", exc)
+            staged.unlink(missing_ok=True)
+            return
+        self.blocks_written += 1
+        self._evict()
+
+    def has(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    def _read(self, name: str) -> dict | None:
+        path = self._path(name)
+        try:
+            arrays, metadata = mx.load(str(path), return_metadata=True)
+            if metadata.get("prefix") != name or metadata.get("crc32") != str(_crc32(arrays)):
+                raise ValueError("its contents do not match its checksum")
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.warning("ignoring prompt cache file %s (%s); deleted", path.name, exc)
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)  # recently used: evicted last
+        return arrays
+
+    def _path(self, name: str) -> Path:
+        return self.directory / f"{name}{SUFFIX}"
+
+    def _evict(self) -> None:
+        files = []
+        for path in self.directory.glob(f"*{SUFFIX}"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            files.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= self.max_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+
+
+class BlockWriter:
+    """Collects the keys and values each prefill chunk adds and stores every whole block the
+    prefill read itself (a block begun in a cache it started from is not whole here)."""
+
+    def __init__(self, store: DiskPromptCache, tokens: list[int], start: int):
+        self.store = store
+        self.names = block_names(tokens)
+        self.first = -(-start // BLOCK)  # the first block that starts at or after `start`
+        self._chunks: list[list[tuple[mx.array, mx.array]]] = []
+
+    def add(self, cache: list, start: int, end: int) -> None:
+        block = start // BLOCK
+        if block < self.first or block >= len(self.names) or self.store.has(self.names[block]):
+            return
+        # Copied: the layer writes its next tokens into the same buffer.
+        self._chunks.append([_copy(_newest(layer, end - start)) for layer in cache])
+        if end % BLOCK == 0:
+            layers = [
+                tuple(mx.concatenate([c[i][part] for c in self._chunks], axis=2) for part in (0, 1))
+                for i in range(len(cache))
+            ]
+            self._chunks = []
+            self.store.write(self.names[block], layers)
+
+
+def block_names(tokens: list[int]) -> list[str]:
+    """One name per whole block of `tokens`: the hash of every token up to the block's end."""
+    digest = hashlib.sha256()
+    names = []
+    for end in range(BLOCK, len(tokens) + 1, BLOCK):
+        digest.update(np.asarray(tokens[end - BLOCK : end], dtype=np.int64).tobytes())
+        names.append(digest.copy().hexdigest()[:40])
+    return names
+
+
+def _newest(layer, count: int) -> tuple[mx.array, mx.array]:
+    """The keys and values of the last `count` tokens a prefill step added to a layer (after a
+    multi-token step, a sliding-window layer holds its tokens in order, the newest last)."""
+    end = layer.offset if isinstance(layer, KVCache) else layer.keys.shape[2]
+    return layer.keys[..., end - count : end, :], layer.values[..., end - count : end, :]
+
+
+def _copy(pair: tuple[mx.array, mx.array]) -> tuple[mx.array, mx.array]:
+    copied = tuple(mx.array(array) for array in pair)
+    mx.eval(copied)
+    return copied
+
+
+def _crc32(arrays: dict[str, mx.array]) -> int:
+    crc = 0
+    for key in sorted(arrays):
+        crc = zlib.crc32(np.asarray(arrays[key].view(mx.uint8)), crc)
+    return crc
