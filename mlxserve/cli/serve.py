@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES
 from mlxserve.environment import env, env_flag
@@ -240,7 +242,17 @@ def main(argv: list[str] | None = None) -> int:
         f"mlxserve: serving {model_id} ({engine}) at http://{args.host}:{args.port}/v1", flush=True
     )
     run_event_loop(_serve(app, args.host, args.port))
-    return 0
+    _exit_without_native_teardown()
+
+
+def _exit_without_native_teardown() -> NoReturn:
+    """Models are unloaded and children stopped by now. MLX's C++ teardown at interpreter exit
+    can abort the process (SIGABRT) once a model ran on a thread other than the main one
+    (ml-explore/mlx issue 3126), so the process leaves without it, as a clean exit."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_event_loop(main_coroutine) -> None:

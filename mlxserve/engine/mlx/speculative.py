@@ -123,25 +123,33 @@ class DraftModelDrafter:
 
 
 class Rewind:
-    """Takes a model cache back to fewer of the positions a forward pass added. Layers that can
-    be trimmed are; a sliding-window layer that has wrapped around cannot be, so the state from
-    before the pass is put back and the positions to keep are read again."""
+    """Takes a model cache back to fewer of the positions a forward pass added. Most layers are
+    simply trimmed. A sliding-window layer whose window was full drops its oldest positions as
+    new ones arrive, which trimming cannot bring back: its state (window-sized) is copied before
+    the pass and put back after it, the other layers are trimmed to the same point, and the
+    positions to keep are read again."""
 
     def __init__(self, cache: list):
         self.cache = cache
-        self.trimmable = all(layer.is_trimmable() for layer in cache)
-        self._saved = None if self.trimmable else [_copy_state(layer.state) for layer in cache]
+        self._windowed = {
+            index: _copy_state(layer.state)
+            for index, layer in enumerate(cache)
+            if hasattr(layer, "max_size")
+        }
 
     def keep(self, model, appended: list[int], keep: int) -> None:
         """After a pass that added `appended`, keep the state of its first `keep` tokens."""
         if keep >= len(appended):
             return
-        if self.trimmable:
+        if all(layer.is_trimmable() for layer in self.cache):
             for layer in self.cache:
                 layer.trim(len(appended) - keep)
             return
-        for layer, state in zip(self.cache, self._saved, strict=True):
-            layer.state = state
+        for index, layer in enumerate(self.cache):
+            if index in self._windowed:
+                layer.state = self._windowed[index]
+            else:
+                layer.trim(len(appended))
         if keep:
             model.decode(mx.array([appended[:keep]]), self.cache, [])
         mx.eval([layer.state for layer in self.cache])
