@@ -74,3 +74,24 @@ def test_prefill_interleaves_with_a_running_stream(model_dir):
     assert run["max_chunks_between_decodes"] == 1  # never two chunks without a decode step
     assert run["tokens_during_prefill"] >= chunks - 1  # a token for the stream between chunks
     assert run["worst_gap"] < run["prefill_seconds"] / 3
+
+
+def test_a_burst_of_short_prompts_is_read_in_one_pass(model_dir):
+    """Six new chats at once: their prompts (of different lengths) are read together, left-padded,
+    and each answer is the one it gets alone."""
+    prompts = [f"question {i}: " + "why? " * i for i in range(6)]
+
+    async def scenario():
+        model = await MLXModel.load(model_dir, 4096, prompt_cache_bytes=0)
+        try:
+            alone = [await collect(model, prompt, 12) for prompt in prompts]
+            before = await model.engine_counters()
+            together = await asyncio.gather(*[collect(model, prompt, 12) for prompt in prompts])
+            after = await model.engine_counters()
+        finally:
+            await model.close()
+        return alone, list(together), after["prefill_chunks"] - before["prefill_chunks"]
+
+    alone, together, passes = asyncio.run(scenario())
+    assert together == alone
+    assert passes <= 2  # a prompt read alone takes one pass or more each

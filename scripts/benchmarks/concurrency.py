@@ -2,8 +2,9 @@
 
 Every stream asks for the same number of tokens (greedy, end of turn banned, so lengths are
 exact); aggregate tok/s = all tokens / wall time from the first request to the last token.
-- MLX: mlxserve's MLX engine against mlx-lm's own server (and vllm-mlx, when `vllm-mlx` is on
-  PATH), same model directory and backend.
+- MLX: mlxserve's MLX engine against mlx-lm's own server and vllm-mlx (continuous batching, up
+  to 16 sequences; its `vllm-mlx` command from $VLLM_MLX or PATH, skipped when absent), same
+  model directory and backend (OpenBLAS preloaded for all).
 - llama.cpp at 8 streams: mlxserve's llama.cpp engine against a llama.cpp server started with
   the same options (context, slots) and called directly; the same llama.cpp requests, fresh
   prompts each round so neither side gets the other's cache.
@@ -13,6 +14,8 @@ exact); aggregate tok/s = all tokens / wall time from the first request to the l
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import shutil
 import subprocess
 import tempfile
@@ -29,16 +32,26 @@ from scripts.benchmarks.llamacpp import (
     direct_server,
     http_target,
 )
-from scripts.benchmarks.mlx_engine import MlxLmServer, concurrent_throughput
+from scripts.benchmarks.mlx_engine import OPENBLAS, MlxLmServer, stream_completion
 from tests.server import ServerProcess, free_port
 
 STREAMS = (1, 2, 4, 8, 16)
+VLLM_MLX = os.environ.get("VLLM_MLX") or shutil.which("vllm-mlx")
 LLAMACPP_STREAMS = 8
 
 
+def throughput(base_url: str, model: str, streams: int, tokens: int) -> float:
+    """Tokens received (one per streamed chunk) over the wall time of all streams."""
+    prompts = [f"Story number {i}: once upon a time" for i in range(streams)]
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(streams) as pool:
+        runs = list(pool.map(lambda p: stream_completion(base_url, model, p, tokens), prompts))
+    return sum(run["chunks"] for run in runs) / (time.perf_counter() - started)
+
+
 def mlx_row(base_url: str, model: str, tokens: int) -> dict[int, float]:
-    concurrent_throughput(base_url, model, 2, 4)  # warm up
-    return {n: concurrent_throughput(base_url, model, n, tokens) for n in STREAMS}
+    throughput(base_url, model, 2, 4)  # warm up
+    return {n: throughput(base_url, model, n, tokens) for n in STREAMS}
 
 
 class VllmMlxServer:
@@ -47,9 +60,15 @@ class VllmMlxServer:
     def __init__(self, model_path: str):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        command = ["vllm-mlx", "serve", model_path, "--port", str(self.port)]
+        command = [
+            *(VLLM_MLX, "serve", model_path, "--host", "127.0.0.1", "--port", str(self.port)),
+            *("--offline", "--continuous-batching", "--max-num-seqs", str(max(STREAMS))),
+        ]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        if os.path.exists(OPENBLAS):
+            env["LD_PRELOAD"] = OPENBLAS
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
     def wait(self, timeout: float = 300) -> None:
@@ -84,7 +103,7 @@ def run(args) -> dict:
     with ServerProcess(models_dir, model=model_id, engine="mlx") as server:
         rows["mlxserve"] = mlx_row(server.base_url, model_id, tokens)
     rows["mlx_lm.server"] = peer_row(MlxLmServer(path), path, tokens)
-    if shutil.which("vllm-mlx"):
+    if VLLM_MLX:
         rows["vllm-mlx"] = peer_row(VllmMlxServer(path), path, tokens)
     else:
         print("vllm-mlx is not installed: compared with mlx_lm.server alone")

@@ -34,7 +34,14 @@ def completion(base_url: str, path: str, body: dict) -> tuple[dict, float]:
 
 
 def measure(base_url: str, model: str, repeats: int, path="/api/v0/completions", **fields) -> dict:
-    body = {"model": model, "prompt": REWRITE, "max_tokens": TOKENS, "temperature": 0, **fields}
+    body = {
+        "model": model,
+        "prompt": REWRITE,
+        "max_tokens": TOKENS,
+        "temperature": 0,
+        "repeat_penalty": 1.0,  # mlx-lm's default: a penalty would also fight the copying
+        **fields,
+    }
     completion(base_url, path, {**body, "max_tokens": 2})  # warm up
     runs = [completion(base_url, path, body) for _ in range(repeats)]
     reply, _ = runs[0]

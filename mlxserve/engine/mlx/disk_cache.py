@@ -22,7 +22,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.cache import KVCache, RotatingKVCache
+from mlx_lm.models.cache import KVCache
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,6 @@ class DiskPromptCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.blocks_written = 0
         self.blocks_read = 0
-
-    @staticmethod
-    def supports(cache: list) -> bool:
-        """Layers whose state is one key and value per token (no recurrent state)."""
-        return all(type(layer) in (KVCache, RotatingKVCache) for layer in cache)
 
     def stored_prefix(self, tokens: list[int]) -> list[str]:
         """The file names of the stored blocks that begin `tokens`, in order."""

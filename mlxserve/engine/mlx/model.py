@@ -22,8 +22,9 @@ from mlxserve.engine.base import (
 from mlxserve.engine.mlx.constraint import GrammarCompiler
 from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.mlx.disk_cache import DiskPromptCache
-from mlxserve.engine.mlx.runner import BatchRunner, TextModel
+from mlxserve.engine.mlx.runner import BatchRunner
 from mlxserve.engine.mlx.sequence import Sequence
+from mlxserve.engine.mlx.text_model import TextModel
 from mlxserve.engine.mlx.vision import VisionLanguageModel, is_vision_model
 from mlxserve.sampling.sampler import Sampler
 

@@ -15,8 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import mlx.core as mx
-import numpy as np
-from mlx_lm.models.cache import LRUPromptCache, make_prompt_cache
+from mlx_lm.models.cache import LRUPromptCache
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineUnavailable
 from mlxserve.engine.mlx.disk_cache import BLOCK, BlockWriter, DiskPromptCache
@@ -25,8 +24,9 @@ from mlxserve.engine.mlx.speculative import (
     Drafter,
     DraftModelDrafter,
     PromptLookup,
-    Rewind,
+    check_drafts,
 )
+from mlxserve.engine.mlx.text_model import TextModel, logits_as_numpy
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,18 @@ class BatchRunner:
             self.ready.set_exception(exc)
             return
         self.ready.set_result((self.model, self.tokenizer))
-        if self._disk_cache is not None and not self._disk_cache_fits():
+        self._groups = self._per_token_text_model()  # short prompts may be read together
+        if not self._groups:
             self._disk_cache = None
         while self._collect_new(block=not self._active and self._prefilling is None):
             self._drop_cancelled_waiting()
             if self._prefilling is None and self._waiting and self._has_room:
-                sequence = self._waiting.pop(0)
-                self._guarded(self._start_prefill, [sequence], sequence)
+                group = self._short_prompts()
+                if len(group) > 1:
+                    self._guarded(self._prefill_group, group, group)
+                else:
+                    sequence = self._waiting.pop(0)
+                    self._guarded(self._start_prefill, [sequence], sequence)
             if self._prefilling is not None:
                 self._guarded(self._prefill_chunk, [self._prefilling.sequence])
             if self._active:
@@ -153,11 +158,57 @@ class BatchRunner:
     def _has_room(self) -> bool:
         return len(self._active) < self.max_batch_size
 
-    def _disk_cache_fits(self) -> bool:
-        """Text models whose layers keep one key and value per token."""
-        return isinstance(self.model, TextModel) and DiskPromptCache.supports(
-            self.model.make_cache()
-        )
+    def _per_token_text_model(self) -> bool:
+        """A text model whose layers keep one key and value per token."""
+        return isinstance(self.model, TextModel) and self.model.per_token_cache
+
+    def _short_prompts(self) -> list[Sequence]:
+        """Waiting sequences, in order, whose prompts are short enough to read together in one
+        padded pass of at most two chunks' worth of positions (a burst of new chats)."""
+        group: list[Sequence] = []
+        room = self.max_batch_size - len(self._active)
+        for sequence in self._waiting[:room] if self._groups else []:
+            width = max(len(s.prompt_tokens) for s in [*group, sequence])
+            if len(sequence.prompt_tokens) > PREFILL_CHUNK or width * (len(group) + 1) > 2 * (
+                PREFILL_CHUNK
+            ):
+                break
+            group.append(sequence)
+        return group
+
+    def _prefill_group(self, group: list[Sequence]) -> None:
+        """Read short prompts together, left-padded to the longest: one pass fills their cache,
+        one more over their last tokens gives each its first token. Reading them again costs
+        less than the passes a cached prefix would save, so the prompt cache is not asked."""
+        self._waiting = self._waiting[len(group) :]
+        for sequence in group:
+            sequence.sampler.feed_prompt(sequence.prompt_tokens)
+            sequence.drafter = self._drafter(sequence)
+        width = max(len(s.prompt_tokens) for s in group) - 1
+        padding = [width - len(s.prompt_tokens) + 1 for s in group]
+        cache = self.model.make_batch_cache(padding)
+        if width:
+            rows = [[0] * pad + s.prompt_tokens[:-1] for pad, s in zip(padding, group, strict=True)]
+            self.model.decode(mx.array(rows), cache, group)
+            mx.eval([c.state for c in cache])
+        self.prefill_chunks += 1
+        last = mx.array([[s.prompt_tokens[-1]] for s in group])
+        logits = self.model.decode(last, cache, group)[:, -1, :]
+        mx.async_eval(logits)
+        masks = [s.next_mask() for s in group]
+        logits = logits_as_numpy(logits)
+        for row, sequence in enumerate(group):
+            sequence.accept(sequence.sampler.sample(logits[row], masks[row]))
+        self.tokens_sampled += len(group)
+        finished = [row for row, s in enumerate(group) if s.finished]
+        for row in finished:
+            self._retire(group[row], [c.extract(row) for c in cache])
+        kept = [row for row in range(len(group)) if row not in finished]
+        if kept:
+            if finished:
+                for layer in cache:
+                    layer.filter(mx.array(kept))
+            self._join_batch([group[row] for row in kept], cache)
 
     def _start_prefill(self, sequence: Sequence) -> None:
         """Begin reading a prompt, from the longest prefix of it cached in memory or on disk."""
@@ -239,22 +290,21 @@ class BatchRunner:
         logits = self.model.prefill(sequence, last, last + 1, cache)[:, -1, :]
         mx.async_eval(logits)
         mask = sequence.next_mask()  # computed while MLX evaluates the logits
-        sequence.accept(sequence.sampler.sample(_as_numpy(logits)[0], mask))
+        sequence.accept(sequence.sampler.sample(logits_as_numpy(logits)[0], mask))
         self.tokens_sampled += 1
         if sequence.finished:
             self._retire(sequence, [c for c in cache])
             return
-        self._join_batch(sequence, cache)
+        self._join_batch([sequence], [type(c).merge([c]) for c in cache])
 
-    def _join_batch(self, sequence: Sequence, cache: list) -> None:
-        single = [type(c).merge([c]) for c in cache]
+    def _join_batch(self, sequences: list[Sequence], batch_cache: list) -> None:
         if self._batch_cache is None:
-            self._batch_cache = single
+            self._batch_cache = batch_cache
         else:
-            for batch_layer, new_layer in zip(self._batch_cache, single, strict=True):
+            for batch_layer, new_layer in zip(self._batch_cache, batch_cache, strict=True):
                 batch_layer.extend(new_layer)
-            self.joined_running_batch += 1
-        self._active.append(sequence)
+            self.joined_running_batch += len(sequences)
+        self._active.extend(sequences)
 
     def _decode_step(self) -> None:
         self.max_chunks_between_decodes = max(
@@ -276,7 +326,7 @@ class BatchRunner:
         logits = self.model.decode(inputs[:, None], self._batch_cache, self._active)[:, -1, :]
         mx.async_eval(logits)
         masks = [s.next_mask() for s in self._active]  # grammar work while MLX computes
-        logits = _as_numpy(logits)
+        logits = logits_as_numpy(logits)
         finished = []
         for row, sequence in enumerate(self._active):
             sequence.accept(sequence.sampler.sample(logits[row], masks[row]))
@@ -296,28 +346,8 @@ class BatchRunner:
         return sequence.drafter.propose(sequence.prompt_tokens + sequence.generated, room)
 
     def _speculative_step(self, sequence: Sequence, drafts: list[int]) -> None:
-        """One forward pass over the last token and the drafts. The sampler takes the positions
-        in order and stops at the first token that differs from its draft, so every token is
-        the one a plain step would have given; the cache keeps only what was produced."""
         self.speculative_steps += 1
-        appended = [sequence.last_token, *drafts]
-        rewind = Rewind(self._batch_cache)
-        logits = self.model.decode(mx.array([appended]), self._batch_cache, self._active)[0]
-        mx.async_eval(logits)
-        mask = sequence.next_mask()
-        logits = _as_numpy(logits)
-        accepted = 0
-        for position in range(len(appended)):
-            token = sequence.sampler.sample(logits[position], mask)
-            sequence.accept(token)
-            self.tokens_sampled += 1
-            matched = position < len(drafts) and token == drafts[position]
-            accepted += matched
-            if sequence.finished or not matched:
-                break
-            mask = sequence.next_mask()
-        rewind.keep(self.model, appended, position + 1)
-        sequence.drafter.checked(len(drafts), accepted)
+        self.tokens_sampled += check_drafts(self.model, self._batch_cache, sequence, drafts)
         if sequence.finished:
             self._retire_rows([0])
 
@@ -361,26 +391,3 @@ class Prefill:
     cache: list
     position: int  # the next prompt position to read
     writer: BlockWriter | None = None  # stores the prompt's whole blocks on disk
-
-
-class TextModel:
-    """An mlx-lm model as the runner drives it: prefill over prompt positions, batched decode."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def make_cache(self) -> list:
-        return make_prompt_cache(self.model)
-
-    def prefill(self, sequence: Sequence, start: int, end: int, cache: list) -> mx.array:
-        return self.model(mx.array([sequence.prompt_tokens[start:end]]), cache=cache)
-
-    def decode(self, inputs: mx.array, cache: list, sequences: list[Sequence]) -> mx.array:
-        return self.model(inputs, cache=cache)
-
-
-def _as_numpy(logits: mx.array) -> np.ndarray:
-    """Float32 logits as a NumPy view: the C sampler reads the buffer without another copy."""
-    if logits.dtype != mx.float32:
-        logits = logits.astype(mx.float32)
-    return np.asarray(logits)
