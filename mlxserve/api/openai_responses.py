@@ -61,7 +61,6 @@ async def create_response(body: ResponsesRequest):
     neutral = GenerateRequest(
         model=body.model,
         sampling=body.to_sampling_params(),
-        speculation=body.speculation(),
         conversation=system + conversation,
         max_tokens=body.max_output_tokens,
         constraints=body.constraints(),

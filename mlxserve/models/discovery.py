@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
+from mlxserve.checkpoints import DTYPE_LABELS, VISION_MODEL_TYPES
 from mlxserve.models.gguf_import import gguf_metadata
 from mlxserve.models.store import ModelRecord
 
@@ -22,8 +23,6 @@ HF_CACHE, LMSTUDIO = "huggingface", "lmstudio"
 LATER_SHARD = re.compile(r"-0*([2-9]|\d{2,})-of-\d+\.gguf$")
 # mlx-lm serves these model types under another module's name.
 MLX_LM_ALIASES = {"mistral": "llama", "falcon_mamba": "mamba", "qwen2_5_vl": "qwen2_vl"}
-VISION_TYPES = ("gemma3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-QUANT_LABELS = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
 _warned: set[Path] = set()
 
 
@@ -152,7 +151,7 @@ def _checkpoint_record(directory: Path, model_id: str, origin: str) -> ModelReco
     model_type = config["model_type"]
     safetensors = sorted(directory.glob("*.safetensors"))
     text_config = config.get("text_config") or config
-    vision = "vision_config" in config and model_type in VISION_TYPES
+    vision = "vision_config" in config and model_type in VISION_MODEL_TYPES
     servable = safetensors and (vision or _mlx_lm_serves(model_type))
     return ModelRecord(
         id=model_id,
@@ -176,7 +175,7 @@ def _quantization(config: dict) -> str:
     if quantization.get("bits"):
         return f"{quantization['bits']}bit"
     dtype = config.get("torch_dtype") or config.get("dtype") or "float32"
-    return QUANT_LABELS.get(str(dtype), str(dtype))
+    return DTYPE_LABELS.get(str(dtype), str(dtype))
 
 
 def _check_complete(directory: Path) -> None:

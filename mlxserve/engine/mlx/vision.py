@@ -13,6 +13,7 @@ import mlx.core as mx
 import numpy as np
 from mlx_lm.models.cache import make_prompt_cache
 
+from mlxserve.checkpoints import VISION_MODEL_TYPES
 from mlxserve.engine.base import IMAGE_MARKER, PromptImage
 
 # The text each family's processor turns into its image tokens.
@@ -27,7 +28,7 @@ PROCESSOR_TEXT_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def is_vision_model(config: dict) -> bool:
-    return "vision_config" in config and config.get("model_type") in PROCESSOR_MARKERS
+    return "vision_config" in config and config.get("model_type") in VISION_MODEL_TYPES
 
 
 @dataclass

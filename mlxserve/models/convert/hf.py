@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mlxserve.checkpoints import DTYPE_LABELS
 from mlxserve.models.convert.errors import ConversionError
 from mlxserve.models.convert.gguf_convert import ConvertedModel
 from mlxserve.models.convert.quantize import QuantSpec
@@ -39,7 +40,6 @@ TOKENIZER_FILES = (
 EMBEDDING_MODEL_TYPES = ("bert",)
 # mlx-lm model_type to the GGUF/llama.cpp architecture name the manifest uses
 ARCHITECTURE_NAMES = {"gemma3_text": "gemma3", "gemma3": "gemma3"}
-DTYPE_LABELS = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
 
 
 def read_hf_config(source: Path) -> dict:

@@ -9,12 +9,12 @@ import contextlib
 import io
 from pathlib import Path
 
+from mlxserve.checkpoints import DTYPE_LABELS, VISION_MODEL_TYPES
 from mlxserve.models.convert.errors import ConversionError
 from mlxserve.models.convert.gguf_convert import ConvertedModel
 from mlxserve.models.convert.quantize import QuantSpec
 
 # Families the MLX engine serves with images (mlx-vlm model types).
-VISION_MODEL_TYPES = ("gemma3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 DTYPES = {"bf16": "bfloat16", "f16": "float16"}
 
 
@@ -47,4 +47,4 @@ def convert_vision_dir(
 
 def _dtype_label(config: dict) -> str:
     dtype = config.get("torch_dtype") or config.get("dtype") or "float32"
-    return {"bfloat16": "bf16", "float16": "f16"}.get(str(dtype), "f32")
+    return DTYPE_LABELS.get(str(dtype), "f32")
