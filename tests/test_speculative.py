@@ -94,7 +94,7 @@ def test_a_draft_model_gives_the_plain_tokens(gemma):
     """The model drafting for itself: every draft is accepted."""
     itself = Speculation(draft_model="itself", draft_path=str(gemma))
     plain, drafted = decode(
-        gemma, [(REWRITE, 10, GREEDY, Speculation()), (REWRITE, 10, GREEDY, itself)]
+        gemma, [(REWRITE, 6, GREEDY, Speculation()), (REWRITE, 6, GREEDY, itself)]
     )
     assert drafted[0] == plain[0]
     assert drafted[1].draft.drafted > 0

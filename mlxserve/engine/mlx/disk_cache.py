@@ -33,8 +33,7 @@ SUFFIX = ".safetensors"
 class DiskPromptCache:
     def __init__(self, directory: Path, max_bytes: int):
         self.directory = Path(directory)
-        self.max_bytes = max_bytes
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes  # the folder is made by the first block written
         self.blocks_written = 0
         self.blocks_read = 0
 
@@ -75,6 +74,7 @@ class DiskPromptCache:
         staged = self.directory / f".{name}.{os.getpid()}.tmp{SUFFIX}"
         metadata = {"prefix": name, "crc32": str(_crc32(arrays))}
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
             mx.save_safetensors(str(staged), arrays, metadata)
             os.replace(staged, self._path(name))
         except OSError as exc:  # a full disk loses the block, never the request
