@@ -174,13 +174,35 @@ def test_structured_output_with_drafts_equals_plain(server, model_id):
     assert looked["choices"][0]["message"]["content"] == plain["choices"][0]["message"]["content"]
 
 
-def test_llamacpp_prompt_lookup_is_a_server_option(models_dir, default_ids):
-    body = {"prompt": REWRITE, "max_tokens": 40, "temperature": 0}
-    replies = []
-    for extra in ((), ("--prompt-lookup",)):
-        model = default_ids["llamacpp"]
+def test_llamacpp_speculation_is_a_server_option(models_dir, default_ids):
+    """llama.cpp decodes speculatively only when its child starts so: with n-gram drafts, or
+    with the server's draft model (here the model drafting for itself)."""
+    model = default_ids["llamacpp"]
+    body = {"model": model, "prompt": REWRITE, "max_tokens": 40, "temperature": 0}
+    stats = {}
+    for name, extra in (
+        ("plain", ()),
+        ("lookup", ("--prompt-lookup",)),
+        ("draft", ("--draft-model", model)),
+    ):
         with ServerProcess(models_dir, model=model, engine="llamacpp", extra_args=extra) as server:
-            replies.append(post(server, "/api/v0/completions", {**body, "model": model}).json())
-    plain, looked = replies  # llama.cpp's own numerics may change a token of greedy text
-    assert "total_draft_tokens_count" not in plain["stats"]
-    assert looked["stats"]["accepted_draft_tokens_count"] >= 20
+            stats[name] = post(server, "/api/v0/completions", body).json()["stats"]
+            if name == "draft":
+                other = post(server, "/api/v0/completions", {**body, "draft_model": "x/y"})
+    # llama.cpp's own numerics may change a token of greedy text, so only the drafts are compared
+    assert "total_draft_tokens_count" not in stats["plain"]
+    assert stats["lookup"]["accepted_draft_tokens_count"] >= 20
+    assert stats["draft"]["draft_model"] == model
+    drafted = stats["draft"]["total_draft_tokens_count"]
+    assert drafted > 0 and stats["draft"]["accepted_draft_tokens_count"] == drafted
+    assert other.status_code == 400 and other.json()["error"]["code"] == "draft_model_not_loaded"
+
+
+def test_the_servers_draft_model_drafts_for_requests_that_name_none(models_dir, default_ids):
+    model = default_ids["mlx"]
+    body = {"model": model, "prompt": REWRITE, "max_tokens": 6, "temperature": 0}
+    extra = ("--draft-model", model)
+    with ServerProcess(models_dir, model=model, engine="mlx", extra_args=extra) as server:
+        stats = post(server, "/api/v0/completions", body).json()["stats"]
+    assert stats["draft_model"] == model
+    assert stats["accepted_draft_tokens_count"] == stats["total_draft_tokens_count"] > 0

@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the store's .prompt-cache folder, to reuse after a restart (default: 4 GiB; 0: none)",
     )
     parser.add_argument(
+        "--draft-model",
+        default=env("DRAFT_MODEL"),
+        help="a small model of the same vocabulary that drafts tokens for requests naming no "
+        "draft_model (MLX: an MLX model; llama.cpp: a GGUF of the same architecture, loaded "
+        "with each model)",
+    )
+    parser.add_argument(
         "--prompt-lookup",
         action="store_true",
         default=env_flag("PROMPT_LOOKUP"),
@@ -220,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt_lookup=args.prompt_lookup,
         disk_cache_bytes=args.disk_cache_bytes,
         max_batch_size=args.max_batch_size,
+        draft_model=args.draft_model,
     )
     config = AppConfig(
         models_dir=models_dir,

@@ -180,6 +180,7 @@ class EngineModel(abc.ABC):
     bos_token: str = ""  # special-token strings that chat templates refer to
     eos_token: str = ""
     vision: bool = False  # accepts images
+    draft_model: str | None = None  # llama.cpp: the draft model its server was started with
 
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:

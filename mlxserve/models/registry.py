@@ -113,6 +113,7 @@ class RegistryOptions:
     prompt_lookup: bool = False  # decode speculatively from the prompt when a request does not say
     disk_cache_bytes: int = DISK_CACHE_BYTES  # long prompts' KV state on disk; 0: none
     max_batch_size: int | None = None  # MLX sequences decoded together; None: from memory
+    draft_model: str | None = None  # drafts for requests that name none (speculative decoding)
 
 
 class ModelRegistry:
@@ -340,7 +341,19 @@ class ModelRegistry:
             prompt_cache_bytes=self.options.prompt_cache_bytes,
             mmproj=record.directory / record.mmproj_file if record.mmproj_file else None,
             prompt_lookup=self.options.prompt_lookup,
+            draft=self._llamacpp_draft(record),
         )
+
+    def _llamacpp_draft(self, record: ModelRecord) -> tuple[str, Path] | None:
+        """The server's draft model for a llama.cpp model: a GGUF of the same architecture
+        (llama.cpp refuses to start with a draft whose vocabulary differs)."""
+        name = self.options.draft_model
+        draft = self.catalog.find(name) if name else None
+        if draft is None or draft.format != "gguf" or record.type != "llm":
+            return None
+        if draft.architecture != record.architecture:
+            return None
+        return draft.id, gguf_file_of(draft)
 
     def _mlx_batch_size(self, record: ModelRecord, context_length: int) -> int:
         if self.options.max_batch_size:

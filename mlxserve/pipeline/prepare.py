@@ -6,14 +6,9 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from mlxserve.engine.base import (
-    IMAGE_MARKER,
-    ContextLengthExceeded,
-    GenerationRequest,
-    Speculation,
-)
+from mlxserve.engine.base import IMAGE_MARKER, ContextLengthExceeded, GenerationRequest
 from mlxserve.models.registry import LoadedModel, ModelRegistry
 from mlxserve.models.store import ModelRecord
 from mlxserve.pipeline.constraints import compile_constraints
@@ -21,6 +16,7 @@ from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.images import ImageLimits, load_images
 from mlxserve.pipeline.reasoning import ReasoningSplitter, opened_in_prompt, reasoning_family
 from mlxserve.pipeline.request import GenerateRequest
+from mlxserve.pipeline.speculation import resolve_speculation
 from mlxserve.pipeline.templates import (
     chat_template_for,
     messages_with_tools,
@@ -68,7 +64,7 @@ async def prepare(
     if _image_parts(request) and (record := registry.route(request.model)) is not None:
         _check_vision(record)  # refused before any model loads for it
     loaded = _generative(await registry.resolve(request.model, ttl=request.ttl))
-    speculation = _speculation(registry, loaded, request.speculation)
+    speculation = resolve_speculation(registry, loaded, request.speculation)
     release = loaded.admit()
     try:
         prepared = await _prepare_admitted(loaded, request, limits, release)
@@ -166,38 +162,6 @@ def _chat_prompt(
     if thinking is None:
         return prompt, family, None
     return prompt, family, ReasoningSplitter(thinking, opened_in_prompt(thinking, prompt))
-
-
-def _speculation(registry: ModelRegistry, loaded: LoadedModel, asked: Speculation) -> Speculation:
-    """The request's speculative decoding with its draft model found in the store: an MLX model
-    of the same vocabulary, for a model on the MLX engine."""
-    if asked.draft_model is None:
-        return asked
-    if loaded.engine.engine_name != "mlx":
-        raise RequestError(
-            400,
-            "draft_model needs the MLX engine; on llama.cpp, serve with --prompt-lookup to "
-            "decode speculatively",
-            "draft_model",
-            "draft_model_not_supported",
-        )
-    record = registry.catalog.find(asked.draft_model)
-    if record is None or record.format != "mlx" or record.type == "embeddings":
-        raise RequestError(
-            404 if record is None else 400,
-            f"draft_model '{asked.draft_model}' is not an MLX language model on this server",
-            "draft_model",
-            "draft_model_not_found" if record is None else "invalid_draft_model",
-        )
-    if record.vocab_size != loaded.engine.vocab_size:
-        raise RequestError(
-            400,
-            f"draft_model '{record.id}' has a vocabulary of {record.vocab_size} tokens and "
-            f"'{loaded.identifier}' one of {loaded.engine.vocab_size}: they must be the same",
-            "draft_model",
-            "invalid_draft_model",
-        )
-    return replace(asked, draft_path=str(record.directory))
 
 
 def _image_parts(request: GenerateRequest) -> bool:

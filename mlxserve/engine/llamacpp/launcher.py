@@ -75,7 +75,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-nocb", "--no-cont-batching", dest="cont_batching", action="store_false")
     parser.add_argument("--kv-unified", action="store_true")
     parser.add_argument("--cache-ram", type=int, default=None)
-    parser.add_argument("--spec-type", choices=("ngram-simple",), default=None)
+    parser.add_argument("--spec-type", choices=("ngram-simple", "draft-simple"), default=None)
+    parser.add_argument("-md", "--model-draft", default="")
     parser.add_argument("--embedding", "--embeddings", action="store_true")
     parser.add_argument("--pooling", choices=("none", "mean", "cls", "last", "rank"))
     parser.add_argument("--metrics", action="store_true")
@@ -110,6 +111,8 @@ def build_params(args: argparse.Namespace):
         params.api_keys = [os.environ[API_KEY_VARIABLE]]
     if args.cache_ram is not None:
         params.cache_ram_mib = args.cache_ram
+    if args.model_draft:
+        params.speculative.draft.mparams.path = args.model_draft
     if args.spec_type:
         kind = f"COMMON_SPECULATIVE_TYPE_{args.spec_type.upper().replace('-', '_')}"
         params.speculative.types = [xllamacpp.common_speculative_type[kind]]

@@ -74,15 +74,25 @@ class LlamaCppModel(EngineModel):
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
         mmproj: Path | None = None,
         prompt_lookup: bool = False,
+        draft: tuple[str, Path] | None = None,
     ) -> LlamaCppModel:
         """Start a llama.cpp server for a GGUF file; `embedding` serves /v1/embeddings
         (mean pooling) instead of completions; `mmproj`, a vision model's projector, lets
         prompts hold images; `prompt_lookup` makes every request decode speculatively with
-        llama.cpp's n-gram drafts (llama.cpp sets this per server, not per request)."""
+        llama.cpp's n-gram drafts, `draft` (id, GGUF path) with a draft model instead (llama.cpp
+        sets speculation per server, not per request)."""
         extra_args = embedding_args(context_length) if embedding else ()
         if mmproj is not None:
             extra_args = ("--mmproj", str(mmproj))
-        if prompt_lookup and not embedding:
+        if draft is not None and not embedding:
+            extra_args = (
+                *extra_args,
+                "--model-draft",
+                str(draft[1]),
+                "--spec-type",
+                "draft-simple",
+            )
+        elif prompt_lookup and not embedding:
             extra_args = (*extra_args, "--spec-type", "ngram-simple")
         process = LlamaServerProcess(
             gguf_path,
@@ -96,6 +106,7 @@ class LlamaCppModel(EngineModel):
         await asyncio.to_thread(process.start)
         model = cls(process, model_id, process.context_length)
         model.vision = mmproj is not None
+        model.draft_model = draft[0] if draft is not None and not embedding else None
         try:
             await model._read_model_info()
         except BaseException:
@@ -189,6 +200,7 @@ class LlamaCppModel(EngineModel):
                             time_to_first_token=first_token - request.arrived,
                             generation_time=(last_token or first_token) - first_token,
                         )
+                        stats.draft_model = self.draft_model if stats.draft else None
                         yield GenerationEvent(_chunk_text(chunk, visible), chunk["tokens"], stats)
                         return
                     yield GenerationEvent(_chunk_text(chunk, visible), chunk.get("tokens", []))

@@ -1,0 +1,62 @@
+"""Which draft model a request decodes with, checked before its response starts.
+
+On the MLX engine, a request's `draft_model` (else the server's `--draft-model`) is any MLX
+language model in the store with the same vocabulary; one named by the request that does not fit
+is refused, the server's default is then left out. llama.cpp sets its draft model per server
+child, when the model loads, so there a request may only name the one loaded with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mlxserve.engine.base import Speculation
+from mlxserve.models.registry import LoadedModel, ModelRegistry
+from mlxserve.pipeline.errors import RequestError
+
+
+def resolve_speculation(
+    registry: ModelRegistry, loaded: LoadedModel, asked: Speculation
+) -> Speculation:
+    engine = loaded.engine
+    if engine.engine_name != "mlx":
+        if asked.draft_model not in (None, engine.draft_model):
+            loaded_with = f"'{engine.draft_model}'" if engine.draft_model else "none"
+            raise RequestError(
+                400,
+                f"on the llama.cpp engine the draft model is the one '{loaded.identifier}' was "
+                f"loaded with ({loaded_with}; serve --draft-model sets it), not "
+                f"'{asked.draft_model}'",
+                "draft_model",
+                "draft_model_not_loaded",
+            )
+        return replace(asked, draft_model=engine.draft_model)
+    name = asked.draft_model or registry.options.draft_model
+    if name is None:
+        return asked
+    try:
+        return replace(asked, draft_model=name, draft_path=_mlx_draft_path(registry, loaded, name))
+    except RequestError:
+        if asked.draft_model is None:
+            return asked  # the server's default does not fit this model: no drafts
+        raise
+
+
+def _mlx_draft_path(registry: ModelRegistry, loaded: LoadedModel, name: str) -> str:
+    record = registry.catalog.find(name)
+    if record is None or record.format != "mlx" or record.type == "embeddings":
+        raise RequestError(
+            404 if record is None else 400,
+            f"draft_model '{name}' is not an MLX language model on this server",
+            "draft_model",
+            "draft_model_not_found" if record is None else "invalid_draft_model",
+        )
+    if record.vocab_size != loaded.engine.vocab_size:
+        raise RequestError(
+            400,
+            f"draft_model '{record.id}' has a vocabulary of {record.vocab_size} tokens and "
+            f"'{loaded.identifier}' one of {loaded.engine.vocab_size}: they must be the same",
+            "draft_model",
+            "invalid_draft_model",
+        )
+    return str(record.directory)
