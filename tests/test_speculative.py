@@ -13,7 +13,7 @@ from mlxserve.engine.base import GenerationRequest, Speculation
 from mlxserve.engine.mlx.model import MLXModel
 from mlxserve.sampling.params import SamplingParams
 from tests.server import ServerProcess
-from tests.tiny_models import make_tiny_gemma
+from tests.tiny_models import make_tiny_gemma, make_tiny_mamba
 
 PARAGRAPH = (
     "The old lighthouse stood on the northern cliff for two hundred years, guiding fishing boats "
@@ -120,6 +120,20 @@ def test_rejected_drafts_are_undone_in_caches_that_cannot_be_trimmed(tiny):
     assert drafted[0] == plain[0]
     assert lookup[1].draft.rejected > 0
     assert drafted[1].draft.accepted > 0 and drafted[1].draft.rejected > 0
+
+
+def test_a_model_with_recurrent_state_decodes_plainly(tiny, tmp_path):
+    """A Mamba's state cannot be taken back after a rejected draft: asked to draft, it decodes
+    without drafts and gives the same tokens (drafting for it used to end the request)."""
+    target = make_tiny_mamba(tmp_path / "mamba")
+    prompt = "abcabcabc " * 10 + "xyz xyz abc"
+    seeded = SamplingParams(temperature=1.0, seed=3, logit_bias={2: -100})
+    by_gemma = Speculation(draft_model="gemma", draft_path=str(tiny))
+    plain, drafted = decode(
+        target, [(prompt, 40, seeded, Speculation()), (prompt, 40, seeded, by_gemma)]
+    )
+    assert drafted[0] == plain[0]
+    assert drafted[1].draft is None and drafted[2] == 0
 
 
 def post(server, path: str, body: dict) -> httpx.Response:

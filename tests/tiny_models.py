@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
-from mlx_lm.models import gemma3_text
+from mlx_lm.models import gemma3_text, mamba
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from mlxserve.models.store import ModelRecord, write_manifest
@@ -59,6 +59,35 @@ def make_tiny_gemma(
     )
     write_manifest(directory, record)
     return record
+
+
+def make_tiny_mamba(directory: Path) -> Path:
+    """A 2-layer Mamba over the byte vocabulary: a model whose cache is recurrent state, not a
+    key and value per token."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = _byte_tokenizer()
+    config = {
+        "model_type": "mamba",
+        "vocab_size": tokenizer.get_vocab_size(),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "state_size": 8,
+        "num_hidden_layers": 2,
+        "conv_kernel": 4,
+        "use_bias": False,
+        "use_conv_bias": True,
+        "time_step_rank": 4,
+        "eos_token_id": [2],
+        "bos_token_id": 1,
+    }
+    (directory / "config.json").write_text(json.dumps(config))
+    mx.random.seed(0)
+    model = mamba.Model(mamba.ModelArgs.from_dict(config))
+    mx.save_safetensors(
+        str(directory / "model.safetensors"), dict(tree_flatten(model.parameters()))
+    )
+    _write_tokenizer(tokenizer, directory)
+    return directory
 
 
 def _word_tokenizer() -> Tokenizer:

@@ -30,7 +30,7 @@ def resolve_speculation(
                 "draft_model",
                 "draft_model_not_loaded",
             )
-        return replace(asked, draft_model=engine.draft_model)
+        return asked  # llama.cpp drafts as its child was started, and reports it
     name = asked.draft_model or registry.options.draft_model
     if name is None:
         return asked

@@ -84,7 +84,8 @@ class LlamaCppModel(EngineModel):
         extra_args = embedding_args(context_length) if embedding else ()
         if mmproj is not None:
             extra_args = ("--mmproj", str(mmproj))
-        if draft is not None and not embedding:
+        draft = None if embedding else draft
+        if draft is not None:
             extra_args = (
                 *extra_args,
                 "--model-draft",
@@ -106,7 +107,7 @@ class LlamaCppModel(EngineModel):
         await asyncio.to_thread(process.start)
         model = cls(process, model_id, process.context_length)
         model.vision = mmproj is not None
-        model.draft_model = draft[0] if draft is not None and not embedding else None
+        model.draft_model = draft[0] if draft is not None else None
         try:
             await model._read_model_info()
         except BaseException:

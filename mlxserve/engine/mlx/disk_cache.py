@@ -37,14 +37,14 @@ class DiskPromptCache:
         self.blocks_written = 0
         self.blocks_read = 0
 
-    def stored_prefix(self, tokens: list[int]) -> list[str]:
-        """The file names of the stored blocks that begin `tokens`, in order."""
-        names = []
-        for name in block_names(tokens):
-            if not self._path(name).is_file():
+    def stored_prefix(self, names: list[str]) -> list[str]:
+        """Of a prompt's block names (block_names), those stored at its start, in order."""
+        stored = []
+        for name in names:
+            if not self.has(name):
                 break
-            names.append(name)
-        return names
+            stored.append(name)
+        return stored
 
     def load(self, names: list[str], cache: list) -> int:
         """Fill an empty cache from stored blocks; the tokens it then holds (0 when the first
@@ -123,9 +123,9 @@ class BlockWriter:
     """Collects the keys and values each prefill chunk adds and stores every whole block the
     prefill read itself (a block begun in a cache it started from is not whole here)."""
 
-    def __init__(self, store: DiskPromptCache, tokens: list[int], start: int):
+    def __init__(self, store: DiskPromptCache, names: list[str], start: int):
         self.store = store
-        self.names = block_names(tokens)
+        self.names = names  # the prompt's block_names
         self.first = -(-start // BLOCK)  # the first block that starts at or after `start`
         self._chunks: list[list[tuple[mx.array, mx.array]]] = []
 

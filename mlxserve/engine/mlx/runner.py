@@ -18,7 +18,7 @@ import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineUnavailable
-from mlxserve.engine.mlx.disk_cache import BLOCK, BlockWriter, DiskPromptCache
+from mlxserve.engine.mlx.disk_cache import BLOCK, BlockWriter, DiskPromptCache, block_names
 from mlxserve.engine.mlx.sequence import Sequence
 from mlxserve.engine.mlx.speculative import (
     Drafter,
@@ -51,7 +51,7 @@ class BatchRunner:
         self._load_model = load_model
         self.max_batch_size = max_batch_size
         self.prompt_lookup = prompt_lookup  # for requests that do not say
-        self._draft_models: dict[str, TextModel] = {}  # by directory, loaded on first use
+        self._draft_models: dict[str, TextModel | None] = {}  # by directory
         self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
         self._inbox: queue.Queue[Sequence | None] = queue.Queue()
         self._waiting: list[Sequence] = []
@@ -115,8 +115,11 @@ class BatchRunner:
             self.ready.set_exception(exc)
             return
         self.ready.set_result((self.model, self.tokenizer))
-        self._groups = self._per_token_text_model()  # short prompts may be read together
-        if not self._groups:
+        # A text model whose layers keep one key and value per token (no recurrent state, no
+        # images): only then can prompts be read together, stored in blocks on disk, and drafts
+        # be taken back.
+        self._per_token = isinstance(self.model, TextModel) and self.model.per_token_cache
+        if not self._per_token:
             self._disk_cache = None
         while self._collect_new(block=not self._active and self._prefilling is None):
             self._drop_cancelled_waiting()
@@ -158,16 +161,12 @@ class BatchRunner:
     def _has_room(self) -> bool:
         return len(self._active) < self.max_batch_size
 
-    def _per_token_text_model(self) -> bool:
-        """A text model whose layers keep one key and value per token."""
-        return isinstance(self.model, TextModel) and self.model.per_token_cache
-
     def _short_prompts(self) -> list[Sequence]:
         """Waiting sequences, in order, whose prompts are short enough to read together in one
         padded pass of at most two chunks' worth of positions (a burst of new chats)."""
         group: list[Sequence] = []
         room = self.max_batch_size - len(self._active)
-        for sequence in self._waiting[:room] if self._groups else []:
+        for sequence in self._waiting[:room] if self._per_token else []:
             width = max(len(s.prompt_tokens) for s in [*group, sequence])
             if len(sequence.prompt_tokens) > PREFILL_CHUNK or width * (len(group) + 1) > 2 * (
                 PREFILL_CHUNK
@@ -217,13 +216,14 @@ class BatchRunner:
         cached = len(key) - len(remaining)
         writer = None
         if self._disk_cache is not None:
-            stored = self._disk_cache.stored_prefix(key)
+            names = block_names(key)
+            stored = self._disk_cache.stored_prefix(names)
             if len(stored) * BLOCK > cached:
                 from_disk = self.model.make_cache()
                 loaded = self._disk_cache.load(stored, from_disk)
                 if loaded > cached:
                     cache, cached = from_disk, loaded
-            writer = BlockWriter(self._disk_cache, key, cached)
+            writer = BlockWriter(self._disk_cache, names, cached)
         sequence.cached_prompt_tokens = cached
         sequence.sampler.feed_prompt(sequence.prompt_tokens)
         sequence.drafter = self._drafter(sequence)
@@ -233,21 +233,29 @@ class BatchRunner:
     def _drafter(self, sequence: Sequence):
         """Where the sequence's drafts come from, when it decodes speculatively."""
         speculation = sequence.request.speculation
-        if not isinstance(self.model, TextModel):
-            return None  # images shift positions in ways one pass over drafts does not follow
+        if not self._per_token:
+            return None
         if speculation.draft_path is not None:
             model = self._draft_model(speculation.draft_path)
-            return Drafter(DraftModelDrafter(model, PREFILL_CHUNK))
+            return Drafter(DraftModelDrafter(model, PREFILL_CHUNK)) if model else None
         lookup = speculation.prompt_lookup
         if lookup or (lookup is None and self.prompt_lookup):
             return Drafter(PromptLookup())
         return None
 
-    def _draft_model(self, directory: str) -> TextModel:
+    def _draft_model(self, directory: str) -> TextModel | None:
+        """The draft model in `directory`, loaded on first use; None (no drafts) for one whose
+        recurrent state could not be taken back after a rejected draft."""
         if directory not in self._draft_models:
             from mlx_lm import load
 
-            self._draft_models[directory] = TextModel(load(directory)[0])
+            model = TextModel(load(directory)[0])
+            if not model.per_token_cache:
+                log.warning(
+                    "%s keeps recurrent state: it cannot draft, replies decode plainly", directory
+                )
+                model = None
+            self._draft_models[directory] = model
         return self._draft_models[directory]
 
     def _guarded(self, step, sequences: list[Sequence], *args) -> None:
