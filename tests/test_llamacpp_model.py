@@ -210,6 +210,20 @@ async def test_child_killed_mid_request_then_restarted(model):
     assert not process_exists(old_pid)
 
 
+async def test_calls_made_while_the_child_restarts_wait_for_it(model):
+    """Callers arriving while a new child is starting (alive, not yet answering) wait for it
+    rather than calling a child that has no address yet."""
+    old_pid = model.process.pid
+    os.kill(old_pid, signal.SIGKILL)
+    wait_until_gone(old_pid, timeout=5)
+    restarting = asyncio.create_task(model.tokenize("first"))
+    while model.process.pid in (None, old_pid) or not model.process.is_alive():
+        await asyncio.sleep(0.005)
+    assert not restarting.done(), "the new child answered before these callers came"
+    tokens = await asyncio.gather(*(model.tokenize(word) for word in ("second", "third")))
+    assert all(tokens) and await restarting
+
+
 def test_gguf_file_is_found_without_a_file_name(gguf_record, tmp_path):
     unnamed = ModelRecord(**{**gguf_record.__dict__, "gguf_file": ""})
     assert gguf_file_of(unnamed) == Path(gguf_record.path) / gguf_record.gguf_file

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -120,6 +121,47 @@ def test_a_child_killed_mid_stream_ends_the_stream_with_a_503_error(auto_server)
         model=DEFAULT_GGUF_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
     )
     assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def open_connections_to(port: int) -> int:
+    """Established TCP connections to a local port, from the kernel's table: a stopped server's
+    pending connections are there too."""
+    table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    fields = (line.split() for line in table)
+    return sum(f[3] == "01" and int(f[2].split(":")[1], 16) == port for f in fields)
+
+
+def test_a_tokenize_call_cut_off_by_the_childs_death_is_made_again_to_the_next_child(auto_server):
+    """A request whose tokenizing the child's death cut off is served by the next child:
+    that call changes nothing in the child, so it is safely made again."""
+    client = sdk(auto_server)
+    client.completions.create(model=DEFAULT_GGUF_ID, prompt=PROMPT, max_tokens=1)  # a live child
+    old_pid = llama_child(auto_server)
+    ready = re.findall(
+        rf"ready at http://127.0.0.1:(\d+) \(pid {old_pid}\)", auto_server.log_tail(400)
+    )
+    port = int(ready[-1])
+    replies = []
+    os.kill(old_pid, signal.SIGSTOP)  # it still accepts connections, and answers none
+    try:
+        request = threading.Thread(
+            target=lambda: replies.append(
+                client.completions.create(
+                    model=DEFAULT_GGUF_ID, prompt="A prompt never tokenized before", max_tokens=2
+                )
+            )
+        )
+        request.start()
+        deadline = time.monotonic() + 30
+        while not open_connections_to(port):
+            assert time.monotonic() < deadline, "the request never reached the child"
+            time.sleep(0.02)
+    finally:
+        os.kill(old_pid, signal.SIGKILL)
+    request.join(60)
+    assert replies and replies[0].choices[0].text, "the request failed with the child"
+    assert f"llama.cpp (pid {old_pid}) died during a request" in auto_server.log_tail(400)
+    assert llama_child(auto_server) != old_pid
 
 
 def stream_until(server: ServerProcess, killed: threading.Event, outcomes: list) -> None:

@@ -44,6 +44,10 @@ def embedding_args(context_length: int) -> tuple[str, ...]:
     return ("--embedding", "--pooling", "mean", "--batch-size", size, "--ubatch-size", size)
 
 
+class ChildStopped(EngineUnavailable):
+    """The llama.cpp child died while answering; the next call starts a new one."""
+
+
 class LlamaCppModel(EngineModel):
     engine_name = "llama.cpp"
 
@@ -213,10 +217,10 @@ class LlamaCppModel(EngineModel):
 
     async def engine_counters(self) -> dict[str, int]:
         """The child's own slot states: `sequences` it is processing now."""
-        if not self.process.is_alive():
+        if not self.process.is_ready():
             return {}  # reporting must not restart it
         try:
-            slots = await self._request("GET", "/slots")
+            slots = await self._request_once("GET", "/slots", None)
         except EngineError:
             return {}
         return {"sequences": sum(bool(slot.get("is_processing")) for slot in slots)}
@@ -244,6 +248,14 @@ class LlamaCppModel(EngineModel):
         return [marker for marker in grammar.markers if marker in single]
 
     async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One JSON call; these calls change nothing in the child, so one that the child's death
+        cut off is made again to its successor."""
+        try:
+            return await self._request_once(method, path, body)
+        except ChildStopped:
+            return await self._request_once(method, path, body)
+
+    async def _request_once(self, method: str, path: str, body: dict | None) -> dict:
         base_url = await self._running_url()
         async with self._engine_errors():
             return await client.request_json(
@@ -264,9 +276,9 @@ class LlamaCppModel(EngineModel):
         """The child's URL, restarting it first if it has died (once, however many callers)."""
         if self._closed:
             raise EngineUnavailable(f"model '{self.model_id}' has been unloaded")
-        if not self.process.is_alive():
+        if not self.process.is_ready():
             async with self._restart_lock:
-                if not self.process.is_alive():
+                if not self.process.is_ready():
                     logger.warning(
                         "llama.cpp for '%s' (pid %s) is not running; restarting it",
                         self.model_id,
@@ -279,6 +291,7 @@ class LlamaCppModel(EngineModel):
         return self.process.base_url
 
     async def _unavailable(self, exc: Exception | None) -> EngineUnavailable:
+        """The error for a lost connection: ChildStopped when the child has died."""
         pid = self.process.pid
         if self._closed:
             return EngineUnavailable(f"model '{self.model_id}' was unloaded during the request")
@@ -288,7 +301,7 @@ class LlamaCppModel(EngineModel):
                 pid,
                 self.process.log_tail(),
             )
-            return EngineUnavailable(
+            return ChildStopped(
                 f"the llama.cpp server (pid {pid}) stopped during the request; "
                 "it restarts on the next request"
             )

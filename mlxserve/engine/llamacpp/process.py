@@ -108,6 +108,7 @@ class LlamaServerProcess:
         self._reader: threading.Thread | None = None
         self._log_tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._announced_url: str | None = None
+        self._healthy = False  # /health has answered ok since this child started
 
     @property
     def backend(self) -> str:
@@ -119,6 +120,10 @@ class LlamaServerProcess:
 
     def is_alive(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
+
+    def is_ready(self) -> bool:
+        """Alive and past its health check: a child still starting has no usable URL yet."""
+        return self._healthy and self.is_alive()
 
     def log_tail(self) -> str:
         return "\n".join(self._log_tail)
@@ -171,6 +176,7 @@ class LlamaServerProcess:
         except BaseException:
             self.stop()
             raise
+        self._healthy = True
         logger.info(
             "llama.cpp ready at %s (pid %d) in %.1f s",
             self.base_url,
@@ -199,6 +205,7 @@ class LlamaServerProcess:
 
     def _reset(self) -> None:
         """Reap a previous child before starting a new one."""
+        self._healthy = False
         self.stop()
         self._log_tail.clear()
         self._announced_url = None
