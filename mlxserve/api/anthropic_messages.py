@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from quart import Blueprint, current_app, jsonify, request
 
@@ -94,9 +95,10 @@ class MessageBuilder:
     async def events(self, outputs: AsyncIterator[OutputEvent]) -> AsyncIterator[dict]:
         yield {"type": "message_start", "message": self.envelope([])}
         yield {"type": "ping"}
-        async for output in outputs:
-            for event in self.render(output):
-                yield event
+        async with aclosing(outputs):
+            async for output in outputs:
+                for event in self.render(output):
+                    yield event
 
     def render(self, output: OutputEvent) -> list[dict]:
         if isinstance(output, TextDelta):

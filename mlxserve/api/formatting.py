@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from json.encoder import encode_basestring
 
 from quart import Response, current_app, jsonify
@@ -152,24 +153,34 @@ async def stream_chunks(
 ) -> AsyncIterator[dict | str]:
     if shape.kind == "chat":
         yield shape.chunk(None, role=True)
-    async for event in events:
-        if isinstance(event, TextDelta):
-            yield shape.text_chunk_json(event.text)
-        elif isinstance(event, ReasoningDelta):
-            if shape.kind == "chat":  # a text completion has nowhere to put it
-                yield shape.chunk(None, reasoning=event.text)
-        elif isinstance(event, ToolCallStart):
-            call = {"index": event.index, "id": event.id, "type": "function"}
-            call["function"] = {"name": event.name, "arguments": ""}
-            yield shape.chunk(None, tool_calls=[call])
-        elif isinstance(event, ToolArgumentsDelta):
-            call = {"index": event.index, "function": {"arguments": event.delta}}
-            yield shape.chunk(None, tool_calls=[call])
-        elif isinstance(event, Finished):
-            added = extras(event.stats) if extras else {}
-            yield {**shape.chunk(None, finish_reason=event.finish_reason), **added}
-            if include_usage:
-                yield {**shape.usage_chunk(event.stats), **added}
+    async with aclosing(events):
+        async for event in events:
+            for chunk in _chunks_of(shape, event, include_usage, extras):
+                yield chunk
+
+
+def _chunks_of(
+    shape: ResponseShape, event: OutputEvent, include_usage: bool, extras: Extras | None
+) -> list[dict | str]:
+    if isinstance(event, TextDelta):
+        return [shape.text_chunk_json(event.text)]
+    if isinstance(event, ReasoningDelta):
+        # A text completion has nowhere to put it.
+        return [shape.chunk(None, reasoning=event.text)] if shape.kind == "chat" else []
+    if isinstance(event, ToolCallStart):
+        call = {"index": event.index, "id": event.id, "type": "function"}
+        call["function"] = {"name": event.name, "arguments": ""}
+        return [shape.chunk(None, tool_calls=[call])]
+    if isinstance(event, ToolArgumentsDelta):
+        call = {"index": event.index, "function": {"arguments": event.delta}}
+        return [shape.chunk(None, tool_calls=[call])]
+    if isinstance(event, Finished):
+        added = extras(event.stats) if extras else {}
+        chunks = [{**shape.chunk(None, finish_reason=event.finish_reason), **added}]
+        if include_usage:
+            chunks.append({**shape.usage_chunk(event.stats), **added})
+        return chunks
+    return []
 
 
 async def openai_response(

@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -238,18 +239,20 @@ class ChatReply:
             }
         yield {"type": "prompt_processing.start"}
         processing = True
-        async for output in outputs:
-            if processing:  # the first output comes once the prompt has been read
-                processing = False
-                yield {"type": "prompt_processing.end"}
-            for event in self._render(output):
-                yield event
+        async with aclosing(outputs):
+            async for output in outputs:
+                if processing:  # the first output comes once the prompt has been read
+                    processing = False
+                    yield {"type": "prompt_processing.end"}
+                for event in self._render(output):
+                    yield event
 
     async def in_band_errors(self, events: AsyncIterator[dict]) -> AsyncIterator[dict]:
         """A failure mid-stream becomes an `error` event, then chat.end with what was made."""
         try:
-            async for event in events:
-                yield event
+            async with aclosing(events):
+                async for event in events:
+                    yield event
         except Exception as exc:  # noqa: BLE001 - reported to the client in-band
             yield {"type": "error", "error": error_fields(from_exception(exc))}
             yield {"type": "chat.end", "result": self.result(None)}

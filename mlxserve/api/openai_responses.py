@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from quart import Blueprint, current_app, jsonify, request
 
@@ -102,9 +103,10 @@ class ResponseTurn:
         started = response_object(self.body, self.id, self.model, [], None)
         yield self.event("response.created", response=started)
         yield self.event("response.in_progress", response=started)
-        async for output in outputs:
-            for event in self.render(output):
-                yield event
+        async with aclosing(outputs):
+            async for output in outputs:
+                for event in self.render(output):
+                    yield event
 
     def render(self, output: OutputEvent) -> list[dict]:
         if isinstance(output, TextDelta):

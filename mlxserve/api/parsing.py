@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from typing import TypeVar
@@ -16,6 +17,10 @@ Model = TypeVar("Model", bound=BaseModel)
 
 async def parse_body(model: type[Model]) -> Model:
     raw = await request.get_data()
+    if asyncio.current_task().cancelling():
+        # Python 3.11's wait_for (Quart's body read) drops a cancel that comes as the body
+        # ends; a client gone by then must not start a generation nobody will read.
+        raise asyncio.CancelledError
     try:
         data = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 
 from quart import Response, make_response
 
@@ -32,8 +33,9 @@ async def sse_response(
 
     async def body():
         try:
-            async for payload in events:
-                yield encode(payload, named_events)
+            async with aclosing(events):  # a client that left stops the generation at once
+                async for payload in events:
+                    yield encode(payload, named_events)
         except Exception as exc:  # noqa: BLE001 - reported to the client in-band
             yield encode(error_body(from_exception(exc)), named_events)
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TypeVar
 
 from mlxserve.pipeline.errors import RequestError
@@ -31,8 +32,9 @@ async def within_deadline(
 ) -> AsyncIterator[T]:
     """`events` until the event loop's clock passes `deadline`, then a 504 RequestError."""
     if deadline is None:
-        async for event in events:
-            yield event
+        async with aclosing(events):
+            async for event in events:
+                yield event
         return
     task = asyncio.current_task()
     waiting = expired = False

@@ -4,6 +4,7 @@ non-streamed answer is the same events folded into one Completion."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from mlxserve.engine.base import GenerationStats
@@ -70,6 +71,7 @@ class Completion:
 
 async def fold(events: AsyncIterator[OutputEvent]) -> Completion:
     completion = Completion()
-    async for event in events:
-        completion.add(event)
+    async with aclosing(events):
+        async for event in events:
+            completion.add(event)
     return completion
