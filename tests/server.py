@@ -98,9 +98,12 @@ class ServerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_text(self) -> str:
         self.log.flush()
-        return "\n".join(Path(self.log.name).read_text().splitlines()[-lines:])
+        return Path(self.log.name).read_text()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def __enter__(self) -> ServerProcess:
         return self if self.process else self.start()

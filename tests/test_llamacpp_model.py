@@ -217,7 +217,9 @@ async def test_calls_made_while_the_child_restarts_wait_for_it(model):
     os.kill(old_pid, signal.SIGKILL)
     wait_until_gone(old_pid, timeout=5)
     restarting = asyncio.create_task(model.tokenize("first"))
+    deadline = time.monotonic() + 60
     while model.process.pid in (None, old_pid) or not model.process.is_alive():
+        assert time.monotonic() < deadline and not restarting.done(), "no new child started"
         await asyncio.sleep(0.005)
     assert not restarting.done(), "the new child answered before these callers came"
     tokens = await asyncio.gather(*(model.tokenize(word) for word in ("second", "third")))

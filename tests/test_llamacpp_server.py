@@ -138,7 +138,7 @@ def test_a_tokenize_call_cut_off_by_the_childs_death_is_made_again_to_the_next_c
     client.completions.create(model=DEFAULT_GGUF_ID, prompt=PROMPT, max_tokens=1)  # a live child
     old_pid = llama_child(auto_server)
     ready = re.findall(
-        rf"ready at http://127.0.0.1:(\d+) \(pid {old_pid}\)", auto_server.log_tail(400)
+        rf"ready at http://127.0.0.1:(\d+) \(pid {old_pid}\)", auto_server.log_text()
     )
     port = int(ready[-1])
     replies = []
