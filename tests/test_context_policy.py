@@ -9,7 +9,8 @@ import dataclasses
 import pytest
 
 from mlxserve.models.memory import estimate_memory
-from mlxserve.models.registry import ModelRegistry, RegistryOptions
+from mlxserve.models.options import RegistryOptions
+from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import write_manifest
 from tests.tiny_models import make_tiny_gemma
 

@@ -19,7 +19,7 @@ from mlxserve.engine.base import (
     InvalidRequest,
 )
 from mlxserve.engine.llamacpp.model import LlamaCppModel
-from mlxserve.models.registry import gguf_file_of
+from mlxserve.models.engines import gguf_file_of
 from mlxserve.models.store import ModelRecord
 from mlxserve.sampling.params import SamplingParams
 from tests.test_llamacpp_process import process_exists, wait_until_gone

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from mlxserve.api.app import AppConfig, create_app
-from mlxserve.models.registry import RegistryOptions
+from mlxserve.models.options import RegistryOptions
 from mlxserve.models.store import write_manifest
 from mlxserve.pipeline import logstream
 from tests.test_native_api import MODEL_FIELDS

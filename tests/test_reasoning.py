@@ -15,7 +15,8 @@ import openai
 import pytest
 
 from mlxserve.models.gguf_import import register_gguf
-from mlxserve.models.registry import ModelRegistry, RegistryOptions
+from mlxserve.models.options import RegistryOptions
+from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.events import ReasoningDelta, TextDelta, ToolCallStart
 from mlxserve.pipeline.output import OutputStage
 from mlxserve.pipeline.prepare import prepare

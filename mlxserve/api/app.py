@@ -25,7 +25,8 @@ from mlxserve.api.errors import register_error_handlers
 from mlxserve.api.guard import GuardOptions, has_key, install_guard
 from mlxserve.api.metrics import LoopStallMonitor
 from mlxserve.api.openapi import openapi_document
-from mlxserve.models.registry import ModelRegistry, RegistryOptions
+from mlxserve.models.options import RegistryOptions
+from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.prepare import ServerLimits
 
 log = logging.getLogger(__name__)

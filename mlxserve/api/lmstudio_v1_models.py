@@ -11,7 +11,9 @@ from pathlib import Path
 
 from mlxserve.engine.base import EngineError
 from mlxserve.gguf_header import read_scalar_fields
-from mlxserve.models.registry import LoadedModel, ModelRegistry, gguf_file_of
+from mlxserve.models.engines import gguf_file_of
+from mlxserve.models.loaded import LoadedModel
+from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import ModelRecord
 from mlxserve.models.templates import builtin_chat_template
 

@@ -4,7 +4,8 @@ objects that native generation responses add to the OpenAI fields."""
 from __future__ import annotations
 
 from mlxserve.engine.base import GenerationStats
-from mlxserve.models.registry import LoadedModel, ModelRegistry
+from mlxserve.models.loaded import LoadedModel
+from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import ModelRecord
 
 

@@ -13,7 +13,8 @@ from typing import NoReturn
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES
 from mlxserve.environment import env, env_flag
-from mlxserve.models.registry import DISK_CACHE_BYTES, MAX_QUEUED
+from mlxserve.models.loaded import MAX_QUEUED
+from mlxserve.models.options import DISK_CACHE_BYTES
 from mlxserve.models.store import default_models_dir
 from mlxserve.pipeline.images import MAX_IMAGE_BYTES, ImageLimits
 from mlxserve.pipeline.prepare import REQUEST_TIMEOUT
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlxserve.api.guard import GuardOptions
     from mlxserve.models.convert.writer import recover_interrupted
     from mlxserve.models.defaults import ensure_default_model, resolve_engine
-    from mlxserve.models.registry import RegistryOptions
+    from mlxserve.models.options import RegistryOptions
     from mlxserve.pipeline.prepare import ServerLimits
 
     models_dir = (args.models_dir or default_models_dir()).expanduser()

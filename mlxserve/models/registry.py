@@ -9,111 +9,21 @@ would not fit in memory is refused up front.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import importlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineError, EngineModel
+from mlxserve.engine.base import EngineModel
 from mlxserve.models import memory
 from mlxserve.models.catalog import ModelCatalog
+from mlxserve.models.engines import EngineStarter
+from mlxserve.models.loaded import LoadedModel, RegistryError
+from mlxserve.models.options import RegistryOptions
 from mlxserve.models.store import ModelRecord
 
 log = logging.getLogger(__name__)
 
-ENGINE_FOR_FORMAT = {"mlx": "mlx", "gguf": "llamacpp"}
 TTL_CHECK_SECONDS = 1.0
-MAX_QUEUED = 256  # requests per model waiting for a decoding slot before new ones get a 429
-QUEUE_FULL_RETRY_SECONDS = 2  # the Retry-After of a 429: about one short reply's time
-DISK_CACHE_BYTES = 4 * 1024**3  # long prompts' KV state each MLX model keeps on disk
-DISK_CACHE_FOLDER = ".prompt-cache"  # inside the store
-
-
-class RegistryError(EngineError):
-    def __init__(self, status: int, message: str, code: str, param: str = "model", headers=None):
-        super().__init__(message)
-        self.status, self.code, self.param = status, code, param
-        self.headers: dict[str, str] = headers or {}
-
-
-@dataclass
-class LoadedModel:
-    record: ModelRecord
-    engine: EngineModel
-    identifier: str  # the id clients use; the store id unless loaded under another name
-    ttl: float | None = None  # idle seconds before unloading
-    loaded_at: float = field(default_factory=time.time)
-    last_used: float = field(default_factory=time.monotonic)
-    jit: bool = False  # loaded because a request named it
-    memory_bytes: int = 0  # the estimate the load was admitted with
-    max_requests: int | None = None  # running and waiting at once; None: no bound
-    rejected_requests: int = 0  # refused because the queue was full
-    _active_requests: int = field(default=0, repr=False)
-
-    @property
-    def active_requests(self) -> int:
-        return self._active_requests
-
-    @active_requests.setter
-    def active_requests(self, count: int) -> None:
-        # The idle clock restarts whenever a request starts or ends.
-        self._active_requests = count
-        self.last_used = time.monotonic()
-
-    def admit(self) -> Callable[[], None]:
-        """Count a request in, or refuse it with a 429 when the model's queue is full; returns
-        the request's release, which counts it out once however often it is called."""
-        if self.max_requests is not None and self._active_requests >= self.max_requests:
-            self.rejected_requests += 1
-            raise RegistryError(
-                429,
-                f"model '{self.identifier}' has {self._active_requests} requests running or "
-                f"waiting, its limit (--max-queued); retry shortly",
-                "queue_full",
-                headers={"Retry-After": str(QUEUE_FULL_RETRY_SECONDS)},
-            )
-        self.active_requests += 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self.active_requests -= 1
-
-        return release
-
-    def idle_seconds(self, now: float | None = None) -> float:
-        if self._active_requests:
-            return 0.0
-        return max((now or time.monotonic()) - self.last_used, 0.0)
-
-    def is_expired(self, now: float | None = None) -> bool:
-        return (
-            self.ttl is not None
-            and not self._active_requests
-            and (self.idle_seconds(now) >= self.ttl)
-        )
-
-
-@dataclass
-class RegistryOptions:
-    engine: str = "auto"  # auto | mlx | llamacpp: which engines may load models
-    jit: bool = True  # load a stored model when a request names it
-    context_length: int | None = None
-    llama_server: Path | None = None
-    ttl: float | None = None  # default idle TTL for JIT-loaded models; None: never unload
-    max_loaded: int | None = None  # evict the least recently used idle model beyond this
-    prompt_cache_bytes: int = PROMPT_CACHE_BYTES  # per MLX model
-    max_queued: int | None = MAX_QUEUED  # waiting requests per model beyond its decoding slots
-    discover: bool = False  # also serve models found in the Hugging Face cache and LM Studio
-    prompt_lookup: bool = False  # decode speculatively from the prompt when a request does not say
-    disk_cache_bytes: int = DISK_CACHE_BYTES  # long prompts' KV state on disk; 0: none
-    max_batch_size: int | None = None  # MLX sequences decoded together; None: from memory
-    draft_model: str | None = None  # drafts for requests that name none (speculative decoding)
 
 
 class ModelRegistry:
@@ -121,6 +31,7 @@ class ModelRegistry:
         self.models_dir = models_dir
         self.options = options or RegistryOptions()
         self.catalog = ModelCatalog(models_dir, self.options.discover)
+        self.engines = EngineStarter(models_dir, self.options, self.catalog)
         self.loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task] = {}
         self._ttl_monitor: asyncio.Task | None = None
@@ -256,7 +167,8 @@ class ModelRegistry:
             log.info("evicting %s (least recently used) to load %s", victim.identifier, record.id)
             await self.unload(victim.identifier)
         try:
-            engine = await self._start_engine(record, context_length)
+            in_use = sum(m.memory_bytes for m in self.loaded.values())
+            engine = await self.engines.start(record, context_length, in_use)
         except RegistryError:
             raise
         except Exception as exc:  # a corrupt or truncated file: said plainly, the server stays up
@@ -297,84 +209,6 @@ class ModelRegistry:
                 "insufficient_memory",
             )
 
-    async def _start_engine(self, record: ModelRecord, context_length: int) -> EngineModel:
-        engine = ENGINE_FOR_FORMAT.get(record.format)
-        allowed = self.options.engine
-        if record.format == "hf":
-            raise RegistryError(
-                400,
-                f"model '{record.id}' is a Hugging Face checkpoint that needs converting first: "
-                f"mlxserve convert {record.path}",
-                "unsupported_model_format",
-            )
-        if engine is None or allowed not in ("auto", engine):
-            raise RegistryError(
-                400,
-                f"model '{record.id}' is in {record.format} format, which the {allowed} engine "
-                "does not serve (convert GGUF models with `mlxserve convert`)",
-                "unsupported_model_format",
-            )
-        embedding = record.type == "embeddings"
-        # An engine's first import (mlx-lm, transformers) takes about a second: in a thread, so
-        # the streams of models already loaded keep flowing.
-        if engine == "mlx" and embedding:
-            module = await _import("mlxserve.engine.mlx.embedding")
-            return await module.MLXEmbeddingModel.load(record.id, record.directory, context_length)
-        if engine == "mlx":
-            module = await _import("mlxserve.engine.mlx.model")
-            return await module.MLXModel.load(
-                record.directory,
-                context_length,
-                max_batch_size=self._mlx_batch_size(record, context_length),
-                prompt_cache_bytes=self.options.prompt_cache_bytes,
-                prompt_lookup=self.options.prompt_lookup,
-                disk_cache=await self._disk_cache(record),
-            )
-        module = await _import("mlxserve.engine.llamacpp.model")
-        return await module.LlamaCppModel.load(
-            record.id,
-            gguf_file_of(record),
-            context_length,
-            server_binary=self.options.llama_server,
-            parallel=memory.LLAMACPP_SLOTS,
-            embedding=embedding,
-            prompt_cache_bytes=self.options.prompt_cache_bytes,
-            mmproj=record.directory / record.mmproj_file if record.mmproj_file else None,
-            prompt_lookup=self.options.prompt_lookup,
-            draft=self._llamacpp_draft(record),
-        )
-
-    def _llamacpp_draft(self, record: ModelRecord) -> tuple[str, Path] | None:
-        """The server's draft model for a llama.cpp model: a GGUF of the same architecture
-        (llama.cpp refuses to start with a draft whose vocabulary differs)."""
-        name = self.options.draft_model
-        draft = self.catalog.find(name) if name else None
-        if draft is None or draft.format != "gguf" or record.type != "llm":
-            return None
-        if draft.architecture != record.architecture:
-            return None
-        return draft.id, gguf_file_of(draft)
-
-    def _mlx_batch_size(self, record: ModelRecord, context_length: int) -> int:
-        if self.options.max_batch_size:
-            return self.options.max_batch_size
-        in_use = sum(m.memory_bytes for m in self.loaded.values())
-        available = memory.available_memory_bytes(in_use)
-        cache_bytes = self.options.prompt_cache_bytes
-        return memory.mlx_batch_size(record, context_length, available, cache_bytes)
-
-    async def _disk_cache(self, record: ModelRecord):
-        """The model's prompt cache on disk, in the store: one folder per model and version of
-        its weights, so a changed model never reads another's state."""
-        if self.options.disk_cache_bytes <= 0:
-            return None
-        module = await _import("mlxserve.engine.mlx.disk_cache")
-        config = record.directory / "config.json"
-        version = f"{record.directory.resolve()}:{config.stat().st_mtime_ns}"
-        folder = hashlib.sha256(version.encode()).hexdigest()[:16]
-        directory = self.models_dir / DISK_CACHE_FOLDER / folder
-        return module.DiskPromptCache(directory, self.options.disk_cache_bytes)
-
     def _touch(self, loaded: LoadedModel) -> LoadedModel:
         loaded.last_used = time.monotonic()
         return loaded
@@ -385,18 +219,3 @@ class ModelRegistry:
         available = ", ".join(sorted(self.loaded))
         return f"model '{requested}' not found; loaded models: {available}"
 
-
-async def _import(module: str):
-    return await asyncio.to_thread(importlib.import_module, module)
-
-
-def gguf_file_of(record: ModelRecord) -> Path:
-    """The record's GGUF file; a directory holding exactly one .gguf needs no file name."""
-    candidates = (
-        [record.directory / record.gguf_file]
-        if record.gguf_file
-        else sorted(record.directory.glob("*.gguf"))
-    )
-    if record.format != "gguf" or len(candidates) != 1 or not candidates[0].is_file():
-        raise EngineError(f"model '{record.id}' has no single GGUF file in {record.directory}")
-    return candidates[0]

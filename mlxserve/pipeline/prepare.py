@@ -9,7 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlxserve.engine.base import IMAGE_MARKER, ContextLengthExceeded, GenerationRequest
-from mlxserve.models.registry import LoadedModel, ModelRegistry
+from mlxserve.models.loaded import LoadedModel
+from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import ModelRecord
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.errors import RequestError

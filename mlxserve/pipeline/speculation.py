@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mlxserve.engine.base import Speculation
-from mlxserve.models.registry import LoadedModel, ModelRegistry
+from mlxserve.models.loaded import LoadedModel
+from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.errors import RequestError
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from mlxserve.models.defaults import ensure_default_model
-from mlxserve.models.registry import DISK_CACHE_FOLDER
+from mlxserve.models.engines import DISK_CACHE_FOLDER
 from mlxserve.models.store import find_model
 from scripts.benchmarks.mlx_engine import BANNED, MlxLmServer
 from tests.server import ServerProcess

@@ -39,8 +39,8 @@ from mlxserve.engine.base import GenerationRequest
 from mlxserve.engine.llamacpp.model import LlamaCppModel
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.defaults import ensure_default_model
+from mlxserve.models.engines import gguf_file_of
 from mlxserve.models.memory import loaded_context_length
-from mlxserve.models.registry import gguf_file_of
 from mlxserve.models.store import ModelRecord, find_model
 from mlxserve.sampling.params import DEFAULT_REPEAT_PENALTY, SamplingParams
 from tests.server import ServerProcess

@@ -22,7 +22,7 @@ import orjson
 from mlxserve.engine.llamacpp import client
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.defaults import ensure_default_model
-from mlxserve.models.registry import gguf_file_of
+from mlxserve.models.engines import gguf_file_of
 from mlxserve.models.store import find_model
 
 TOKENS = 256

@@ -23,8 +23,8 @@ import httpx
 from mlxserve.engine.base import Grammar
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.defaults import ensure_default_model
+from mlxserve.models.engines import gguf_file_of
 from mlxserve.models.memory import loaded_context_length
-from mlxserve.models.registry import gguf_file_of
 from mlxserve.models.store import find_model
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.request import Constraints

@@ -1,0 +1,124 @@
+"""Starting a stored model on the engine that serves its format, with the server's options:
+batch size from memory, the disk prompt cache's folder, and the draft model."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+from pathlib import Path
+
+from mlxserve.engine.base import EngineError, EngineModel
+from mlxserve.models import memory
+from mlxserve.models.catalog import ModelCatalog
+from mlxserve.models.loaded import RegistryError
+from mlxserve.models.options import RegistryOptions
+from mlxserve.models.store import ModelRecord
+
+ENGINE_FOR_FORMAT = {"mlx": "mlx", "gguf": "llamacpp"}
+DISK_CACHE_FOLDER = ".prompt-cache"  # inside the store
+
+
+class EngineStarter:
+    def __init__(self, models_dir: Path, options: RegistryOptions, catalog: ModelCatalog):
+        self.models_dir, self.options, self.catalog = models_dir, options, catalog
+
+    async def start(
+        self, record: ModelRecord, context_length: int, in_use_bytes: int
+    ) -> EngineModel:
+        """`in_use_bytes`: what the models already loaded take, for sizing the MLX batch."""
+        engine = self._engine_for(record)
+        embedding = record.type == "embeddings"
+        # An engine's first import (mlx-lm, transformers) takes about a second: in a thread, so
+        # the streams of models already loaded keep flowing.
+        if engine == "mlx" and embedding:
+            module = await _import("mlxserve.engine.mlx.embedding")
+            return await module.MLXEmbeddingModel.load(record.id, record.directory, context_length)
+        if engine == "mlx":
+            module = await _import("mlxserve.engine.mlx.model")
+            return await module.MLXModel.load(
+                record.directory,
+                context_length,
+                max_batch_size=self._mlx_batch_size(record, context_length, in_use_bytes),
+                prompt_cache_bytes=self.options.prompt_cache_bytes,
+                prompt_lookup=self.options.prompt_lookup,
+                disk_cache=await self._disk_cache(record),
+            )
+        module = await _import("mlxserve.engine.llamacpp.model")
+        return await module.LlamaCppModel.load(
+            record.id,
+            gguf_file_of(record),
+            context_length,
+            server_binary=self.options.llama_server,
+            parallel=memory.LLAMACPP_SLOTS,
+            embedding=embedding,
+            prompt_cache_bytes=self.options.prompt_cache_bytes,
+            mmproj=record.directory / record.mmproj_file if record.mmproj_file else None,
+            prompt_lookup=self.options.prompt_lookup,
+            draft=self._llamacpp_draft(record),
+        )
+
+    def _engine_for(self, record: ModelRecord) -> str:
+        engine = ENGINE_FOR_FORMAT.get(record.format)
+        allowed = self.options.engine
+        if record.format == "hf":
+            raise RegistryError(
+                400,
+                f"model '{record.id}' is a Hugging Face checkpoint that needs converting first: "
+                f"mlxserve convert {record.path}",
+                "unsupported_model_format",
+            )
+        if engine is None or allowed not in ("auto", engine):
+            raise RegistryError(
+                400,
+                f"model '{record.id}' is in {record.format} format, which the {allowed} engine "
+                "does not serve (convert GGUF models with `mlxserve convert`)",
+                "unsupported_model_format",
+            )
+        return engine
+
+    def _llamacpp_draft(self, record: ModelRecord) -> tuple[str, Path] | None:
+        """The server's draft model for a llama.cpp model: a GGUF of the same architecture
+        (llama.cpp refuses to start with a draft whose vocabulary differs)."""
+        name = self.options.draft_model
+        draft = self.catalog.find(name) if name else None
+        if draft is None or draft.format != "gguf" or record.type != "llm":
+            return None
+        if draft.architecture != record.architecture:
+            return None
+        return draft.id, gguf_file_of(draft)
+
+    def _mlx_batch_size(self, record: ModelRecord, context_length: int, in_use: int) -> int:
+        if self.options.max_batch_size:
+            return self.options.max_batch_size
+        available = memory.available_memory_bytes(in_use)
+        cache_bytes = self.options.prompt_cache_bytes
+        return memory.mlx_batch_size(record, context_length, available, cache_bytes)
+
+    async def _disk_cache(self, record: ModelRecord):
+        """The model's prompt cache on disk, in the store: one folder per model and version of
+        its weights, so a changed model never reads another's state."""
+        if self.options.disk_cache_bytes <= 0:
+            return None
+        module = await _import("mlxserve.engine.mlx.disk_cache")
+        config = record.directory / "config.json"
+        version = f"{record.directory.resolve()}:{config.stat().st_mtime_ns}"
+        folder = hashlib.sha256(version.encode()).hexdigest()[:16]
+        directory = self.models_dir / DISK_CACHE_FOLDER / folder
+        return module.DiskPromptCache(directory, self.options.disk_cache_bytes)
+
+
+async def _import(module: str):
+    return await asyncio.to_thread(importlib.import_module, module)
+
+
+def gguf_file_of(record: ModelRecord) -> Path:
+    """The record's GGUF file; a directory holding exactly one .gguf needs no file name."""
+    candidates = (
+        [record.directory / record.gguf_file]
+        if record.gguf_file
+        else sorted(record.directory.glob("*.gguf"))
+    )
+    if record.format != "gguf" or len(candidates) != 1 or not candidates[0].is_file():
+        raise EngineError(f"model '{record.id}' has no single GGUF file in {record.directory}")
+    return candidates[0]
