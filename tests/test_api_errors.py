@@ -89,7 +89,7 @@ def test_sdk_raises_typed_errors_and_server_survives(client, model_id):
 def test_a_prompt_that_fills_the_context_is_400_even_when_streamed(
     server, model_id, path, param, stream
 ):
-    long_text = "word " * 5000  # past the server's 4096-token context
+    long_text = "word " * 40000  # past the model's whole 32768-token context
     inputs = {
         "/v1/chat/completions": {"messages": [{"role": "user", "content": long_text}]},
         "/v1/completions": {"prompt": long_text},
@@ -99,7 +99,8 @@ def test_a_prompt_that_fills_the_context_is_400_even_when_streamed(
     response = post(server, path, body)
     assert_error(response, 400, param)
     assert response.json()["error"]["code"] == "context_length_exceeded"
-    assert "4096-token context" in response.json()["error"]["message"]
+    message = response.json()["error"]["message"]
+    assert "32768-token context" in message and "the model's maximum context" in message
 
 
 def test_images_to_a_text_model_are_400(server, model_id):

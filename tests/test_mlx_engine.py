@@ -178,3 +178,31 @@ def test_visible_special_tokens_keep_their_text(tiny):
     (hidden, stats), (shown, _) = run(both())
     assert stats.completion_tokens == 2 and hidden == ""
     assert shown == "<unk><unk>"
+
+
+def test_memory_bounds_the_batch_by_the_tokens_each_sequence_may_hold(tiny):
+    """Each sequence counts its prompt and its longest reply against the KV budget: with room
+    for two such sequences, four requests decode two at a time, with the same answers."""
+    prompts = [f"w{n} w{n + 1} w{n + 2} w{n + 3}" for n in (40, 50, 60, 70)]
+
+    async def longest_tokens():
+        model = await MLXModel.load(tiny.directory, 512)
+        try:
+            return max([len(await model.tokenize(p)) for p in prompts]) + 24
+        finally:
+            await model.close()
+
+    longest = run(longest_tokens())
+
+    async def together(budget):
+        model = await MLXModel.load(tiny.directory, 512, kv_budget_tokens=budget)
+        try:
+            results = await asyncio.gather(*(collect(model, p, max_tokens=24) for p in prompts))
+            return [text for text, _ in results], (await model.engine_counters())["most_decoding"]
+        finally:
+            await model.close()
+
+    bounded, most_bounded = run(together(2 * longest + 1))
+    free, most_free = run(together(None))
+    assert (most_bounded, most_free) == (2, 4)
+    assert bounded == free == [text for text, _ in run(one_at_a_time(tiny, prompts, max_tokens=24))]

@@ -57,10 +57,6 @@ def test_kv_cache_of_the_real_gguf_follows_its_header(tmp_path):
     assert estimate.total_bytes == sum(
         (estimate.weights_bytes, estimate.kv_cache_bytes, estimate.overhead_bytes)
     )
-    # No context asked for: the engines' default, capped by the model's maximum.
-    assert memory.estimate_memory(record).context_length == 4096
-    small = dataclasses.replace(record, max_context_length=1024)
-    assert memory.estimate_memory(small, 8192).context_length == 1024
 
 
 def test_kv_cache_of_an_mlx_model_follows_its_config(tmp_path):

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--context-length",
         type=int,
         default=env("CONTEXT_LENGTH"),
-        help="context tokens per loaded model (default 4096, capped by the model)",
+        help="context tokens per loaded model, fixed (default: the model's trained maximum when "
+        "memory holds it, else the longest that fits; a longer prompt reloads the model)",
     )
     parser.add_argument(
         "--llama-server",
@@ -132,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch-size",
         type=int,
         default=env("MAX_BATCH_SIZE"),
-        help="sequences an MLX model decodes together (default: as many as half the free memory "
-        "holds at the full context, at most 64)",
+        help="sequences an MLX model decodes together (default 64; fewer when half the free "
+        "memory cannot hold their prompts and longest replies)",
     )
     parser.add_argument(
         "--disk-cache-bytes",

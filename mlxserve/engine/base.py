@@ -55,6 +55,7 @@ class ContextLengthExceeded(InvalidRequest):
             param="messages",
         )
         self.code = "context_length_exceeded"
+        self.prompt_tokens, self.context_length = prompt_tokens, context_length
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,15 @@ class EngineStarter:
             return await module.MLXEmbeddingModel.load(record.id, record.directory, context_length)
         if engine == "mlx":
             module = await _import("mlxserve.engine.mlx.model")
+            available = memory.available_memory_bytes(in_use_bytes)
+            cache_bytes = self.options.prompt_cache_bytes
+            budget = memory.mlx_kv_budget_tokens(record, context_length, available, cache_bytes)
             return await module.MLXModel.load(
                 record.directory,
                 context_length,
-                max_batch_size=self._mlx_batch_size(record, context_length, in_use_bytes),
-                prompt_cache_bytes=self.options.prompt_cache_bytes,
+                max_batch_size=self._mlx_batch_size(budget),
+                kv_budget_tokens=budget,
+                prompt_cache_bytes=cache_bytes,
                 prompt_lookup=self.options.prompt_lookup,
                 disk_cache=await self._disk_cache(record),
             )
@@ -88,12 +92,11 @@ class EngineStarter:
             return None
         return draft.id, gguf_file_of(draft)
 
-    def _mlx_batch_size(self, record: ModelRecord, context_length: int, in_use: int) -> int:
+    def _mlx_batch_size(self, kv_budget_tokens: int | None) -> int:
+        """Sequences decoded together at most; memory bounds them further by their tokens."""
         if self.options.max_batch_size:
             return self.options.max_batch_size
-        available = memory.available_memory_bytes(in_use)
-        cache_bytes = self.options.prompt_cache_bytes
-        return memory.mlx_batch_size(record, context_length, available, cache_bytes)
+        return memory.MAX_MLX_BATCH if kv_budget_tokens else memory.DEFAULT_MLX_BATCH
 
     async def _disk_cache(self, record: ModelRecord):
         """The model's prompt cache on disk, in the store: one folder per model and version of

@@ -20,7 +20,11 @@ from mlxserve.gguf_header import read_scalar_fields
 from mlxserve.models.store import ModelRecord
 
 MEMORY_LIMIT_ENV = "MLXSERVE_MEMORY_LIMIT_BYTES"
-DEFAULT_CONTEXT_LENGTH = 4096  # what both engines load when neither request nor server sets one
+DEFAULT_CONTEXT_LENGTH = 4096  # for a model whose trained maximum is unknown
+# An automatic context may plan on this share of the available memory (weights, KV for every
+# slot, overhead); the rest stays for the system, activations and the prompt cache.
+CONTEXT_MEMORY_SHARE = 0.75
+CONTEXT_STEP = 1024  # a context sized down to fit memory is a multiple of this
 # Activations, scratch buffers and the runtime itself: a fixed part plus a share of the weights.
 FIXED_OVERHEAD_BYTES = 256 * 1024**2
 WEIGHTS_OVERHEAD_RATIO = 0.10
@@ -46,25 +50,68 @@ class MemoryEstimate:
         return self.weights_bytes + self.kv_cache_bytes + self.overhead_bytes
 
 
-def loaded_context_length(record: ModelRecord, requested: int | None) -> int:
-    """The one context policy for every engine and the memory estimate: the requested length
-    (a load request's, else the server's --context-length), else 4096, never beyond what the
-    model was trained for when that is known."""
-    context = requested or DEFAULT_CONTEXT_LENGTH
-    return min(context, record.max_context_length) if record.max_context_length else context
+@dataclass(frozen=True)
+class ContextChoice:
+    length: int
+    reason: str  # why this length, for the load's log line
+
+
+def choose_context_length(
+    record: ModelRecord, requested: int | None, available: int | None
+) -> ContextChoice:
+    """The one context policy for every engine: a requested length (a load request's, else
+    the server's --context-length) capped by the model's trained maximum; else that maximum
+    when its estimate, KV for every slot counted, fits the memory share; else the largest
+    length that fits; never below the old fixed default, which the memory check then judges."""
+    trained = record.max_context_length
+    if requested:
+        if trained and requested > trained:
+            return ContextChoice(trained, f"{requested} requested, capped by the model's maximum")
+        return ContextChoice(requested, "requested")
+    if not trained:
+        return ContextChoice(DEFAULT_CONTEXT_LENGTH, "the model's maximum is unknown")
+    if available is None:
+        return ContextChoice(trained, "the model's maximum; free memory unknown")
+    budget = int(available * CONTEXT_MEMORY_SHARE)
+    full = estimate_memory(record, trained)
+    if full.total_bytes <= budget:
+        return ContextChoice(
+            trained,
+            f"the model's maximum: ~{format_gib(full.total_bytes)} GiB of "
+            f"{format_gib(available)} GiB available",
+        )
+    fitting = _largest_fitting_context(record, budget)
+    return ContextChoice(
+        max(fitting, min(DEFAULT_CONTEXT_LENGTH, trained)),
+        f"the model's maximum {trained} would need ~{format_gib(full.total_bytes)} GiB, "
+        f"{format_gib(available)} GiB available: the largest context that fits",
+    )
+
+
+def _largest_fitting_context(record: ModelRecord, budget: int) -> int:
+    """The estimate grows by the same KV bytes with every token of context."""
+    base = estimate_memory(record, 0).total_bytes
+    per_token = estimate_memory(record, 1).total_bytes - base
+    if per_token <= 0 or budget <= base:
+        return 0
+    return (budget - base) // per_token // CONTEXT_STEP * CONTEXT_STEP
+
+
+def automatic_context_length(record: ModelRecord) -> int:
+    """The context a model loads with when nothing asks for one, on this machine now."""
+    return choose_context_length(record, None, available_memory_bytes()).length
 
 
 # llama.cpp allocates the KV cache of every slot at start (mlxserve starts it with 4); MLX grows
 # its cache with the tokens each sequence really holds, so one full context is counted for it.
 LLAMACPP_SLOTS = 4
-DEFAULT_MLX_BATCH = 8  # when the free memory cannot be told
+DEFAULT_MLX_BATCH = 8  # when the free memory cannot be told, so no KV budget bounds the batch
 # A decode step's time grows with its rows: past this many, each stream's tokens would come too
 # slowly to read as they arrive, so further requests wait instead.
 MAX_MLX_BATCH = 64
 
 
-def estimate_memory(record: ModelRecord, context_length: int | None = None) -> MemoryEstimate:
-    context = loaded_context_length(record, context_length)
+def estimate_memory(record: ModelRecord, context: int) -> MemoryEstimate:
     sequences = LLAMACPP_SLOTS if record.format == "gguf" else 1
     weights = record.size_bytes
     shape = attention_shape(record)
@@ -77,18 +124,19 @@ def estimate_memory(record: ModelRecord, context_length: int | None = None) -> M
     return MemoryEstimate(weights, kv_cache, overhead, context)
 
 
-def mlx_batch_size(
+def mlx_kv_budget_tokens(
     record: ModelRecord, context_length: int, available: int | None, prompt_cache_bytes: int
-) -> int:
-    """Sequences the MLX engine decodes together: as many as half the memory left after the
-    model's estimate (which counts one full context) and its prompt cache can hold the KV state
-    of, each at the full loaded context. The other half stays free for activations and the rest
-    of the machine."""
+) -> int | None:
+    """KV tokens the MLX engine's batch may hold together: one full context (counted in the
+    model's estimate) plus as many as half the memory left after that estimate and the prompt
+    cache holds. The other half stays free for activations and the rest of the machine. None
+    when the free memory cannot be told."""
     estimate = estimate_memory(record, context_length)
-    if available is None or estimate.kv_cache_bytes == 0:
-        return DEFAULT_MLX_BATCH
-    spare = (available - estimate.total_bytes - prompt_cache_bytes) // 2
-    return max(1, min(MAX_MLX_BATCH, 1 + spare // estimate.kv_cache_bytes))
+    per_token = estimate_memory(record, 1).kv_cache_bytes
+    if available is None or per_token == 0:
+        return None
+    spare = max(available - estimate.total_bytes - prompt_cache_bytes, 0) // 2
+    return context_length + spare // per_token
 
 
 def kv_element_bytes(record: ModelRecord) -> int:

@@ -9,6 +9,7 @@ would not fit in memory is refused up front.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from mlxserve.models.store import ModelRecord
 log = logging.getLogger(__name__)
 
 TTL_CHECK_SECONDS = 1.0
+RESIZE_POLL_SECONDS = 0.05  # how often a reload for a longer context checks for idleness
 
 
 class ModelRegistry:
@@ -34,6 +36,7 @@ class ModelRegistry:
         self.engines = EngineStarter(models_dir, self.options, self.catalog)
         self.loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task] = {}
+        self._resizing: dict[str, asyncio.Task] = {}  # reloads with a longer context
         self._ttl_monitor: asyncio.Task | None = None
 
     @property
@@ -59,6 +62,7 @@ class ModelRegistry:
         """Route a request's `model` value: an exact id, else the only loaded model, else 404.
 
         `ttl` (the request's field) applies when this request is what loads the model."""
+        await self._resizes_done()
         if requested in self.loaded:
             return self._touch(self.loaded[requested])
         if requested in self._loading:
@@ -99,11 +103,10 @@ class ModelRegistry:
         if record is None:
             raise RegistryError(404, self._not_found_message(model_id), "model_not_found")
         requested = context_length or self.options.context_length
-        context_length = memory.loaded_context_length(record, requested)
-        task = asyncio.create_task(self._make_room_and_start(record, context_length))
+        task = asyncio.create_task(self._make_room_and_start(record, requested))
         self._loading[identifier] = task
         try:
-            engine, needed = await task
+            engine, needed, reason = await task
         finally:
             del self._loading[identifier]
         loaded = LoadedModel(record, engine, identifier, ttl, jit=jit, memory_bytes=needed)
@@ -112,13 +115,74 @@ class ModelRegistry:
         self.loaded[identifier] = loaded
         self._start_ttl_monitor()
         log.info(
-            "loaded %s on %s (context %d, ttl %s)",
+            "loaded %s on %s (context %d: %s; ttl %s)",
             identifier,
             engine.engine_name,
             engine.context_length,
+            reason,
             "none" if ttl is None else f"{ttl:g} s",
         )
         return loaded
+
+    async def grow_context(
+        self, loaded: LoadedModel, prompt_tokens: int, param: str
+    ) -> LoadedModel:
+        """The model reloaded with a context that holds a prompt of `prompt_tokens` and a reply,
+        once the requests on its present context are done; a 400 saying why when it cannot be:
+        --context-length was set, the model's maximum is shorter, or memory allows no more."""
+        task = self._resizing.get(loaded.identifier)
+        if task is None:
+            task = asyncio.create_task(self._reload_longer(loaded, prompt_tokens, param))
+            self._resizing[loaded.identifier] = task
+            task.add_done_callback(lambda _: self._resizing.pop(loaded.identifier, None))
+        return await asyncio.shield(task)
+
+    async def _reload_longer(self, loaded: LoadedModel, prompt_tokens: int, param: str):
+        record, context = loaded.record, loaded.engine.context_length
+        trained = record.max_context_length
+
+        def refused(why: str) -> RegistryError:
+            message = f"the prompt has {prompt_tokens} tokens, which leaves no room in the "
+            message += f"model's {context}-token context; {why}"
+            return RegistryError(400, message, "context_length_exceeded", param=param)
+
+        if self.options.context_length:
+            most = f" (the model's maximum is {trained})" if trained else ""
+            raise refused(f"the server's --context-length sets it: raise it{most}")
+        if not trained or prompt_tokens >= trained:
+            raise refused(f"the model's maximum context is {trained or 'unknown'}")
+        while loaded.active_requests:  # requests on the present context finish first
+            await asyncio.sleep(RESIZE_POLL_SECONDS)
+        choice = memory.choose_context_length(
+            record, None, self._available_bytes(loaded.memory_bytes)
+        )
+        if choice.length <= prompt_tokens:
+            raise refused(
+                f"memory allows at most {choice.length} tokens ({choice.reason}); "
+                "free memory, or set --context-length"
+            )
+        log.info(
+            "reloading %s with a %d-token context for a %d-token prompt (was %d)",
+            loaded.identifier,
+            choice.length,
+            prompt_tokens,
+            context,
+        )
+        if self.loaded.get(loaded.identifier) is loaded:
+            await self.unload(loaded.identifier)
+        return await self.load(
+            record.id,
+            context_length=choice.length,
+            ttl=loaded.ttl,
+            identifier=loaded.identifier,
+            jit=loaded.jit,
+        )
+
+    async def _resizes_done(self) -> None:
+        """Wait for reloads in progress, so no new request keeps an old context busy."""
+        for task in list(self._resizing.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
 
     async def unload(self, identifier: str) -> None:
         loaded = self.loaded.pop(identifier, None)
@@ -156,12 +220,15 @@ class ModelRegistry:
                 log.exception("unloading an idle model failed")
 
     async def _make_room_and_start(
-        self, record: ModelRecord, context_length: int
-    ) -> tuple[EngineModel, int]:
-        """Check memory (counting what evictions would free), evict, then start the engine."""
+        self, record: ModelRecord, requested: int | None
+    ) -> tuple[EngineModel, int, str]:
+        """Choose the context, check memory (counting what evictions would free), evict, then
+        start the engine; returns it, its estimate and why its context is what it is."""
         victims = self._eviction_victims()
-        estimate = memory.estimate_memory(record, context_length)
         freed = sum(victim.memory_bytes for victim in victims)
+        choice = memory.choose_context_length(record, requested, self._available_bytes(freed))
+        context_length = choice.length
+        estimate = memory.estimate_memory(record, context_length)
         self._check_memory(record, estimate.total_bytes, freed)
         for victim in victims:
             log.info("evicting %s (least recently used) to load %s", victim.identifier, record.id)
@@ -175,7 +242,7 @@ class ModelRegistry:
             log.exception("loading %s failed", record.id)
             message = f"model '{record.id}' could not be loaded from {record.directory}: {exc}"
             raise RegistryError(500, message, "model_load_failed") from exc
-        return engine, estimate.total_bytes
+        return engine, estimate.total_bytes, choice.reason
 
     def _eviction_victims(self) -> list[LoadedModel]:
         limit = self.options.max_loaded
@@ -194,13 +261,18 @@ class ModelRegistry:
             )
         return idle[:excess]
 
-    def _check_memory(self, record: ModelRecord, needed: int, freed: int) -> None:
+    def _available_bytes(self, freed: int = 0) -> int | None:
+        """Memory a model may use once models taking `freed` bytes are unloaded."""
         in_use = sum(m.memory_bytes for m in self.loaded.values()) - freed
         available = memory.available_memory_bytes(in_use)
+        if available is not None and memory.memory_limit_bytes() is None:
+            available += freed  # the system figure does not yet count what unloading frees
+        return available
+
+    def _check_memory(self, record: ModelRecord, needed: int, freed: int) -> None:
+        available = self._available_bytes(freed)
         if available is None:
             return
-        if memory.memory_limit_bytes() is None:
-            available += freed  # the system figure does not yet count what eviction frees
         if needed > available:
             raise RegistryError(
                 507,
@@ -218,4 +290,3 @@ class ModelRegistry:
             return f"model '{requested}' not found, and no model is loaded"
         available = ", ".join(sorted(self.loaded))
         return f"model '{requested}' not found; loaded models: {available}"
-

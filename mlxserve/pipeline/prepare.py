@@ -65,6 +65,25 @@ async def prepare(
     if _image_parts(request) and (record := registry.route(request.model)) is not None:
         _check_vision(record)  # refused before any model loads for it
     loaded = _generative(await registry.resolve(request.model, ttl=request.ttl))
+    try:
+        prepared = await _prepare_on(registry, loaded, request, limits)
+    except ContextLengthExceeded as exc:
+        # A prompt beyond the loaded context but within the model's maximum: the model is
+        # reloaded with a longer context where memory allows (else a 400 that says why).
+        param = request.prompt_param
+        loaded = await registry.grow_context(loaded, exc.prompt_tokens, param)
+        prepared = await _prepare_on(registry, loaded, request, limits)
+    if limits.request_timeout:
+        prepared.deadline = started + limits.request_timeout
+        prepared.timeout = limits.request_timeout
+    # Should a client leave before generation starts, the request still leaves the queue.
+    weakref.finalize(prepared, prepared.release)
+    return prepared
+
+
+async def _prepare_on(
+    registry: ModelRegistry, loaded: LoadedModel, request: GenerateRequest, limits: ServerLimits
+) -> Prepared:
     speculation = resolve_speculation(registry, loaded, request.speculation)
     release = loaded.admit()
     try:
@@ -73,11 +92,6 @@ async def prepare(
     except BaseException:
         release()
         raise
-    if limits.request_timeout:
-        prepared.deadline = started + limits.request_timeout
-        prepared.timeout = limits.request_timeout
-    # Should a client leave before generation starts, the request still leaves the queue.
-    weakref.finalize(prepared, release)
     return prepared
 
 

@@ -40,7 +40,7 @@ from mlxserve.engine.llamacpp.model import LlamaCppModel
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.defaults import ensure_default_model
 from mlxserve.models.engines import gguf_file_of
-from mlxserve.models.memory import loaded_context_length
+from mlxserve.models.memory import automatic_context_length
 from mlxserve.models.store import ModelRecord, find_model
 from mlxserve.sampling.params import DEFAULT_REPEAT_PENALTY, SamplingParams
 from tests.server import ServerProcess
@@ -110,7 +110,7 @@ class EngineTarget:
     def __init__(self, record: ModelRecord):
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        context = loaded_context_length(record, None)
+        context = automatic_context_length(record)
         load = LlamaCppModel.load(record.id, gguf_file_of(record), context, parallel=PARALLEL)
         self.model = self.call(load)
 
@@ -226,7 +226,7 @@ def direct_server(record: ModelRecord) -> LlamaServerProcess:
     """A llama.cpp server with the options mlxserve's engine starts its child with."""
     return LlamaServerProcess(
         record.directory / record.gguf_file,
-        context_length=loaded_context_length(record, None),
+        context_length=automatic_context_length(record),
         parallel=PARALLEL,
     )
 

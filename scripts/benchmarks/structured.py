@@ -24,7 +24,7 @@ from mlxserve.engine.base import Grammar
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.defaults import ensure_default_model
 from mlxserve.models.engines import gguf_file_of
-from mlxserve.models.memory import loaded_context_length
+from mlxserve.models.memory import automatic_context_length
 from mlxserve.models.store import find_model
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.request import Constraints
@@ -135,7 +135,7 @@ def run(args) -> dict:
             f"free {found['free_tps']:.2f} tok/s, ratio {found['ratio']:.3f}"
         )
     record = find_model(models_dir, ensure_default_model(models_dir, "llamacpp"))
-    context = loaded_context_length(record, None)
+    context = automatic_context_length(record)
     with LlamaServerProcess(gguf_file_of(record), context_length=context, parallel=4) as direct:
         direct_tps = direct_json_schema(direct.base_url, repeats)
     ours = results["llamacpp"]["constrained_tps"]

@@ -57,11 +57,14 @@ class MLXModel(EngineModel):
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
         prompt_lookup: bool = False,
         disk_cache: DiskPromptCache | None = None,
+        kv_budget_tokens: int | None = None,
     ) -> MLXModel:
         """Load an MLX model directory; `context_length` is decided by the caller's policy."""
         config = json.loads((path / "config.json").read_text())
         load = functools.partial(_load_weights, path, config)
-        runner = BatchRunner(load, max_batch_size, prompt_cache_bytes, prompt_lookup, disk_cache)
+        runner = BatchRunner(
+            load, max_batch_size, prompt_cache_bytes, prompt_lookup, disk_cache, kv_budget_tokens
+        )
         model, tokenizer = await asyncio.wrap_future(runner.start())
         return cls(runner, tokenizer, config, context_length)
 

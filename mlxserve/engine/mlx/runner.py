@@ -45,11 +45,16 @@ class BatchRunner:
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
         prompt_lookup: bool = False,
         disk_cache: DiskPromptCache | None = None,
+        kv_budget_tokens: int | None = None,
     ):
         # Called on the runner thread; returns (model, tokenizer), the model a TextModel or a
         # VisionLanguageModel.
         self._load_model = load_model
         self.max_batch_size = max_batch_size
+        # KV tokens memory holds for the batch: each sequence counts its prompt and its longest
+        # reply, so long agent prompts decode fewer at a time than short chats. None: no bound.
+        self.kv_budget_tokens = kv_budget_tokens
+        self.most_decoding = 0  # the largest batch decoded so far
         self.prompt_lookup = prompt_lookup  # for requests that do not say
         self._draft_models: dict[str, TextModel | None] = {}  # by directory
         self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
@@ -90,6 +95,7 @@ class BatchRunner:
         return {
             "sequences": self.active_count,
             "decoding": len(self._active),
+            "most_decoding": self.most_decoding,
             "tokens_sampled": self.tokens_sampled,
             "sequences_cancelled": self.sequences_cancelled,
             "max_tokens_after_cancel": self.max_tokens_after_cancel,
@@ -123,7 +129,7 @@ class BatchRunner:
             self._disk_cache = None
         while self._collect_new(block=not self._active and self._prefilling is None):
             self._drop_cancelled_waiting()
-            if self._prefilling is None and self._waiting and self._has_room:
+            if self._prefilling is None and self._waiting and self._fits([self._waiting[0]]):
                 group = self._short_prompts()
                 if len(group) > 1:
                     self._guarded(self._prefill_group, group, group)
@@ -157,20 +163,27 @@ class BatchRunner:
                     self._count_cancelled(sequence)
             self._waiting = [s for s in self._waiting if not s.cancelled.is_set()]
 
-    @property
-    def _has_room(self) -> bool:
-        return len(self._active) < self.max_batch_size
+    def _fits(self, newcomers: list[Sequence]) -> bool:
+        """Whether the batch has places for `newcomers` and memory for their KV beside what
+        the admitted sequences may grow to; an empty batch always takes one."""
+        if len(self._active) + len(newcomers) > self.max_batch_size:
+            return False
+        if self.kv_budget_tokens is None or (not self._active and len(newcomers) == 1):
+            return True
+        reserved = sum(s.longest_tokens for s in [*self._active, *newcomers])
+        return reserved <= self.kv_budget_tokens
 
     def _short_prompts(self) -> list[Sequence]:
         """Waiting sequences, in order, whose prompts are short enough to read together in one
         padded pass of at most two chunks' worth of positions (a burst of new chats)."""
         group: list[Sequence] = []
-        room = self.max_batch_size - len(self._active)
-        for sequence in self._waiting[:room] if self._per_token else []:
+        for sequence in self._waiting if self._per_token else []:
             width = max(len(s.prompt_tokens) for s in [*group, sequence])
             if len(sequence.prompt_tokens) > PREFILL_CHUNK or width * (len(group) + 1) > 2 * (
                 PREFILL_CHUNK
             ):
+                break
+            if not self._fits([*group, sequence]):
                 break
             group.append(sequence)
         return group
@@ -313,6 +326,7 @@ class BatchRunner:
                 batch_layer.extend(new_layer)
             self.joined_running_batch += len(sequences)
         self._active.extend(sequences)
+        self.most_decoding = max(self.most_decoding, len(self._active))
 
     def _decode_step(self) -> None:
         self.max_chunks_between_decodes = max(

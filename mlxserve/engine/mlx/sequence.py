@@ -50,6 +50,11 @@ class Sequence:
         return self.stop_reason is not None
 
     @property
+    def longest_tokens(self) -> int:
+        """The most tokens its cache can come to hold: its prompt and its longest reply."""
+        return len(self.prompt_tokens) + self.max_tokens
+
+    @property
     def last_token(self) -> int:
         return self.generated[-1]
 
