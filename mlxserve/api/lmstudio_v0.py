@@ -50,12 +50,12 @@ def _required_model(*candidates: str | None) -> str:
 
 @blueprint.get("/models")
 async def list_models():
-    return jsonify({"object": "list", "data": model_entries(current_app.registry)})
+    return jsonify({"object": "list", "data": await model_entries(current_app.registry)})
 
 
 @blueprint.get("/models/<path:model_id>")
 async def get_model(model_id: str):
-    entry = find_entry(current_app.registry, model_id)
+    entry = await find_entry(current_app.registry, model_id)
     if entry is None:
         raise RequestError(404, f"model '{model_id}' not found", "model", "model_not_found")
     return jsonify(entry)

@@ -207,7 +207,7 @@ async def _load_for_chat(registry: ModelRegistry, body: ChatRequest) -> float | 
     name = body.model
     if name in registry.loaded or name in registry.loading or not registry.options.jit:
         return None
-    if registry.catalog.find(name) is None:
+    if await registry.find(name) is None:
         return None  # the registry routes it (to the only loaded model) or refuses it
     started = time.monotonic()
     ttl = body.ttl or registry.options.ttl

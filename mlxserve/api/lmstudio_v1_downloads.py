@@ -92,7 +92,7 @@ async def start_download(body: DownloadRequest):
     quant = body.quantization or quant
     registry = current_app.registry
     known = [repo, f"{repo}@{quant}"] if quant else [repo]
-    if filename is None and any(registry.catalog.find(name) for name in known):
+    if filename is None and any([await registry.find(name) for name in known]):
         return jsonify({"status": "already_downloaded"})
     spec = f"{repo}:{filename}" if filename else f"{repo}@{quant}" if quant else repo
     job = await asyncio.to_thread(current_app.downloads.start, spec)

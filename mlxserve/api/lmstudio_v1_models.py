@@ -21,7 +21,7 @@ from mlxserve.models.templates import builtin_chat_template
 def model_entries(registry: ModelRegistry, instances: list[LoadedModel]) -> list[dict]:
     return [
         model_entry(record, [i for i in instances if i.record.id == record.id])
-        for record in registry.stored()
+        for record in registry.servable()
     ]
 
 

@@ -3,6 +3,8 @@ objects that native generation responses add to the OpenAI fields."""
 
 from __future__ import annotations
 
+import asyncio
+
 from mlxserve.engine.base import GenerationStats
 from mlxserve.models.loaded import LoadedModel
 from mlxserve.models.registry import ModelRegistry
@@ -27,17 +29,19 @@ def model_entry(record: ModelRecord, loaded: LoadedModel | None, model_id: str =
     return entry
 
 
-def model_entries(registry: ModelRegistry) -> list[dict]:
-    """Every stored model, then each model loaded under an identifier of its own."""
-    entries = [model_entry(r, registry.loaded.get(r.id)) for r in registry.stored()]
-    for identifier, loaded in registry.loaded.items():
-        if identifier != loaded.record.id:
-            entries.append(model_entry(loaded.record, loaded, identifier))
+async def model_entries(registry: ModelRegistry) -> list[dict]:
+    """Every servable model, then each model loaded under an identifier of its own; the
+    folders are read off the event loop."""
+    loaded = dict(registry.loaded)  # taken on the event loop, which changes it
+    entries = [model_entry(r, loaded.get(r.id)) for r in await asyncio.to_thread(registry.servable)]
+    for identifier, instance in loaded.items():
+        if identifier != instance.record.id:
+            entries.append(model_entry(instance.record, instance, identifier))
     return entries
 
 
-def find_entry(registry: ModelRegistry, model_id: str) -> dict | None:
-    return next((entry for entry in model_entries(registry) if entry["id"] == model_id), None)
+async def find_entry(registry: ModelRegistry, model_id: str) -> dict | None:
+    return next((entry for entry in await model_entries(registry) if entry["id"] == model_id), None)
 
 
 def instance_entry(loaded: LoadedModel, now: float | None = None) -> dict:

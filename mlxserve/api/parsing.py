@@ -13,6 +13,7 @@ from quart import request
 from mlxserve.pipeline.errors import RequestError
 
 Model = TypeVar("Model", bound=BaseModel)
+LARGE_BODY_BYTES = 256 * 1024
 
 
 async def parse_body(model: type[Model]) -> Model:
@@ -21,6 +22,12 @@ async def parse_body(model: type[Model]) -> Model:
         # Python 3.11's wait_for (Quart's body read) drops a cancel that comes as the body
         # ends; a client gone by then must not start a generation nobody will read.
         raise asyncio.CancelledError
+    if len(raw) > LARGE_BODY_BYTES:  # decoding megabytes takes a while: off the event loop
+        return await asyncio.to_thread(_decoded, model, raw)
+    return _decoded(model, raw)
+
+
+def _decoded(model: type[Model], raw: bytes) -> Model:
     try:
         data = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -1,8 +1,10 @@
 """Every model mlxserve can serve: the store's own and, unless turned off, those discovered in
-place. A store model wins over a discovered one with the same id."""
+place. A store model wins over a discovered one with the same id. Lookups read the disk and may
+rescan whole folders: the server calls them in threads, off its event loop."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ class ModelCatalog:
         self.roots = (roots or default_roots()) if discover_models else None
         self._discovered: list[ModelRecord] = []
         self._scanned_at = float("-inf")
+        self._scanning = threading.Lock()  # lookups run in threads: one scan at a time
 
     def list(self) -> list[ModelRecord]:
         stored = list_models(self.models_dir)
@@ -39,7 +42,8 @@ class ModelCatalog:
     def _discovered_now(self, max_age: float = RESCAN_SECONDS) -> list[ModelRecord]:
         if self.roots is None:
             return []
-        if time.monotonic() - self._scanned_at > max_age:
-            self._discovered = discover(self.roots)
-            self._scanned_at = time.monotonic()
-        return self._discovered
+        with self._scanning:  # a lookup that waited for a scan uses its result
+            if time.monotonic() - self._scanned_at > max_age:
+                self._discovered = discover(self.roots)
+                self._scanned_at = time.monotonic()
+            return self._discovered

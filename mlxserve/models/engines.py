@@ -36,9 +36,10 @@ class EngineStarter:
             return await module.MLXEmbeddingModel.load(record.id, record.directory, context_length)
         if engine == "mlx":
             module = await _import("mlxserve.engine.mlx.model")
-            available = memory.available_memory_bytes(in_use_bytes)
             cache_bytes = self.options.prompt_cache_bytes
-            budget = memory.mlx_kv_budget_tokens(record, context_length, available, cache_bytes)
+            budget = await asyncio.to_thread(
+                self._mlx_kv_budget, record, context_length, in_use_bytes
+            )
             return await module.MLXModel.load(
                 record.directory,
                 context_length,
@@ -49,6 +50,7 @@ class EngineStarter:
                 disk_cache=await self._disk_cache(record),
             )
         module = await _import("mlxserve.engine.llamacpp.model")
+        draft = await asyncio.to_thread(self._llamacpp_draft, record)
         return await module.LlamaCppModel.load(
             record.id,
             gguf_file_of(record),
@@ -59,7 +61,7 @@ class EngineStarter:
             prompt_cache_bytes=self.options.prompt_cache_bytes,
             mmproj=record.directory / record.mmproj_file if record.mmproj_file else None,
             prompt_lookup=self.options.prompt_lookup,
-            draft=self._llamacpp_draft(record),
+            draft=draft,
         )
 
     def _engine_for(self, record: ModelRecord) -> str:
@@ -91,6 +93,11 @@ class EngineStarter:
         if draft.architecture != record.architecture:
             return None
         return draft.id, gguf_file_of(draft)
+
+    def _mlx_kv_budget(self, record: ModelRecord, context_length: int, in_use: int) -> int | None:
+        available = memory.available_memory_bytes(in_use)
+        cache_bytes = self.options.prompt_cache_bytes
+        return memory.mlx_kv_budget_tokens(record, context_length, available, cache_bytes)
 
     def _mlx_batch_size(self, kv_budget_tokens: int | None) -> int:
         """Sequences decoded together at most; memory bounds them further by their tokens."""

@@ -43,15 +43,22 @@ class ModelRegistry:
     def loading(self) -> list[str]:
         return list(self._loading)
 
-    def stored(self) -> list[ModelRecord]:
+    def servable(self) -> list[ModelRecord]:
+        """Every model this server can load: the store's and those found in place. Reads the
+        disk: call it off the event loop."""
         return self.catalog.list()
 
-    def route(self, requested: str) -> ModelRecord | None:
+    async def find(self, model_id: str) -> ModelRecord | None:
+        """The servable model of that id; looked up off the event loop, as an unknown id may
+        rescan the folders models are found in."""
+        return await asyncio.to_thread(self.catalog.find, model_id)
+
+    async def route(self, requested: str) -> ModelRecord | None:
         """The stored model a request for `requested` would reach, without loading anything
         (None when it would be a 404)."""
         if requested in self.loaded:
             return self.loaded[requested].record
-        record = self.catalog.find(requested)
+        record = await self.find(requested)
         if record is not None and self.options.jit:
             return record
         if len(self.loaded) == 1:
@@ -69,7 +76,7 @@ class ModelRegistry:
             raise RegistryError(
                 503, f"model '{requested}' is still loading; retry shortly", "model_loading"
             )
-        record = self.catalog.find(requested)
+        record = await self.find(requested)
         if record is not None and self.options.jit:
             loaded = await self.load(record.id, ttl=ttl or self.options.ttl, jit=True)
             return self._touch(loaded)
@@ -99,7 +106,7 @@ class ModelRegistry:
             raise RegistryError(
                 503, f"another model is loading ({busy}); retry shortly", "model_loading"
             )
-        record = self.catalog.find(model_id)
+        record = await self.find(model_id)
         if record is None:
             raise RegistryError(404, self._not_found_message(model_id), "model_not_found")
         requested = context_length or self.options.context_length
@@ -153,9 +160,8 @@ class ModelRegistry:
             raise refused(f"the model's maximum context is {trained or 'unknown'}")
         while loaded.active_requests:  # requests on the present context finish first
             await asyncio.sleep(RESIZE_POLL_SECONDS)
-        choice = memory.choose_context_length(
-            record, None, self._available_bytes(loaded.memory_bytes)
-        )
+        in_use = self._in_use_bytes() - loaded.memory_bytes
+        choice, _, _ = await asyncio.to_thread(_sized, record, None, in_use, loaded.memory_bytes)
         if choice.length <= prompt_tokens:
             raise refused(
                 f"memory allows at most {choice.length} tokens ({choice.reason}); "
@@ -226,16 +232,17 @@ class ModelRegistry:
         start the engine; returns it, its estimate and why its context is what it is."""
         victims = self._eviction_victims()
         freed = sum(victim.memory_bytes for victim in victims)
-        choice = memory.choose_context_length(record, requested, self._available_bytes(freed))
-        context_length = choice.length
-        estimate = memory.estimate_memory(record, context_length)
-        self._check_memory(record, estimate.total_bytes, freed)
+        # Headers and configs are read, and macOS asked for its free pages: off the event loop.
+        in_use = self._in_use_bytes() - freed
+        choice, estimate, available = await asyncio.to_thread(
+            _sized, record, requested, in_use, freed
+        )
+        self._check_memory(record, estimate.total_bytes, available)
         for victim in victims:
             log.info("evicting %s (least recently used) to load %s", victim.identifier, record.id)
             await self.unload(victim.identifier)
         try:
-            in_use = sum(m.memory_bytes for m in self.loaded.values())
-            engine = await self.engines.start(record, context_length, in_use)
+            engine = await self.engines.start(record, choice.length, self._in_use_bytes())
         except RegistryError:
             raise
         except Exception as exc:  # a corrupt or truncated file: said plainly, the server stays up
@@ -261,16 +268,10 @@ class ModelRegistry:
             )
         return idle[:excess]
 
-    def _available_bytes(self, freed: int = 0) -> int | None:
-        """Memory a model may use once models taking `freed` bytes are unloaded."""
-        in_use = sum(m.memory_bytes for m in self.loaded.values()) - freed
-        available = memory.available_memory_bytes(in_use)
-        if available is not None and memory.memory_limit_bytes() is None:
-            available += freed  # the system figure does not yet count what unloading frees
-        return available
+    def _in_use_bytes(self) -> int:
+        return sum(m.memory_bytes for m in self.loaded.values())
 
-    def _check_memory(self, record: ModelRecord, needed: int, freed: int) -> None:
-        available = self._available_bytes(freed)
+    def _check_memory(self, record: ModelRecord, needed: int, available: int | None) -> None:
         if available is None:
             return
         if needed > available:
@@ -290,3 +291,13 @@ class ModelRegistry:
             return f"model '{requested}' not found, and no model is loaded"
         available = ", ".join(sorted(self.loaded))
         return f"model '{requested}' not found; loaded models: {available}"
+
+
+def _sized(record: ModelRecord, requested: int | None, in_use: int, freed: int):
+    """The context a model loads with, its memory estimate and the memory it may use, once
+    models taking `freed` of the `in_use` bytes are unloaded (reads files: off the loop)."""
+    available = memory.available_memory_bytes(in_use)
+    if available is not None and memory.memory_limit_bytes() is None:
+        available += freed  # the system figure does not yet count what unloading frees
+    choice = memory.choose_context_length(record, requested, available)
+    return choice, memory.estimate_memory(record, choice.length), available

@@ -62,7 +62,7 @@ async def prepare(
     """Everything checked and measured, and the request counted into its model's queue (a 429
     when full): the caller must run generate() on the result, which counts it out."""
     started = asyncio.get_running_loop().time()
-    if _image_parts(request) and (record := registry.route(request.model)) is not None:
+    if _image_parts(request) and (record := await registry.route(request.model)) is not None:
         _check_vision(record)  # refused before any model loads for it
     loaded = _generative(await registry.resolve(request.model, ttl=request.ttl))
     try:
@@ -84,7 +84,7 @@ async def prepare(
 async def _prepare_on(
     registry: ModelRegistry, loaded: LoadedModel, request: GenerateRequest, limits: ServerLimits
 ) -> Prepared:
-    speculation = resolve_speculation(registry, loaded, request.speculation)
+    speculation = await resolve_speculation(registry, loaded, request.speculation)
     release = loaded.admit()
     try:
         prepared = await _prepare_admitted(loaded, request, limits, release)
@@ -119,7 +119,8 @@ async def _prepare_admitted(
         max_tokens=_reply_limit(request.max_tokens, limits.max_tokens),
         stop=request.stop,
         add_special_tokens=add_special_tokens,
-        grammar=compile_constraints(request.constraints, family),
+        # A schema's check and grammar validation take a while: off the event loop.
+        grammar=await asyncio.to_thread(compile_constraints, request.constraints, family),
         images=images,
     )
     if images and prompt.count(IMAGE_MARKER) != len(images):

@@ -16,7 +16,7 @@ from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.errors import RequestError
 
 
-def resolve_speculation(
+async def resolve_speculation(
     registry: ModelRegistry, loaded: LoadedModel, asked: Speculation
 ) -> Speculation:
     engine = loaded.engine
@@ -36,15 +36,16 @@ def resolve_speculation(
     if name is None:
         return asked
     try:
-        return replace(asked, draft_model=name, draft_path=_mlx_draft_path(registry, loaded, name))
+        path = await _mlx_draft_path(registry, loaded, name)
+        return replace(asked, draft_model=name, draft_path=path)
     except RequestError:
         if asked.draft_model is None:
             return asked  # the server's default does not fit this model: no drafts
         raise
 
 
-def _mlx_draft_path(registry: ModelRegistry, loaded: LoadedModel, name: str) -> str:
-    record = registry.catalog.find(name)
+async def _mlx_draft_path(registry: ModelRegistry, loaded: LoadedModel, name: str) -> str:
+    record = await registry.find(name)
     if record is None or record.format != "mlx" or record.type == "embeddings":
         raise RequestError(
             404 if record is None else 400,
