@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # waits for a new prompt (README, "Engines", has the measurement behind it).
 PREFILL_CHUNK = 128
 PROMPT_CACHE_ENTRIES = 8
+# MLX keeps freed buffers for reuse, and without a bound that pool grows with every batch shape
+# it meets: it is given back after a prompt is read, when idle and every so many decode steps.
+FREE_BUFFERS_EVERY = 256
 CACHE_KEY = "model"  # one runner serves one model, so every entry shares this key
 
 
@@ -70,6 +73,7 @@ class BatchRunner:
         self.sequences_cancelled = 0
         self.max_tokens_after_cancel = 0  # sampled for a sequence after its client left
         self.prefill_chunks = 0
+        self.decode_steps = 0
         self.speculative_steps = 0
         self.joined_running_batch = 0  # sequences that joined a batch already decoding
         self._chunks_since_decode = 0
@@ -140,6 +144,8 @@ class BatchRunner:
                 self._guarded(self._prefill_chunk, [self._prefilling.sequence])
             if self._active:
                 self._guarded(self._decode_step, self._active)
+            if not self._active and self._prefilling is None:
+                mx.clear_cache()  # idle: the pool's buffers go back to the system
         self._fail_all(EngineUnavailable("the model was unloaded during the request"))
 
     def _collect_new(self, block: bool) -> bool:
@@ -308,6 +314,7 @@ class BatchRunner:
             self._chunks_since_decode += bool(self._active)  # streams waited on this chunk
             return
         self._prefilling = None
+        mx.clear_cache()  # the prompt's chunk-sized buffers are not needed again soon
         logits = self.model.prefill(sequence, last, last + 1, cache)[:, -1, :]
         mx.async_eval(logits)
         mask = sequence.next_mask()  # computed while MLX evaluates the logits
@@ -356,6 +363,9 @@ class BatchRunner:
                 finished.append(row)
         self.tokens_sampled += len(self._active)
         self._retire_rows(finished)
+        self.decode_steps += 1
+        if self.decode_steps % FREE_BUFFERS_EVERY == 0:
+            mx.clear_cache()
 
     def _retire_rows(self, rows: list[int]) -> None:
         for row in rows:
