@@ -1,7 +1,8 @@
 """A local stand-in for the Hugging Face Hub's HTTP API, for HF_ENDPOINT: model info with each
 file's size and LFS SHA-256, and file downloads with the headers huggingface_hub reads
 (X-Repo-Commit, ETag, Content-Length) and byte ranges for resuming. It can drop the connection
-partway through a file (once) and serve a file whose bytes do not match its advertised hash."""
+partway through a file (once), serve a file whose bytes do not match its advertised hash, and
+answer a repo's info with a page that is not JSON."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class StandInHub:
     repos: dict[str, dict[str, HubFile]] = field(default_factory=dict)
     drop_after: dict[str, int] = field(default_factory=dict)  # file -> bytes sent, then cut once
     corrupt: set[str] = field(default_factory=set)  # file names served with a flipped byte
+    garbled: set[str] = field(default_factory=set)  # repos whose info is not JSON (a proxy's page)
     ranges: list[tuple[str, int]] = field(default_factory=list)  # (file, first byte) asked
 
     def add(self, repo: str, files: dict[str, bytes | Path]) -> None:
@@ -69,6 +71,8 @@ class StandInHub:
     def _info(self, request, repo: str) -> None:
         if repo not in self.repos:
             return self._not_found(request, "RepoNotFound")
+        if repo in self.garbled:
+            return self._reply(request, "<html>Service Unavailable</html>", "text/html")
         siblings = []
         for name, hub_file in self.repos[repo].items():
             sibling = {"rfilename": name, "size": len(hub_file.data)}
@@ -77,8 +81,12 @@ class StandInHub:
                 sibling["lfs"] = {"sha256": hub_file.sha256, "size": size, "pointerSize": 134}
             siblings.append(sibling)
         payload = json.dumps({"id": repo, "modelId": repo, "sha": COMMIT, "siblings": siblings})
+        self._reply(request, payload, "application/json")
+
+    @staticmethod
+    def _reply(request, payload: str, content_type: str) -> None:
         request.send_response(200)
-        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Type", content_type)
         request.send_header("Content-Length", str(len(payload)))
         request.end_headers()
         request.wfile.write(payload.encode())

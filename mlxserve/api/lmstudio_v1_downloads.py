@@ -6,6 +6,7 @@ on a worker thread; a job that cannot reach the Hub ends as `failed` with the re
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,9 @@ from mlxserve.api.parsing import with_body
 from mlxserve.api.protocol import OpenAIModel
 from mlxserve.models.download import DownloadError, DownloadPlan, parse_spec
 from mlxserve.pipeline.errors import RequestError
+
+log = logging.getLogger(__name__)
+FINISHED_JOBS_KEPT = 64  # finished downloads whose status can still be asked for
 
 blueprint = Blueprint("lmstudio_v1_downloads", __name__, url_prefix="/api/v1/models/download")
 
@@ -53,17 +57,25 @@ class DownloadJob:
 
 
 class Downloads:
-    """The jobs this server started, and the one thread that runs them in turn."""
+    """The jobs this server started, and the one thread that runs them in turn. Finished jobs
+    are kept for their status, the oldest forgotten beyond a bound."""
 
-    def __init__(self):
+    def __init__(self, finished_kept: int = FINISHED_JOBS_KEPT):
         self.jobs: dict[str, DownloadJob] = {}
+        self.finished_kept = finished_kept
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="download")
 
     def start(self, spec: str) -> DownloadJob:
+        self._forget_old()
         job = DownloadJob(spec)
         self.jobs[job.id] = job
         self._worker.submit(_run, job)
         return job
+
+    def _forget_old(self) -> None:
+        finished = [job for job in self.jobs.values() if job.completed is not None]
+        for job in sorted(finished, key=lambda j: j.completed)[: -self.finished_kept or None]:
+            del self.jobs[job.id]
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
@@ -78,6 +90,9 @@ def _run(job: DownloadJob) -> None:
         job.status = "completed"
     except DownloadError as exc:
         job.status, job.error = "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure ends the job as failed, with why
+        log.exception("download %s failed", job.spec)
+        job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
     job.completed = time.time()
 
 

@@ -259,6 +259,9 @@ def _exit_without_native_teardown() -> NoReturn:
     """Models are unloaded and children stopped by now. MLX's C++ teardown at interpreter exit
     can abort the process (SIGABRT) once a model ran on a thread other than the main one
     (ml-explore/mlx issue 3126), so the process leaves without it, as a clean exit."""
+    children = sys.modules.get("mlxserve.engine.llamacpp.process")
+    if children is not None:  # os._exit skips atexit: any child a failed unload left goes now
+        children.stop_all()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -81,11 +81,13 @@ def start(args: argparse.Namespace, serve_args: list[str]) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "mlxserve.cli.main", "serve"]
     command += ["--host", args.host, "--port", str(args.port), *serve_args]
-    if args.api_key:
-        command += ["--api-key", args.api_key]
+    # The key reaches the server in its environment, which other users cannot read, never on
+    # its command line, which `ps` shows to everyone.
+    environment = {**os.environ, "MLXSERVE_API_KEY": args.api_key} if args.api_key else None
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command,
+            env=environment,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -103,7 +103,8 @@ def _gguf_files(ggufs: list[RepoFile], quant: str, repo: str) -> list[RepoFile]:
     repo has one; the model's first file comes last."""
     projectors = [f for f in ggufs if f.name.lower().startswith("mmproj")]
     weights = [f for f in ggufs if f not in projectors]
-    wanted = [f for f in weights if quant.lower() in f.name.lower()]
+    # The label exactly: Q4_K must not take Q4_K_M or Q4_K_S.
+    wanted = [f for f in weights if _quant_of(f.name).lower() == quant.lower()]
     if not wanted:
         available = sorted({_quant_of(f.name) for f in weights})
         raise DownloadError(f"{repo} has no {quant} file; it has: {', '.join(available)}")

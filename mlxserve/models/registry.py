@@ -211,7 +211,10 @@ class ModelRegistry:
             self._ttl_monitor.cancel()
             self._ttl_monitor = None
         for identifier in list(self.loaded):
-            await self.unload(identifier)
+            try:
+                await self.unload(identifier)
+            except Exception:  # noqa: BLE001 - one model failing to close must not keep the rest
+                log.exception("unloading %s failed", identifier)
 
     def _start_ttl_monitor(self) -> None:
         if self._ttl_monitor is None or self._ttl_monitor.done():

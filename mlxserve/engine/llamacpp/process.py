@@ -278,6 +278,7 @@ class LlamaServerProcess:
 
 
 @atexit.register
-def _stop_all() -> None:
+def stop_all() -> None:
+    """Stop every child still running (at exit, or before an exit that skips atexit)."""
     for process in list(_running):
         process.stop(timeout=5)

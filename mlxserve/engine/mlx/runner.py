@@ -37,6 +37,7 @@ PROMPT_CACHE_ENTRIES = 8
 # MLX keeps freed buffers for reuse, and without a bound that pool grows with every batch shape
 # it meets: it is given back after a prompt is read, when idle and every so many decode steps.
 FREE_BUFFERS_EVERY = 256
+STOP_TIMEOUT_SECONDS = 30  # a long prefill chunk or decode step ends well within this
 CACHE_KEY = "model"  # one runner serves one model, so every entry shares this key
 
 
@@ -116,7 +117,10 @@ class BatchRunner:
 
     def stop(self) -> None:
         self._inbox.put(None)
-        self._thread.join()
+        # The thread ends after the step it is in; one stuck in MLX must not hang the shutdown.
+        self._thread.join(STOP_TIMEOUT_SECONDS)
+        if self._thread.is_alive():
+            log.warning("the MLX runner did not stop within %d s", STOP_TIMEOUT_SECONDS)
 
     def _run(self) -> None:
         try:
