@@ -129,8 +129,9 @@ def test_no_model_loaded_is_404_and_loading_is_503(models_dir, default_ids):
     server = ServerProcess(models_dir, model=default_ids["mlx"], engine="mlx")
     with server.start(wait_for_model=False):
         body = {"model": default_ids["mlx"], "messages": MESSAGES, "max_tokens": 1}
-        statuses = []
+        statuses, deadline = [], time.monotonic() + 300
         while not statuses or statuses[-1] == 503:
+            assert time.monotonic() < deadline, f"still loading after 300 s: {statuses[-3:]}"
             response = post(server, "/v1/chat/completions", body)
             statuses.append(response.status_code)
             if response.status_code == 503:

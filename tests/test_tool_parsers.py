@@ -110,7 +110,7 @@ def test_chat_with_tools_answers_in_plain_text_when_no_call(client, model_id):
     )
     assert result.usage.prompt_tokens > plain.usage.prompt_tokens  # the tools were described
     message = result.choices[0].message
-    assert message.tool_calls is None or message.tool_calls[0].function.name == "get_weather"
+    assert message.tool_calls is None and message.content  # greedy: this model does not call
     chunks = list(
         client.chat.completions.create(
             model=model_id, messages=messages, tools=tools, max_tokens=3, temperature=0, stream=True
