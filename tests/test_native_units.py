@@ -47,6 +47,21 @@ def test_a_slow_reader_loses_the_oldest_records_and_is_told_how_many():
     assert (second["n"], third["n"]) == (8, 9) and "dropped_before" not in second
 
 
+def test_a_reader_holds_a_bounded_number_of_bytes():
+    """Records of long prompts are dropped by their size, not only by their count."""
+    bus = LogBus(max_records=100, max_bytes=1_000_000)
+
+    async def read_all():
+        with bus.subscribe() as subscription:
+            for n in range(10):
+                bus.publish({"n": n, "prompt": "x" * 300_000, "output": ""})
+            return [await subscription.next_record() for _ in range(subscription.queue.qsize())]
+
+    kept = asyncio.run(read_all())
+    assert [record["n"] for record in kept] == [7, 8, 9]
+    assert kept[0]["dropped_before"] == 7
+
+
 def gguf_record(tmp_path: Path) -> ModelRecord:
     return register_gguf(Path(assemble()), tmp_path, "google/gemma-3-270m-gguf")
 

@@ -2,14 +2,15 @@
 received (the exact formatted prompt and sampling parameters) and what it produced, with stats.
 
 One bus per process, like the `logging` module's loggers: generation code publishes without a
-reference to the app, and each `/api/v0/log/stream` client subscribes. Subscribers have bounded
-queues; when a reader falls behind, its oldest records are dropped and counted, so a slow reader
-never holds memory.
+reference to the app, and each `/api/v0/log/stream` client subscribes. Subscribers have queues
+bounded in records and bytes; when a reader falls behind, its oldest records are dropped and
+counted, so a slow reader never holds memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Iterator
@@ -18,24 +19,38 @@ from dataclasses import asdict
 from mlxserve.engine.base import IMAGE_MARKER, GenerationEvent, GenerationRequest, GenerationStats
 
 QUEUE_SIZE = 256
+QUEUE_BYTES = 32 * 1024**2  # per reader: a few long prompts, not hundreds
 
 
 class Subscription:
-    def __init__(self, max_records: int):
+    """A reader's queue, bounded both in records and in bytes: records carry whole prompts
+    (megabytes for a long agent conversation), so a count alone would not bound memory."""
+
+    def __init__(self, max_records: int, max_bytes: int = QUEUE_BYTES):
         self.queue: asyncio.Queue[dict | None] = asyncio.Queue(max_records)
+        self.max_bytes = max_bytes
         self.dropped = 0  # records lost because the reader fell behind
+        self._sizes: collections.deque[int] = collections.deque()  # of the queued records
+        self._bytes = 0
 
     def offer(self, record: dict | None) -> None:
-        if self.queue.full():
+        size = _size_of(record)
+        while not self.queue.empty() and (
+            self.queue.full() or self._bytes + size > self.max_bytes
+        ):
             self.queue.get_nowait()
+            self._bytes -= self._sizes.popleft()
             self.dropped += 1
         self.queue.put_nowait(record)
+        self._sizes.append(size)
+        self._bytes += size
 
     async def next_record(self) -> dict | None:
         """The next record, or None once the bus has closed."""
         record = await self.queue.get()
+        self._bytes -= self._sizes.popleft()
         if record is None:
-            self.queue.put_nowait(None)  # stays closed for any later call
+            self.offer(None)  # stays closed for any later call
             return None
         if self.dropped:
             record = {**record, "dropped_before": self.dropped}
@@ -43,11 +58,19 @@ class Subscription:
         return record
 
 
+def _size_of(record: dict | None) -> int:
+    """About the bytes a record holds: its prompt and output dominate."""
+    if record is None:
+        return 0
+    prompt = record.get("prompt") or ""
+    return len(prompt) * (1 if isinstance(prompt, str) else 8) + len(record.get("output") or "")
+
+
 class LogBus:
     """Publish/subscribe of log records within the event loop's thread."""
 
-    def __init__(self, max_records: int = QUEUE_SIZE):
-        self.max_records = max_records
+    def __init__(self, max_records: int = QUEUE_SIZE, max_bytes: int = QUEUE_BYTES):
+        self.max_records, self.max_bytes = max_records, max_bytes
         self._subscriptions: set[Subscription] = set()
         self.closed = False
 
@@ -67,7 +90,7 @@ class LogBus:
 
     @contextlib.contextmanager
     def subscribe(self) -> Iterator[Subscription]:
-        subscription = Subscription(self.max_records)
+        subscription = Subscription(self.max_records, self.max_bytes)
         if self.closed:
             subscription.offer(None)
         self._subscriptions.add(subscription)
