@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mlxserve.cli.serve import build_parser
+from mlxserve.cli.serve_options import build_parser
 from mlxserve.environment import env_flag
 
 
