@@ -10,7 +10,7 @@ import json
 import httpx
 
 from mlxserve.api.lmstudio_v1 import ChatReply
-from mlxserve.api.lmstudio_v1_models import model_entry
+from mlxserve.api.lmstudio_v1_models import v1_model
 from mlxserve.api.responses import ConversationStore
 from mlxserve.models.store import ModelRecord, write_manifest
 from mlxserve.pipeline.errors import RequestError
@@ -120,7 +120,7 @@ def test_tool_use_capability_follows_the_chat_template(tmp_path):
         (directory / "chat_template.jinja").write_text(template)
         record = ModelRecord(f"test/{name}", "mlx", "qwen2", path=str(directory))
         write_manifest(directory, record)
-        return model_entry(record, [])
+        return v1_model(record, [])
 
     with_tools = entry("with-tools", "{% if tools %}{{ tools | tojson }}{% endif %}{{ messages }}")
     plain = entry("plain", "{% for m in messages %}{{ m.content }}{% endfor %}")

@@ -12,11 +12,11 @@ from quart import Blueprint, current_app, jsonify, make_response
 
 from mlxserve.api import openai_chat, openai_completions
 from mlxserve.api.native_format import (
-    find_entry,
-    instance_entry,
+    find_v0_model,
     load_result,
-    model_entries,
     native_extras,
+    v0_instance,
+    v0_models,
 )
 from mlxserve.api.parsing import with_body
 from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest, OpenAIModel
@@ -50,12 +50,12 @@ def _required_model(*candidates: str | None) -> str:
 
 @blueprint.get("/models")
 async def list_models():
-    return jsonify({"object": "list", "data": await model_entries(current_app.registry)})
+    return jsonify({"object": "list", "data": await v0_models(current_app.registry)})
 
 
 @blueprint.get("/models/<path:model_id>")
 async def get_model(model_id: str):
-    entry = await find_entry(current_app.registry, model_id)
+    entry = await find_v0_model(current_app.registry, model_id)
     if entry is None:
         raise RequestError(404, f"model '{model_id}' not found", "model", "model_not_found")
     return jsonify(entry)
@@ -65,7 +65,7 @@ async def get_model(model_id: str):
 async def list_loaded():
     """mlxserve's own: loaded instances with engine, memory estimate and idle time."""
     registry = current_app.registry
-    data = [instance_entry(loaded) for loaded in registry.loaded.values()]
+    data = [v0_instance(loaded) for loaded in registry.loaded.values()]
     return jsonify({"object": "list", "data": data, "loading": registry.loading})
 
 

@@ -103,7 +103,7 @@ async def list_models():
     """Every model in the store, with its capabilities and loaded instances."""
     registry: ModelRegistry = current_app.registry
     instances = list(registry.loaded.values())  # taken on the event loop; files are read off it
-    models = await asyncio.to_thread(lmstudio_v1_models.model_entries, registry, instances)
+    models = await asyncio.to_thread(lmstudio_v1_models.v1_models, registry, instances)
     return jsonify({"models": models})
 
 

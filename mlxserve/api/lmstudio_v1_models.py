@@ -18,14 +18,14 @@ from mlxserve.models.store import ModelRecord
 from mlxserve.models.templates import builtin_chat_template
 
 
-def model_entries(registry: ModelRegistry, instances: list[LoadedModel]) -> list[dict]:
+def v1_models(registry: ModelRegistry, instances: list[LoadedModel]) -> list[dict]:
     return [
-        model_entry(record, [i for i in instances if i.record.id == record.id])
+        v1_model(record, [i for i in instances if i.record.id == record.id])
         for record in registry.servable()
     ]
 
 
-def model_entry(record: ModelRecord, instances: list[LoadedModel]) -> dict:
+def v1_model(record: ModelRecord, instances: list[LoadedModel]) -> dict:
     template, size_label = model_file_facts(record)
     embedding = record.type == "embeddings"
     publisher, _, name = record.id.partition("/")
@@ -37,7 +37,7 @@ def model_entry(record: ModelRecord, instances: list[LoadedModel]) -> dict:
         "quantization": quantization(record.quantization),
         "size_bytes": record.size_bytes,
         "params_string": size_label,
-        "loaded_instances": [instance_entry(loaded, embedding) for loaded in instances],
+        "loaded_instances": [v1_instance(loaded, embedding) for loaded in instances],
         "max_context_length": record.max_context_length,
         "format": record.format,
     }
@@ -55,7 +55,7 @@ def model_type(record: ModelRecord) -> str:
     return "embedding" if record.type == "embeddings" else "llm"
 
 
-def instance_entry(loaded: LoadedModel, embedding: bool) -> dict:
+def v1_instance(loaded: LoadedModel, embedding: bool) -> dict:
     config = {"context_length": loaded.engine.context_length}
     if not embedding:
         config["parallel"] = loaded.engine.parallel

@@ -11,7 +11,7 @@ from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import ModelRecord
 
 
-def model_entry(record: ModelRecord, loaded: LoadedModel | None, model_id: str = "") -> dict:
+def v0_model(record: ModelRecord, loaded: LoadedModel | None, model_id: str = "") -> dict:
     entry = {
         "id": model_id or record.id,
         "object": "model",
@@ -29,22 +29,22 @@ def model_entry(record: ModelRecord, loaded: LoadedModel | None, model_id: str =
     return entry
 
 
-async def model_entries(registry: ModelRegistry) -> list[dict]:
+async def v0_models(registry: ModelRegistry) -> list[dict]:
     """Every servable model, then each model loaded under an identifier of its own; the
     folders are read off the event loop."""
     loaded = dict(registry.loaded)  # taken on the event loop, which changes it
-    entries = [model_entry(r, loaded.get(r.id)) for r in await asyncio.to_thread(registry.servable)]
+    entries = [v0_model(r, loaded.get(r.id)) for r in await asyncio.to_thread(registry.servable)]
     for identifier, instance in loaded.items():
         if identifier != instance.record.id:
-            entries.append(model_entry(instance.record, instance, identifier))
+            entries.append(v0_model(instance.record, instance, identifier))
     return entries
 
 
-async def find_entry(registry: ModelRegistry, model_id: str) -> dict | None:
-    return next((entry for entry in await model_entries(registry) if entry["id"] == model_id), None)
+async def find_v0_model(registry: ModelRegistry, model_id: str) -> dict | None:
+    return next((entry for entry in await v0_models(registry) if entry["id"] == model_id), None)
 
 
-def instance_entry(loaded: LoadedModel, now: float | None = None) -> dict:
+def v0_instance(loaded: LoadedModel, now: float | None = None) -> dict:
     """A loaded model as `mlxserve ps` shows it."""
     return {
         "identifier": loaded.identifier,
@@ -95,8 +95,8 @@ def native_extras(loaded: LoadedModel, stats: GenerationStats) -> dict:
 
 def load_result(loaded: LoadedModel, seconds: float, already_loaded: bool) -> dict:
     return {
-        **model_entry(loaded.record, loaded, loaded.identifier),
-        **instance_entry(loaded),
+        **v0_model(loaded.record, loaded, loaded.identifier),
+        **v0_instance(loaded),
         "load_time": round(seconds, 3),
         "already_loaded": already_loaded,
     }

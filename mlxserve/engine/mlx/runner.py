@@ -20,12 +20,7 @@ from mlx_lm.models.cache import LRUPromptCache
 from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineUnavailable
 from mlxserve.engine.mlx.disk_cache import BLOCK, BlockWriter, DiskPromptCache, block_names
 from mlxserve.engine.mlx.sequence import Sequence
-from mlxserve.engine.mlx.speculative import (
-    Drafter,
-    DraftModelDrafter,
-    PromptLookup,
-    check_drafts,
-)
+from mlxserve.engine.mlx.speculative import DraftSources, check_drafts, propose_drafts
 from mlxserve.engine.mlx.text_model import TextModel, logits_as_numpy
 
 log = logging.getLogger(__name__)
@@ -59,8 +54,7 @@ class BatchRunner:
         # reply, so long agent prompts decode fewer at a time than short chats. None: no bound.
         self.kv_budget_tokens = kv_budget_tokens
         self.most_decoding = 0  # the largest batch decoded so far
-        self.prompt_lookup = prompt_lookup  # for requests that do not say
-        self._draft_models: dict[str, TextModel | None] = {}  # by directory
+        self._drafts = DraftSources(prompt_lookup, PREFILL_CHUNK)
         self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
         self._inbox: queue.Queue[Sequence | None] = queue.Queue()
         self._waiting: list[Sequence] = []
@@ -254,32 +248,9 @@ class BatchRunner:
         self._prefilling = Prefill(sequence, cache, cached, writer)
 
     def _drafter(self, sequence: Sequence):
-        """Where the sequence's drafts come from, when it decodes speculatively."""
-        speculation = sequence.request.speculation
-        if not self._per_token:
-            return None
-        if speculation.draft_path is not None:
-            model = self._draft_model(speculation.draft_path)
-            return Drafter(DraftModelDrafter(model, PREFILL_CHUNK)) if model else None
-        lookup = speculation.prompt_lookup
-        if lookup or (lookup is None and self.prompt_lookup):
-            return Drafter(PromptLookup())
-        return None
-
-    def _draft_model(self, directory: str) -> TextModel | None:
-        """The draft model in `directory`, loaded on first use; None (no drafts) for one whose
-        recurrent state could not be taken back after a rejected draft."""
-        if directory not in self._draft_models:
-            from mlx_lm import load
-
-            model = TextModel(load(directory)[0])
-            if not model.per_token_cache:
-                log.warning(
-                    "%s keeps recurrent state: it cannot draft, replies decode plainly", directory
-                )
-                model = None
-            self._draft_models[directory] = model
-        return self._draft_models[directory]
+        """Where the sequence's drafts come from, when it decodes speculatively: only a text
+        model whose cache can be taken back after a rejected draft speculates."""
+        return self._drafts.drafter_for(sequence) if self._per_token else None
 
     def _guarded(self, step, sequences: list[Sequence], *args) -> None:
         """Run a step; an exception ends the sequences it touched, never the runner thread."""
@@ -351,7 +322,7 @@ class BatchRunner:
         if not self._active:
             return
         if len(self._active) == 1 and self._active[0].drafter is not None:
-            drafts = self._drafts(self._active[0])
+            drafts = propose_drafts(self._active[0])
             if drafts:
                 self._speculative_step(self._active[0], drafts)
                 return
@@ -375,11 +346,6 @@ class BatchRunner:
         for row in rows:
             self._retire(self._active[row], [c.extract(row) for c in self._batch_cache])
         self._drop(rows)
-
-    def _drafts(self, sequence: Sequence) -> list[int]:
-        # A draft beyond the tokens the sequence may still produce could never be used.
-        room = sequence.max_tokens - len(sequence.generated) - 1
-        return sequence.drafter.propose(sequence.prompt_tokens + sequence.generated, room)
 
     def _speculative_step(self, sequence: Sequence, drafts: list[int]) -> None:
         self.speculative_steps += 1

@@ -10,16 +10,62 @@ only decide how many positions one forward pass covers.
 
 from __future__ import annotations
 
+import logging
+
 import mlx.core as mx
 
 from mlxserve.engine.base import DraftCounts
-from mlxserve.engine.mlx.text_model import logits_as_numpy
+from mlxserve.engine.mlx.text_model import TextModel, logits_as_numpy
+
+log = logging.getLogger(__name__)
 
 # Drafted tokens checked per forward pass. Measured on Gemma 3 270M (MLX, CPU): a pass over 9
 # positions costs 1.4 single-token steps, so a fully accepted draft gives 6x.
 MAX_DRAFT_TOKENS = 8
 LOOKUP_NGRAMS = (3, 2)  # the longest match first: longer contexts predict better
 MAX_PAUSE = 16  # plain steps, at most, between two drafts after wholly rejected ones
+
+
+class DraftSources:
+    """Where a runner's sequences take their drafts from: the draft model a request names
+    (loaded on first use, on the runner's thread), else the prompt when lookup is asked for
+    or is the server's default."""
+
+    def __init__(self, prompt_lookup: bool, chunk: int):
+        self.prompt_lookup = prompt_lookup  # for requests that do not say
+        self.chunk = chunk  # the tokens a draft model reads its context in
+        self._models: dict[str, TextModel | None] = {}  # by directory
+
+    def drafter_for(self, sequence) -> Drafter | None:
+        speculation = sequence.request.speculation
+        if speculation.draft_path is not None:
+            model = self._model(speculation.draft_path)
+            return Drafter(DraftModelDrafter(model, self.chunk)) if model else None
+        lookup = speculation.prompt_lookup
+        if lookup or (lookup is None and self.prompt_lookup):
+            return Drafter(PromptLookup())
+        return None
+
+    def _model(self, directory: str) -> TextModel | None:
+        """None (no drafts) for a model whose recurrent state could not be taken back after a
+        rejected draft."""
+        if directory not in self._models:
+            from mlx_lm import load
+
+            model = TextModel(load(directory)[0])
+            if not model.per_token_cache:
+                log.warning(
+                    "%s keeps recurrent state: it cannot draft, replies decode plainly", directory
+                )
+                model = None
+            self._models[directory] = model
+        return self._models[directory]
+
+
+def propose_drafts(sequence) -> list[int]:
+    # A draft beyond the tokens the sequence may still produce could never be used.
+    room = sequence.max_tokens - len(sequence.generated) - 1
+    return sequence.drafter.propose(sequence.prompt_tokens + sequence.generated, room)
 
 
 class Drafter:
