@@ -28,6 +28,10 @@ def test_openapi_document_lists_every_route_with_its_request_model(server):
     }
     schema = document["components"]["schemas"]["ChatCompletionRequest"]
     assert "messages" in schema["required"] and schema["properties"]["temperature"]
+    answer = chat["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/ChatCompletion"}
+    completion = document["components"]["schemas"]["ChatCompletion"]
+    assert {"choices", "usage", "model"} <= set(completion["required"])
     assert "/api/v0/models/{model_id}" in document["paths"]
     for path in ("/v1/responses", "/v1/embeddings", "/api/v0/models/load", "/health"):
         assert path in document["paths"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from quart import Quart
 
-from mlxserve.api.formatting import ResponseShape, stream_chunks
+from mlxserve.api.formatting import ChatShape, stream_chunks
 from mlxserve.api.sse import sse_response
 from mlxserve.pipeline.deadline import within_deadline
 from mlxserve.pipeline.events import TextDelta
@@ -35,7 +35,7 @@ async def test_closing_the_sse_body_closes_the_chain_beneath_it():
     closed: list[str] = []
     source = endless(closed, TextDelta("a"))
     timed = within_deadline(source, None, 0.0)
-    chunks = stream_chunks(ResponseShape("chat", "chatcmpl-1", "m"), timed, include_usage=False)
+    chunks = stream_chunks(ChatShape("chatcmpl-1", "m"), timed, include_usage=False)
     async with Quart(__name__).app_context():
         response = await sse_response(chunks)
         body = response.response.__aiter__()

@@ -9,7 +9,7 @@ import json
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 
-from mlxserve.api.formatting import ResponseShape, full_body, stream_chunks
+from mlxserve.api.formatting import ChatShape, full_body, stream_chunks
 from mlxserve.api.openai_responses import ResponseTurn
 from mlxserve.api.responses import ConversationStore, ResponsesRequest, input_turns
 from mlxserve.engine.base import GenerationStats
@@ -113,7 +113,7 @@ def test_responses_plain_reply_with_tools_is_a_message():
 
 
 def test_chat_completion_with_two_calls():
-    shape = ResponseShape("chat", "chatcmpl-test", "qwen")
+    shape = ChatShape("chatcmpl-test", "qwen")
     folded = asyncio.run(fold(replies(QWEN_CALLS, "qwen", pieces=7)))
     completion = ChatCompletion.model_validate(full_body(shape, folded))
     choice = completion.choices[0]
@@ -123,7 +123,7 @@ def test_chat_completion_with_two_calls():
 
 
 def test_streamed_chat_sends_calls_as_deltas_or_text():
-    shape = ResponseShape("chat", "chatcmpl-test", "q")
+    shape = ChatShape("chatcmpl-test", "q")
     chunks = collect(stream_chunks(shape, replies(QWEN_CALLS, "qwen"), True))
     parsed = [chunk_object(c) for c in chunks]
     deltas = [d for c in parsed if c.choices for d in c.choices[0].delta.tool_calls or []]

@@ -4,15 +4,30 @@ pipeline's output events."""
 from __future__ import annotations
 
 import functools
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from json.encoder import encode_basestring
 
 from quart import Response, current_app, jsonify
 
+from mlxserve.api.openai_objects import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatDelta,
+    ChunkChoice,
+    CompletionTokensDetails,
+    FunctionCall,
+    FunctionDelta,
+    PromptTokensDetails,
+    TextChoice,
+    TextCompletion,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from mlxserve.api.sse import sse_response
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.events import (
@@ -31,156 +46,161 @@ from mlxserve.pipeline.request import GenerateRequest
 Extras = Callable[[GenerationStats], dict]  # fields added once generation has ended (/api/v0)
 ModelExtras = Callable[..., dict]  # the same, given the loaded model first
 
-TEXT_MARKER = "\u0000text\u0000"  # cannot occur in the envelope's own fields
-
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def usage(stats: GenerationStats) -> dict:
-    return {
-        "prompt_tokens": stats.prompt_tokens,
-        "completion_tokens": stats.completion_tokens,
-        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": stats.cached_prompt_tokens},
-        "completion_tokens_details": {"reasoning_tokens": stats.reasoning_tokens},
-    }
+def usage(stats: GenerationStats) -> Usage:
+    return Usage(
+        prompt_tokens=stats.prompt_tokens,
+        completion_tokens=stats.completion_tokens,
+        total_tokens=stats.prompt_tokens + stats.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=stats.cached_prompt_tokens),
+        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=stats.reasoning_tokens),
+    )
 
 
-class ResponseShape:
-    """The envelope shared by one response's objects: id, object type, created time and model."""
+class Envelope:
+    """What one response's objects share: id, created time and model."""
 
-    def __init__(self, kind: str, response_id: str, model: str):
-        self.kind = kind  # "chat" or "text"
-        self.id = response_id
-        self.model = model
-        self.created = int(time.time())
-        self._text_chunk_parts: tuple[str, str] | None = None
+    def __init__(self, response_id: str, model: str):
+        self.id, self.model, self.created = response_id, model, int(time.time())
 
-    def _envelope(self, object_type: str, choices: list[dict]) -> dict:
+    def fields(self) -> dict:
         return {
             "id": self.id,
-            "object": object_type,
             "created": self.created,
             "model": self.model,
             "system_fingerprint": self.model,
-            "choices": choices,
         }
 
-    def full(
-        self,
-        text: str,
-        stats: GenerationStats,
-        finish_reason: str,
-        tool_calls: list[dict] | None = None,
-        reasoning: str = "",
-    ) -> dict:
-        if self.kind == "chat":
-            message = {"role": "assistant", "content": text or None if tool_calls else text}
-            if reasoning:  # the field LM Studio, vLLM and DeepSeek's API use
-                message["reasoning_content"] = reasoning
-            if tool_calls:
-                message["tool_calls"] = tool_calls
-            choice = {"index": 0, "message": message, "logprobs": None}
-            object_type = "chat.completion"
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None}
-            object_type = "text_completion"
-        choice["finish_reason"] = finish_reason
-        return {**self._envelope(object_type, [choice]), "usage": usage(stats)}
+
+class ChatShape(Envelope):
+    """A chat.completion, or its chat.completion.chunk stream."""
+
+    def whole(self, completion: Completion) -> ChatCompletion:
+        calls = [
+            ToolCall(
+                id=c.id, type="function", function=FunctionCall(name=c.name, arguments=c.arguments)
+            )
+            for c in completion.tool_calls
+        ]
+        message = AssistantMessage(
+            role="assistant", content=(completion.content or None) if calls else completion.content
+        )
+        if completion.reasoning:
+            message.reasoning_content = completion.reasoning
+        if calls:
+            message.tool_calls = calls
+        choice = ChatChoice(
+            index=0, message=message, logprobs=None, finish_reason=completion.finish_reason
+        )
+        usage_ = usage(completion.stats)
+        return ChatCompletion(
+            object="chat.completion", choices=[choice], usage=usage_, **self.fields()
+        )
+
+    def opening(self) -> list[ChatCompletionChunk]:
+        return [self.chunk(ChatDelta(role="assistant", content=""))]
+
+    def chunk(self, delta: ChatDelta, finish_reason: str | None = None) -> ChatCompletionChunk:
+        choice = ChunkChoice(index=0, delta=delta, logprobs=None, finish_reason=finish_reason)
+        return ChatCompletionChunk(
+            object="chat.completion.chunk", choices=[choice], **self.fields()
+        )
+
+    def chunks_of(self, event: OutputEvent) -> list[ChatCompletionChunk]:
+        if isinstance(event, TextDelta):
+            return [self.chunk(ChatDelta(content=event.text))]
+        if isinstance(event, ReasoningDelta):
+            return [self.chunk(ChatDelta(reasoning_content=event.text))]
+        if isinstance(event, ToolCallStart):
+            function = FunctionDelta(name=event.name, arguments="")
+            call = ToolCallDelta(index=event.index, id=event.id, type="function", function=function)
+            return [self.chunk(ChatDelta(tool_calls=[call]))]
+        if isinstance(event, ToolArgumentsDelta):
+            call = ToolCallDelta(index=event.index, function=FunctionDelta(arguments=event.delta))
+            return [self.chunk(ChatDelta(tool_calls=[call]))]
+        return []
+
+    def ending(self, finished: Finished, with_usage: bool) -> list[ChatCompletionChunk]:
+        chunks = [self.chunk(ChatDelta(), finished.finish_reason)]
+        if with_usage:
+            chunks.append(
+                ChatCompletionChunk(
+                    object="chat.completion.chunk",
+                    choices=[],
+                    usage=usage(finished.stats),
+                    **self.fields(),
+                )
+            )
+        return chunks
+
+
+class TextShape(Envelope):
+    """A text_completion, whole or streamed (its chunks are text_completion objects too)."""
+
+    def whole(self, completion: Completion) -> TextCompletion:
+        return self.chunk(completion.content, completion.finish_reason, usage(completion.stats))
+
+    def opening(self) -> list[TextCompletion]:
+        return []
 
     def chunk(
-        self,
-        text: str | None,
-        finish_reason: str | None = None,
-        role: bool = False,
-        tool_calls: list[dict] | None = None,
-        reasoning: str = "",
-    ) -> dict:
-        if self.kind == "chat":
-            delta = {"role": "assistant", "content": ""} if role else {}
-            if text:
-                delta["content"] = text
-            if reasoning:
-                delta["reasoning_content"] = reasoning
-            if tool_calls:
-                delta["tool_calls"] = tool_calls
-            choice = {"index": 0, "delta": delta, "logprobs": None}
-            object_type = "chat.completion.chunk"
-        else:
-            choice = {"index": 0, "text": text or "", "logprobs": None}
-            object_type = "text_completion"
-        choice["finish_reason"] = finish_reason
-        return self._envelope(object_type, [choice])
+        self, text: str, finish_reason: str | None = None, usage_: Usage | None = None
+    ) -> TextCompletion:
+        choice = TextChoice(index=0, text=text, logprobs=None, finish_reason=finish_reason)
+        completion = TextCompletion(object="text_completion", choices=[choice], **self.fields())
+        if usage_ is not None:
+            completion.usage = usage_
+        return completion
 
-    def text_chunk_json(self, text: str) -> str:
-        """A text chunk already serialized: the envelope is encoded once per response, so each
-        streamed token costs one string escape rather than a whole JSON encode."""
-        if self._text_chunk_parts is None:
-            marker = json.dumps(TEXT_MARKER)
-            encoded = json.dumps(self.chunk(TEXT_MARKER), ensure_ascii=False)
-            self._text_chunk_parts = tuple(encoded.split(marker))
-        prefix, suffix = self._text_chunk_parts
-        # What json.dumps(text, ensure_ascii=False) gives, without a new encoder per call.
-        return prefix + encode_basestring(text) + suffix
+    def chunks_of(self, event: OutputEvent) -> list[TextCompletion]:
+        # A text completion has nowhere to put reasoning or calls: only its text.
+        return [self.chunk(event.text)] if isinstance(event, TextDelta) else []
 
-    def usage_chunk(self, stats: GenerationStats) -> dict:
-        object_type = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        return {**self._envelope(object_type, []), "usage": usage(stats)}
+    def ending(self, finished: Finished, with_usage: bool) -> list[TextCompletion]:
+        chunks = [self.chunk("", finished.finish_reason)]
+        if with_usage:
+            chunks.append(
+                TextCompletion(
+                    object="text_completion",
+                    choices=[],
+                    usage=usage(finished.stats),
+                    **self.fields(),
+                )
+            )
+        return chunks
 
 
-def full_body(shape: ResponseShape, completion: Completion, extras: Extras | None = None) -> dict:
-    calls = [
-        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-        for c in completion.tool_calls
-    ]
-    body = shape.full(
-        completion.content,
-        completion.stats,
-        completion.finish_reason,
-        calls or None,
-        completion.reasoning,
-    )
-    return {**body, **(extras(completion.stats) if extras else {})}
+Shape = ChatShape | TextShape
+SHAPES = {"chat": ChatShape, "text": TextShape}
 
 
 async def stream_chunks(
-    shape: ResponseShape,
+    shape: Shape,
     events: AsyncIterator[OutputEvent],
     include_usage: bool,
     extras: Extras | None = None,
-) -> AsyncIterator[dict | str]:
-    if shape.kind == "chat":
-        yield shape.chunk(None, role=True)
+) -> AsyncIterator[str | dict]:
+    """Each chunk as JSON text; the last ones with /api/v0's extras when there are any."""
+    for chunk in shape.opening():
+        yield chunk.json_text()
     async with aclosing(events):
         async for event in events:
-            for chunk in _chunks_of(shape, event, include_usage, extras):
-                yield chunk
+            if isinstance(event, Finished):
+                added = extras(event.stats) if extras else {}
+                for chunk in shape.ending(event, include_usage):
+                    yield {**chunk.as_dict(), **added}
+                continue
+            for chunk in shape.chunks_of(event):
+                yield chunk.json_text()
 
 
-def _chunks_of(
-    shape: ResponseShape, event: OutputEvent, include_usage: bool, extras: Extras | None
-) -> list[dict | str]:
-    if isinstance(event, TextDelta):
-        return [shape.text_chunk_json(event.text)]
-    if isinstance(event, ReasoningDelta):
-        # A text completion has nowhere to put it.
-        return [shape.chunk(None, reasoning=event.text)] if shape.kind == "chat" else []
-    if isinstance(event, ToolCallStart):
-        call = {"index": event.index, "id": event.id, "type": "function"}
-        call["function"] = {"name": event.name, "arguments": ""}
-        return [shape.chunk(None, tool_calls=[call])]
-    if isinstance(event, ToolArgumentsDelta):
-        call = {"index": event.index, "function": {"arguments": event.delta}}
-        return [shape.chunk(None, tool_calls=[call])]
-    if isinstance(event, Finished):
-        added = extras(event.stats) if extras else {}
-        chunks = [{**shape.chunk(None, finish_reason=event.finish_reason), **added}]
-        if include_usage:
-            chunks.append({**shape.usage_chunk(event.stats), **added})
-        return chunks
-    return []
+def full_body(shape: Shape, completion: Completion, extras: Extras | None = None) -> dict:
+    body = shape.whole(completion).as_dict()
+    return {**body, **(extras(completion.stats) if extras else {})}
 
 
 async def openai_response(
@@ -192,7 +212,7 @@ async def openai_response(
 ) -> Response:
     """Prepare and run a chat ("chat") or text ("text") completion, streamed or whole."""
     prepared = await prepare(current_app.registry, neutral, current_app.limits)
-    shape = ResponseShape(kind, neutral.response_id, prepared.model)
+    shape = SHAPES[kind](neutral.response_id, prepared.model)
     added = functools.partial(extras, prepared.loaded) if extras else None
     if stream:
         return await sse_response(stream_chunks(shape, generate(prepared), include_usage, added))

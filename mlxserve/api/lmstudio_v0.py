@@ -18,7 +18,8 @@ from mlxserve.api.native_format import (
     v0_instance,
     v0_models,
 )
-from mlxserve.api.parsing import with_body
+from mlxserve.api.openai_objects import ChatCompletion, TextCompletion
+from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest, OpenAIModel
 from mlxserve.api.sse import encode
 from mlxserve.pipeline import logstream
@@ -92,6 +93,7 @@ async def unload_model(body: UnloadRequest):
 
 
 @blueprint.post("/chat/completions")
+@answers(ChatCompletion)
 @with_body(ChatCompletionRequest)
 async def chat_completions(body: ChatCompletionRequest):
     """OpenAI's chat completion, plus stats, model_info and runtime once it has ended."""
@@ -99,6 +101,7 @@ async def chat_completions(body: ChatCompletionRequest):
 
 
 @blueprint.post("/completions")
+@answers(TextCompletion)
 @with_body(CompletionRequest)
 async def completions(body: CompletionRequest):
     """OpenAI's text completion, plus stats, model_info and runtime once it has ended."""

@@ -8,7 +8,8 @@ import json
 from quart import Blueprint, request
 
 from mlxserve.api.formatting import ModelExtras, new_id, openai_response
-from mlxserve.api.parsing import with_body
+from mlxserve.api.openai_objects import ChatCompletion
+from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import ChatCompletionRequest, ChatMessage
 from mlxserve.pipeline.request import (
     GenerateRequest,
@@ -24,6 +25,7 @@ blueprint = Blueprint("openai_chat", __name__)
 
 
 @blueprint.post("/v1/chat/completions")
+@answers(ChatCompletion)
 @with_body(ChatCompletionRequest)
 async def chat_completions(body: ChatCompletionRequest):
     """OpenAI's chat completion, streamed or whole."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from quart import Blueprint, request
 
 from mlxserve.api.formatting import ModelExtras, new_id, openai_response
-from mlxserve.api.parsing import with_body
+from mlxserve.api.openai_objects import TextCompletion
+from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import CompletionRequest
 from mlxserve.pipeline.request import GenerateRequest
 
@@ -13,6 +14,7 @@ blueprint = Blueprint("openai_completions", __name__)
 
 
 @blueprint.post("/v1/completions")
+@answers(TextCompletion)
 @with_body(CompletionRequest)
 async def completions(body: CompletionRequest):
     """OpenAI's text completion, streamed or whole."""

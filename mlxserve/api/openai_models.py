@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from quart import Blueprint, current_app, jsonify
 
+from mlxserve.api.openai_objects import ModelCard, ModelList
+from mlxserve.api.parsing import answers
+
 blueprint = Blueprint("openai_models", __name__)
 
 
 @blueprint.get("/v1/models")
+@answers(ModelList)
 async def list_models():
+    """The loaded models."""
     data = [
-        {
-            "id": m.identifier,
-            "object": "model",
-            "created": int(m.loaded_at),
-            "owned_by": m.record.id.split("/")[0],
-            "type": m.record.type,  # llm | vlm | embeddings, as LM Studio's /api/v0 says
-        }
+        ModelCard(
+            id=m.identifier,
+            object="model",
+            created=int(m.loaded_at),
+            owned_by=m.record.id.split("/")[0],
+            type=m.record.type,
+        )
         for m in current_app.registry.loaded.values()
     ]
-    return jsonify({"object": "list", "data": data})
+    return jsonify(ModelList(object="list", data=data).as_dict())

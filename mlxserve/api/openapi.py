@@ -79,7 +79,7 @@ def _operation(endpoint: str, view, parameters: list[dict], schemas: dict) -> di
         "operationId": endpoint,
         "summary": summary,
         "responses": {
-            "200": {"description": "success", "content": _success_content(view)},
+            "200": {"description": "success", "content": _success_content(view, schemas)},
             "default": {"description": "an error", "content": error},
         },
     }
@@ -87,21 +87,32 @@ def _operation(endpoint: str, view, parameters: list[dict], schemas: dict) -> di
         operation["parameters"] = parameters
     model = getattr(view, "request_model", None)
     if model is not None:
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
-        reference = {"$ref": f"#/components/schemas/{model.__name__}"}
-        body = {"application/json": {"schema": reference}}
+        body = {"application/json": {"schema": _reference(model, schemas, "validation")}}
         operation["requestBody"] = {"required": True, "content": body}
     return operation
 
 
-def _success_content(view) -> dict:
-    """JSON or an event stream; a view that answers otherwise names its media type."""
+def _reference(model, schemas: dict, mode: str) -> dict:
+    """A pydantic model's schema among the document's components, by reference."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+    schemas.update(schema.pop("$defs", {}))
+    schemas[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _success_content(view, schemas: dict) -> dict:
+    """JSON (its model's schema where the view names one) or an event stream; a view that
+    answers otherwise names its media type."""
     media_type = getattr(view, "response_media_type", None)
     if media_type is not None:
         return {media_type: {"schema": {"type": "string"}}}
-    return {**JSON_OBJECT, **STREAMING}
+    model = getattr(view, "response_model", None)
+    if model is None:
+        return {**JSON_OBJECT, **STREAMING}
+    return {
+        "application/json": {"schema": _reference(model, schemas, "serialization")},
+        **STREAMING,
+    }
 
 
 def _openapi_path(rule: str) -> tuple[str, list[dict]]:

@@ -52,3 +52,14 @@ def with_body(model: type[Model]):
         return parsed
 
     return decorate
+
+
+def answers(model: type[BaseModel]):
+    """Name the model of the view's JSON answer (a stream's chunks aside) for the OpenAPI
+    document, which schemathesis checks every answer against."""
+
+    def decorate(view):
+        view.response_model = model
+        return view
+
+    return decorate
