@@ -24,7 +24,9 @@ from mlxserve.api import (
 from mlxserve.api.errors import register_error_handlers
 from mlxserve.api.guard import GuardOptions, has_key, install_guard
 from mlxserve.api.metrics import LoopStallMonitor
+from mlxserve.api.openai_objects import Health
 from mlxserve.api.openapi import openapi_document
+from mlxserve.api.parsing import answers
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.prepare import ServerLimits
@@ -62,13 +64,14 @@ def create_app(config: AppConfig) -> Quart:
         return openapi_document(app)
 
     @app.get("/health")
+    @answers(Health)
     async def health():
         """Liveness; with the API key (or none set), the loaded models too."""
         if config.guard.api_key and not has_key(config.guard.api_key):
-            return {"status": "ok"}  # liveness only: no model details without the key
+            return Health(status="ok").as_dict()  # liveness only: no model details without the key
         loaded = app.registry.loaded
         active = sum(model.active_requests for model in loaded.values())
-        return {"status": "ok", "loaded": sorted(loaded), "active_requests": active}
+        return Health(status="ok", loaded=sorted(loaded), active_requests=active).as_dict()
 
     @app.before_serving
     async def start_loading():

@@ -9,7 +9,8 @@ import numpy as np
 from pydantic import Field
 from quart import Blueprint, current_app, jsonify
 
-from mlxserve.api.parsing import with_body
+from mlxserve.api.openai_objects import Embedding, EmbeddingList, EmbeddingUsage
+from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import OpenAIModel
 from mlxserve.pipeline.errors import RequestError
 
@@ -37,8 +38,10 @@ class EmbeddingRequest(OpenAIModel):
 
 @blueprint.post("/v1/embeddings")
 @blueprint.post("/api/v0/embeddings")
+@answers(EmbeddingList)
 @with_body(EmbeddingRequest)
 async def embeddings(body: EmbeddingRequest):
+    """Vectors for each input."""
     loaded = await current_app.registry.resolve(body.model)
     engine = loaded.engine
     if loaded.record.type != "embeddings" or not hasattr(engine, "embed"):
@@ -57,11 +60,12 @@ async def embeddings(body: EmbeddingRequest):
     if body.dimensions:
         vectors = _shorten(vectors, body.dimensions)
     data = [
-        {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+        Embedding(object="embedding", index=i, embedding=_encode(v, body.encoding_format))
         for i, v in enumerate(vectors)
     ]
-    usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
-    return jsonify({"object": "list", "data": data, "model": loaded.identifier, "usage": usage})
+    usage = EmbeddingUsage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens)
+    answer = EmbeddingList(object="list", data=data, model=loaded.identifier, usage=usage)
+    return jsonify(answer.as_dict())
 
 
 def _shorten(vectors: np.ndarray, dimensions: int) -> np.ndarray:

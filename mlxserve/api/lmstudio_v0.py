@@ -12,6 +12,8 @@ from quart import Blueprint, current_app, jsonify, make_response
 
 from mlxserve.api import openai_chat, openai_completions
 from mlxserve.api.native_format import (
+    V0Model,
+    V0ModelList,
     find_v0_model,
     load_result,
     native_extras,
@@ -50,12 +52,16 @@ def _required_model(*candidates: str | None) -> str:
 
 
 @blueprint.get("/models")
+@answers(V0ModelList)
 async def list_models():
+    """Every servable model, loaded or not."""
     return jsonify({"object": "list", "data": await v0_models(current_app.registry)})
 
 
 @blueprint.get("/models/<path:model_id>")
+@answers(V0Model)
 async def get_model(model_id: str):
+    """One model, loaded or not."""
     entry = await find_v0_model(current_app.registry, model_id)
     if entry is None:
         raise RequestError(404, f"model '{model_id}' not found", "model", "model_not_found")

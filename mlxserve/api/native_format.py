@@ -4,6 +4,9 @@ objects that native generation responses add to the OpenAI fields."""
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
+
+from pydantic import BaseModel
 
 from mlxserve.engine.base import GenerationStats
 from mlxserve.models.loaded import LoadedModel
@@ -11,22 +14,41 @@ from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import ModelRecord
 
 
+class V0Model(BaseModel):
+    id: str
+    object: Literal["model"]
+    type: str  # llm | vlm | embeddings
+    publisher: str
+    arch: str
+    compatibility_type: str  # the format: mlx | gguf | hf
+    quantization: str
+    state: Literal["loaded", "not-loaded"]
+    max_context_length: int
+    source: str  # store | huggingface | lmstudio (models found in place)
+    loaded_context_length: int | None = None  # only when loaded
+
+
+class V0ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[V0Model]
+
+
 def v0_model(record: ModelRecord, loaded: LoadedModel | None, model_id: str = "") -> dict:
-    entry = {
-        "id": model_id or record.id,
-        "object": "model",
-        "type": record.type,
-        "publisher": record.id.split("/")[0],
-        "arch": record.architecture,
-        "compatibility_type": record.format,
-        "quantization": record.quantization,
-        "state": "loaded" if loaded else "not-loaded",
-        "max_context_length": record.max_context_length,
-        "source": record.origin,  # store | huggingface | lmstudio (models found in place)
-    }
+    entry = V0Model(
+        id=model_id or record.id,
+        object="model",
+        type=record.type,
+        publisher=record.id.split("/")[0],
+        arch=record.architecture,
+        compatibility_type=record.format,
+        quantization=record.quantization,
+        state="loaded" if loaded else "not-loaded",
+        max_context_length=record.max_context_length,
+        source=record.origin,
+    )
     if loaded:
-        entry["loaded_context_length"] = loaded.engine.context_length
-    return entry
+        entry.loaded_context_length = loaded.engine.context_length
+    return entry.model_dump(exclude_unset=True)
 
 
 async def v0_models(registry: ModelRegistry) -> list[dict]:

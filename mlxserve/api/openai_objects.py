@@ -141,3 +141,27 @@ class ModelCard(OpenAIObject):
 class ModelList(OpenAIObject):
     object: Literal["list"]
     data: list[ModelCard]
+
+
+class Embedding(OpenAIObject):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str  # floats, or base64 of little-endian float32
+
+
+class EmbeddingUsage(OpenAIObject):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(OpenAIObject):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+class Health(OpenAIObject):
+    status: Literal["ok"]
+    loaded: list[str] | None = None  # with the key (or none set) only
+    active_requests: int | None = None
