@@ -1,7 +1,8 @@
 """/v1/messages through the official `anthropic` SDK on both engines and the real Gemma model:
 whole and streamed messages (the documented event order, the same text), count_tokens, a
-forced tool call and its tool_result round trip, structured output, Anthropic's error shape,
-and the request Claude Code sends at start-up."""
+forced tool call and its tool_result round trip (and one cut short by max_tokens), structured
+output, stop reasons that tell whose limit ended a reply, Anthropic's error shape, and the
+request Claude Code sends at start-up."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import anthropic
 import httpx
 import jsonschema
 import pytest
+
+from tests.server import ServerProcess
 
 CLAUDE_CODE_STARTUP = Path(__file__).parent / "data" / "claude_code_startup.json"
 MODEL = "claude-local"  # any name reaches the loaded model, as Claude Code sends its own
@@ -123,6 +126,33 @@ def test_a_forced_tool_call_and_its_result(claude):
     )
 
 
+def test_a_forced_call_cut_short_by_max_tokens_keeps_its_complete_members(claude):
+    note = {
+        "name": "save_note",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "kind": {"type": "string", "enum": ["todo", "idea"]},
+                "text": {"type": "string", "minLength": 60},
+            },
+            "required": ["kind", "text"],
+            "additionalProperties": False,
+        },
+    }
+    message = claude.messages.create(
+        model=MODEL,
+        max_tokens=22,
+        messages=[{"role": "user", "content": "Note: buy milk"}],
+        tools=[note],
+        tool_choice={"type": "tool", "name": "save_note"},
+        **GREEDY,
+    )
+    assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 22
+    [call] = message.content
+    assert call.type == "tool_use" and call.name == "save_note"
+    assert list(call.input) == ["kind"]  # the text was cut short: only the kind is whole
+
+
 def test_streamed_tool_input_arrives_as_json_deltas(server):
     body = {
         "model": MODEL,
@@ -175,6 +205,37 @@ def test_stop_sequences_and_sampling_fields_in_the_raw_body(claude):
     )
     assert message.stop_reason == "stop_sequence" and message.stop_sequence == " "
     assert " " not in message.content[0].text
+
+
+@pytest.fixture(scope="module")
+def ceiling(models_dir, default_ids):
+    """llama.cpp with a server-wide reply ceiling of 8 tokens and a 256-token context."""
+    args = ["--max-tokens", "8", "--context-length", "256"]
+    model = default_ids["llamacpp"]
+    with ServerProcess(models_dir, model=model, engine="llamacpp", extra_args=args) as running:
+        yield anthropic.Anthropic(base_url=running.base_url, api_key="x", max_retries=0)
+
+
+def test_stop_reasons_tell_whose_limit_ended_the_reply(ceiling):
+    story = [{"role": "user", "content": "Write a long story about a dragon."}]
+    own = ceiling.messages.create(model=MODEL, max_tokens=4, messages=story, **GREEDY)
+    assert (own.stop_reason, own.usage.output_tokens) == ("max_tokens", 4)
+    # the operator's ceiling, below the client's max_tokens, is no failure of the reply
+    capped = ceiling.messages.create(model=MODEL, max_tokens=100, messages=story, **GREEDY)
+    assert (capped.stop_reason, capped.usage.output_tokens) == ("end_turn", 8)
+
+    def filler(words: int) -> list[dict]:
+        return [{"role": "user", "content": "a " * words}]
+
+    per_hundred = ceiling.messages.count_tokens(model=MODEL, messages=filler(100)).input_tokens
+    words = 256 - 3 - (per_hundred - 100)  # leaves room for 3 tokens, below the ceiling
+    assert ceiling.messages.count_tokens(model=MODEL, messages=filler(words)).input_tokens == 253
+    full = ceiling.messages.create(model=MODEL, max_tokens=100, messages=filler(words), **GREEDY)
+    assert (full.stop_reason, full.usage.output_tokens) == ("model_context_window_exceeded", 3)
+    with ceiling.messages.stream(
+        model=MODEL, max_tokens=100, messages=filler(words), **GREEDY
+    ) as stream:
+        assert stream.get_final_message().stop_reason == "model_context_window_exceeded"
 
 
 @pytest.mark.parametrize(

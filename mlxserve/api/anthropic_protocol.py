@@ -1,25 +1,41 @@
-"""Request models for Anthropic's Messages API (/v1/messages), and their translation into the
-pipeline's neutral request. Unknown fields (cache_control, metadata, context management) are
-accepted and ignored, as Claude Code sends many."""
+"""Request models for Anthropic's Messages API (/v1/messages and count_tokens), as the SDK's
+beta types define them: messages of three roles (system messages may sit anywhere), content
+blocks by type, tools (deferred ones too), thinking, output_config and context_management.
+Unknown fields (cache_control, metadata, container...) are accepted and ignored, as Claude Code
+sends many; anthropic_conversation turns the messages into the pipeline's turns."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlxserve.api.protocol import sampling_params
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.request import (
-    Constraints,
-    ImagePart,
-    Part,
-    TextPart,
-    ToolCallPart,
-    ToolResultPart,
-    Turn,
+from mlxserve.pipeline.request import Constraints
+
+Effort = Literal["low", "medium", "high", "xhigh", "max"]
+# Blocks only Anthropic's servers produce (their tools ran there): kept by type alone, since
+# earlier assistant turns carry them back and nothing here can use what they hold.
+SERVER_BLOCKS = frozenset(
+    {
+        "server_tool_use",
+        "web_search_tool_result",
+        "web_fetch_tool_result",
+        "advisor_tool_result",
+        "code_execution_tool_result",
+        "bash_code_execution_tool_result",
+        "text_editor_code_execution_tool_result",
+        "tool_search_tool_result",
+        "mcp_tool_use",
+        "mcp_tool_result",
+        "mcp_tool_listing",
+        "container_upload",
+        "fallback",
+        "browser_state",
+    }
 )
+CLEAR_TOOL_USES = "clear_tool_uses_20250919"
 
 
 class AnthropicModel(BaseModel):
@@ -39,26 +55,61 @@ class ImageSource(AnthropicModel):
         return f"data:{self.media_type};base64,{self.data}"
 
 
-class ContentBlock(AnthropicModel):
-    """One block of a message; which fields are set depends on `type`."""
+class ToolChange(AnthropicModel):
+    """The `tool` of a tool_addition or tool_removal block: a reference by name, or (additions
+    only) a definition by value."""
 
-    type: Literal[
-        "text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking", "document"
-    ]
+    type: str
+    name: str | None = None  # tool_reference, mcp_tool_reference
+    definition: dict[str, Any] | None = None  # tool_definition
+    server_name: str | None = None  # MCP references
+
+
+class ContentBlock(AnthropicModel):
+    """One block of a message; which fields are set depends on `type`, which
+    anthropic_conversation checks against where the block sits."""
+
+    type: str
     text: str | None = None
-    source: ImageSource | dict[str, Any] | None = None
+    source: ImageSource | dict[str, Any] | str | None = None  # a search_result's is a string
+    title: str | None = None  # search_result
     id: str | None = None  # tool_use
     name: str | None = None
     input: dict[str, Any] | None = None
     tool_use_id: str | None = None  # tool_result
-    content: str | list[ContentBlock] | None = None
-    is_error: bool = False
+    content: str | list[ContentBlock] | None = None  # also compaction's summary
+    is_error: bool | None = False
     thinking: str | None = None
+    tool_name: str | None = None  # tool_reference
+    tool: ToolChange | None = None  # tool_addition, tool_removal
+
+    @model_validator(mode="before")
+    @classmethod
+    def _server_blocks_by_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("type") in SERVER_BLOCKS:
+            return {"type": data["type"]}
+        return data
+
+
+class TurnOutputConfig(AnthropicModel):
+    effort: Effort | None = None
+
+
+class OutputFormat(AnthropicModel):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(TurnOutputConfig):
+    format: OutputFormat | None = None
 
 
 class Message(AnthropicModel):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
+    # system messages only: whether a later user message hides it, and its turn's effort
+    clear_at: Literal["next_user_message", "never"] | None = None
+    output_config: TurnOutputConfig | None = None
 
 
 class Tool(AnthropicModel):
@@ -66,6 +117,22 @@ class Tool(AnthropicModel):
     description: str | None = None
     input_schema: dict[str, Any] | None = None
     type: str | None = None  # "custom", or a server tool such as web_search, which runs remotely
+    defer_loading: bool = False  # offered only once a tool_reference or tool_addition names it
+
+    def as_function(self) -> dict[str, Any]:
+        """The tool as chat templates and grammars take it: a function tool."""
+        if self.input_schema is None:
+            raise RequestError(
+                400,
+                f"tool '{self.name}' ({self.type}) runs on Anthropic's servers; only tools with "
+                "an input_schema can be called here",
+                "tools",
+                "unsupported_tool",
+            )
+        function = {"name": self.name, "parameters": self.input_schema}
+        if self.description:
+            function["description"] = self.description
+        return {"type": "function", "function": function}
 
 
 class ToolChoice(AnthropicModel):
@@ -75,18 +142,49 @@ class ToolChoice(AnthropicModel):
 
 
 class Thinking(AnthropicModel):
-    type: Literal["enabled", "disabled", "adaptive"]
+    type: Literal["enabled", "disabled", "adaptive", "between_tools"]
     budget_tokens: int | None = Field(None, ge=0)
+    display: Literal["summarized", "omitted", "updates"] | None = None
 
 
-class OutputFormat(AnthropicModel):
-    type: Literal["json_schema"]
-    schema_: dict[str, Any] = Field(alias="schema")
+class InputTokens(AnthropicModel):
+    type: Literal["input_tokens"]
+    value: int = Field(ge=0)
 
 
-class OutputConfig(AnthropicModel):
-    format: OutputFormat | None = None
-    effort: str | None = None
+class ToolUses(AnthropicModel):
+    type: Literal["tool_uses"]
+    value: int = Field(ge=0)
+
+
+class ClearToolUses(AnthropicModel):
+    """Context editing's tool-result clearing, with Anthropic's defaults."""
+
+    type: Literal["clear_tool_uses_20250919"]
+    trigger: InputTokens | ToolUses = Field(
+        InputTokens(type="input_tokens", value=100_000), discriminator="type"
+    )
+    keep: ToolUses = ToolUses(type="tool_uses", value=3)
+    clear_at_least: InputTokens | None = None
+    exclude_tools: list[str] | None = None
+    clear_tool_inputs: bool | list[str] | None = None
+
+
+class ContextManagement(AnthropicModel):
+    edits: list[dict[str, Any]] = Field(default_factory=list)
+
+    def tool_clearing(self) -> ClearToolUses | None:
+        """The clear_tool_uses edit, if asked for. The others need nothing here: earlier
+        thinking never reaches the model, and compaction is not done (see the README)."""
+        found = [
+            (i, edit) for i, edit in enumerate(self.edits) if edit.get("type") == CLEAR_TOOL_USES
+        ]
+        if len(found) > 1:
+            where = f"context_management.edits.{found[1][0]}"
+            raise RequestError(400, f"{where}: only one {CLEAR_TOOL_USES} edit is allowed", where)
+        if not found:
+            return None
+        return validated(ClearToolUses, found[0][1], f"context_management.edits.{found[0][0]}")
 
 
 class CountTokensRequest(AnthropicModel):
@@ -98,30 +196,34 @@ class CountTokensRequest(AnthropicModel):
     thinking: Thinking | None = None
     output_config: OutputConfig | None = None
     output_format: OutputFormat | None = None  # the structured-outputs beta's name for it
+    context_management: ContextManagement | None = None
 
-    def conversation(self) -> list[Turn]:
-        turns = [Turn("system", [TextPart(_text_of(self.system))])] if self.system else []
-        for message in self.messages:
-            turns += message_turns(message)
-        return turns
-
-    @property
-    def reasoning_effort(self) -> str | None:
-        """`thinking` as the effort chat templates take: its token budget picks the level."""
-        if self.thinking is None or self.thinking.type == "adaptive":
+    def reasoning_effort(self, turn_effort: str | None) -> str | None:
+        """`thinking` as the effort chat templates take: an enabled budget picks the level;
+        adaptive thinking takes the effort of its turn (a system message's) or the request's."""
+        if self.thinking is None:
             return None
         if self.thinking.type == "disabled":
             return "none"
-        budget = self.thinking.budget_tokens or 0
-        return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+        if self.thinking.type == "enabled":
+            budget = self.thinking.budget_tokens or 0
+            return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+        effort = turn_effort or (self.output_config and self.output_config.effort)
+        return {"xhigh": "high", "max": "high"}.get(effort, effort) if effort else None
 
-    def constraints(self) -> Constraints:
+    @property
+    def shows_thinking(self) -> bool:
+        return self.thinking is None or self.thinking.display != "omitted"
+
+    def constraints(self, tools: list[Tool]) -> Constraints:
+        """Tool choice among the tools offered at the end of the conversation."""
         choice = self.tool_choice or ToolChoice(type="auto")
         if choice.type == "tool" and not choice.name:
             raise RequestError(400, "tool_choice.name: required", "tool_choice", "invalid_value")
+        _check_offered(choice, {tool.name for tool in tools})
         output = self.output_format or (self.output_config and self.output_config.format)
         return Constraints(
-            tools=[_function_tool(tool) for tool in self.tools or []],
+            tools=[tool.as_function() for tool in tools],
             tool_choice={"auto": "auto", "any": "required", "tool": "required"}.get(
                 choice.type, "none"
             ),
@@ -146,51 +248,26 @@ class MessagesRequest(CountTokensRequest):
         return sampling_params(temperature=temperature, top_p=self.top_p, top_k=self.top_k)
 
 
-def message_turns(message: Message) -> list[Turn]:
-    """A message as turns: a user message's tool results become tool turns first, as chat
-    templates expect them."""
-    if isinstance(message.content, str):
-        return [Turn(message.role, [TextPart(message.content)])]
-    tool_turns, parts = [], []
-    for block in message.content:
-        if block.type == "tool_result":
-            result = ToolResultPart(block.tool_use_id or "", _text_of(block.content))
-            tool_turns.append(Turn("tool", [result]))
-        elif block.type == "document":
-            message_text = "document blocks are not supported; send the text as a text block"
-            raise RequestError(400, message_text, "messages", "unsupported_content")
-        else:
-            parts += _parts_of(block)
-    return tool_turns + ([Turn(message.role, parts)] if parts or not tool_turns else [])
+def _check_offered(choice: ToolChoice, offered: set[str]) -> None:
+    """A forced call must have a tool to call: one offered at the end of the conversation."""
+    if choice.type == "tool" and choice.name not in offered:
+        what = f"tool '{choice.name}' is not"
+    elif choice.type == "any" and not offered:
+        what = "no tool is"
+    else:
+        return
+    message = (
+        f"tool_choice: {what} offered here (tools with defer_loading are offered once a "
+        "tool_reference or tool_addition names them; tool_removal withdraws one)"
+    )
+    raise RequestError(400, message, "tool_choice", "invalid_tool_choice")
 
 
-def _parts_of(block: ContentBlock) -> list[Part]:
-    if block.type == "text":
-        return [TextPart(block.text or "")]
-    if block.type == "image":
-        source = ImageSource.model_validate(block.source or {})
-        return [ImagePart(source.as_url)]
-    if block.type == "tool_use":
-        return [ToolCallPart(block.id or "", block.name or "", json.dumps(block.input or {}))]
-    return []  # earlier thinking is not shown to the model again
-
-
-def _text_of(content: str | list[ContentBlock] | None) -> str:
-    if isinstance(content, list):
-        return "".join(block.text or "" for block in content if block.type == "text")
-    return content or ""
-
-
-def _function_tool(tool: Tool) -> dict[str, Any]:
-    if tool.input_schema is None:
-        raise RequestError(
-            400,
-            f"tool '{tool.name}' ({tool.type}) runs on Anthropic's servers; only tools with an "
-            "input_schema can be called here",
-            "tools",
-            "unsupported_tool",
-        )
-    function = {"name": tool.name, "parameters": tool.input_schema}
-    if tool.description:
-        function["description"] = tool.description
-    return {"type": "function", "function": function}
+def validated(model: type[AnthropicModel], data: Any, where: str):
+    """`data` as `model`, its first fault named by its place in the request."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        place = ".".join([where, *(str(part) for part in error["loc"])])
+        raise RequestError(400, f"{place}: {error['msg']}", place, "invalid_value") from exc

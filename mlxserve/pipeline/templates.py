@@ -57,6 +57,7 @@ def render_chat(
     if reasoning_effort is not None:  # Qwen3's switch, and gpt-oss's effort
         switches["enable_thinking"] = reasoning_effort != "none"
         switches["reasoning_effort"] = reasoning_effort
+    messages = _system_turns_placed(template, messages)
     try:
         return _compile(template).render(
             messages=messages,
@@ -70,6 +71,56 @@ def render_chat(
         raise RequestError(
             400, f"the chat template rejected these messages: {exc}", "messages"
         ) from exc
+
+
+SYSTEM_PROBE, USER_PROBE = "mlxserve system probe", "mlxserve user probe"
+
+
+def _system_turns_placed(template: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """System messages after the first (an Anthropic request's, at their place) as turns of
+    their own where the template has them, else merged into the neighbouring turn."""
+    if not any(message["role"] == "system" for message in messages[1:]):
+        return messages
+    return messages if _has_system_turns(template) else _merged_system_turns(messages)
+
+
+@functools.lru_cache(maxsize=16)
+def _has_system_turns(template: str) -> bool:
+    """Whether the template gives a system message after the first a turn of its own: not when
+    it folds a leading one into the first user turn (Gemma, Mistral), drops or refuses one."""
+    system, user = (
+        {"role": "system", "content": SYSTEM_PROBE},
+        {"role": "user", "content": USER_PROBE},
+    )
+    folded = {"role": "user", "content": f"{SYSTEM_PROBE}\n\n{USER_PROBE}"}
+    try:
+        render = _compile(template).render
+        if render(messages=[system, user]) == render(messages=[folded]):
+            return False
+        return SYSTEM_PROBE in render(messages=[user, system], add_generation_prompt=True)
+    except (TemplateError, TypeError, ValueError):  # the template refuses the probe
+        return False
+
+
+def _merged_system_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Later system turns, for templates without a place for them, joined to the turn before
+    when it is a user turn (or the leading system message), else to the next user turn."""
+    merged, waiting = [messages[0]], []
+    for message in messages[1:]:
+        if message["role"] == "system":
+            if merged[-1]["role"] in ("user", "system"):  # system: the leading message
+                joined = f"{merged[-1]['content']}\n\n{message['content']}"
+                merged[-1] = {**merged[-1], "content": joined}
+            else:
+                waiting.append(message["content"])
+            continue
+        if waiting and message["role"] == "user":
+            message = {**message, "content": "\n\n".join([*waiting, message["content"]])}
+            waiting = []
+        merged.append(message)
+    if waiting:
+        merged.append({"role": "user", "content": "\n\n".join(waiting)})
+    return merged
 
 
 def template_messages(turns: list[Turn]) -> list[dict[str, Any]]:

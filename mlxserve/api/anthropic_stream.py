@@ -1,0 +1,184 @@
+"""Output events rendered as Anthropic's message stream events; a whole (non-streamed) message
+is the message those events build."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from mlxserve.engine.base import GenerationStats
+from mlxserve.pipeline.events import (
+    Finished,
+    OutputEvent,
+    ReasoningDelta,
+    TextDelta,
+    ToolArgumentsDelta,
+    ToolCallStart,
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the message says of the request behind it."""
+
+    id: str
+    model: str  # the name the client asked for
+    prompt_tokens: int
+    max_tokens: int  # the client's own limit
+    context_length: int  # of the loaded model
+    shows_thinking: bool = True  # False: thinking blocks carry no text (display "omitted")
+    context_management: dict | None = None  # the edits applied, when the client asked for any
+
+
+class MessageBuilder:
+    """The message being generated: its content blocks, and the stream events that build it."""
+
+    def __init__(self, reply: Reply):
+        self.reply = reply
+        self.blocks: list[dict] = []  # tool_use inputs held as JSON text until the end
+        self.open = False
+        self.stop_reason: str | None = None
+        self.stop_sequence: str | None = None
+        self.usage = {"input_tokens": reply.prompt_tokens, "output_tokens": 0}
+
+    async def events(self, outputs: AsyncIterator[OutputEvent]) -> AsyncIterator[dict]:
+        yield {"type": "message_start", "message": self.envelope([])}
+        yield {"type": "ping"}
+        async with aclosing(outputs):
+            async for output in outputs:
+                for event in self.render(output):
+                    yield event
+
+    def render(self, output: OutputEvent) -> list[dict]:
+        if isinstance(output, TextDelta):
+            if not output.text:
+                return []
+            started = self.start_block({"type": "text", "text": ""}, reuse="text")
+            self.blocks[-1]["text"] += output.text
+            return started + [self.delta({"type": "text_delta", "text": output.text})]
+        if isinstance(output, ReasoningDelta):
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            started = self.start_block(block, reuse="thinking")
+            if not self.reply.shows_thinking:
+                return started
+            self.blocks[-1]["thinking"] += output.text
+            return started + [self.delta({"type": "thinking_delta", "thinking": output.text})]
+        if isinstance(output, ToolCallStart):
+            block = {"type": "tool_use", "id": output.id, "name": output.name, "input": {}}
+            started = self.start_block(block)
+            self.blocks[-1]["arguments"] = ""
+            return started
+        if isinstance(output, ToolArgumentsDelta):
+            self.blocks[-1]["arguments"] += output.delta
+            return [self.delta({"type": "input_json_delta", "partial_json": output.delta})]
+        return self.finish(output)
+
+    def start_block(self, block: dict, reuse: str | None = None) -> list[dict]:
+        """Events that open `block`, closing the open one; none when the open block is of the
+        `reuse` type and takes the new content."""
+        if self.open and reuse and self.blocks[-1]["type"] == reuse:
+            return []
+        events = self.close_block()
+        self.blocks.append(dict(block))
+        self.open = True
+        index = len(self.blocks) - 1
+        return events + [{"type": "content_block_start", "index": index, "content_block": block}]
+
+    def close_block(self) -> list[dict]:
+        if not self.open:
+            return []
+        self.open = False
+        return [{"type": "content_block_stop", "index": len(self.blocks) - 1}]
+
+    def delta(self, delta: dict) -> dict:
+        return {"type": "content_block_delta", "index": len(self.blocks) - 1, "delta": delta}
+
+    def finish(self, finished: Finished) -> list[dict]:
+        self.stop_reason, self.stop_sequence = stop_reason(finished, self.reply)
+        self.usage = _usage(finished.stats)
+        delta = {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence}
+        message_delta = {"type": "message_delta", "delta": delta, "usage": self.usage}
+        if self.reply.context_management is not None:
+            message_delta["context_management"] = self.reply.context_management
+        return self.close_block() + [message_delta, {"type": "message_stop"}]
+
+    def envelope(self, content: list[dict]) -> dict:
+        message = {
+            "id": self.reply.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.reply.model,
+            "content": content,
+            "stop_reason": self.stop_reason,
+            "stop_sequence": self.stop_sequence,
+            "usage": self.usage,
+        }
+        if self.reply.context_management is not None:
+            message["context_management"] = self.reply.context_management
+        return message
+
+    def whole(self) -> dict:
+        return self.envelope([_final_block(block) for block in self.blocks])
+
+
+def stop_reason(finished: Finished, reply: Reply) -> tuple[str, str | None]:
+    """Anthropic's stop reason. A reply cut short is `max_tokens` only at the client's own
+    limit; one that filled the context is `model_context_window_exceeded`; one the server's
+    --max-tokens ceiling ended is `end_turn` (an operator's choice of reply length, which
+    agents must not take for a failure)."""
+    stats = finished.stats
+    if finished.finish_reason == "tool_calls":
+        return "tool_use", None
+    if finished.finish_reason == "length":
+        if stats.completion_tokens >= reply.max_tokens:
+            return "max_tokens", None
+        if stats.prompt_tokens + stats.completion_tokens >= reply.context_length:
+            return "model_context_window_exceeded", None
+        return "end_turn", None
+    if stats.stop_reason == "stopStringFound":
+        return "stop_sequence", stats.stop_string
+    return "end_turn", None
+
+
+def _final_block(block: dict) -> dict:
+    if block["type"] != "tool_use":
+        return block
+    arguments = block.pop("arguments")
+    return {**block, "input": complete_members(arguments)}
+
+
+def complete_members(arguments: str) -> dict:
+    """A call's JSON arguments as an object; of arguments cut short, the members written in
+    full (those a comma follows), or {} when none are."""
+    candidates, closers, in_string, escaped = [arguments], [], False, False
+    for position, char in enumerate(arguments):
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            closers.append("}" if char == "{" else "]")
+        elif char in "}]" and closers:
+            closers.pop()
+        elif char == ",":
+            candidates.append(arguments[:position] + "".join(reversed(closers)))
+    for candidate in [candidates[0], *reversed(candidates[1:])]:
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def _usage(stats: GenerationStats) -> dict:
+    """Anthropic counts prompt tokens read from the cache apart from the rest."""
+    return {
+        "input_tokens": stats.prompt_tokens - stats.cached_prompt_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": stats.cached_prompt_tokens,
+        "output_tokens": stats.completion_tokens,
+    }
