@@ -97,6 +97,16 @@ def _largest_fitting_context(record: ModelRecord, budget: int) -> int:
     return (budget - base) // per_token // CONTEXT_STEP * CONTEXT_STEP
 
 
+def size_for_load(record: ModelRecord, requested: int | None, in_use: int, freed: int):
+    """The context a model loads with, its memory estimate and the memory it may use, once
+    models taking `freed` of the `in_use` bytes are unloaded (reads files: off the loop)."""
+    available = available_memory_bytes(in_use)
+    if available is not None and memory_limit_bytes() is None:
+        available += freed  # the system figure does not yet count what unloading frees
+    choice = choose_context_length(record, requested, available)
+    return choice, estimate_memory(record, choice.length), available
+
+
 def automatic_context_length(record: ModelRecord) -> int:
     """The context a model loads with when nothing asks for one, on this machine now."""
     return choose_context_length(record, None, available_memory_bytes()).length

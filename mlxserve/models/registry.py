@@ -9,7 +9,6 @@ would not fit in memory is refused up front.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -18,14 +17,13 @@ from mlxserve.engine.base import EngineModel
 from mlxserve.models import memory
 from mlxserve.models.catalog import ModelCatalog
 from mlxserve.models.engines import EngineStarter
+from mlxserve.models.idle import IdleUnloader
 from mlxserve.models.loaded import LoadedModel, RegistryError
 from mlxserve.models.options import RegistryOptions
+from mlxserve.models.resize import ContextResizer
 from mlxserve.models.store import ModelRecord
 
 log = logging.getLogger(__name__)
-
-TTL_CHECK_SECONDS = 1.0
-RESIZE_POLL_SECONDS = 0.05  # how often a reload for a longer context checks for idleness
 
 
 class ModelRegistry:
@@ -36,8 +34,8 @@ class ModelRegistry:
         self.engines = EngineStarter(models_dir, self.options, self.catalog)
         self.loaded: dict[str, LoadedModel] = {}
         self._loading: dict[str, asyncio.Task] = {}
-        self._resizing: dict[str, asyncio.Task] = {}  # reloads with a longer context
-        self._ttl_monitor: asyncio.Task | None = None
+        self.resizer = ContextResizer(self)
+        self.idle = IdleUnloader(self)
 
     @property
     def loading(self) -> list[str]:
@@ -69,7 +67,7 @@ class ModelRegistry:
         """Route a request's `model` value: an exact id, else the only loaded model, else 404.
 
         `ttl` (the request's field) applies when this request is what loads the model."""
-        await self._resizes_done()
+        await self.resizer.settled()
         if requested in self.loaded:
             return self._touch(self.loaded[requested])
         if requested in self._loading:
@@ -120,7 +118,7 @@ class ModelRegistry:
         if self.options.max_queued is not None:
             loaded.max_requests = engine.parallel + self.options.max_queued
         self.loaded[identifier] = loaded
-        self._start_ttl_monitor()
+        self.idle.watch()
         log.info(
             "loaded %s on %s (context %d: %s; ttl %s)",
             identifier,
@@ -134,61 +132,8 @@ class ModelRegistry:
     async def grow_context(
         self, loaded: LoadedModel, prompt_tokens: int, param: str
     ) -> LoadedModel:
-        """The model reloaded with a context that holds a prompt of `prompt_tokens` and a reply,
-        once the requests on its present context are done; a 400 saying why when it cannot be:
-        --context-length was set, the model's maximum is shorter, or memory allows no more."""
-        task = self._resizing.get(loaded.identifier)
-        if task is None:
-            task = asyncio.create_task(self._reload_longer(loaded, prompt_tokens, param))
-            self._resizing[loaded.identifier] = task
-            task.add_done_callback(lambda _: self._resizing.pop(loaded.identifier, None))
-        return await asyncio.shield(task)
-
-    async def _reload_longer(self, loaded: LoadedModel, prompt_tokens: int, param: str):
-        record, context = loaded.record, loaded.engine.context_length
-        trained = record.max_context_length
-
-        def refused(why: str) -> RegistryError:
-            message = f"the prompt has {prompt_tokens} tokens, which leaves no room in the "
-            message += f"model's {context}-token context; {why}"
-            return RegistryError(400, message, "context_length_exceeded", param=param)
-
-        if self.options.context_length:
-            most = f" (the model's maximum is {trained})" if trained else ""
-            raise refused(f"the server's --context-length sets it: raise it{most}")
-        if not trained or prompt_tokens >= trained:
-            raise refused(f"the model's maximum context is {trained or 'unknown'}")
-        while loaded.active_requests:  # requests on the present context finish first
-            await asyncio.sleep(RESIZE_POLL_SECONDS)
-        in_use = self._in_use_bytes() - loaded.memory_bytes
-        choice, _, _ = await asyncio.to_thread(_sized, record, None, in_use, loaded.memory_bytes)
-        if choice.length <= prompt_tokens:
-            raise refused(
-                f"memory allows at most {choice.length} tokens ({choice.reason}); "
-                "free memory, or set --context-length"
-            )
-        log.info(
-            "reloading %s with a %d-token context for a %d-token prompt (was %d)",
-            loaded.identifier,
-            choice.length,
-            prompt_tokens,
-            context,
-        )
-        if self.loaded.get(loaded.identifier) is loaded:
-            await self.unload(loaded.identifier)
-        return await self.load(
-            record.id,
-            context_length=choice.length,
-            ttl=loaded.ttl,
-            identifier=loaded.identifier,
-            jit=loaded.jit,
-        )
-
-    async def _resizes_done(self) -> None:
-        """Wait for reloads in progress, so no new request keeps an old context busy."""
-        for task in list(self._resizing.values()):
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
+        """The model reloaded with a longer context for a longer prompt (models/resize.py)."""
+        return await self.resizer.grow(loaded, prompt_tokens, param)
 
     async def unload(self, identifier: str) -> None:
         loaded = self.loaded.pop(identifier, None)
@@ -197,36 +142,13 @@ class ModelRegistry:
         await loaded.engine.close()
         log.info("unloaded %s", identifier)
 
-    async def unload_expired(self) -> list[str]:
-        """Unload every model whose idle TTL has run out; returns their identifiers."""
-        now = time.monotonic()
-        expired = [m.identifier for m in self.loaded.values() if m.is_expired(now)]
-        for identifier in expired:
-            log.info("%s was idle for its TTL; unloading", identifier)
-            await self.unload(identifier)
-        return expired
-
     async def close(self) -> None:
-        if self._ttl_monitor is not None:
-            self._ttl_monitor.cancel()
-            self._ttl_monitor = None
+        self.idle.stop()
         for identifier in list(self.loaded):
             try:
                 await self.unload(identifier)
             except Exception:  # noqa: BLE001 - one model failing to close must not keep the rest
                 log.exception("unloading %s failed", identifier)
-
-    def _start_ttl_monitor(self) -> None:
-        if self._ttl_monitor is None or self._ttl_monitor.done():
-            self._ttl_monitor = asyncio.create_task(self._unload_expired_forever())
-
-    async def _unload_expired_forever(self) -> None:
-        while True:
-            await asyncio.sleep(TTL_CHECK_SECONDS)
-            try:
-                await self.unload_expired()
-            except Exception:  # noqa: BLE001 - a failed close must not stop later unloads
-                log.exception("unloading an idle model failed")
 
     async def _make_room_and_start(
         self, record: ModelRecord, requested: int | None
@@ -236,16 +158,16 @@ class ModelRegistry:
         victims = self._eviction_victims()
         freed = sum(victim.memory_bytes for victim in victims)
         # Headers and configs are read, and macOS asked for its free pages: off the event loop.
-        in_use = self._in_use_bytes() - freed
+        in_use = self.in_use_bytes() - freed
         choice, estimate, available = await asyncio.to_thread(
-            _sized, record, requested, in_use, freed
+            memory.size_for_load, record, requested, in_use, freed
         )
         self._check_memory(record, estimate.total_bytes, available)
         for victim in victims:
             log.info("evicting %s (least recently used) to load %s", victim.identifier, record.id)
             await self.unload(victim.identifier)
         try:
-            engine = await self.engines.start(record, choice.length, self._in_use_bytes())
+            engine = await self.engines.start(record, choice.length, self.in_use_bytes())
         except RegistryError:
             raise
         except Exception as exc:  # a corrupt or truncated file: said plainly, the server stays up
@@ -271,7 +193,8 @@ class ModelRegistry:
             )
         return idle[:excess]
 
-    def _in_use_bytes(self) -> int:
+    def in_use_bytes(self) -> int:
+        """What the loaded models were admitted with, by their estimates."""
         return sum(m.memory_bytes for m in self.loaded.values())
 
     def _check_memory(self, record: ModelRecord, needed: int, available: int | None) -> None:
@@ -294,13 +217,3 @@ class ModelRegistry:
             return f"model '{requested}' not found, and no model is loaded"
         available = ", ".join(sorted(self.loaded))
         return f"model '{requested}' not found; loaded models: {available}"
-
-
-def _sized(record: ModelRecord, requested: int | None, in_use: int, freed: int):
-    """The context a model loads with, its memory estimate and the memory it may use, once
-    models taking `freed` of the `in_use` bytes are unloaded (reads files: off the loop)."""
-    available = memory.available_memory_bytes(in_use)
-    if available is not None and memory.memory_limit_bytes() is None:
-        available += freed  # the system figure does not yet count what unloading frees
-    choice = memory.choose_context_length(record, requested, available)
-    return choice, memory.estimate_memory(record, choice.length), available
