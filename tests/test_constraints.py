@@ -26,7 +26,7 @@ def test_auto_is_lazy_only_for_families_with_a_call_marker():
 
 def test_a_named_choice_keeps_only_that_tool():
     named = compile_constraints(Constraints(TOOLS, forced_tool="b"), "json").lark
-    assert '"const": "b"' in named and '"const": "a"' not in named
+    assert '{\\"name\\": \\"b\\"' in named and '\\"a\\"' not in named
     with pytest.raises(RequestError, match="'c', which is not in tools"):
         compile_constraints(Constraints(TOOLS, forced_tool="c"), "json")
 

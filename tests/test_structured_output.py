@@ -5,6 +5,7 @@ refused with the field they came from."""
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -140,6 +141,7 @@ def test_a_cut_reply_says_length(client, model_id):
                     "type": "json_schema",
                     "json_schema": {
                         "name": "x",
+                        "strict": True,
                         "schema": {"type": "string", "format": "no-such-format"},
                     },
                 }
@@ -217,3 +219,84 @@ def test_openai_sdk_maps_the_400(client, model_id):
                 "json_schema": {"name": "x", "schema": {"type": "bogus"}},
             },
         )
+
+
+# Keywords the grammar cannot enforce: relaxed, then checked, unless the format is strict.
+UNENFORCEABLE = {
+    "type": "object",
+    "properties": {
+        "site": {"type": "string", "format": "uri", "maxLength": 24},
+        "tag": {"enum": ["a", "b", "c"]},
+    },
+    "required": ["site", "tag"],
+    "additionalProperties": False,
+    "propertyNames": {"maxLength": 4},
+}
+
+
+def test_unenforceable_keywords_are_relaxed_unless_strict(client, server, model_id):
+    for stream in (False, True):
+        text, reason = json_reply(client, model_id, UNENFORCEABLE, seed=21, stream=stream)
+        assert reason == "stop"
+        jsonschema.validate(json.loads(text), UNENFORCEABLE)
+    for path, response_format, param in (
+        (
+            "/v1/chat/completions",
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "s", "strict": True, "schema": UNENFORCEABLE},
+            },
+            "response_format",
+        ),
+        (
+            "/v1/responses",
+            {"type": "json_schema", "name": "s", "strict": True, "schema": UNENFORCEABLE},
+            "text.format",
+        ),
+    ):
+        body = {"model": model_id}
+        if param == "response_format":
+            body |= {"messages": PROMPT, "response_format": response_format}
+        else:
+            body |= {"input": "x", "text": {"format": response_format}}
+        refused = httpx.post(f"{server.base_url}{path}", json=body)
+        error = refused.json()["error"]
+        assert refused.status_code == 400 and error["param"] == param
+        assert "propertyNames at / is not supported under strict" in error["message"]
+
+
+def test_a_grammar_the_engine_cannot_compile_is_refused_at_once(server, model_id):
+    """llama.cpp's own llguidance is older than the one this server checks grammars with: a
+    grammar only the newer one takes must be refused, never sampled unconstrained."""
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string", "maxLength": 4}},
+        "required": ["a"],
+        "x-guidance": {"json_allow_general_unicode_escapes": True},  # newer than the child's
+    }
+    started = time.monotonic()
+    reply = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={
+            "model": model_id,
+            "messages": PROMPT,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "u", "schema": schema},
+            },
+            "max_tokens": 16,
+            "temperature": 0,
+        },
+        timeout=120,
+    )
+    if server.engine == "llamacpp":
+        error = reply.json()["error"]
+        assert reply.status_code == 400 and error["code"] == "grammar_not_supported"
+        assert (
+            error["param"] == "response_format"
+            and "json_allow_general_unicode_escapes" in error["message"]
+        )
+        assert time.monotonic() - started < 10
+    else:  # the MLX engine runs the same llguidance that checked it
+        assert reply.status_code == 200
+        assert reply.json()["choices"][0]["message"]["content"].startswith('{"a": "')

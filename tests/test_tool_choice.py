@@ -183,3 +183,62 @@ def test_auto_reply_that_opens_a_json_object_is_a_valid_call(
         assert reason == "tool_calls" and len(calls) == 1
         name, arguments, *_ = calls[0]
         jsonschema.validate(json.loads(arguments), SCHEMAS[name])
+
+
+# Schemas as agents send them: no additionalProperties, no argument at all, numbers unbounded.
+OPEN_ENDED = {
+    "type": "object",
+    "properties": {"input": {"type": "integer"}, "note": {"type": "string", "maxLength": 8}},
+    "required": ["input"],
+}
+NO_ARGUMENTS = {"type": "object", "properties": {}}
+UNBOUNDED_NUMBERS = {
+    "type": "object",
+    "properties": {"count": {"type": "integer"}, "ratio": {"type": "number"}},
+    "required": ["count", "ratio"],
+}
+AGENT_SEEDS = range(40, 44)
+
+
+def forced_call(
+    client, model_id, name: str, parameters: dict | None, seed: int, ask: str = "Call the tool."
+) -> tuple[str, str]:
+    """The arguments of a call forced at temperature 1.0 within 96 tokens, and the finish."""
+    function = {"name": name, **({"parameters": parameters} if parameters is not None else {})}
+    choice = client.chat.completions.create(
+        model=model_id,
+        messages=[{"role": "user", "content": ask}],
+        tools=[{"type": "function", "function": function}],
+        tool_choice={"type": "function", "function": {"name": name}},
+        parallel_tool_calls=False,
+        temperature=1.0,
+        seed=seed,
+        max_tokens=96,
+    ).choices[0]
+    return choice.message.tool_calls[0].function.arguments, choice.finish_reason
+
+
+def sampled_calls(client, model_id, name: str, parameters, seeds=AGENT_SEEDS, **ask) -> list:
+    with ThreadPoolExecutor(len(seeds)) as pool:
+        return list(
+            pool.map(lambda s: forced_call(client, model_id, name, parameters, s, **ask), seeds)
+        )
+
+
+def test_arguments_hold_only_the_declared_keys(client, model_id):
+    for arguments, reason in sampled_calls(client, model_id, "record", OPEN_ENDED):
+        assert reason == "tool_calls"
+        jsonschema.validate(json.loads(arguments), {**OPEN_ENDED, "additionalProperties": False})
+
+
+def test_a_tool_without_arguments_gets_an_empty_object(client, model_id):
+    calls = sampled_calls(client, model_id, "get_goal", NO_ARGUMENTS, AGENT_SEEDS[:2])
+    calls += sampled_calls(client, model_id, "ping", None, AGENT_SEEDS[2:])
+    assert calls == [("{}", "tool_calls")] * 4
+
+
+def test_unbounded_numbers_always_end(client, model_id):
+    ask = "Measure pi and the speed of light, as precisely as you can."
+    for arguments, reason in sampled_calls(client, model_id, "measure", UNBOUNDED_NUMBERS, ask=ask):
+        assert reason == "tool_calls", arguments
+        jsonschema.validate(json.loads(arguments), UNBOUNDED_NUMBERS)

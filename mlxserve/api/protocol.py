@@ -208,7 +208,9 @@ def tool_choice(value, function_of) -> tuple[str, str | None]:
 
 def response_schema(value: dict | None, param: str, nested: bool) -> dict | None:
     """The JSON schema a response format asks for: None for text, any object for json_object.
-    Chat nests the schema under "json_schema"; the Responses API's text.format does not."""
+    Chat nests the schema under "json_schema"; the Responses API's text.format does not. A
+    `strict` format's schema carries llguidance's `lenient: false`, so that what the grammar
+    cannot enforce is refused rather than relaxed and checked after sampling."""
     kind = (value or {}).get("type", "text")
     if kind == "text":
         return None
@@ -224,4 +226,7 @@ def response_schema(value: dict | None, param: str, nested: bool) -> dict | None
         raise RequestError(
             400, f"{where}: a JSON schema object is required", param, "invalid_schema"
         )
-    return schema
+    if spec.get("strict") is not True:
+        return schema
+    options = schema.get("x-guidance") if isinstance(schema.get("x-guidance"), dict) else {}
+    return {**schema, "x-guidance": {**options, "lenient": False}}

@@ -221,8 +221,9 @@ class EngineModel(abc.ABC):
         the requests it holds now."""
         return {}
 
-    async def grammar_support_error(self) -> str | None:
-        """Why this model cannot enforce grammars, or None when it can."""
+    async def grammar_support_error(self, grammar: Grammar | None = None) -> str | None:
+        """Why this model cannot enforce `grammar` (or any grammar, when None), or None when it
+        can: a request must never be sampled unconstrained for want of it."""
         return None
 
     @abc.abstractmethod

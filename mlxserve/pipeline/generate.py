@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from mlxserve.pipeline import logstream
+from mlxserve.pipeline.constraints import output_checks
 from mlxserve.pipeline.deadline import within_deadline
 from mlxserve.pipeline.events import Completion, OutputEvent, fold
 from mlxserve.pipeline.output import OutputStage
@@ -18,7 +19,8 @@ async def generate(prepared: Prepared) -> AsyncIterator[OutputEvent]:
     loaded, request = prepared.loaded, prepared.request
     header = {"id": request.response_id, "model": loaded.identifier, "endpoint": request.endpoint}
     constrained = prepared.engine_request.grammar is not None
-    stage = OutputStage(prepared.tool_family, constrained, prepared.reasoning)
+    checks = output_checks(request.constraints) if constrained else None
+    stage = OutputStage(prepared.tool_family, constrained, prepared.reasoning, checks)
     reasoning_tokens = 0
     try:
         with logstream.GenerationLog(header, prepared.engine_request) as log_entry:

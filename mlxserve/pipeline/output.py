@@ -4,13 +4,19 @@ Stop strings end generation inside the engines (only they can stop decoding at o
 tokens exactly); this stage finds tool calls in the model family's own syntax. Text that cannot
 be part of a call streams at once; a call is held until it is complete, then sent as a start
 and its arguments.
+
+Where a grammar left part of a schema unenforced (schemas.py), the finished reply's calls (or its
+JSON) are checked against the client's full schema; one that fails ends the generation with an
+error instead of its finish: the last event of a stream, or the error status of a whole reply.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from mlxserve.engine.base import GenerationStats
+from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.events import (
     Finished,
     OutputEvent,
@@ -20,6 +26,7 @@ from mlxserve.pipeline.events import (
 )
 from mlxserve.pipeline.markers import partial_marker_length
 from mlxserve.pipeline.reasoning import ReasoningSplitter
+from mlxserve.pipeline.schemas import OutputChecks
 from mlxserve.pipeline.streamed_calls import StreamedCall
 from mlxserve.pipeline.tool_parsers import ToolCall, parse_tool_calls
 
@@ -179,16 +186,21 @@ class ToolCallScanner:
 
 class OutputStage:
     """One generation's output: engine text in, events out. Reasoning is split off first (with
-    a `reasoning` splitter), then tool calls are found in the rest (with a `tool_family`)."""
+    a `reasoning` splitter), then tool calls are found in the rest (with a `tool_family`);
+    `checks` are what the finished reply is checked against."""
 
     def __init__(
         self,
         tool_family: str | None,
         constrained: bool = False,
         reasoning: ReasoningSplitter | None = None,
+        checks: OutputChecks | None = None,
     ):
         self.scanner = ToolCallScanner(tool_family, constrained) if tool_family else None
         self.reasoning = reasoning
+        self.checks = checks or None
+        self._text = ""  # the reply's text, kept for a check of its JSON
+        self._calls: dict[int, list[str]] = {}  # name and arguments of each call, for checks
 
     @property
     def thinking(self) -> bool:
@@ -198,8 +210,8 @@ class OutputStage:
         if not text:
             return []
         if self.reasoning is None:
-            return self._content(text)
-        return self._after_reasoning(self.reasoning.feed(text))
+            return self._kept(self._content(text))
+        return self._kept(self._after_reasoning(self.reasoning.feed(text)))
 
     def _content(self, text: str) -> list[OutputEvent]:
         if self.scanner is None:
@@ -217,4 +229,50 @@ class OutputStage:
         events += self.scanner.finish() if self.scanner else []
         called = self.scanner is not None and self.scanner.calls > 0
         reason = "tool_calls" if called and stats.finish_reason != "length" else stats.finish_reason
+        events = self._kept(events)
+        if self.checks is not None and reason != "length":  # a cut reply says so itself
+            self._check()
         return [*events, Finished(reason, stats)]
+
+    def _kept(self, events: list[OutputEvent]) -> list[OutputEvent]:
+        if self.checks is None:
+            return events
+        for event in events:
+            if isinstance(event, TextDelta):
+                self._text += event.text
+            elif isinstance(event, ToolCallStart):
+                self._calls[event.index] = [event.name, ""]
+            elif isinstance(event, ToolArgumentsDelta):
+                self._calls[event.index][1] += event.delta
+        return events
+
+    def _check(self) -> None:
+        """RequestError when the reply fails a schema the grammar did not wholly enforce."""
+        reply = self.checks.reply
+        if reply is not None and not self._calls:
+            problem = reply.problem(_json_or_text(self._text))
+            if problem:
+                param = self.checks.reply_param
+                message = f"the reply does not match the schema of {param} {problem}"
+                raise RequestError(500, _unenforced(message), param, "invalid_output")
+        for index in sorted(self._calls):
+            name, arguments = self._calls[index]
+            check = self.checks.tools.get(name)
+            problem = check.problem(_json_or_text(arguments)) if check else None
+            if problem:
+                message = f"the arguments of the call to '{name}' do not match its schema {problem}"
+                raise RequestError(500, _unenforced(message), "tools", "invalid_tool_call")
+
+
+def _json_or_text(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # fails the schema, which names it
+
+
+def _unenforced(message: str) -> str:
+    return (
+        f"{message}; that part of the schema is not enforced while sampling (the grammar cannot "
+        "express it) and was checked after it"
+    )

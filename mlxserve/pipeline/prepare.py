@@ -132,7 +132,7 @@ async def _prepare_admitted(
             "invalid_image",
         )
     if engine_request.grammar is not None:
-        unsupported = await loaded.engine.grammar_support_error()
+        unsupported = await loaded.engine.grammar_support_error(engine_request.grammar)
         if unsupported:
             param = request.constraints.schema_param if request.constraints.json_schema else "tools"
             raise RequestError(400, unsupported, param, "grammar_not_supported")

@@ -32,6 +32,7 @@ from mlxserve.engine.base import (
 )
 from mlxserve.engine.llamacpp import client, protocol
 from mlxserve.engine.llamacpp.embedding import fit_to_window
+from mlxserve.engine.llamacpp.grammar_check import GrammarProbe
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.gguf_header import read_scalar_fields
 
@@ -60,6 +61,7 @@ class LlamaCppModel(EngineModel):
         self._closed = False
         self._version = ""
         self._grammar_error: str | None = None  # "" once grammars are known to work
+        self._grammars = GrammarProbe(self._probe_completion, process.log_tail)
         self._media_marker = ""  # where an image goes in a prompt (random per llama.cpp start)
         # Requests beyond the child's slots wait here, where a client that leaves is dropped at
         # once; in llama.cpp's own queue they would still be read when a slot came free.
@@ -225,9 +227,10 @@ class LlamaCppModel(EngineModel):
             return {}
         return {"sequences": sum(bool(slot.get("is_processing")) for slot in slots)}
 
-    async def grammar_support_error(self) -> str | None:
+    async def grammar_support_error(self, grammar: Grammar | None = None) -> str | None:
         """llama.cpp takes llguidance grammars only when built with it (xllamacpp is; a
-        `--llama-server` binary may not be): asked once, with a one-token request."""
+        `--llama-server` binary may not be): asked once, with a one-token request. A grammar
+        its llguidance cannot compile would be ignored, so each new one is tried first."""
         if self._grammar_error is None:
             body = {"prompt": [0], "n_predict": 1, "grammar": '%llguidance {}\nstart: "a"'}
             try:
@@ -238,7 +241,17 @@ class LlamaCppModel(EngineModel):
                     f"this llama.cpp server cannot enforce grammars (build it with "
                     f"-DLLAMA_LLGUIDANCE=ON, or use the bundled xllamacpp): {exc}"
                 )
-        return self._grammar_error or None
+        if self._grammar_error or grammar is None:
+            return self._grammar_error or None
+        lark = grammar.for_vocabulary(await self._special_markers(grammar))
+        try:
+            return await self._grammars.error(lark)
+        except InvalidRequest as exc:
+            return f"llama.cpp refused the grammar: {exc}"
+
+    async def _probe_completion(self, body: dict) -> dict:
+        async with self._slots:  # a slot of its own, like any request
+            return await self._request("POST", "/completion", body)
 
     async def _special_markers(self, grammar: Grammar | None) -> list[str]:
         """The grammar's call markers that are one (special) token in this vocabulary."""

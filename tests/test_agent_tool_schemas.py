@@ -1,0 +1,167 @@
+"""Tool schemas as agent clients send them: the recorded Claude Code and Codex tools compile,
+forced calls to tools with keywords the grammar cannot enforce (`format: uri`,
+`propertyNames`) are served on both engines with arguments that satisfy the full schema, and a
+call that the relaxed part of its schema rejects ends in an error, never passes as valid."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import anthropic
+import httpx
+import jsonschema
+import pytest
+
+from mlxserve.pipeline.constraints import compile_constraints
+from mlxserve.pipeline.request import Constraints
+from tests.byte_vocabulary import byte_vocabulary, matches
+
+AGENTS = Path(__file__).parent / "data" / "agents"
+# Claude Code's WebFetch tool, shortened to keep the reply within a few tokens.
+WEB_FETCH = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "url": {"type": "string", "format": "uri", "maxLength": 40},
+        "prompt": {"type": "string", "maxLength": 12},
+    },
+    "required": ["url", "prompt"],
+    "additionalProperties": False,
+}
+# A record of strings as zod writes it (`z.record(z.string(), z.string())`).
+HEADERS = {
+    "type": "object",
+    "properties": {
+        "headers": {
+            "type": "object",
+            "propertyNames": {"type": "string"},
+            "additionalProperties": {"type": "string", "maxLength": 8},
+            "maxProperties": 2,
+        }
+    },
+    "required": ["headers"],
+}
+# Required by the grammar, refused by `not`: every call fails the check after sampling.
+CONTRADICTION = {
+    "type": "object",
+    "properties": {"a": {"type": "string", "maxLength": 3}},
+    "required": ["a"],
+    "not": {"required": ["a"]},
+}
+
+
+def recorded_tools(name: str) -> list[dict]:
+    """A recorded request's function tools, in the chat completions shape."""
+    tools = json.loads((AGENTS / name).read_text())["body"]["tools"]
+    chat = []
+    for tool in tools:
+        if "input_schema" in tool:  # Anthropic
+            function = {"name": tool["name"], "parameters": tool["input_schema"]}
+        elif tool.get("type") == "function":  # Responses
+            function = {k: v for k, v in tool.items() if k != "type"}
+        else:
+            continue  # tools that run elsewhere (web search, namespaces)
+        chat.append({"type": "function", "function": function})
+    return chat
+
+
+@pytest.mark.parametrize(
+    "recording",
+    ["claude_code_first_turn.json", "claude_code_resumed_turn.json", "codex_first_turn.json"],
+)
+@pytest.mark.parametrize("family", ["gemma", "qwen", "mistral", "llama3"])
+def test_recorded_agent_tools_compile(recording, family):
+    tools = recorded_tools(recording)
+    assert len(tools) >= 7
+    for choice in ("auto", "required"):
+        grammar = compile_constraints(Constraints(tools, tool_choice=choice), family)
+        assert grammar.lark.count('{\\"name\\": ') == len(tools)
+
+
+@pytest.mark.parametrize(
+    ("recording", "tool", "arguments", "allowed"),
+    [
+        ("claude_code_first_turn.json", "Bash", '{"command": "ls", "timeout": 120000}', True),
+        ("claude_code_first_turn.json", "Bash", '{"command": "ls", "timeout": 1e9}', False),
+        ("claude_code_first_turn.json", "DeferredToolPlaceholder", "{}", True),
+        ("claude_code_first_turn.json", "DeferredToolPlaceholder", '{"type": "object"}', False),
+        ("codex_first_turn.json", "exec_command", '{"cmd": "ls", "yield_time_ms": 250.5}', True),
+        (
+            "codex_first_turn.json",
+            "exec_command",
+            '{"cmd": "ls", "yield_time_ms": 12345678901234567}',
+            False,
+        ),
+    ],
+)
+def test_recorded_tools_take_closed_objects_and_bounded_numbers(
+    tmp_path, recording, tool, arguments, allowed
+):
+    constraints = Constraints(recorded_tools(recording), forced_tool=tool)
+    lark = compile_constraints(constraints, "gemma").lark
+    call = f'{{"name": "{tool}", "arguments": {arguments}}}'
+    assert matches(byte_vocabulary(tmp_path), lark, call) is allowed
+
+
+def test_a_uri_tool_is_served_with_a_uri(server):
+    claude = anthropic.Anthropic(base_url=server.base_url, api_key="test-key", max_retries=0)
+    message = claude.messages.create(
+        model="claude-local",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Fetch the example page."}],
+        tools=[{"name": "WebFetch", "description": "Fetches a URL", "input_schema": WEB_FETCH}],
+        tool_choice={"type": "tool", "name": "WebFetch", "disable_parallel_tool_use": True},
+        extra_body={"temperature": 0},
+    )
+    call = message.content[-1]
+    assert message.stop_reason == "tool_use" and call.name == "WebFetch"
+    jsonschema.validate(call.input, WEB_FETCH, format_checker=jsonschema.FormatChecker())
+    assert re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", call.input["url"])  # the grammar's URI shape
+
+
+def test_a_property_names_tool_is_served(client, model_id):
+    for seed in (1, 2):
+        choice = client.chat.completions.create(
+            model=model_id,
+            messages=[{"role": "user", "content": "Send two headers."}],
+            tools=[{"type": "function", "function": {"name": "send", "parameters": HEADERS}}],
+            tool_choice={"type": "function", "function": {"name": "send"}},
+            parallel_tool_calls=False,
+            temperature=1.0,
+            seed=seed,
+            max_tokens=64,
+        ).choices[0]
+        assert choice.finish_reason == "tool_calls"
+        jsonschema.validate(json.loads(choice.message.tool_calls[0].function.arguments), HEADERS)
+
+
+def contradiction(server, model_id: str, stream: bool) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={
+            "model": model_id,
+            "messages": [{"role": "user", "content": "Call it."}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": CONTRADICTION}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": False,
+            "temperature": 0,
+            "max_tokens": 32,
+            "stream": stream,
+        },
+        timeout=120,
+    )
+
+
+def test_a_call_that_fails_the_relaxed_schema_is_an_error(server, model_id):
+    whole = contradiction(server, model_id, stream=False)
+    error = whole.json()["error"]
+    assert whole.status_code == 500 and error["code"] == "invalid_tool_call"
+    assert "call to 'f'" in error["message"] and "schema keyword /not" in error["message"]
+    streamed = contradiction(server, model_id, stream=True)
+    events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+    last = json.loads(events[-1])
+    assert streamed.status_code == 200 and last["error"]["code"] == "invalid_tool_call"
+    deltas = [json.loads(e)["choices"][0].get("finish_reason") for e in events[:-1]]
+    assert "tool_calls" not in deltas  # the stream never reports the call as finished
