@@ -269,7 +269,7 @@ def test_chat_refuses_bad_input_with_client_errors(server, default_ids):
         ({"model": key, "input": [{"type": "image"}]}, 400, "input.items.0.image.data_url"),
         ({"model": key, "input": "Hi.", "previous_response_id": "resp_gone"}, 404, "previous"),
         ({"model": key, "input": "Hi.", "previous_response_id": "gone"}, 422, "previous"),
-        ({"model": key, "input": "Hi.", "integrations": ["mcp/x"]}, 400, "integrations"),
+        ({"model": key, "input": "Hi.", "integrations": ["mcp/x"]}, 403, "integrations"),
         ({"model": key, "input": "Hi.", "temperature": 3}, 422, "temperature"),
         ({"model": key, "input": "Hi.", "reasoning": "maximal"}, 422, "reasoning"),
     ]

@@ -107,6 +107,7 @@ def test_bad_responses_requests(server, model_id):
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "temperature"
     odd = httpx.post(url, json={"model": model_id, "input": [{"type": "file_search_call"}]})
     assert odd.status_code == 400 and "file_search_call" in odd.json()["error"]["message"]
+    assert odd.json()["error"]["param"] == "input[0].type"
     # Reasoning items a client sends back are accepted, and not shown to the model again.
     thought = {"type": "reasoning", "id": "rs_1", "summary": []}
     alone = httpx.post(url, json={"model": model_id, "input": [thought]})

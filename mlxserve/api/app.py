@@ -29,6 +29,7 @@ from mlxserve.api.openapi import openapi_document
 from mlxserve.api.parsing import answers
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry
+from mlxserve.pipeline.mcp_pool import McpServers, McpSettings
 from mlxserve.pipeline.prepare import ServerLimits
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class AppConfig:
     guard: GuardOptions = field(default_factory=GuardOptions)
     max_body_bytes: int = 64 * 1024**2  # larger request bodies are a 413
     limits: ServerLimits = field(default_factory=ServerLimits)
+    mcp: McpSettings = field(default_factory=McpSettings)  # which MCP servers requests may use
 
 
 def create_app(config: AppConfig) -> Quart:
@@ -49,6 +51,7 @@ def create_app(config: AppConfig) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.registry = ModelRegistry(config.models_dir, config.registry)
     app.limits = config.limits
+    app.mcp_servers = McpServers(config.mcp)
     app.loop_monitor = LoopStallMonitor()
     app.downloads = lmstudio_v1_downloads.Downloads()
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
@@ -85,6 +88,7 @@ def create_app(config: AppConfig) -> Quart:
         app.downloads.close()
         await asyncio.wait([app.preload_task])  # a load in flight must finish before it is undone
         await app.registry.close()
+        await app.mcp_servers.close()  # stdio MCP servers stop with this server
 
     return app
 

@@ -23,6 +23,7 @@ ERROR_TYPES = {
     413: "invalid_request_error",
     415: "invalid_request_error",
     422: "invalid_request_error",
+    424: "external_connector_error",  # an MCP server the request names cannot be used
     429: "rate_limit_error",
     500: "server_error",
     503: "service_unavailable",

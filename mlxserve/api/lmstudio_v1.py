@@ -1,35 +1,31 @@
 """LM Studio's native REST API v1 (/api/v1): the store's models with their capabilities and
 loaded instances, explicit load and unload, and `/chat`: one input turn through the shared
-pipeline, stateful through `previous_response_id`, answered whole or as LM Studio's named
-events. Errors before a reply starts are the server's usual (OpenAI-shaped) errors; one during a
-stream is an `error` event followed by `chat.end`, as LM Studio documents."""
+pipeline (and the tool loop, with MCP `integrations`: lmstudio_v1_tools), stateful through
+`previous_response_id`, answered whole or as LM Studio's named events (lmstudio_v1_reply).
+Errors before a reply starts are the server's usual (OpenAI-shaped) errors; one during a stream
+is an `error` event followed by `chat.end`, as LM Studio documents."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
 from quart import Blueprint, current_app, jsonify, request
 
 from mlxserve.api import lmstudio_v1_models
-from mlxserve.api.errors import from_exception
+from mlxserve.api.lmstudio_v1_reply import ChatReply
+from mlxserve.api.lmstudio_v1_tools import open_integrations
 from mlxserve.api.parsing import with_body
 from mlxserve.api.protocol import OpenAIModel, sampling_params
 from mlxserve.api.responses import ConversationStore
 from mlxserve.api.sse import sse_response
-from mlxserve.engine.base import GenerationStats
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.events import Finished, OutputEvent, ReasoningDelta, TextDelta
-from mlxserve.pipeline.generate import generate
-from mlxserve.pipeline.prepare import prepare
-from mlxserve.pipeline.request import GenerateRequest, ImagePart, TextPart, Turn
+from mlxserve.pipeline.mcp_loop import start_tool_loop
+from mlxserve.pipeline.request import Constraints, GenerateRequest, ImagePart, TextPart, Turn
 from mlxserve.sampling.params import SamplingParams
 
 blueprint = Blueprint("lmstudio_v1", __name__, url_prefix="/api/v1")
@@ -73,6 +69,9 @@ class ChatRequest(OpenAIModel):
     input: ChatInput
     system_prompt: str | None = None
     integrations: list[Any] | None = None
+    # mlxserve's, as on /v1/responses: whether (and how many) integrations' tools are called
+    tool_choice: Literal["auto", "none", "required"] = "auto"
+    parallel_tool_calls: bool = True
     stream: bool = False
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -148,38 +147,44 @@ async def unload_model(body: ModelUnloadRequest):
 @with_body(ChatRequest)
 async def chat(body: ChatRequest):
     """Chat with a model: output items and stats, or LM Studio's stream of named events."""
-    _check_supported(body)
     store: ConversationStore = current_app.lmstudio_chats
     history = store.conversation(body.previous_response_id) if body.previous_response_id else []
     conversation = with_system_prompt(history, body.system_prompt) + [input_turn(body.input)]
-    load_seconds = await _load_for_chat(current_app.registry, body)
-    neutral = GenerateRequest(
-        model=body.model,
-        sampling=body.to_sampling_params(),
-        conversation=conversation,
-        max_tokens=body.max_output_tokens,
-        ttl=body.ttl,
-        prompt_param="input",
-        reasoning_effort=REASONING_EFFORT.get(body.reasoning),
-        response_id=f"resp_{secrets.token_hex(24)}",
-        endpoint=request.path,
-    )
-    prepared = await prepare(current_app.registry, neutral, current_app.limits)
+    toolbox = None
+    if body.integrations:
+        toolbox = await open_integrations(current_app.mcp_servers, body.integrations)
+    try:
+        load_seconds = await _load_for_chat(current_app.registry, body)
+        neutral = GenerateRequest(
+            model=body.model,
+            sampling=body.to_sampling_params(),
+            conversation=conversation,
+            max_tokens=body.max_output_tokens,
+            constraints=Constraints(
+                tools=toolbox.chat_functions() if toolbox else [],
+                tool_choice=body.tool_choice,
+                parallel_tool_calls=body.parallel_tool_calls,
+            ),
+            ttl=body.ttl,
+            prompt_param="input",
+            reasoning_effort=REASONING_EFFORT.get(body.reasoning),
+            response_id=f"resp_{secrets.token_hex(24)}",
+            endpoint=request.path,
+        )
+        loop = await start_tool_loop(current_app.registry, current_app.limits, neutral, toolbox)
+    except BaseException:
+        if toolbox is not None:
+            await toolbox.close()
+        raise
     stored_as = neutral.response_id if body.store else None
-    reply = ChatReply(prepared.model, stored_as, load_seconds, conversation, store)
-    events = reply.events(generate(prepared))
+    reply = ChatReply(loop.prepared.model, stored_as, load_seconds, conversation, store, loop)
+    events = reply.events(loop.events())
     if body.stream:
         streamed = reply.in_band_errors(events)
         return await sse_response(streamed, done_marker=False, named_events=True)
     async for event in events:
         last = event
     return jsonify(last["result"])
-
-
-def _check_supported(body: ChatRequest) -> None:
-    if body.integrations:
-        message = "integrations (plugins and MCP servers) are not supported by this server"
-        raise RequestError(400, message, "integrations", "integrations_not_supported")
 
 
 def with_system_prompt(history: list[Turn], system_prompt: str | None) -> list[Turn]:
@@ -213,108 +218,3 @@ async def _load_for_chat(registry: ModelRegistry, body: ChatRequest) -> float | 
     ttl = body.ttl or registry.options.ttl
     await registry.load(name, context_length=body.context_length, ttl=ttl, jit=True)
     return round(time.monotonic() - started, 3)
-
-
-@dataclass
-class ChatReply:
-    """One reply: the pipeline's events as LM Studio's stream events. The last, chat.end, holds
-    the whole result, which is also the answer when not streaming."""
-
-    instance_id: str
-    response_id: str | None  # None when the chat is not stored
-    load_seconds: float | None  # set when this request loaded the model
-    conversation: list[Turn]
-    store: ConversationStore
-    items: list[dict] = field(default_factory=list, init=False)  # reasoning and message
-    _open: str | None = field(default=None, init=False)  # the type of the item being made
-
-    async def events(self, outputs: AsyncIterator[OutputEvent]) -> AsyncIterator[dict]:
-        yield {"type": "chat.start", "model_instance_id": self.instance_id}
-        if self.load_seconds is not None:
-            yield {"type": "model_load.start", "model_instance_id": self.instance_id}
-            yield {
-                "type": "model_load.end",
-                "model_instance_id": self.instance_id,
-                "load_time_seconds": self.load_seconds,
-            }
-        yield {"type": "prompt_processing.start"}
-        processing = True
-        async with aclosing(outputs):
-            async for output in outputs:
-                if processing:  # the first output comes once the prompt has been read
-                    processing = False
-                    yield {"type": "prompt_processing.end"}
-                for event in self._render(output):
-                    yield event
-
-    async def in_band_errors(self, events: AsyncIterator[dict]) -> AsyncIterator[dict]:
-        """A failure mid-stream becomes an `error` event, then chat.end with what was made."""
-        try:
-            async with aclosing(events):
-                async for event in events:
-                    yield event
-        except Exception as exc:  # noqa: BLE001 - reported to the client in-band
-            yield {"type": "error", "error": error_fields(from_exception(exc))}
-            yield {"type": "chat.end", "result": self.result(None)}
-
-    def _render(self, output: OutputEvent) -> list[dict]:
-        # No tools are offered on this endpoint: reasoning, text and the end are all that come.
-        if isinstance(output, (TextDelta, ReasoningDelta)):
-            kind = "reasoning" if isinstance(output, ReasoningDelta) else "message"
-            opening = self._open_item(kind)
-            self.items[-1]["content"] += output.text
-            return opening + [{"type": f"{kind}.delta", "content": output.text}]
-        return self._finish(output)
-
-    def _open_item(self, kind: str) -> list[dict]:
-        if self._open == kind:
-            return []
-        events = self._close_item() + [{"type": f"{kind}.start"}]
-        self.items.append({"type": kind, "content": ""})
-        self._open = kind
-        return events
-
-    def _close_item(self) -> list[dict]:
-        closing = [{"type": f"{self._open}.end"}] if self._open else []
-        self._open = None
-        return closing
-
-    def _finish(self, finished: Finished) -> list[dict]:
-        closing = self._close_item()
-        if self.response_id is not None:
-            text = "".join(item["content"] for item in self.items if item["type"] == "message")
-            reply = Turn("assistant", [TextPart(text)])
-            self.store.put(self.response_id, [*self.conversation, reply])
-        return closing + [{"type": "chat.end", "result": self.result(finished.stats)}]
-
-    def result(self, stats: GenerationStats | None) -> dict:
-        """The non-streamed answer; without stats (a failed stream) it is neither measured nor
-        stored."""
-        result = {"model_instance_id": self.instance_id, "output": self.items}
-        if stats is not None:
-            result["stats"] = self._stats(stats)
-            if self.response_id is not None:
-                result["response_id"] = self.response_id
-        return result
-
-    def _stats(self, stats: GenerationStats) -> dict:
-        figures = {
-            "input_tokens": stats.prompt_tokens,
-            "total_output_tokens": stats.completion_tokens,
-            "reasoning_output_tokens": stats.reasoning_tokens,
-            "tokens_per_second": stats.tokens_per_second,
-            "time_to_first_token_seconds": stats.time_to_first_token,
-            "stop_reason": stats.stop_reason,  # mlxserve's, as in /api/v0: why the reply ended
-        }
-        if self.load_seconds is not None:
-            figures["model_load_time_seconds"] = self.load_seconds
-        return figures
-
-
-def error_fields(error: RequestError) -> dict:
-    """LM Studio's error object for stream events: its coarse type, the detail in `code`."""
-    kind = "invalid_request" if error.status < 500 else "internal_error"
-    if error.code == "model_not_found":
-        kind = error.code
-    fields = {"type": kind, "message": error.message, "code": error.code, "param": error.param}
-    return {key: value for key, value in fields.items() if value is not None}

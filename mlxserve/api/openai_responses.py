@@ -1,10 +1,12 @@
 """POST /v1/responses, the endpoint Codex uses: input items parsed into the neutral request, and
 the output events rendered as OpenAI's documented event sequence. A non-streamed response is the
-last event's response, so both carry the same output."""
+last event's response, so both carry the same output. With remote MCP tools the response holds
+every round of the tool loop (pipeline/mcp_loop.py), rendered by responses_mcp_stream."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -15,29 +17,37 @@ from mlxserve.api.parsing import with_body
 from mlxserve.api.responses import (
     ConversationStore,
     ResponsesRequest,
-    function_call_item,
     input_turns,
-    message_item,
     new_response_id,
-    output_text,
     output_turns,
-    reasoning_item,
     response_object,
 )
+from mlxserve.api.responses_custom import StreamedInput, input_mismatch
+from mlxserve.api.responses_items import (
+    custom_tool_call_item,
+    function_call_item,
+    message_item,
+    output_text,
+    reasoning_item,
+    summary_text,
+)
+from mlxserve.api.responses_mcp import listed_labels, response_loop
+from mlxserve.api.responses_mcp_stream import McpItems
+from mlxserve.api.responses_tools import Tool
 from mlxserve.api.sse import sse_response
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.events import (
     Finished,
-    OutputEvent,
     ReasoningDelta,
     TextDelta,
     ToolArgumentsDelta,
     ToolCallStart,
 )
-from mlxserve.pipeline.generate import generate
-from mlxserve.pipeline.prepare import prepare
+from mlxserve.pipeline.mcp_loop import LoopEvent, McpCallFinished, McpCallStarted
+from mlxserve.pipeline.mcp_tools import McpToolbox
 from mlxserve.pipeline.request import GenerateRequest, TextPart, Turn
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("openai_responses", __name__, url_prefix="/v1")
 
 
@@ -52,27 +62,35 @@ async def create_response(body: ResponsesRequest):
     """OpenAI's Responses API: a response object, or its event stream."""
     store: ConversationStore = current_app.response_store
     history = store.conversation(body.previous_response_id) if body.previous_response_id else []
-    conversation = history + input_turns(body)
+    conversation = history + input_turns(body, store)
     if not conversation:
         raise RequestError(
             400, "input: must hold at least one item", "input", "missing_required_parameter"
         )
     system = [Turn("system", [TextPart(body.instructions)])] if body.instructions else []
     response_id = new_response_id()
-    neutral = GenerateRequest(
-        model=body.model,
-        sampling=body.to_sampling_params(),
-        conversation=system + conversation,
-        max_tokens=body.max_output_tokens,
-        constraints=body.constraints(),
-        prompt_param="input",
-        reasoning_effort=body.reasoning.effort if body.reasoning else None,
-        response_id=response_id,
-        endpoint=request.path,
+    items = body.input if isinstance(body.input, list) else []
+
+    def neutral(toolbox: McpToolbox | None) -> GenerateRequest:
+        return GenerateRequest(
+            model=body.model,
+            sampling=body.to_sampling_params(),
+            conversation=system + conversation,
+            max_tokens=body.max_output_tokens,
+            constraints=body.constraints(toolbox),
+            prompt_param="input",
+            reasoning_effort=body.reasoning.template_effort if body.reasoning else None,
+            response_id=response_id,
+            endpoint=request.path,
+        )
+
+    loop = await response_loop(current_app, body.toolset, items, neutral, body.max_tool_calls)
+    toolbox = loop.toolbox
+    listed = store.listed(body.previous_response_id) | listed_labels(items)
+    turn = ResponseTurn(
+        body, response_id, loop.prepared.model, conversation, store, toolbox, listed
     )
-    prepared = await prepare(current_app.registry, neutral, current_app.limits)
-    turn = ResponseTurn(body, response_id, prepared.model, conversation, store)
-    events = turn.events(generate(prepared))
+    events = turn.events(loop.events())
     if body.stream:
         return await sse_response(events, done_marker=False, named_events=True)
     final = [event async for event in events][-1]
@@ -89,26 +107,37 @@ class ResponseTurn:
         model: str,
         conversation: list[Turn],
         store: ConversationStore,
+        toolbox: McpToolbox | None = None,
+        listed: frozenset[str] = frozenset(),  # MCP servers the conversation listed already
     ):
         self.body, self.id, self.model = body, response_id, model
         self.conversation, self.store = conversation, store
-        self.output: list[dict] = []  # finished items
+        self.toolbox, self.listed = toolbox, listed
+        self.output: list[dict] = []  # finished items (and MCP calls waiting for a result)
         self._open: dict | None = None  # the item being generated
+        self._custom: tuple[Tool, StreamedInput] | None = None  # the open custom call's input
         self._sequence = itertools.count()
+        self.mcp = McpItems(self.output, self.event)
 
     def event(self, kind: str, **fields) -> dict:
         return {"type": kind, "sequence_number": next(self._sequence), **fields}
 
-    async def events(self, outputs: AsyncIterator[OutputEvent]) -> AsyncIterator[dict]:
+    async def events(self, outputs: AsyncIterator[LoopEvent]) -> AsyncIterator[dict]:
         started = response_object(self.body, self.id, self.model, [], None)
         yield self.event("response.created", response=started)
         yield self.event("response.in_progress", response=started)
+        for event in self.mcp.listings(self.toolbox, self.listed):
+            yield event
         async with aclosing(outputs):
             async for output in outputs:
                 for event in self.render(output):
                     yield event
 
-    def render(self, output: OutputEvent) -> list[dict]:
+    def render(self, output: LoopEvent) -> list[dict]:
+        if isinstance(output, McpCallStarted):
+            return self._close() + self.mcp.started(output)
+        if isinstance(output, McpCallFinished):
+            return self.mcp.finished(output)
         if isinstance(output, TextDelta):
             events = [] if self._kind == "message" else self._close() + self._open_message()
             self._open["text"] += output.text
@@ -116,71 +145,100 @@ class ResponseTurn:
         if isinstance(output, ReasoningDelta):
             events = [] if self._kind == "reasoning" else self._close() + self._open_reasoning()
             self._open["text"] += output.text
-            ids = {"item_id": self._open["id"], "output_index": len(self.output)}
-            delta = self.event("response.reasoning_text.delta", **ids, content_index=0)
-            return events + [{**delta, "delta": output.text}]
+            return events + self._reasoning_deltas(output.text)
         if isinstance(output, ToolCallStart):
             return self._close() + self._open_call(output)
         if isinstance(output, ToolArgumentsDelta):
-            self._open["arguments"] += output.delta
-            ids = {"item_id": self._open["id"], "output_index": len(self.output)}
-            return [self.event("response.function_call_arguments.delta", **ids, delta=output.delta)]
+            return self._arguments(output.delta)
         return self._finish(output)
 
     @property
     def _kind(self) -> str | None:
         return self._open and self._open["type"]
 
+    @property
+    def _ids(self) -> dict:
+        return {"item_id": self._open["id"], "output_index": len(self.output)}
+
+    def _added(self, item: dict) -> dict:
+        return self.event("response.output_item.added", output_index=len(self.output), item=item)
+
     def _open_message(self) -> list[dict]:
         item = message_item("", f"msg_{uuid.uuid4().hex[:24]}", status="in_progress")
         self._open = {**item, "text": ""}
-        return [
-            self.event("response.output_item.added", output_index=len(self.output), item=item),
-            self._text_event("content_part.added", part=output_text("")),
-        ]
+        return [self._added(item), self._text_event("content_part.added", part=output_text(""))]
 
     def _open_reasoning(self) -> list[dict]:
-        item = reasoning_item("", f"rs_{uuid.uuid4().hex[:24]}")
+        body = self.body
+        item = reasoning_item(
+            "", f"rs_{uuid.uuid4().hex[:24]}", body.summarized, body.sealed_reasoning
+        )
         self._open = {**item, "text": ""}
-        return [self.event("response.output_item.added", output_index=len(self.output), item=item)]
+        if not body.summarized:
+            return [self._added(item)]
+        return [self._added(item), self._summary_event("part.added", part=summary_text(""))]
+
+    def _reasoning_deltas(self, text: str) -> list[dict]:
+        events = [
+            self.event("response.reasoning_text.delta", **self._ids, content_index=0, delta=text)
+        ]
+        if self.body.summarized:
+            events.append(self._summary_event("text.delta", delta=text))
+        return events
+
+    def _summary_event(self, kind: str, **fields) -> dict:
+        """An event of the reasoning's summary, which is the whole reasoning (one part)."""
+        return self.event(
+            f"response.reasoning_summary_{kind}", **self._ids, summary_index=0, **fields
+        )
 
     def _open_call(self, start: ToolCallStart) -> list[dict]:
-        item = function_call_item(start.id, start.name, "", status="in_progress")
+        mcp_tool = self.toolbox and self.toolbox.get(start.name)
+        if mcp_tool is not None:
+            self._open, events = self.mcp.open_call(start, mcp_tool)
+            return events
+        tool = self.body.toolset.get(start.name)
+        if tool is not None and tool.kind == "custom":
+            self._custom = (tool, StreamedInput())
+            item = custom_tool_call_item(start.id, tool.name, "", tool.namespace)
+        elif tool is not None:
+            item = function_call_item(start.id, tool.name, "", "in_progress", tool.namespace)
+        else:
+            item = function_call_item(start.id, start.name, "", "in_progress")
         self._open = item
-        return [self.event("response.output_item.added", output_index=len(self.output), item=item)]
+        return [self._added(item)]
+
+    def _arguments(self, delta: str) -> list[dict]:
+        if self._kind in ("mcp_call", "mcp_approval_request"):
+            return self.mcp.arguments(self._open, delta)
+        if self._custom is None:
+            self._open["arguments"] += delta
+            return [self.event("response.function_call_arguments.delta", **self._ids, delta=delta)]
+        text = self._custom[1].feed(delta)
+        if not text:
+            return []
+        return [self.event("response.custom_tool_call_input.delta", **self._ids, delta=text)]
 
     def _text_event(self, kind: str, **fields) -> dict:
-        ids = {"item_id": self._open["id"], "output_index": len(self.output), "content_index": 0}
         if kind in ("delta", "done"):
-            return self.event(f"response.output_text.{kind}", **ids, **fields, logprobs=[])
-        return self.event(f"response.{kind}", **ids, **fields)
+            return self.event(
+                f"response.output_text.{kind}", **self._ids, content_index=0, **fields, logprobs=[]
+            )
+        return self.event(f"response.{kind}", **self._ids, content_index=0, **fields)
 
     def _close(self) -> list[dict]:
         """The events that complete the open item, which then joins the output."""
-        item, events = self._open, []
-        if item is None:
+        if self._open is None:
             return []
-        if item["type"] == "reasoning":
-            text = item.pop("text")
-            ids = {"item_id": item["id"], "output_index": len(self.output), "content_index": 0}
-            events.append(self.event("response.reasoning_text.done", **ids, text=text))
-            item = reasoning_item(text, item["id"])
-        elif item["type"] == "message":
-            text = item.pop("text")
-            events.append(self._text_event("done", text=text))
-            events.append(self._text_event("content_part.done", part=output_text(text)))
-            item = message_item(text, item["id"])
-        else:
-            ids = {"item_id": item["id"], "output_index": len(self.output)}
-            events.append(
-                self.event(
-                    "response.function_call_arguments.done",
-                    **ids,
-                    name=item["name"],
-                    arguments=item["arguments"],
-                )
-            )
-            item = {**item, "status": "completed"}
+        if self._kind in ("mcp_call", "mcp_approval_request"):
+            events, self._open = self.mcp.close(self._open), None
+            return events
+        closing = {
+            "reasoning": self._close_reasoning,
+            "message": self._close_message,
+            "custom_tool_call": self._close_custom_call,
+        }.get(self._kind, self._close_function_call)
+        events, item = closing(self._open)
         events.append(
             self.event("response.output_item.done", output_index=len(self.output), item=item)
         )
@@ -188,12 +246,55 @@ class ResponseTurn:
         self._open = None
         return events
 
+    def _close_reasoning(self, item: dict) -> tuple[list[dict], dict]:
+        text, body = item["text"], self.body
+        events = [
+            self.event("response.reasoning_text.done", **self._ids, content_index=0, text=text)
+        ]
+        if body.summarized:
+            events.append(self._summary_event("text.done", text=text))
+            events.append(self._summary_event("part.done", part=summary_text(text)))
+        return events, reasoning_item(text, item["id"], body.summarized, body.sealed_reasoning)
+
+    def _close_message(self, item: dict) -> tuple[list[dict], dict]:
+        text = item["text"]
+        events = [
+            self._text_event("done", text=text),
+            self._text_event("content_part.done", part=output_text(text)),
+        ]
+        return events, message_item(text, item["id"])
+
+    def _close_custom_call(self, item: dict) -> tuple[list[dict], dict]:
+        (tool, streamed), self._custom = self._custom, None
+        text = streamed.finish()
+        mismatch = input_mismatch(tool.definition, text)
+        if mismatch:  # sent anyway: the client's tool reports what is wrong to the model
+            log.warning(
+                "custom tool '%s': input does not match its grammar: %s", tool.flat_name, mismatch
+            )
+        done = self.event("response.custom_tool_call_input.done", **self._ids, input=text)
+        return [done], {**item, "input": text}
+
+    def _close_function_call(self, item: dict) -> tuple[list[dict], dict]:
+        done = self.event(
+            "response.function_call_arguments.done",
+            **self._ids,
+            name=item["name"],
+            arguments=item["arguments"],
+        )
+        return [done], {**item, "status": "completed"}
+
     def _finish(self, finished: Finished) -> list[dict]:
-        events = self._close()
-        if all(item["type"] == "reasoning" for item in self.output):
+        events = self._close() + self.mcp.unmade()
+        if all(item["type"] in ("reasoning", "mcp_list_tools") for item in self.output):
             # a reply with no answer still has one (empty) message
             events += self._open_message() + self._close()
         response = response_object(self.body, self.id, self.model, self.output, finished.stats)
         if self.body.store:
-            self.store.put(self.id, self.conversation + output_turns(response))
+            items = self.body.input if isinstance(self.body.input, list) else []
+            turns = self.conversation + output_turns(response)
+            listed = self.listed | {
+                i["server_label"] for i in self.output if i["type"] == "mcp_list_tools"
+            }
+            self.store.put(self.id, turns, [*items, *self.output], listed)
         return events + [self.event("response.completed", response=response)]

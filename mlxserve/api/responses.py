@@ -1,50 +1,64 @@
-"""The Responses API's wire format: its request, input items as neutral turns, stored responses
-for `previous_response_id`, and OpenAI's response objects."""
+"""The Responses API's request, stored conversations for `previous_response_id`, and OpenAI's
+response object. Items are read and written in responses_items, tools in responses_tools."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections import OrderedDict
-from typing import Any
+from functools import cached_property
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from mlxserve.api.protocol import (
-    OpenAIModel,
-    ReasoningEffort,
-    response_schema,
-    sampling_params,
-    tool_choice,
-)
+from mlxserve.api.protocol import OpenAIModel, response_schema, sampling_params
+from mlxserve.api.responses_items import item_turns
+from mlxserve.api.responses_tools import ToolSet
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.request import (
-    Constraints,
-    ImagePart,
-    TextPart,
-    ToolCallPart,
-    ToolResultPart,
-    Turn,
-)
+from mlxserve.pipeline.mcp_tools import McpToolbox
+from mlxserve.pipeline.request import Constraints, TextPart, Turn
 from mlxserve.sampling.params import SamplingParams
 
 STORED_RESPONSES = 256
+Includable = Literal[
+    "reasoning.encrypted_content",
+    "message.output_text.logprobs",
+    "message.input_image.image_url",
+    "file_search_call.results",
+    "web_search_call.results",
+    "web_search_call.action.sources",
+    "computer_call_output.output.image_url",
+    "code_interpreter_call.outputs",
+]
+Summary = Literal["auto", "concise", "detailed"]
 
 
 class Reasoning(OpenAIModel):
-    effort: ReasoningEffort | None = None
+    # Chat templates know none..high: xhigh and max reach them as high.
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    summary: Summary | None = None
+    generate_summary: Summary | None = None  # the field's older name
+
+    @property
+    def template_effort(self) -> str | None:
+        return "high" if self.effort in ("xhigh", "max") else self.effort
 
 
 class ResponsesRequest(OpenAIModel):
     model: str
     input: str | list[dict[str, Any]]
+    include: list[Includable] | None = None
     instructions: str | None = None
     max_output_tokens: int | None = Field(None, ge=1)
+    max_tool_calls: int | None = Field(None, ge=0)  # MCP calls the tool loop makes, at most
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
+    top_logprobs: int | None = Field(None, ge=0, le=20)  # echoed; logprobs stay empty
     stream: bool = False
+    stream_options: dict[str, Any] | None = None  # no obfuscation padding is ever added
     store: bool = True
+    background: bool | None = None
     previous_response_id: str | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = "auto"
@@ -53,15 +67,44 @@ class ResponsesRequest(OpenAIModel):
     seed: int | None = None
     text: dict[str, Any] | None = None  # {"format": {...}}: plain text or JSON
     reasoning: Reasoning | None = None
+    truncation: Literal["auto", "disabled"] | None = None
+    # Accepted and echoed: this server has one tier, one cache (by prompt prefix), no policies.
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: str | None = None
+    safety_identifier: str | None = None
+    user: str | None = None
+    client_metadata: dict[str, Any] | None = None  # Codex's turn metadata
+
+    @field_validator("background")
+    @classmethod
+    def _in_the_foreground(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("background responses are not supported; leave it false")
+        return value
+
+    @cached_property
+    def toolset(self) -> ToolSet:
+        return ToolSet(self.tools)
+
+    @property
+    def summarized(self) -> bool:
+        """Whether reasoning items carry a summary."""
+        return bool(self.reasoning and (self.reasoning.summary or self.reasoning.generate_summary))
+
+    @property
+    def sealed_reasoning(self) -> bool:
+        """Whether reasoning items carry `encrypted_content`."""
+        return "reasoning.encrypted_content" in (self.include or [])
 
     def to_sampling_params(self) -> SamplingParams:
         return sampling_params(temperature=self.temperature, top_p=self.top_p, seed=self.seed)
 
-    def constraints(self) -> Constraints:
-        choice, forced = tool_choice(self.tool_choice, lambda c: c)
+    def constraints(self, mcp: McpToolbox | None = None) -> Constraints:
+        choice, forced, tools = self.toolset.choose(self.tool_choice, mcp)
         text_format = (self.text or {}).get("format")
         return Constraints(
-            tools=chat_tools(self.tools) or [],
+            tools=tools,
             tool_choice=choice,
             forced_tool=forced,
             parallel_tool_calls=self.parallel_tool_calls,
@@ -72,117 +115,61 @@ class ResponsesRequest(OpenAIModel):
 
 class ConversationStore:
     """Finished conversations by response id, so `previous_response_id` can continue (or
-    branch) one; the oldest go first."""
+    branch) one, and their items by id, for `item_reference`; the oldest go first. Each also
+    keeps the MCP servers whose tools its conversation has listed already."""
 
     def __init__(self, capacity: int = STORED_RESPONSES):
         self.capacity = capacity
-        self._items: OrderedDict[str, list[Turn]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[list[Turn], dict[str, dict], frozenset[str]]] = (
+            OrderedDict()
+        )
 
-    def put(self, response_id: str, turns: list[Turn]) -> None:
-        self._items[response_id] = turns
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+    def put(
+        self,
+        response_id: str,
+        turns: list[Turn],
+        items: list[dict] = (),
+        listed: frozenset[str] = frozenset(),
+    ) -> None:
+        by_id = {item["id"]: item for item in items if isinstance(item.get("id"), str)}
+        self._entries[response_id] = (turns, by_id, listed)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
 
     def conversation(self, response_id: str) -> list[Turn]:
         """The turns of a stored response, its own reply included."""
-        if response_id not in self._items:
+        if response_id not in self._entries:
             raise RequestError(
                 404,
                 f"no stored response with id '{response_id}'",
                 "previous_response_id",
                 "response_not_found",
             )
-        return self._items[response_id]
+        return self._entries[response_id][0]
+
+    def item(self, item_id: str) -> dict | None:
+        """An input or output item of a stored response, the newest first."""
+        for _, items, _ in reversed(self._entries.values()):
+            if item_id in items:
+                return items[item_id]
+        return None
+
+    def listed(self, response_id: str | None) -> frozenset[str]:
+        """The MCP servers listed in the stored conversation (none for an unknown id)."""
+        entry = self._entries.get(response_id) if response_id else None
+        return entry[2] if entry else frozenset()
 
 
 def output_turns(response: dict) -> list[Turn]:
     """A finished response's output items as turns."""
-    return _turns(response["output"])
+    return item_turns(response["output"], lambda _: None, "output")
 
 
-def input_turns(body: ResponsesRequest) -> list[Turn]:
+def input_turns(body: ResponsesRequest, store: ConversationStore | None = None) -> list[Turn]:
     """This turn's input items (instructions apply to this turn only)."""
     if isinstance(body.input, str):
         return [Turn("user", [TextPart(body.input)])]
-    return _turns(body.input)
-
-
-def _turns(items: list[dict]) -> list[Turn]:
-    # Earlier reasoning is not shown to the model again, as chat templates drop it too.
-    return [item_turn(item) for item in items if item.get("type") != "reasoning"]
-
-
-def item_turn(item: dict) -> Turn:
-    """An input or output item as a turn."""
-    kind = item.get("type", "message")
-    if kind == "function_call_output":
-        return Turn("tool", [ToolResultPart(item.get("call_id") or "", str(item.get("output")))])
-    if kind == "function_call":
-        call = ToolCallPart(
-            item.get("call_id") or "", item.get("name") or "", item.get("arguments", "{}")
-        )
-        return Turn("assistant", [call])
-    if kind != "message" or "role" not in item:
-        raise RequestError(400, f"unsupported input item type '{kind}'", "input")
-    if item["role"] not in ROLES:
-        raise RequestError(422, f"input: unknown role '{item['role']}'", "input", "invalid_value")
-    content = item.get("content", "")
-    if isinstance(content, str):
-        return Turn(ROLES[item["role"]], [TextPart(content)])
-    return Turn(ROLES[item["role"]], [_part(part) for part in content])
-
-
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-
-
-def _part(part: dict) -> TextPart | ImagePart:
-    if part.get("type") == "input_image":
-        return ImagePart(str(part.get("image_url") or ""))
-    return TextPart(part.get("text", ""))
-
-
-def chat_tools(tools: list[dict] | None) -> list[dict] | None:
-    """Responses' flat function tools in the chat completions shape templates expect."""
-    if not tools:
-        return None
-    flat = [t for t in tools if t.get("type") == "function"]
-    return [
-        {"type": "function", "function": {k: v for k, v in t.items() if k != "type"}} for t in flat
-    ] or None
-
-
-def message_item(text: str, item_id: str, status: str = "completed") -> dict:
-    return {
-        "type": "message",
-        "id": item_id,
-        "status": status,
-        "role": "assistant",
-        "content": [output_text(text)] if status == "completed" else [],
-    }
-
-
-def reasoning_item(text: str, item_id: str) -> dict:
-    return {
-        "type": "reasoning",
-        "id": item_id,
-        "summary": [],
-        "content": [{"type": "reasoning_text", "text": text}] if text else [],
-    }
-
-
-def output_text(text: str) -> dict:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-
-
-def function_call_item(call_id: str, name: str, arguments: str, status: str) -> dict:
-    return {
-        "type": "function_call",
-        "id": f"fc_{uuid.uuid4().hex[:24]}",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
+    return item_turns(body.input, store.item if store else lambda _: None)
 
 
 def response_object(
@@ -201,6 +188,7 @@ def response_object(
         "object": "response",
         "created_at": int(time.time()),
         "status": status,
+        "background": False,
         "incomplete_details": incomplete,
         "error": None,
         "model": model,
@@ -208,19 +196,32 @@ def response_object(
         "usage": _usage(stats),
         "instructions": body.instructions,
         "max_output_tokens": body.max_output_tokens,
+        "max_tool_calls": body.max_tool_calls,
         "temperature": body.temperature,
         "top_p": body.top_p,
-        "tools": body.tools or [],
+        "top_logprobs": body.top_logprobs,
+        "tools": [_echoed(tool) for tool in body.tools or []],
         "tool_choice": body.tool_choice,
         "parallel_tool_calls": body.parallel_tool_calls,
         "previous_response_id": body.previous_response_id,
         "store": body.store,
         "text": body.text or {"format": {"type": "text"}},
-        "truncation": "disabled",
+        "truncation": body.truncation or "disabled",
         "metadata": body.metadata or {},
-        "reasoning": body.reasoning.model_dump() if body.reasoning else None,
-        "user": None,
+        "reasoning": body.reasoning.model_dump(exclude_none=True) if body.reasoning else None,
+        "service_tier": "default",
+        "prompt_cache_key": body.prompt_cache_key,
+        "prompt_cache_retention": body.prompt_cache_retention,
+        "safety_identifier": body.safety_identifier,
+        "user": body.user,
     }
+
+
+def _echoed(tool: dict) -> dict:
+    """A tool as the response repeats it: an MCP server's secrets (headers, token) left out."""
+    if not isinstance(tool, dict) or tool.get("type") != "mcp":
+        return tool
+    return {key: value for key, value in tool.items() if key not in ("headers", "authorization")}
 
 
 def _usage(stats: GenerationStats | None) -> dict | None:

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlxserve.models.defaults import ensure_default_model, resolve_engine
     from mlxserve.pipeline.prepare import ServerLimits
 
+    mcp = _mcp_settings(args)
     models_dir = (args.models_dir or default_models_dir()).expanduser()
     if models_dir.is_dir():
         recover_interrupted(models_dir)  # a conversion killed mid-overwrite
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             args.request_timeout or None,
             ImageLimits(int(args.max_image_bytes), remote=args.allow_remote_images),
         ),
+        mcp=mcp,
     )
     app = create_app(config)
     print(
@@ -59,6 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     run_event_loop(_serve(app, args.host, args.port))
     _exit_without_native_teardown()
+
+
+def _mcp_settings(args):
+    """--allow-request-mcp and --mcp-config; a broken mcp.json stops the server with a message."""
+    from mlxserve.pipeline.mcp_pool import McpConfigError, mcp_settings
+
+    try:
+        settings = mcp_settings(args.allow_request_mcp, args.mcp_config, bool(args.api_key))
+    except McpConfigError as exc:
+        sys.exit(f"mlxserve: {exc}")
+    if settings.plugins is not None and not settings.api_key_set:
+        log.warning("--mcp-config: its servers are refused to requests unless --api-key is set")
+    return settings
 
 
 def _exit_without_native_teardown() -> NoReturn:

@@ -32,6 +32,13 @@ def cors_setting(value: str | None) -> str | None:
     return "*" if value.strip().lower() in ("1", "true", "yes", "on") else value
 
 
+def mcp_config_setting(value: str | None) -> str | None:
+    """MLXSERVE_MCP_CONFIG: a yes/no word turns the default mcp.json on or off; else a path."""
+    if value is None or value.strip().lower() in ("", "0", "false", "no", "off"):
+        return None
+    return "" if value.strip().lower() in ("1", "true", "yes", "on") else value
+
+
 @dataclass(frozen=True)
 class Option:
     flag: str  # --context-length: the attribute is context_length, the variable CONTEXT_LENGTH
@@ -158,6 +165,23 @@ OPTIONS = (
         "fetch http(s) image URLs in requests (default: only data: URLs, so a web page cannot "
         "make the server fetch arbitrary addresses)",
         switch=True,
+    ),
+    Option(
+        "--allow-request-mcp",
+        "off: requests may not name MCP servers",
+        "let requests name MCP servers by URL (/v1/responses `mcp` tools, /api/v1/chat "
+        "`ephemeral_mcp` integrations), which this server then connects to for the model",
+        switch=True,
+    ),
+    Option(
+        "--mcp-config",
+        "off; alone: `$MLXSERVE_HOME/mcp.json`; its servers serve /api/v1/chat `plugin` "
+        "integrations, with `--api-key` only",
+        "serve the MCP servers of this mcp.json file (Cursor's format; alone: "
+        "$MLXSERVE_HOME/mcp.json) to /api/v1/chat plugin integrations; needs --api-key",
+        metavar="FILE",
+        const="",
+        read_env=mcp_config_setting,
     ),
     Option(
         "--max-tokens",

@@ -1,0 +1,196 @@
+"""One /api/v1/chat reply as LM Studio renders it: output items (`reasoning`, `message`,
+`tool_call`, `invalid_tool_call`) and the stream's named events, the tool calls' in LM Studio's
+order (`tool_call.start`, `tool_call.arguments`, then `tool_call.success` once the server
+answered, or `tool_call.failure`). The last event, chat.end, holds the whole result, which is
+also the answer when not streaming."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from mlxserve.api.errors import from_exception
+from mlxserve.api.responses import ConversationStore
+from mlxserve.engine.base import GenerationStats
+from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.events import (
+    Finished,
+    ReasoningDelta,
+    TextDelta,
+    ToolArgumentsDelta,
+    ToolCallStart,
+)
+from mlxserve.pipeline.mcp_loop import LoopEvent, McpCallFinished, McpCallStarted, ToolLoop
+from mlxserve.pipeline.mcp_servers import INVALID_PARAMS
+from mlxserve.pipeline.request import TextPart, Turn
+
+# LM Studio's error types for servers that cannot be used, by mlxserve's codes
+CONNECTION_ERRORS = ("mcp_connection_error", "plugin_connection_error")
+
+
+@dataclass
+class ChatReply:
+    """One reply: the tool loop's events as LM Studio's stream events."""
+
+    instance_id: str
+    response_id: str | None  # None when the chat is not stored
+    load_seconds: float | None  # set when this request loaded the model
+    conversation: list[Turn]
+    store: ConversationStore
+    loop: ToolLoop | None = None  # the tool loop behind the events, whose turns are stored
+    items: list[dict] = field(default_factory=list, init=False)
+    _open: str | None = field(default=None, init=False)  # the type of the item being made
+    _calls: dict[str, dict] = field(default_factory=dict, init=False)  # by id, until they end
+
+    async def events(self, outputs: AsyncIterator[LoopEvent]) -> AsyncIterator[dict]:
+        yield {"type": "chat.start", "model_instance_id": self.instance_id}
+        if self.load_seconds is not None:
+            yield {"type": "model_load.start", "model_instance_id": self.instance_id}
+            yield {
+                "type": "model_load.end",
+                "model_instance_id": self.instance_id,
+                "load_time_seconds": self.load_seconds,
+            }
+        yield {"type": "prompt_processing.start"}
+        processing = True
+        async with aclosing(outputs):
+            async for output in outputs:
+                if processing:  # the first output comes once the prompt has been read
+                    processing = False
+                    yield {"type": "prompt_processing.end"}
+                for event in self._render(output):
+                    yield event
+
+    async def in_band_errors(self, events: AsyncIterator[dict]) -> AsyncIterator[dict]:
+        """A failure mid-stream becomes an `error` event, then chat.end with what was made."""
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    yield event
+        except Exception as exc:  # noqa: BLE001 - reported to the client in-band
+            yield {"type": "error", "error": error_fields(from_exception(exc))}
+            yield {"type": "chat.end", "result": self.result(None)}
+
+    def _render(self, output: LoopEvent) -> list[dict]:
+        if isinstance(output, (TextDelta, ReasoningDelta)):
+            kind = "reasoning" if isinstance(output, ReasoningDelta) else "message"
+            opening = self._open_item(kind)
+            self.items[-1]["content"] += output.text
+            return opening + [{"type": f"{kind}.delta", "content": output.text}]
+        if isinstance(output, ToolCallStart):
+            return self._start_call(output)
+        if isinstance(output, ToolArgumentsDelta):
+            next(reversed(self._calls.values()))["arguments"] += output.delta
+            return []
+        if isinstance(output, McpCallStarted):
+            call = self._calls[output.call.id]
+            arguments = _object(call["arguments"])
+            if arguments is None:
+                return []
+            return [{"type": "tool_call.arguments", **_named(call), "arguments": arguments}]
+        if isinstance(output, McpCallFinished):
+            return self._end_call(output)
+        return self._finish(output)
+
+    def _open_item(self, kind: str) -> list[dict]:
+        if self._open == kind:
+            return []
+        events = self._close_item() + [{"type": f"{kind}.start"}]
+        self.items.append({"type": kind, "content": ""})
+        self._open = kind
+        return events
+
+    def _close_item(self) -> list[dict]:
+        closing = [{"type": f"{self._open}.end"}] if self._open else []
+        self._open = None
+        return closing
+
+    def _start_call(self, start: ToolCallStart) -> list[dict]:
+        tool = self.loop.toolbox.get(start.name) if self.loop and self.loop.toolbox else None
+        provider = tool.provider if tool is not None else {}
+        call = {"tool": start.name, "provider_info": provider, "arguments": ""}
+        self._calls[start.id] = call
+        return self._close_item() + [{"type": "tool_call.start", **_named(call)}]
+
+    def _end_call(self, finished: McpCallFinished) -> list[dict]:
+        call, outcome = self._calls.pop(finished.call.id), finished.outcome
+        arguments = _object(call["arguments"])
+        invalid = outcome.error and outcome.error.get("code") == INVALID_PARAMS
+        if arguments is None or invalid:
+            return self._invalid(call, outcome.text.removeprefix("error: "))
+        output = json.dumps(outcome.content) if outcome.content else outcome.text
+        item = {"type": "tool_call", **_named(call), "arguments": arguments, "output": output}
+        self.items.append(item)
+        return [{**item, "type": "tool_call.success"}]
+
+    def _invalid(self, call: dict, reason: str) -> list[dict]:
+        """A call that could not be made: an invalid_tool_call item and a failure event."""
+        metadata = {"type": "invalid_arguments", "tool_name": call["tool"]}
+        arguments = _object(call["arguments"])
+        if arguments is not None:
+            metadata["arguments"] = arguments
+        metadata["provider_info"] = call["provider_info"]
+        failure = {"reason": reason, "metadata": metadata}
+        self.items.append({"type": "invalid_tool_call", **failure})
+        return [{"type": "tool_call.failure", **failure}]
+
+    def _finish(self, finished: Finished) -> list[dict]:
+        events = self._close_item()
+        for call in list(self._calls.values()):  # calls that were never made: cut short
+            events += self._invalid(call, "the call was cut short by max_output_tokens")
+        self._calls.clear()
+        if self.response_id is not None:
+            self.store.put(self.response_id, self._turns())
+        return events + [{"type": "chat.end", "result": self.result(finished.stats)}]
+
+    def _turns(self) -> list[Turn]:
+        if self.loop is not None:
+            return self.loop.conversation  # every round's calls and results, and the reply
+        text = "".join(item["content"] for item in self.items if item["type"] == "message")
+        return [*self.conversation, Turn("assistant", [TextPart(text)])]
+
+    def result(self, stats: GenerationStats | None) -> dict:
+        """The non-streamed answer; without stats (a failed stream) it is neither measured nor
+        stored."""
+        result = {"model_instance_id": self.instance_id, "output": self.items}
+        if stats is not None:
+            result["stats"] = self._stats(stats)
+            if self.response_id is not None:
+                result["response_id"] = self.response_id
+        return result
+
+    def _stats(self, stats: GenerationStats) -> dict:
+        figures = {
+            "input_tokens": stats.prompt_tokens,
+            "total_output_tokens": stats.completion_tokens,
+            "reasoning_output_tokens": stats.reasoning_tokens,
+            "tokens_per_second": stats.tokens_per_second,
+            "time_to_first_token_seconds": stats.time_to_first_token,
+            "stop_reason": stats.stop_reason,  # mlxserve's, as in /api/v0: why the reply ended
+        }
+        if self.load_seconds is not None:
+            figures["model_load_time_seconds"] = self.load_seconds
+        return figures
+
+
+def _named(call: dict) -> dict:
+    return {"tool": call["tool"], "provider_info": call["provider_info"]}
+
+
+def _object(arguments: str) -> dict | None:
+    try:
+        value = json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def error_fields(error: RequestError) -> dict:
+    """LM Studio's error object for stream events: its coarse type, the detail in `code`."""
+    kind = "invalid_request" if error.status < 500 else "internal_error"
+    if error.code == "model_not_found" or error.code in CONNECTION_ERRORS:
+        kind = error.code
+    fields = {"type": kind, "message": error.message, "code": error.code, "param": error.param}
+    return {key: value for key, value in fields.items() if value is not None}

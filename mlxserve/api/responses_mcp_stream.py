@@ -1,0 +1,114 @@
+"""The MCP items of one response as OpenAI streams them: `mcp_list_tools` items first
+(`response.mcp_list_tools.in_progress`/`.completed`), each `mcp_call` as it is generated
+(`response.mcp_call.in_progress`, `response.mcp_call_arguments.delta`/`.done`) and then run
+(`response.mcp_call.completed`/`.failed`, and only then `response.output_item.done`), and each
+`mcp_approval_request` as a plain item."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mlxserve.api.responses_mcp import (
+    approval_request_item,
+    finished_call_item,
+    list_tools_item,
+    mcp_call_item,
+)
+from mlxserve.pipeline.events import ToolCallStart
+from mlxserve.pipeline.mcp_loop import McpCallFinished, McpCallStarted
+from mlxserve.pipeline.mcp_tools import McpTool, McpToolbox
+from mlxserve.pipeline.tool_parsers import ToolCall
+
+
+class McpItems:
+    """Renders one response's MCP items into its output; `event` numbers the events."""
+
+    def __init__(self, output: list[dict], event: Callable[..., dict]):
+        self.output, self.event = output, event
+        self.waiting: dict[str, int] = {}  # call id -> output index of its mcp_call item
+
+    def listings(self, toolbox: McpToolbox | None, already: frozenset[str]) -> list[dict]:
+        """An mcp_list_tools item for each server whose tools the conversation has not shown."""
+        events = []
+        for listing in toolbox.listings if toolbox is not None else ():
+            if listing.server_label in already:
+                continue
+            item = list_tools_item(listing.server_label, [])
+            ids = {"item_id": item["id"], "output_index": len(self.output)}
+            events.append(self._added(item))
+            events.append(self.event("response.mcp_list_tools.in_progress", **ids))
+            item = {**item, "tools": [tool.listing() for tool in listing.tools]}
+            events.append(self.event("response.mcp_list_tools.completed", **ids))
+            events.append(self._done(item))
+            self.output.append(item)
+        return events
+
+    def open_call(self, start: ToolCallStart, tool: McpTool) -> tuple[dict, list[dict]]:
+        """The item a call the model starts opens: an approval request, or an mcp_call."""
+        if tool.needs_approval:
+            item = approval_request_item(tool.server_label, tool.name, "")
+            return item, [self._added(dict(item))]
+        item = mcp_call_item(ToolCall(start.name, "", start.id), tool.server_label, None)
+        events = [self._added(item), self._progress("in_progress", item)]
+        return {**item, "call_id": start.id}, events  # the call's id is kept, not sent
+
+    def arguments(self, item: dict, delta: str) -> list[dict]:
+        item["arguments"] += delta
+        if item["type"] != "mcp_call":
+            return []  # an approval request shows its arguments whole, once done
+        ids = self._ids(item, len(self.output))
+        return [self.event("response.mcp_call_arguments.delta", **ids, delta=delta)]
+
+    def close(self, item: dict) -> list[dict]:
+        """The model finished writing the call: an approval request is done; an mcp_call waits
+        in the output for its result."""
+        index = len(self.output)
+        if item["type"] != "mcp_call":
+            self.output.append(item)
+            return [self._done(item, index)]
+        self.waiting[item.pop("call_id")] = index
+        self.output.append(item)
+        ids = self._ids(item, index)
+        return [self.event("response.mcp_call_arguments.done", **ids, arguments=item["arguments"])]
+
+    def started(self, started: McpCallStarted) -> list[dict]:
+        """A call that runs now; one approved earlier appears here for the first time."""
+        if started.call.id in self.waiting:
+            return []
+        call = started.call
+        empty = ToolCall(call.name, "", call.id)  # the arguments follow as one delta
+        item = mcp_call_item(empty, started.tool.server_label, started.approval_request_id)
+        events = [self._added(item), self._progress("in_progress", item)]
+        item = {**item, "call_id": call.id}
+        events += self.arguments(item, call.arguments)
+        return events + self.close(item)
+
+    def finished(self, finished: McpCallFinished) -> list[dict]:
+        index = self.waiting.pop(finished.call.id)
+        item = finished_call_item(self.output[index], finished.outcome)
+        self.output[index] = item
+        ending = "failed" if finished.outcome.error else "completed"
+        return [self._progress(ending, item, index), self._done(item, index)]
+
+    def unmade(self) -> list[dict]:
+        """Calls the loop did not make (the reply was cut, or a limit reached) end incomplete."""
+        events = []
+        for index in self.waiting.values():
+            self.output[index] = {**self.output[index], "status": "incomplete"}
+            events.append(self._done(self.output[index], index))
+        self.waiting.clear()
+        return events
+
+    def _ids(self, item: dict, index: int) -> dict:
+        return {"item_id": item["id"], "output_index": index}
+
+    def _progress(self, stage: str, item: dict, index: int | None = None) -> dict:
+        index = len(self.output) if index is None else index
+        return self.event(f"response.mcp_call.{stage}", **self._ids(item, index))
+
+    def _added(self, item: dict) -> dict:
+        return self.event("response.output_item.added", output_index=len(self.output), item=item)
+
+    def _done(self, item: dict, index: int | None = None) -> dict:
+        index = len(self.output) if index is None else index
+        return self.event("response.output_item.done", output_index=index, item=item)

@@ -1,0 +1,142 @@
+"""Which MCP servers requests may use, and their connections. Both kinds are off unless the
+server was started to allow them, as in LM Studio: servers a request names by URL need
+`--allow-request-mcp`; the servers of an `mcp.json` file (Cursor's format) need `--mcp-config`
+and `--api-key`, since they may run commands on this machine.
+
+A request's own servers are connected for that request and left when it ends; `mcp.json`
+servers are started on first use and kept for later requests, until the server shuts down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlxserve.models.store import mlxserve_home
+from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.mcp_servers import Connection, ServerSpec
+
+PLUGIN_PREFIX = "mcp/"  # LM Studio's ids for mcp.json servers: mcp/<name>
+
+
+class McpConfigError(ValueError):
+    """An mcp.json file that cannot be read: the server does not start."""
+
+
+@dataclass(frozen=True)
+class McpSettings:
+    allow_request_servers: bool = False  # --allow-request-mcp
+    plugins: dict[str, ServerSpec] | None = None  # from --mcp-config; None: not given
+    config_path: Path | None = None
+    api_key_set: bool = False
+
+
+def mcp_settings(allow_request_servers: bool, config: str | None, api_key: bool) -> McpSettings:
+    """The settings from `serve`'s options: --mcp-config's file (None: not given; empty:
+    $MLXSERVE_HOME/mcp.json) is read now, so a broken one stops the server at once."""
+    if config is None:
+        return McpSettings(allow_request_servers, api_key_set=api_key)
+    path = Path(config).expanduser() if config else mlxserve_home() / "mcp.json"
+    return McpSettings(allow_request_servers, load_config(path), path, api_key)
+
+
+def load_config(path: Path) -> dict[str, ServerSpec]:
+    """The servers of an mcp.json file: {"mcpServers": {name: {"command", "args", "env"} or
+    {"url", "headers"}}}."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise McpConfigError(f"cannot read MCP servers from {path}: {exc}") from None
+    servers = document.get("mcpServers") if isinstance(document, dict) else None
+    if not isinstance(servers, dict):
+        raise McpConfigError(f"{path}: expected an object with an 'mcpServers' object")
+    return {name: _server_spec(name, entry, path) for name, entry in servers.items()}
+
+
+def _server_spec(name: str, entry, path: Path) -> ServerSpec:
+    where = f"{path}: mcpServers.{name}"
+    if not isinstance(entry, dict):
+        raise McpConfigError(f"{where}: expected an object")
+    url, command = entry.get("url"), entry.get("command")
+    args, env, headers = entry.get("args", []), entry.get("env", {}), entry.get("headers", {})
+    if not (isinstance(url, str) or isinstance(command, str)):
+        raise McpConfigError(f"{where}: needs a 'command' (stdio) or a 'url' (streamable HTTP)")
+    if not (_strings(args, list) and _strings(env, dict) and _strings(headers, dict)):
+        raise McpConfigError(f"{where}: 'args' must be strings, 'env' and 'headers' objects")
+    if isinstance(url, str):
+        return ServerSpec(name, url=url, headers=headers)
+    return ServerSpec(name, command=command, args=tuple(args), env=env)
+
+
+def _strings(value, kind: type) -> bool:
+    values = value.values() if isinstance(value, dict) else value
+    return isinstance(value, kind) and all(isinstance(item, str) for item in values)
+
+
+class McpServers:
+    """The server's MCP connections, kept on the app."""
+
+    def __init__(self, settings: McpSettings = McpSettings()):
+        self.settings = settings
+        self._plugins: dict[str, Connection] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+        self._per_request: set[Connection] = set()
+
+    def check_request_servers(self, param: str) -> None:
+        if not self.settings.allow_request_servers:
+            raise RequestError(
+                403,
+                f"{param}: MCP servers named in requests are off on this server; start it with "
+                "--allow-request-mcp to allow them",
+                param,
+                "mcp_not_allowed",
+            )
+
+    def plugin_spec(self, plugin_id: str, param: str) -> ServerSpec:
+        """The mcp.json server a plugin id ("mcp/<name>") names, where plugins are allowed."""
+        settings = self.settings
+        if settings.plugins is None:
+            message = f"{param}: plugins are off on this server; start it with --mcp-config"
+            raise RequestError(403, message, param, "plugins_not_allowed")
+        if not settings.api_key_set:
+            message = (
+                f"{param}: plugins from {settings.config_path} run commands on this machine "
+                "and need a server started with --api-key too"
+            )
+            raise RequestError(403, message, param, "plugins_not_allowed")
+        spec = settings.plugins.get(plugin_id.removeprefix(PLUGIN_PREFIX))
+        if not plugin_id.startswith(PLUGIN_PREFIX) or spec is None:
+            known = ", ".join(PLUGIN_PREFIX + name for name in settings.plugins) or "none"
+            message = f"{param}: no plugin '{plugin_id}' (configured: {known})"
+            raise RequestError(400, message, param, "plugin_not_found")
+        return spec
+
+    async def plugin(self, spec: ServerSpec, param: str) -> Connection:
+        """The kept connection to an mcp.json server, started (again, if it died) as needed."""
+        async with self._opening.setdefault(spec.label, asyncio.Lock()):
+            connection = self._plugins.get(spec.label)
+            if connection is None or not connection.alive:
+                connection = Connection(spec)
+                await connection.open(param, "plugin_connection_error")
+                self._plugins[spec.label] = connection
+            return connection
+
+    async def connect(self, spec: ServerSpec, param: str) -> Connection:
+        """A connection for one request; the caller leaves it with release()."""
+        connection = Connection(spec)
+        await connection.open(param, "mcp_connection_error")
+        self._per_request.add(connection)
+        return connection
+
+    async def release(self, connection: Connection) -> None:
+        if connection in self._per_request:
+            self._per_request.discard(connection)
+            await connection.close()
+
+    async def close(self) -> None:
+        """Leave every server: stdio servers are stopped, none outlives this server."""
+        connections = [*self._plugins.values(), *self._per_request]
+        self._plugins.clear()
+        self._per_request.clear()
+        await asyncio.gather(*(connection.close() for connection in connections))
