@@ -69,7 +69,7 @@ def recorded_tools(name: str) -> list[dict]:
 
 @pytest.mark.parametrize(
     "recording",
-    ["claude_code_first_turn.json", "claude_code_resumed_turn.json", "codex_first_turn.json"],
+    ["claude_code_turn1.json", "claude_code_turn2.json", "codex_turn1.json", "codex_turn2.json"],
 )
 @pytest.mark.parametrize("family", ["gemma", "qwen", "mistral", "llama3"])
 def test_recorded_agent_tools_compile(recording, family):
@@ -83,13 +83,13 @@ def test_recorded_agent_tools_compile(recording, family):
 @pytest.mark.parametrize(
     ("recording", "tool", "arguments", "allowed"),
     [
-        ("claude_code_first_turn.json", "Bash", '{"command": "ls", "timeout": 120000}', True),
-        ("claude_code_first_turn.json", "Bash", '{"command": "ls", "timeout": 1e9}', False),
-        ("claude_code_first_turn.json", "DeferredToolPlaceholder", "{}", True),
-        ("claude_code_first_turn.json", "DeferredToolPlaceholder", '{"type": "object"}', False),
-        ("codex_first_turn.json", "exec_command", '{"cmd": "ls", "yield_time_ms": 250.5}', True),
+        ("claude_code_turn1.json", "Bash", '{"command": "ls", "timeout": 120000}', True),
+        ("claude_code_turn1.json", "Bash", '{"command": "ls", "timeout": 1e9}', False),
+        ("claude_code_turn1.json", "DeferredToolPlaceholder", "{}", True),
+        ("claude_code_turn1.json", "DeferredToolPlaceholder", '{"type": "object"}', False),
+        ("codex_turn1.json", "exec_command", '{"cmd": "ls", "yield_time_ms": 250.5}', True),
         (
-            "codex_first_turn.json",
+            "codex_turn1.json",
             "exec_command",
             '{"cmd": "ls", "yield_time_ms": 12345678901234567}',
             False,

@@ -58,7 +58,7 @@ async def test_without_the_check_that_grammar_would_be_ignored(model):
 
 async def test_grammars_the_child_compiles_are_taken(model):
     assert await model.grammar_support_error(Grammar('start: "a" | "b"\n')) is None
-    for recording in ("claude_code_first_turn.json", "codex_first_turn.json"):
+    for recording in ("claude_code_turn1.json", "codex_turn1.json"):
         constraints = Constraints(recorded_tools(recording), tool_choice="required")
         grammar = compile_constraints(constraints, "gemma")
         assert await model.grammar_support_error(grammar) is None, recording
