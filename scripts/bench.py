@@ -2,7 +2,7 @@
 
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
                              | structured | vision | stall | speculative | cache
-                             | concurrency
+                             | concurrency | agents | distributed
                              [--iterations N]
                              [--models-dir DIR]
 
@@ -35,6 +35,8 @@ BENCHMARKS = {
     "speculative": "scripts.benchmarks.speculative",
     "cache": "scripts.benchmarks.cache",
     "concurrency": "scripts.benchmarks.concurrency",
+    "agents": "scripts.benchmarks.agents",
+    "distributed": "scripts.benchmarks.distributed",
 }
 
 

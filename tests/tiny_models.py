@@ -7,7 +7,8 @@ from pathlib import Path
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
-from mlx_lm.models import gemma3_text, mamba
+from mlx_lm.models import gemma3_text, mamba, qwen2
+from mlx_lm.utils import save_config, save_model
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from mlxserve.models.store import ModelRecord, write_manifest
@@ -55,6 +56,44 @@ def make_tiny_gemma(
         architecture=architecture,
         quantization="f32",
         max_context_length=context,
+        path=str(directory),
+    )
+    write_manifest(directory, record)
+    return record
+
+
+def make_tiny_qwen2(directory: Path, seed: int = 0) -> ModelRecord:
+    """A 4-layer Qwen2 over the byte vocabulary, saved with mlx-lm's own writer (weights and
+    their index), with heads that two ranks can share: mlx-lm can split it by tensors
+    (`shard()`) and by layers (`pipeline()`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = _byte_tokenizer()
+    config = {
+        "model_type": "qwen2",
+        "hidden_size": 64,
+        "num_hidden_layers": 4,
+        "intermediate_size": 256,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-6,
+        "vocab_size": tokenizer.get_vocab_size(),
+        "max_position_embeddings": 2048,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": True,
+        "eos_token_id": [2],
+        "bos_token_id": 1,
+    }
+    mx.random.seed(seed)
+    model = qwen2.Model(qwen2.ModelArgs.from_dict(config))
+    save_model(directory, model)
+    save_config(config, directory / "config.json")
+    _write_tokenizer(tokenizer, directory)
+    record = ModelRecord(
+        id=f"{directory.parent.name}/{directory.name}",
+        format="mlx",
+        architecture="qwen2",
+        quantization="f32",
+        max_context_length=2048,
         path=str(directory),
     )
     write_manifest(directory, record)

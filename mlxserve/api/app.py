@@ -74,7 +74,12 @@ def create_app(config: AppConfig) -> Quart:
             return Health(status="ok").as_dict()  # liveness only: no model details without the key
         loaded = app.registry.loaded
         active = sum(model.active_requests for model in loaded.values())
-        return Health(status="ok", loaded=sorted(loaded), active_requests=active).as_dict()
+        # A model split across the ranks of `serve --distributed` says how.
+        splits = (getattr(model.engine, "distributed", None) for model in loaded.values())
+        split = next(filter(None, splits), None)
+        details = {"distributed": split} if split else {}
+        health = Health(status="ok", loaded=sorted(loaded), active_requests=active, **details)
+        return health.as_dict()
 
     @app.before_serving
     async def start_loading():

@@ -67,7 +67,9 @@ async def find_v0_model(registry: ModelRegistry, model_id: str) -> dict | None:
 
 
 def v0_instance(loaded: LoadedModel, now: float | None = None) -> dict:
-    """A loaded model as `mlxserve ps` shows it."""
+    """A loaded model as `mlxserve ps` shows it; one split across the ranks of a distributed
+    server says how (mode, backend, ranks, this process's rank)."""
+    split = getattr(loaded.engine, "distributed", None)
     return {
         "identifier": loaded.identifier,
         "model": loaded.record.id,
@@ -80,6 +82,7 @@ def v0_instance(loaded: LoadedModel, now: float | None = None) -> dict:
         "active_requests": loaded.active_requests,
         "jit": loaded.jit,
         "loaded_at": int(loaded.loaded_at),
+        **({"distributed": split} if split else {}),
     }
 
 

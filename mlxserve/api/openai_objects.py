@@ -165,3 +165,4 @@ class Health(OpenAIObject):
     status: Literal["ok"]
     loaded: list[str] | None = None  # with the key (or none set) only
     active_requests: int | None = None
+    distributed: dict | None = None  # mode, backend, ranks and rank of a model split across ranks

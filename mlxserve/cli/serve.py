@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -33,11 +34,18 @@ def main(argv: list[str] | None = None) -> int:
 
     mcp = _mcp_settings(args)
     models_dir = (args.models_dir or default_models_dir()).expanduser()
+    session = _join_group(args) if args.distributed else None
+    if session is not None and session.cluster.rank > 0:
+        _follow(session, models_dir, args)
     if models_dir.is_dir():
         recover_interrupted(models_dir)  # a conversion killed mid-overwrite
     engine = resolve_engine(args.engine)
     model_id = args.model or ensure_default_model(models_dir, engine)
+    if session is not None:
+        session.cluster.barrier()  # the other ranks look for the model once it is ready here
     options = registry_options(args)
+    if session is not None:  # each rank holds its share of a model: memory is counted so
+        options = dataclasses.replace(options, ranks=session.cluster.size)
     config = AppConfig(
         models_dir=models_dir,
         registry=options,
@@ -60,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         f"mlxserve: serving {model_id} ({engine}) at http://{args.host}:{args.port}/v1", flush=True
     )
     run_event_loop(_serve(app, args.host, args.port))
+    if session is not None:
+        session.dismiss()
     _exit_without_native_teardown()
 
 
@@ -74,6 +84,40 @@ def _mcp_settings(args):
     if settings.plugins is not None and not settings.api_key_set:
         log.warning("--mcp-config: its servers are refused to requests unless --api-key is set")
     return settings
+
+
+def _join_group(args):
+    """Rank 0 of `--distributed` serves HTTP; each other rank only follows it. Exits with a
+    message when the group cannot be formed."""
+    if args.engine == "llamacpp":
+        sys.exit(
+            "mlxserve: --distributed splits MLX models across processes; the llama.cpp engine "
+            "serves each model in one process (use --engine mlx)"
+        )
+    args.engine = "mlx"
+    from mlxserve.engine.mlx import distributed
+    from mlxserve.engine.mlx.cluster import ClusterError
+
+    try:
+        return distributed.start(args.distributed)
+    except ClusterError as exc:
+        sys.exit(f"mlxserve: {exc}")
+
+
+def _follow(session, models_dir, args) -> NoReturn:
+    """A rank other than 0: no HTTP; load what rank 0 loads and run its steps until it exits."""
+    from mlxserve.engine.mlx import distributed
+    from mlxserve.models.catalog import ModelCatalog
+    from mlxserve.models.defaults import ensure_default_model
+
+    # Ctrl-C reaches every rank: rank 0 shuts down and then tells this one to exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    session.cluster.barrier()  # rank 0 prepared the default model: on one machine, once
+    if not args.model:
+        ensure_default_model(models_dir, "mlx")
+    catalog = ModelCatalog(models_dir, registry_options(args).discover)
+    distributed.follow(session, catalog.find)
+    _exit_without_native_teardown()
 
 
 def _exit_without_native_teardown() -> NoReturn:

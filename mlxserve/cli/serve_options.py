@@ -293,6 +293,15 @@ OPTIONS = (
         type=Path,
         registry="llama_server",
     ),
+    Option(
+        "--distributed",
+        "off: each model in one process; under `mlx.launch`, `tensor` or `pipeline` splits "
+        "each MLX model across the ranks (see Distributed serving)",
+        "split each MLX model across the processes mlx.launch starts (each rank the same "
+        "command; rank 0 serves HTTP): tensor (mlx-lm's shard) or pipeline (layer ranges)",
+        choices=("tensor", "pipeline"),
+        registry="distributed",
+    ),
     Option("--log-level", "`info`", default="info"),
 )
 

@@ -37,6 +37,7 @@ class EngineStarter:
         if engine == "mlx":
             module = await _import("mlxserve.engine.mlx.model")
             cache_bytes = self.options.prompt_cache_bytes
+            shard_as = await self._distributed_id(record)
             budget = await asyncio.to_thread(
                 self._mlx_kv_budget, record, context_length, in_use_bytes
             )
@@ -47,7 +48,8 @@ class EngineStarter:
                 kv_budget_tokens=budget,
                 prompt_cache_bytes=cache_bytes,
                 prompt_lookup=self.options.prompt_lookup,
-                disk_cache=await self._disk_cache(record),
+                disk_cache=None if shard_as else await self._disk_cache(record),
+                shard_as=shard_as,
             )
         module = await _import("mlxserve.engine.llamacpp.model")
         draft = await asyncio.to_thread(self._llamacpp_draft, record)
@@ -83,6 +85,22 @@ class EngineStarter:
             )
         return engine
 
+    async def _distributed_id(self, record: ModelRecord) -> str | None:
+        """The id every rank loads the model under, when this server is rank 0 of a group; the
+        group serves one model at a time (embedding models are served by rank 0 alone)."""
+        if not self.options.distributed:
+            return None
+        module = await _import("mlxserve.engine.mlx.distributed")
+        serving = module.current().model_id
+        if serving is not None:
+            raise RegistryError(
+                409,
+                f"this distributed server splits one model at a time across its ranks and "
+                f"'{serving}' is loaded; unload it before loading '{record.id}'",
+                "distributed_model_loaded",
+            )
+        return record.id
+
     def _llamacpp_draft(self, record: ModelRecord) -> tuple[str, Path] | None:
         """The server's draft model for a llama.cpp model: a GGUF of the same architecture
         (llama.cpp refuses to start with a draft whose vocabulary differs)."""
@@ -97,7 +115,9 @@ class EngineStarter:
     def _mlx_kv_budget(self, record: ModelRecord, context_length: int, in_use: int) -> int | None:
         available = memory.available_memory_bytes(in_use)
         cache_bytes = self.options.prompt_cache_bytes
-        return memory.mlx_kv_budget_tokens(record, context_length, available, cache_bytes)
+        return memory.mlx_kv_budget_tokens(
+            record, context_length, available, cache_bytes, self.options.ranks
+        )
 
     def _mlx_batch_size(self, kv_budget_tokens: int | None) -> int:
         """Sequences decoded together at most; memory bounds them further by their tokens."""

@@ -57,7 +57,7 @@ class ContextChoice:
 
 
 def choose_context_length(
-    record: ModelRecord, requested: int | None, available: int | None
+    record: ModelRecord, requested: int | None, available: int | None, ranks: int = 1
 ) -> ContextChoice:
     """The one context policy for every engine: a requested length (a load request's, else
     the server's --context-length) capped by the model's trained maximum; else that maximum
@@ -73,14 +73,14 @@ def choose_context_length(
     if available is None:
         return ContextChoice(trained, "the model's maximum; free memory unknown")
     budget = int(available * CONTEXT_MEMORY_SHARE)
-    full = estimate_memory(record, trained)
+    full = estimate_memory(record, trained, ranks)
     if full.total_bytes <= budget:
         return ContextChoice(
             trained,
             f"the model's maximum: ~{format_gib(full.total_bytes)} GiB of "
             f"{format_gib(available)} GiB available",
         )
-    fitting = _largest_fitting_context(record, budget)
+    fitting = _largest_fitting_context(record, budget, ranks)
     return ContextChoice(
         max(fitting, min(DEFAULT_CONTEXT_LENGTH, trained)),
         f"the model's maximum {trained} would need ~{format_gib(full.total_bytes)} GiB, "
@@ -88,23 +88,25 @@ def choose_context_length(
     )
 
 
-def _largest_fitting_context(record: ModelRecord, budget: int) -> int:
+def _largest_fitting_context(record: ModelRecord, budget: int, ranks: int) -> int:
     """The estimate grows by the same KV bytes with every token of context."""
-    base = estimate_memory(record, 0).total_bytes
-    per_token = estimate_memory(record, 1).total_bytes - base
+    base = estimate_memory(record, 0, ranks).total_bytes
+    per_token = estimate_memory(record, 1, ranks).total_bytes - base
     if per_token <= 0 or budget <= base:
         return 0
     return (budget - base) // per_token // CONTEXT_STEP * CONTEXT_STEP
 
 
-def size_for_load(record: ModelRecord, requested: int | None, in_use: int, freed: int):
+def size_for_load(
+    record: ModelRecord, requested: int | None, in_use: int, freed: int, ranks: int = 1
+):
     """The context a model loads with, its memory estimate and the memory it may use, once
     models taking `freed` of the `in_use` bytes are unloaded (reads files: off the loop)."""
     available = available_memory_bytes(in_use)
     if available is not None and memory_limit_bytes() is None:
         available += freed  # the system figure does not yet count what unloading frees
-    choice = choose_context_length(record, requested, available)
-    return choice, estimate_memory(record, choice.length), available
+    choice = choose_context_length(record, requested, available, ranks)
+    return choice, estimate_memory(record, choice.length, ranks), available
 
 
 def automatic_context_length(record: ModelRecord) -> int:
@@ -121,28 +123,36 @@ DEFAULT_MLX_BATCH = 8  # when the free memory cannot be told, so no KV budget bo
 MAX_MLX_BATCH = 64
 
 
-def estimate_memory(record: ModelRecord, context: int) -> MemoryEstimate:
+def estimate_memory(record: ModelRecord, context: int, ranks: int = 1) -> MemoryEstimate:
+    """What one process holds: a distributed server (`serve --distributed`) splits each MLX
+    language model across `ranks` processes, each with about its share of weights and KV."""
     sequences = LLAMACPP_SLOTS if record.format == "gguf" else 1
-    weights = record.size_bytes
+    if record.format != "mlx" or record.type != "llm":
+        ranks = 1
+    weights = record.size_bytes // ranks
     shape = attention_shape(record)
     kv_cache = 0
     if shape is not None and record.type != "embeddings":
         element_bytes = kv_element_bytes(record)
         per_token = shape.layers * shape.kv_heads * shape.head_dim * 2 * element_bytes
-        kv_cache = per_token * context * sequences
+        kv_cache = per_token * context * sequences // ranks
     overhead = FIXED_OVERHEAD_BYTES + int(weights * WEIGHTS_OVERHEAD_RATIO)
     return MemoryEstimate(weights, kv_cache, overhead, context)
 
 
 def mlx_kv_budget_tokens(
-    record: ModelRecord, context_length: int, available: int | None, prompt_cache_bytes: int
+    record: ModelRecord,
+    context_length: int,
+    available: int | None,
+    prompt_cache_bytes: int,
+    ranks: int = 1,
 ) -> int | None:
     """KV tokens the MLX engine's batch may hold together: one full context (counted in the
     model's estimate) plus as many as half the memory left after that estimate and the prompt
     cache holds. The other half stays free for activations and the rest of the machine. None
     when the free memory cannot be told."""
-    estimate = estimate_memory(record, context_length)
-    per_token = estimate_memory(record, 1).kv_cache_bytes
+    estimate = estimate_memory(record, context_length, ranks)
+    per_token = estimate_memory(record, 1, ranks).kv_cache_bytes
     if available is None or per_token == 0:
         return None
     spare = max(available - estimate.total_bytes - prompt_cache_bytes, 0) // 2

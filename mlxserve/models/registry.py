@@ -160,7 +160,7 @@ class ModelRegistry:
         # Headers and configs are read, and macOS asked for its free pages: off the event loop.
         in_use = self.in_use_bytes() - freed
         choice, estimate, available = await asyncio.to_thread(
-            memory.size_for_load, record, requested, in_use, freed
+            memory.size_for_load, record, requested, in_use, freed, self.options.ranks
         )
         self._check_memory(record, estimate.total_bytes, available)
         for victim in victims:

@@ -57,7 +57,7 @@ class ContextResizer:
             await asyncio.sleep(IDLE_POLL_SECONDS)
         in_use = registry.in_use_bytes() - loaded.memory_bytes
         choice, _, _ = await asyncio.to_thread(
-            memory.size_for_load, record, None, in_use, loaded.memory_bytes
+            memory.size_for_load, record, None, in_use, loaded.memory_bytes, registry.options.ranks
         )
         if choice.length <= prompt_tokens:
             raise refused(

@@ -22,6 +22,7 @@ from mlxserve.engine.base import (
 from mlxserve.engine.mlx.constraint import GrammarCompiler
 from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.mlx.disk_cache import DiskPromptCache
+from mlxserve.engine.mlx.lockstep import LeaderRunner
 from mlxserve.engine.mlx.runner import BatchRunner
 from mlxserve.engine.mlx.sequence import Sequence
 from mlxserve.engine.mlx.text_model import TextModel
@@ -46,6 +47,8 @@ class MLXModel(EngineModel):
         self.bos_token = tokenizer.bos_token or ""
         self.eos_token = tokenizer.eos_token or ""
         self._grammars: GrammarCompiler | None = None  # made by the first constrained request
+        # The group's mode, backend and ranks when the model is split across processes.
+        self.distributed = runner.status if isinstance(runner, LeaderRunner) else None
 
     @classmethod
     async def load(
@@ -58,13 +61,32 @@ class MLXModel(EngineModel):
         prompt_lookup: bool = False,
         disk_cache: DiskPromptCache | None = None,
         kv_budget_tokens: int | None = None,
+        shard_as: str | None = None,
     ) -> MLXModel:
-        """Load an MLX model directory; `context_length` is decided by the caller's policy."""
+        """Load an MLX model directory; `context_length` is decided by the caller's policy.
+        `shard_as`: the model's id, under which every rank of a distributed server (`mlxserve
+        serve --distributed`) loads its part; this process serves as rank 0."""
         config = json.loads((path / "config.json").read_text())
-        load = functools.partial(_load_weights, path, config)
-        runner = BatchRunner(
-            load, max_batch_size, prompt_cache_bytes, prompt_lookup, disk_cache, kv_budget_tokens
-        )
+        if shard_as is None:
+            load = functools.partial(_load_weights, path, config)
+            runner = BatchRunner(
+                load,
+                max_batch_size,
+                prompt_cache_bytes,
+                prompt_lookup,
+                disk_cache,
+                kv_budget_tokens,
+            )
+        else:
+            from mlxserve.engine.mlx.distributed import leader_runner
+
+            runner = leader_runner(
+                path,
+                shard_as,
+                max_batch_size=max_batch_size,
+                prompt_cache_bytes=prompt_cache_bytes,
+                kv_budget_tokens=kv_budget_tokens,
+            )
         model, tokenizer = await asyncio.wrap_future(runner.start())
         return cls(runner, tokenizer, config, context_length)
 

@@ -117,18 +117,8 @@ class BatchRunner:
             log.warning("the MLX runner did not stop within %d s", STOP_TIMEOUT_SECONDS)
 
     def _run(self) -> None:
-        try:
-            self.model, self.tokenizer = self._load_model()
-        except BaseException as exc:  # noqa: BLE001 - reported to the loader, not swallowed
-            self.ready.set_exception(exc)
+        if not self._load():
             return
-        self.ready.set_result((self.model, self.tokenizer))
-        # A text model whose layers keep one key and value per token (no recurrent state, no
-        # images): only then can prompts be read together, stored in blocks on disk, and drafts
-        # be taken back.
-        self._per_token = isinstance(self.model, TextModel) and self.model.per_token_cache
-        if not self._per_token:
-            self._disk_cache = None
         while self._collect_new(block=not self._active and self._prefilling is None):
             self._drop_cancelled_waiting()
             if self._prefilling is None and self._waiting and self._fits([self._waiting[0]]):
@@ -145,6 +135,21 @@ class BatchRunner:
             if not self._active and self._prefilling is None:
                 mx.clear_cache()  # idle: the pool's buffers go back to the system
         self._fail_all(EngineUnavailable("the model was unloaded during the request"))
+
+    def _load(self) -> bool:
+        """Load the model on this thread; False (the loader told why) when that failed."""
+        try:
+            self.model, self.tokenizer = self._load_model()
+        except BaseException as exc:  # noqa: BLE001 - reported to the loader, not swallowed
+            self.ready.set_exception(exc)
+            return False
+        self.ready.set_result((self.model, self.tokenizer))
+        # Only a text model whose layers keep one key and value per token (no recurrent state,
+        # no images) reads prompts together, stores them on disk and takes drafts back.
+        self._per_token = isinstance(self.model, TextModel) and self.model.per_token_cache
+        if not self._per_token:
+            self._disk_cache = None
+        return True
 
     def _collect_new(self, block: bool) -> bool:
         """Move queued sequences into the waiting list; False once stop() was called."""
@@ -198,8 +203,7 @@ class BatchRunner:
         less than the passes a cached prefix would save, so the prompt cache is not asked."""
         self._waiting = self._waiting[len(group) :]
         for sequence in group:
-            sequence.sampler.feed_prompt(sequence.prompt_tokens)
-            sequence.drafter = self._drafter(sequence)
+            self._prepare(sequence)
         width = max(len(s.prompt_tokens) for s in group) - 1
         padding = [width - len(s.prompt_tokens) + 1 for s in group]
         cache = self.model.make_batch_cache(padding)
@@ -209,13 +213,7 @@ class BatchRunner:
             mx.eval([c.state for c in cache])
         self.prefill_chunks += 1
         last = mx.array([[s.prompt_tokens[-1]] for s in group])
-        logits = self.model.decode(last, cache, group)[:, -1, :]
-        mx.async_eval(logits)
-        masks = [s.next_mask() for s in group]
-        logits = logits_as_numpy(logits)
-        for row, sequence in enumerate(group):
-            sequence.accept(sequence.sampler.sample(logits[row], masks[row]))
-        self.tokens_sampled += len(group)
+        self._sample(group, self.model.decode(last, cache, group)[:, -1, :])
         finished = [row for row, s in enumerate(group) if s.finished]
         for row in finished:
             self._retire(group[row], [c.extract(row) for c in cache])
@@ -242,10 +240,14 @@ class BatchRunner:
                     cache, cached = from_disk, loaded
             writer = BlockWriter(self._disk_cache, names, cached)
         sequence.cached_prompt_tokens = cached
-        sequence.sampler.feed_prompt(sequence.prompt_tokens)
-        sequence.drafter = self._drafter(sequence)
+        self._prepare(sequence)
         cache = cache or self.model.make_cache()
         self._prefilling = Prefill(sequence, cache, cached, writer)
+
+    def _prepare(self, sequence: Sequence) -> None:
+        """Ready a sequence's sampler and drafts as its prompt begins to be read."""
+        sequence.sampler.feed_prompt(sequence.prompt_tokens)
+        sequence.drafter = self._drafter(sequence)
 
     def _drafter(self, sequence: Sequence):
         """Where the sequence's drafts come from, when it decodes speculatively: only a text
@@ -257,20 +259,23 @@ class BatchRunner:
         try:
             step(*args)
         except Exception as exc:  # noqa: BLE001 - every failure must reach its client
-            log.exception("generation step failed")
-            for sequence in sequences:
-                sequence.emit(exc)
-            if step == self._decode_step:
-                self._active, self._batch_cache = [], None
-            if step == self._prefill_chunk:
-                self._prefilling = None
+            self._step_failed(step, sequences, exc)
+
+    def _step_failed(self, step, sequences: list[Sequence], exc: Exception) -> None:
+        log.exception("generation step failed")
+        for sequence in sequences:
+            sequence.emit(exc)
+        if step == self._decode_step:
+            self._active, self._batch_cache = [], None
+        if step == self._prefill_chunk:
+            self._prefilling = None
 
     def _prefill_chunk(self) -> None:
         """Read the next chunk of the prompt being prefilled; after its last chunk, sample the
         first token and join the batch."""
         state = self._prefilling
         sequence, cache = state.sequence, state.cache
-        if sequence.cancelled.is_set():
+        if self._departed([sequence]):
             self._count_cancelled(sequence)
             self._prefilling = None
             return
@@ -290,11 +295,7 @@ class BatchRunner:
             return
         self._prefilling = None
         mx.clear_cache()  # the prompt's chunk-sized buffers are not needed again soon
-        logits = self.model.prefill(sequence, last, last + 1, cache)[:, -1, :]
-        mx.async_eval(logits)
-        mask = sequence.next_mask()  # computed while MLX evaluates the logits
-        sequence.accept(sequence.sampler.sample(logits_as_numpy(logits)[0], mask))
-        self.tokens_sampled += 1
+        self._sample([sequence], self.model.prefill(sequence, last, last + 1, cache)[:, -1, :])
         if sequence.finished:
             self._retire(sequence, [c for c in cache])
             return
@@ -315,7 +316,7 @@ class BatchRunner:
             self.max_chunks_between_decodes, self._chunks_since_decode
         )
         self._chunks_since_decode = 0
-        left = [i for i, s in enumerate(self._active) if s.cancelled.is_set()]
+        left = self._departed(self._active)
         for row in left:
             self._count_cancelled(self._active[row])
         self._drop(left)
@@ -328,19 +329,24 @@ class BatchRunner:
                 return
         inputs = mx.array([s.last_token for s in self._active])
         logits = self.model.decode(inputs[:, None], self._batch_cache, self._active)[:, -1, :]
-        mx.async_eval(logits)
-        masks = [s.next_mask() for s in self._active]  # grammar work while MLX computes
-        logits = logits_as_numpy(logits)
-        finished = []
-        for row, sequence in enumerate(self._active):
-            sequence.accept(sequence.sampler.sample(logits[row], masks[row]))
-            if sequence.finished:
-                finished.append(row)
-        self.tokens_sampled += len(self._active)
-        self._retire_rows(finished)
+        self._sample(self._active, logits)
+        self._retire_rows([row for row, s in enumerate(self._active) if s.finished])
         self.decode_steps += 1
         if self.decode_steps % FREE_BUFFERS_EVERY == 0:
             mx.clear_cache()
+
+    def _departed(self, sequences: list[Sequence]) -> list[int]:
+        """The rows whose clients left."""
+        return [row for row, sequence in enumerate(sequences) if sequence.cancelled.is_set()]
+
+    def _sample(self, sequences: list[Sequence], logits: mx.array) -> None:
+        """Each row's next token; the grammar masks are made while MLX computes the logits."""
+        mx.async_eval(logits)
+        masks = [s.next_mask() for s in sequences]
+        logits = logits_as_numpy(logits)
+        for row, sequence in enumerate(sequences):
+            sequence.accept(sequence.sampler.sample(logits[row], masks[row]))
+        self.tokens_sampled += len(sequences)
 
     def _retire_rows(self, rows: list[int]) -> None:
         for row in rows:
