@@ -7,7 +7,6 @@ request Claude Code sends at start-up."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import anthropic
 import httpx
@@ -16,7 +15,6 @@ import pytest
 
 from tests.server import ServerProcess
 
-CLAUDE_CODE_STARTUP = Path(__file__).parent / "data" / "claude_code_startup.json"
 MODEL = "claude-local"  # any name reaches the loaded model, as Claude Code sends its own
 WEATHER = {
     "name": "get_weather",
@@ -262,25 +260,3 @@ def test_the_sdk_raises_typed_errors(claude):
     with pytest.raises(anthropic.BadRequestError) as failure:
         claude.messages.create(model=MODEL, max_tokens=5, messages=[])
     assert failure.value.body["error"]["type"] == "invalid_request_error"
-
-
-def test_claude_code_startup_request_is_answered(server):
-    """The body Claude Code sends first (system blocks with cache_control, its tools, thinking,
-    metadata, a max_tokens beyond the context) starts a message stream with no error."""
-    body = json.loads(CLAUDE_CODE_STARTUP.read_text())
-    headers = {
-        "anthropic-version": "2023-06-01",
-        "x-api-key": "sk-local",
-        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
-    }
-    with httpx.stream(
-        "POST", f"{server.base_url}/v1/messages", json=body, headers=headers, timeout=120
-    ) as reply:
-        assert reply.status_code == 200
-        names = []
-        for line in reply.iter_lines():
-            if line.startswith("event: "):
-                names.append(line.removeprefix("event: "))
-            if "content_block_delta" in names or "error" in names:
-                break  # the reply has begun; closing the stream stops it
-    assert names[:3] == ["message_start", "ping", "content_block_start"], names

@@ -9,29 +9,11 @@ import anthropic
 import pytest
 
 from tests.log_stream import rendered_prompt
+from tests.test_anthropic_messages import WEATHER
 
 MODEL = "claude-local"
 BETAS = ["mid-conversation-tool-changes-2026-07-01", "advanced-tool-use-2025-11-20"]
-WEATHER = {
-    "name": "get_weather",
-    "description": "Current weather for a city",
-    "input_schema": {
-        "type": "object",
-        "properties": {"city": {"type": "string", "minLength": 1, "maxLength": 12}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-}
-CLOCK = {
-    "name": "get_time",
-    "description": "The local time in a city",
-    "input_schema": {
-        "type": "object",
-        "properties": {"city": {"type": "string", "minLength": 1, "maxLength": 12}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-}
+CLOCK = {**WEATHER, "name": "get_time", "description": "The local time in a city"}
 SEARCH = {
     "name": "find_tools",
     "description": "Find tools by keyword",

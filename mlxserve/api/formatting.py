@@ -62,22 +62,35 @@ def usage(stats: GenerationStats) -> Usage:
 
 
 class Envelope:
-    """What one response's objects share: id, created time and model."""
+    """What one response's objects share: id, created time and model; and how its stream
+    ends: the finish reason, then (when asked for) usage in a chunk of no choices."""
+
+    chunk_type: type[ChatCompletionChunk] | type[TextCompletion]
+    chunk_object: str  # the chunks' `object`
 
     def __init__(self, response_id: str, model: str):
         self.id, self.model, self.created = response_id, model, int(time.time())
 
     def fields(self) -> dict:
         return {
+            "object": self.chunk_object,
             "id": self.id,
             "created": self.created,
             "model": self.model,
             "system_fingerprint": self.model,
         }
 
+    def ending(self, finished: Finished, with_usage: bool) -> list:
+        chunks = [self.finishing(finished.finish_reason)]
+        if with_usage:
+            chunks.append(self.chunk_type(choices=[], usage=usage(finished.stats), **self.fields()))
+        return chunks
+
 
 class ChatShape(Envelope):
     """A chat.completion, or its chat.completion.chunk stream."""
+
+    chunk_type, chunk_object = ChatCompletionChunk, "chat.completion.chunk"
 
     def whole(self, completion: Completion) -> ChatCompletion:
         calls = [
@@ -96,19 +109,15 @@ class ChatShape(Envelope):
         choice = ChatChoice(
             index=0, message=message, logprobs=None, finish_reason=completion.finish_reason
         )
-        usage_ = usage(completion.stats)
-        return ChatCompletion(
-            object="chat.completion", choices=[choice], usage=usage_, **self.fields()
-        )
+        whole = {**self.fields(), "object": "chat.completion"}
+        return ChatCompletion(choices=[choice], usage=usage(completion.stats), **whole)
 
     def opening(self) -> list[ChatCompletionChunk]:
         return [self.chunk(ChatDelta(role="assistant", content=""))]
 
     def chunk(self, delta: ChatDelta, finish_reason: str | None = None) -> ChatCompletionChunk:
         choice = ChunkChoice(index=0, delta=delta, logprobs=None, finish_reason=finish_reason)
-        return ChatCompletionChunk(
-            object="chat.completion.chunk", choices=[choice], **self.fields()
-        )
+        return ChatCompletionChunk(choices=[choice], **self.fields())
 
     def chunks_of(self, event: OutputEvent) -> list[ChatCompletionChunk]:
         if isinstance(event, TextDelta):
@@ -124,22 +133,14 @@ class ChatShape(Envelope):
             return [self.chunk(ChatDelta(tool_calls=[call]))]
         return []
 
-    def ending(self, finished: Finished, with_usage: bool) -> list[ChatCompletionChunk]:
-        chunks = [self.chunk(ChatDelta(), finished.finish_reason)]
-        if with_usage:
-            chunks.append(
-                ChatCompletionChunk(
-                    object="chat.completion.chunk",
-                    choices=[],
-                    usage=usage(finished.stats),
-                    **self.fields(),
-                )
-            )
-        return chunks
+    def finishing(self, finish_reason: str) -> ChatCompletionChunk:
+        return self.chunk(ChatDelta(), finish_reason)
 
 
 class TextShape(Envelope):
     """A text_completion, whole or streamed (its chunks are text_completion objects too)."""
+
+    chunk_type, chunk_object = TextCompletion, "text_completion"
 
     def whole(self, completion: Completion) -> TextCompletion:
         return self.chunk(completion.content, completion.finish_reason, usage(completion.stats))
@@ -151,7 +152,7 @@ class TextShape(Envelope):
         self, text: str, finish_reason: str | None = None, usage_: Usage | None = None
     ) -> TextCompletion:
         choice = TextChoice(index=0, text=text, logprobs=None, finish_reason=finish_reason)
-        completion = TextCompletion(object="text_completion", choices=[choice], **self.fields())
+        completion = TextCompletion(choices=[choice], **self.fields())
         if usage_ is not None:
             completion.usage = usage_
         return completion
@@ -160,18 +161,8 @@ class TextShape(Envelope):
         # A text completion has nowhere to put reasoning or calls: only its text.
         return [self.chunk(event.text)] if isinstance(event, TextDelta) else []
 
-    def ending(self, finished: Finished, with_usage: bool) -> list[TextCompletion]:
-        chunks = [self.chunk("", finished.finish_reason)]
-        if with_usage:
-            chunks.append(
-                TextCompletion(
-                    object="text_completion",
-                    choices=[],
-                    usage=usage(finished.stats),
-                    **self.fields(),
-                )
-            )
-        return chunks
+    def finishing(self, finish_reason: str) -> TextCompletion:
+        return self.chunk("", finish_reason)
 
 
 Shape = ChatShape | TextShape

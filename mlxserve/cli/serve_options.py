@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxserve.environment import env, env_flag
+from mlxserve.environment import TRUE_WORDS, env, env_flag
 from mlxserve.models.memory import MEMORY_LIMIT_ENV
 from mlxserve.models.options import RegistryOptions
 from mlxserve.pipeline.images import MAX_IMAGE_BYTES
@@ -21,22 +21,12 @@ REGISTRY_DEFAULTS = RegistryOptions()
 MAX_BODY_BYTES = 64 * 1024**2
 
 
-def env_value(text: str | None) -> str | None:
-    return text
-
-
-def cors_setting(value: str | None) -> str | None:
-    """MLXSERVE_CORS: a yes/no word turns CORS on for any origin or off; else it lists origins."""
-    if value is None or value.strip().lower() in ("", "0", "false", "no", "off"):
+def flag_or_value(text: str | None, alone: str) -> str | None:
+    """A variable for an option that may stand alone (--cors, --mcp-config): a yes/no word
+    turns it on (as given alone) or off; anything else is its value."""
+    if text is None or text.strip().lower() in ("", "0", "false", "no", "off"):
         return None
-    return "*" if value.strip().lower() in ("1", "true", "yes", "on") else value
-
-
-def mcp_config_setting(value: str | None) -> str | None:
-    """MLXSERVE_MCP_CONFIG: a yes/no word turns the default mcp.json on or off; else a path."""
-    if value is None or value.strip().lower() in ("", "0", "false", "no", "off"):
-        return None
-    return "" if value.strip().lower() in ("1", "true", "yes", "on") else value
+    return alone if text.strip().lower() in TRUE_WORDS else text
 
 
 @dataclass(frozen=True)
@@ -50,7 +40,6 @@ class Option:
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
     const: Any = None  # the value of the flag given alone, without one of its own
-    read_env: Callable[[str | None], Any] = env_value  # the variable's text as a default
     registry: str | None = None  # the RegistryOptions field it sets, if any
     inverted: bool = False  # --no-jit sets jit to False
 
@@ -78,7 +67,9 @@ class Option:
         options = {"type": self.type, "choices": self.choices, "metavar": self.metavar}
         if self.const is not None:
             options |= {"nargs": "?", "const": self.const}
-        from_env = self.read_env(env(self.variable))
+        from_env = env(self.variable)
+        if self.const is not None:
+            from_env = flag_or_value(from_env, self.const)
         parser.add_argument(
             self.flag,
             default=self.default if from_env is None else from_env,
@@ -135,7 +126,6 @@ OPTIONS = (
         "origin (default: none but loopback origins, which get no CORS headers)",
         metavar="ORIGINS",
         const="*",
-        read_env=cors_setting,
     ),
     Option(
         "--allowed-hosts",
@@ -181,7 +171,6 @@ OPTIONS = (
         "$MLXSERVE_HOME/mcp.json) to /api/v1/chat plugin integrations; needs --api-key",
         metavar="FILE",
         const="",
-        read_env=mcp_config_setting,
     ),
     Option(
         "--max-tokens",

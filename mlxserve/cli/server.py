@@ -27,6 +27,7 @@ from mlxserve.cli.client import (
     server_url,
 )
 from mlxserve.models.store import mlxserve_home
+from mlxserve.processes import process_exists
 
 POLL_SECONDS = 0.25
 
@@ -200,12 +201,8 @@ def _read_pid(path: Path) -> int | None:
 
 def _is_running_server(pid: int) -> bool:
     """Alive, not a zombie, and (where /proc tells) an mlxserve process, not a reused pid."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_exists(pid):
         return False
-    except PermissionError:
-        return True
     proc = Path(f"/proc/{pid}")
     if not proc.is_dir():
         return True

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
+from mlxserve.processes import process_exists
+
 log = logging.getLogger(__name__)
 
 MODES = ("tensor", "pipeline")
@@ -66,7 +68,7 @@ class Cluster:
         this host whose process is gone, else every other rank."""
         others = [peer for peer in self.peers if peer.rank != self.rank]
         here = self.peers[self.rank].host
-        gone = [peer for peer in others if peer.host == here and not _alive(peer.pid)]
+        gone = [peer for peer in others if peer.host == here and not process_exists(peer.pid)]
         return " or ".join(str(peer) for peer in (gone or others))
 
 
@@ -106,13 +108,3 @@ def _exchange_peers(group: mx.distributed.Group) -> list[Peer]:
         info = json.loads(row.tobytes().rstrip(b"\0"))
         peers.append(Peer(rank, info["host"], info["pid"]))
     return peers
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlxserve.models.convert.errors import ConversionError
 from mlxserve.models.store import MANIFEST
+from mlxserve.processes import process_exists
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def recover_interrupted(models_dir: Path) -> None:
         owner = leftover.name.removeprefix(STAGING_PREFIX).split("-")[0]
         if owner == "old":
             _restore_retired(leftover, models_dir)
-        elif owner.isdigit() and not _process_exists(int(owner)):
+        elif owner.isdigit() and not process_exists(int(owner)):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
@@ -134,16 +135,6 @@ def _restore_retired(retired: Path, models_dir: Path) -> None:
         final_dir.parent.mkdir(parents=True, exist_ok=True)
         retired.rename(final_dir)
         log.warning("restored %s, which an interrupted conversion had moved aside", model_id)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def directory_size(directory: Path) -> int:
