@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
@@ -22,7 +21,7 @@ from mlx_lm.utils import load_model, load_tokenizer, sharded_load
 from mlxserve.engine.base import EngineError
 from mlxserve.engine.mlx.cluster import Cluster, join
 from mlxserve.engine.mlx.layer_split import split_layers
-from mlxserve.engine.mlx.link import Link
+from mlxserve.engine.mlx.link import Link, Session
 from mlxserve.engine.mlx.lockstep import FollowerRunner, LeaderRunner
 from mlxserve.engine.mlx.text_model import TextModel
 from mlxserve.engine.mlx.vision import is_vision_model
@@ -31,21 +30,6 @@ log = logging.getLogger(__name__)
 
 GIB = 1024**3
 WEIGHT_INDEX = "model.safetensors.index.json"  # mlx-lm's pipeline reads which files hold a layer
-
-
-@dataclass
-class Session:
-    """This process's place in the group, and the model the group serves (one at a time: every
-    rank's runner follows rank 0's, and rank 0 runs one)."""
-
-    cluster: Cluster
-    link: Link
-    model_id: str | None = None
-
-    def dismiss(self) -> None:
-        """Rank 0, shutting down: the other ranks exit too."""
-        if not self.link.failed and self.model_id is None:
-            self.link.send("exit")
 
 
 _session: Session | None = None

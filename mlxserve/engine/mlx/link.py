@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NoReturn
 
 import mlx.core as mx
@@ -131,3 +132,18 @@ class Link:
         time.sleep(EXIT_GRACE_SECONDS)
         logging.shutdown()
         os._exit(FAILED_EXIT_CODE)
+
+
+@dataclass
+class Session:
+    """This process's place in the group, and the model the group serves (one at a time: every
+    rank's runner follows rank 0's, and rank 0 runs one)."""
+
+    cluster: Cluster
+    link: Link
+    model_id: str | None = None
+
+    def dismiss(self) -> None:
+        """Rank 0, shutting down: the other ranks exit too."""
+        if not self.link.failed and self.model_id is None:
+            self.link.send("exit")

@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import logging
 import queue
-from typing import TYPE_CHECKING
 
 import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache
 
 from mlxserve.engine.base import EngineUnavailable
-from mlxserve.engine.mlx.link import HEARTBEAT_SECONDS, Link
+from mlxserve.engine.mlx.link import HEARTBEAT_SECONDS, Link, Session
 from mlxserve.engine.mlx.runner import PROMPT_CACHE_ENTRIES, BatchRunner
 from mlxserve.engine.mlx.sequence import Sequence
-
-if TYPE_CHECKING:
-    from mlxserve.engine.mlx.distributed import Session
 
 log = logging.getLogger(__name__)
 
