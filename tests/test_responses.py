@@ -132,4 +132,12 @@ def test_function_tools_are_accepted_and_described_to_the_model(client, model_id
     )
     assert with_tools.usage.input_tokens > plain.usage.input_tokens + 10
     assert with_tools.tools[0].name == "get_weather"
-    assert with_tools.output[0].type in ("message", "function_call")
+    # Told not to call, the model answers in a message; made to, it calls the tool.
+    unused = client.responses.create(
+        model=model_id, input="Hi", max_output_tokens=1, tools=tools, tool_choice="none"
+    )
+    assert [item.type for item in unused.output] == ["message"]
+    called = client.responses.create(
+        model=model_id, input="Hi", max_output_tokens=24, tools=tools, tool_choice="required"
+    )
+    assert [(item.type, item.name) for item in called.output] == [("function_call", "get_weather")]

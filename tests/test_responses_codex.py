@@ -13,9 +13,12 @@ import openai
 import pytest
 from openai.types.responses import Response
 
+from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.responses_custom import StreamedInput, input_mismatch
 from mlxserve.api.responses_items import item_turns
 from mlxserve.api.responses_tools import ToolSet
+from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.request import ImagePart, TextPart, Turn
 from tests.test_reasoning import ASK, thinking_server  # noqa: F401 - a fixture used below
 from tests.test_responses import STREAM_EVENTS
 
@@ -370,3 +373,19 @@ def test_allowed_tools_narrow_what_is_offered():
     assert [tool["function"]["name"] for tool in offered] == ["ticket"]
     every = [tool["function"]["name"] for tool in tools.choose("auto")[2]]
     assert every == ["exec_command", "agents.list_agents", "agents.note", "ticket", "apply_patch"]
+
+
+def test_stored_conversations_are_bounded_in_bytes():
+    """A store of long conversations (or images' data URLs) forgets the oldest by size, not
+    only by count, and the newest is always kept."""
+    store = ConversationStore(capacity=100, max_bytes=1_000)
+    for number in range(3):
+        store.put(f"resp_{number}", [Turn("user", [TextPart("x" * 400)])])
+    with pytest.raises(RequestError):
+        store.conversation("resp_0")
+    assert store.conversation("resp_2")[0].text == "x" * 400
+    assert 800 <= store.bytes <= 1_000
+    store.put("resp_big", [Turn("user", [ImagePart("data:image/png;base64," + "A" * 5_000)])])
+    assert store.conversation("resp_big") and store.bytes > 1_000  # alone, it stays
+    with pytest.raises(RequestError):
+        store.conversation("resp_2")

@@ -9,9 +9,10 @@ import json
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 
+from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.formatting import ChatShape, full_body, stream_chunks
 from mlxserve.api.openai_responses import ResponseTurn
-from mlxserve.api.responses import ConversationStore, ResponsesRequest, input_turns
+from mlxserve.api.responses import ResponsesRequest, input_turns
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.events import fold
 from mlxserve.pipeline.output import OutputStage

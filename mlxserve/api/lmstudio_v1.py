@@ -16,11 +16,11 @@ from pydantic import Discriminator, Field, Tag
 from quart import Blueprint, current_app, jsonify, request
 
 from mlxserve.api import lmstudio_v1_models
+from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.lmstudio_v1_reply import ChatReply
 from mlxserve.api.lmstudio_v1_tools import open_integrations
 from mlxserve.api.parsing import with_body
 from mlxserve.api.protocol import OpenAIModel, sampling_params
-from mlxserve.api.responses import ConversationStore
 from mlxserve.api.sse import sse_response
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.errors import RequestError

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.errors import from_exception
-from mlxserve.api.responses import ConversationStore
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.events import (

@@ -13,9 +13,9 @@ from contextlib import aclosing
 
 from quart import Blueprint, current_app, jsonify, request
 
+from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.parsing import with_body
 from mlxserve.api.responses import (
-    ConversationStore,
     ResponsesRequest,
     input_turns,
     new_response_id,

@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import OrderedDict
 from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.protocol import OpenAIModel, response_schema, sampling_params
 from mlxserve.api.responses_items import item_turns
 from mlxserve.api.responses_tools import ToolSet
 from mlxserve.engine.base import GenerationStats
-from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.mcp_tools import McpToolbox
 from mlxserve.pipeline.request import Constraints, TextPart, Turn
 from mlxserve.sampling.params import SamplingParams
 
-STORED_RESPONSES = 256
 Includable = Literal[
     "reasoning.encrypted_content",
     "message.output_text.logprobs",
@@ -111,53 +109,6 @@ class ResponsesRequest(OpenAIModel):
             json_schema=response_schema(text_format, "text.format", nested=False),
             schema_param="text.format",
         )
-
-
-class ConversationStore:
-    """Finished conversations by response id, so `previous_response_id` can continue (or
-    branch) one, and their items by id, for `item_reference`; the oldest go first. Each also
-    keeps the MCP servers whose tools its conversation has listed already."""
-
-    def __init__(self, capacity: int = STORED_RESPONSES):
-        self.capacity = capacity
-        self._entries: OrderedDict[str, tuple[list[Turn], dict[str, dict], frozenset[str]]] = (
-            OrderedDict()
-        )
-
-    def put(
-        self,
-        response_id: str,
-        turns: list[Turn],
-        items: list[dict] = (),
-        listed: frozenset[str] = frozenset(),
-    ) -> None:
-        by_id = {item["id"]: item for item in items if isinstance(item.get("id"), str)}
-        self._entries[response_id] = (turns, by_id, listed)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
-
-    def conversation(self, response_id: str) -> list[Turn]:
-        """The turns of a stored response, its own reply included."""
-        if response_id not in self._entries:
-            raise RequestError(
-                404,
-                f"no stored response with id '{response_id}'",
-                "previous_response_id",
-                "response_not_found",
-            )
-        return self._entries[response_id][0]
-
-    def item(self, item_id: str) -> dict | None:
-        """An input or output item of a stored response, the newest first."""
-        for _, items, _ in reversed(self._entries.values()):
-            if item_id in items:
-                return items[item_id]
-        return None
-
-    def listed(self, response_id: str | None) -> frozenset[str]:
-        """The MCP servers listed in the stored conversation (none for an unknown id)."""
-        entry = self._entries.get(response_id) if response_id else None
-        return entry[2] if entry else frozenset()
 
 
 def output_turns(response: dict) -> list[Turn]:
