@@ -8,15 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from mlxserve.api.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.engine.base import GenerationStats
-from mlxserve.pipeline.events import (
-    Finished,
-    OutputEvent,
-    ReasoningDelta,
-    TextDelta,
-    ToolArgumentsDelta,
-    ToolCallStart,
-)
+from mlxserve.pipeline.events import Finished, OutputEvent, TextDelta
 
 
 @dataclass(frozen=True)
@@ -32,13 +26,12 @@ class Reply:
     context_management: dict | None = None  # the edits applied, when the client asked for any
 
 
-class MessageBuilder:
+class MessageBuilder(ItemStream):
     """The message being generated: its content blocks, and the stream events that build it."""
 
     def __init__(self, reply: Reply):
         self.reply = reply
         self.blocks: list[dict] = []  # tool_use inputs held as JSON text until the end
-        self.open = False
         self.stop_reason: str | None = None
         self.stop_sequence: str | None = None
         self.usage = {"input_tokens": reply.prompt_tokens, "output_tokens": 0}
@@ -52,44 +45,35 @@ class MessageBuilder:
                     yield event
 
     def render(self, output: OutputEvent) -> list[dict]:
-        if isinstance(output, TextDelta):
-            if not output.text:
-                return []
-            started = self.start_block({"type": "text", "text": ""}, reuse="text")
-            self.blocks[-1]["text"] += output.text
-            return started + [self.delta({"type": "text_delta", "text": output.text})]
-        if isinstance(output, ReasoningDelta):
+        if isinstance(output, TextDelta) and not output.text:
+            return []  # no empty text block
+        return self.render_output(output)
+
+    def open(self, kind: str, output: OutputEvent) -> list[dict]:
+        if kind == TEXT:
+            block = {"type": "text", "text": ""}
+        elif kind == REASONING:
             block = {"type": "thinking", "thinking": "", "signature": ""}
-            started = self.start_block(block, reuse="thinking")
-            if not self.reply.shows_thinking:
-                return started
-            self.blocks[-1]["thinking"] += output.text
-            return started + [self.delta({"type": "thinking_delta", "thinking": output.text})]
-        if isinstance(output, ToolCallStart):
+        else:
             block = {"type": "tool_use", "id": output.id, "name": output.name, "input": {}}
-            started = self.start_block(block)
-            self.blocks[-1]["arguments"] = ""
-            return started
-        if isinstance(output, ToolArgumentsDelta):
-            self.blocks[-1]["arguments"] += output.delta
-            return [self.delta({"type": "input_json_delta", "partial_json": output.delta})]
-        return self.finish(output)
+        self.blocks.append({**block, "arguments": ""} if kind == CALL else dict(block))
+        start = {"type": "content_block_start", "index": len(self.blocks) - 1}
+        return [{**start, "content_block": block}]
 
-    def start_block(self, block: dict, reuse: str | None = None) -> list[dict]:
-        """Events that open `block`, closing the open one; none when the open block is of the
-        `reuse` type and takes the new content."""
-        if self.open and reuse and self.blocks[-1]["type"] == reuse:
-            return []
-        events = self.close_block()
-        self.blocks.append(dict(block))
-        self.open = True
-        index = len(self.blocks) - 1
-        return events + [{"type": "content_block_start", "index": index, "content_block": block}]
+    def extend(self, kind: str, output: OutputEvent) -> list[dict]:
+        block = self.blocks[-1]
+        if kind == TEXT:
+            block["text"] += output.text
+            return [self.delta({"type": "text_delta", "text": output.text})]
+        if kind == REASONING:
+            if not self.reply.shows_thinking:
+                return []
+            block["thinking"] += output.text
+            return [self.delta({"type": "thinking_delta", "thinking": output.text})]
+        block["arguments"] += output.delta
+        return [self.delta({"type": "input_json_delta", "partial_json": output.delta})]
 
-    def close_block(self) -> list[dict]:
-        if not self.open:
-            return []
-        self.open = False
+    def closing(self, kind: str) -> list[dict]:
         return [{"type": "content_block_stop", "index": len(self.blocks) - 1}]
 
     def delta(self, delta: dict) -> dict:
@@ -102,7 +86,7 @@ class MessageBuilder:
         message_delta = {"type": "message_delta", "delta": delta, "usage": self.usage}
         if self.reply.context_management is not None:
             message_delta["context_management"] = self.reply.context_management
-        return self.close_block() + [message_delta, {"type": "message_stop"}]
+        return [message_delta, {"type": "message_stop"}]
 
     def envelope(self, content: list[dict]) -> dict:
         message = {

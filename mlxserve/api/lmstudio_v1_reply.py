@@ -13,25 +13,21 @@ from dataclasses import dataclass, field
 
 from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.errors import from_exception
+from mlxserve.api.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.events import (
-    Finished,
-    ReasoningDelta,
-    TextDelta,
-    ToolArgumentsDelta,
-    ToolCallStart,
-)
+from mlxserve.pipeline.events import Finished, OutputEvent, ToolCallStart
 from mlxserve.pipeline.mcp_loop import LoopEvent, McpCallFinished, McpCallStarted, ToolLoop
 from mlxserve.pipeline.mcp_servers import INVALID_PARAMS
 from mlxserve.pipeline.request import TextPart, Turn
 
 # LM Studio's error types for servers that cannot be used, by mlxserve's codes
 CONNECTION_ERRORS = ("mcp_connection_error", "plugin_connection_error")
+ITEM_TYPES = {TEXT: "message", REASONING: "reasoning"}  # LM Studio's names for the items
 
 
 @dataclass
-class ChatReply:
+class ChatReply(ItemStream):
     """One reply: the tool loop's events as LM Studio's stream events."""
 
     instance_id: str
@@ -41,7 +37,6 @@ class ChatReply:
     store: ConversationStore
     loop: ToolLoop | None = None  # the tool loop behind the events, whose turns are stored
     items: list[dict] = field(default_factory=list, init=False)
-    _open: str | None = field(default=None, init=False)  # the type of the item being made
     _calls: dict[str, dict] = field(default_factory=dict, init=False)  # by id, until they end
 
     async def events(self, outputs: AsyncIterator[LoopEvent]) -> AsyncIterator[dict]:
@@ -74,16 +69,6 @@ class ChatReply:
             yield {"type": "chat.end", "result": self.result(None)}
 
     def _render(self, output: LoopEvent) -> list[dict]:
-        if isinstance(output, (TextDelta, ReasoningDelta)):
-            kind = "reasoning" if isinstance(output, ReasoningDelta) else "message"
-            opening = self._open_item(kind)
-            self.items[-1]["content"] += output.text
-            return opening + [{"type": f"{kind}.delta", "content": output.text}]
-        if isinstance(output, ToolCallStart):
-            return self._start_call(output)
-        if isinstance(output, ToolArgumentsDelta):
-            next(reversed(self._calls.values()))["arguments"] += output.delta
-            return []
         if isinstance(output, McpCallStarted):
             call = self._calls[output.call.id]
             arguments = _object(call["arguments"])
@@ -92,27 +77,30 @@ class ChatReply:
             return [{"type": "tool_call.arguments", **_named(call), "arguments": arguments}]
         if isinstance(output, McpCallFinished):
             return self._end_call(output)
-        return self._finish(output)
+        return self.render_output(output)
 
-    def _open_item(self, kind: str) -> list[dict]:
-        if self._open == kind:
+    def open(self, kind: str, output: OutputEvent) -> list[dict]:
+        if kind == CALL:
+            return self._start_call(output)
+        self.items.append({"type": ITEM_TYPES[kind], "content": ""})
+        return [{"type": f"{ITEM_TYPES[kind]}.start"}]
+
+    def extend(self, kind: str, output: OutputEvent) -> list[dict]:
+        if kind == CALL:  # the arguments are shown whole, once the call is made
+            next(reversed(self._calls.values()))["arguments"] += output.delta
             return []
-        events = self._close_item() + [{"type": f"{kind}.start"}]
-        self.items.append({"type": kind, "content": ""})
-        self._open = kind
-        return events
+        self.items[-1]["content"] += output.text
+        return [{"type": f"{ITEM_TYPES[kind]}.delta", "content": output.text}]
 
-    def _close_item(self) -> list[dict]:
-        closing = [{"type": f"{self._open}.end"}] if self._open else []
-        self._open = None
-        return closing
+    def closing(self, kind: str) -> list[dict]:
+        return [] if kind == CALL else [{"type": f"{ITEM_TYPES[kind]}.end"}]
 
     def _start_call(self, start: ToolCallStart) -> list[dict]:
         tool = self.loop.toolbox.get(start.name) if self.loop and self.loop.toolbox else None
         provider = tool.provider if tool is not None else {}
         call = {"tool": start.name, "provider_info": provider, "arguments": ""}
         self._calls[start.id] = call
-        return self._close_item() + [{"type": "tool_call.start", **_named(call)}]
+        return [{"type": "tool_call.start", **_named(call)}]
 
     def _end_call(self, finished: McpCallFinished) -> list[dict]:
         call, outcome = self._calls.pop(finished.call.id), finished.outcome
@@ -136,8 +124,8 @@ class ChatReply:
         self.items.append({"type": "invalid_tool_call", **failure})
         return [{"type": "tool_call.failure", **failure}]
 
-    def _finish(self, finished: Finished) -> list[dict]:
-        events = self._close_item()
+    def finish(self, finished: Finished) -> list[dict]:
+        events = []
         for call in list(self._calls.values()):  # calls that were never made: cut short
             events += self._invalid(call, "the call was cut short by max_output_tokens")
         self._calls.clear()

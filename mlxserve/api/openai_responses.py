@@ -14,6 +14,7 @@ from contextlib import aclosing
 from quart import Blueprint, current_app, jsonify, request
 
 from mlxserve.api.conversation_store import ConversationStore
+from mlxserve.api.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.api.parsing import with_body
 from mlxserve.api.responses import (
     ResponsesRequest,
@@ -36,13 +37,7 @@ from mlxserve.api.responses_mcp_stream import McpItems
 from mlxserve.api.responses_tools import Tool
 from mlxserve.api.sse import sse_response
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.events import (
-    Finished,
-    ReasoningDelta,
-    TextDelta,
-    ToolArgumentsDelta,
-    ToolCallStart,
-)
+from mlxserve.pipeline.events import Finished, OutputEvent, ToolCallStart
 from mlxserve.pipeline.mcp_loop import LoopEvent, McpCallFinished, McpCallStarted
 from mlxserve.pipeline.mcp_tools import McpToolbox
 from mlxserve.pipeline.request import GenerateRequest, TextPart, Turn
@@ -97,7 +92,7 @@ async def create_response(body: ResponsesRequest):
     return jsonify(final["response"])
 
 
-class ResponseTurn:
+class ResponseTurn(ItemStream):
     """One response being produced: its output items, and the events that describe them."""
 
     def __init__(
@@ -135,22 +130,23 @@ class ResponseTurn:
 
     def render(self, output: LoopEvent) -> list[dict]:
         if isinstance(output, McpCallStarted):
-            return self._close() + self.mcp.started(output)
+            return self.close() + self.mcp.started(output)
         if isinstance(output, McpCallFinished):
             return self.mcp.finished(output)
-        if isinstance(output, TextDelta):
-            events = [] if self._kind == "message" else self._close() + self._open_message()
-            self._open["text"] += output.text
-            return events + [self._text_event("delta", delta=output.text)]
-        if isinstance(output, ReasoningDelta):
-            events = [] if self._kind == "reasoning" else self._close() + self._open_reasoning()
-            self._open["text"] += output.text
-            return events + self._reasoning_deltas(output.text)
-        if isinstance(output, ToolCallStart):
-            return self._close() + self._open_call(output)
-        if isinstance(output, ToolArgumentsDelta):
+        return self.render_output(output)
+
+    def open(self, kind: str, output: OutputEvent) -> list[dict]:
+        if kind == TEXT:
+            return self._open_message()
+        return self._open_reasoning() if kind == REASONING else self._open_call(output)
+
+    def extend(self, kind: str, output: OutputEvent) -> list[dict]:
+        if kind == CALL:
             return self._arguments(output.delta)
-        return self._finish(output)
+        self._open["text"] += output.text
+        if kind == TEXT:
+            return [self._text_event("delta", delta=output.text)]
+        return self._reasoning_deltas(output.text)
 
     @property
     def _kind(self) -> str | None:
@@ -226,10 +222,8 @@ class ResponseTurn:
             )
         return self.event(f"response.{kind}", **self._ids, content_index=0, **fields)
 
-    def _close(self) -> list[dict]:
+    def closing(self, kind: str) -> list[dict]:
         """The events that complete the open item, which then joins the output."""
-        if self._open is None:
-            return []
         if self._kind in ("mcp_call", "mcp_approval_request"):
             events, self._open = self.mcp.close(self._open), None
             return events
@@ -284,11 +278,13 @@ class ResponseTurn:
         )
         return [done], {**item, "status": "completed"}
 
-    def _finish(self, finished: Finished) -> list[dict]:
-        events = self._close() + self.mcp.unmade()
+    def finish(self, finished: Finished) -> list[dict]:
+        events = self.mcp.unmade()
         if all(item["type"] in ("reasoning", "mcp_list_tools") for item in self.output):
             # a reply with no answer still has one (empty) message
-            events += self._open_message() + self._close()
+            events += self._open_message()
+            self.open_kind = TEXT
+            events += self.close()
         response = response_object(self.body, self.id, self.model, self.output, finished.stats)
         if self.body.store:
             items = self.body.input if isinstance(self.body.input, list) else []

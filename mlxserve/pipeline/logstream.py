@@ -35,9 +35,7 @@ class Subscription:
 
     def offer(self, record: dict | None) -> None:
         size = _size_of(record)
-        while not self.queue.empty() and (
-            self.queue.full() or self._bytes + size > self.max_bytes
-        ):
+        while not self.queue.empty() and (self.queue.full() or self._bytes + size > self.max_bytes):
             self.queue.get_nowait()
             self._bytes -= self._sizes.popleft()
             self.dropped += 1
