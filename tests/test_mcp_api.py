@@ -87,6 +87,20 @@ def added(arguments: str | dict) -> str:
     return str(values["a"] + values["b"])
 
 
+def forced_call(client: openai.OpenAI, model: str, tool: dict, **options):
+    """One greedy /v1/responses request whose first step must call the MCP tool."""
+    return client.responses.create(
+        model=model,
+        input=QUESTION,
+        tools=[tool],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_output_tokens=CALL_TOKENS,
+        temperature=0,
+        **options,
+    )
+
+
 def new_calls(calls: Path, before: int) -> list[dict]:
     return recorded_calls(calls)[before:]
 
@@ -121,18 +135,7 @@ def test_a_forced_mcp_call_streams_runs_on_the_server_and_the_model_goes_on(
     url, calls = mcp_http
     before = len(recorded_calls(calls))
     tool = mcp_tool(url, allowed_tools=["add"], require_approval="never")
-    events = list(
-        client.responses.create(
-            model=mcp_serve.model,
-            input=QUESTION,
-            tools=[tool],
-            tool_choice="required",
-            parallel_tool_calls=False,
-            max_output_tokens=CALL_TOKENS,
-            temperature=0,
-            stream=True,
-        )
-    )
+    events = list(forced_call(client, mcp_serve.model, tool, stream=True))
     for event in events:
         STREAM_EVENTS.validate_python(event.to_dict())
     assert [event.sequence_number for event in events] == list(range(len(events)))
@@ -169,15 +172,7 @@ def test_a_call_that_needs_approval_runs_only_once_approved(client, mcp_serve, m
     url, calls = mcp_http
     before = len(recorded_calls(calls))
     tool = mcp_tool(url, allowed_tools=["add"], require_approval="always")
-    asked = client.responses.create(
-        model=mcp_serve.model,
-        input=QUESTION,
-        tools=[tool],
-        tool_choice="required",
-        parallel_tool_calls=False,
-        max_output_tokens=CALL_TOKENS,
-        temperature=0,
-    )
+    asked = forced_call(client, mcp_serve.model, tool)
     assert [item.type for item in asked.output] == ["mcp_list_tools", "mcp_approval_request"]
     request = asked.output[1]
     assert request.name == "add" and request.server_label == "calc" and request.id

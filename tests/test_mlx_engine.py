@@ -206,3 +206,28 @@ def test_memory_bounds_the_batch_by_the_tokens_each_sequence_may_hold(tiny):
     free, most_free = run(together(None))
     assert (most_bounded, most_free) == (2, 4)
     assert bounded == free == [text for text, _ in run(one_at_a_time(tiny, prompts, max_tokens=24))]
+
+
+def test_a_client_that_reads_late_holds_its_text_not_an_event_per_token(tiny):
+    """The runner never waits for a reader; what a slow one has not read is merged, so it holds
+    one event with the reply's text however many tokens were decoded meanwhile."""
+
+    async def scenario():
+        model = await MLXModel.load(tiny.directory, 512)
+        try:
+            prompt_read_at_once = await collect(model, PROMPTS[0], max_tokens=60)
+            request = GenerationRequest(prompt=PROMPTS[0], sampling=GREEDY, max_tokens=60)
+            stream = model.generate(request)
+            first = await anext(stream)
+            while (await model.engine_counters())["sequences"]:  # the runner is done with it
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # the events it handed over last join the queue
+            rest = [event async for event in stream]
+            return prompt_read_at_once, first, rest
+        finally:
+            await model.close()
+
+    (text, stats), first, rest = run(scenario())
+    assert len(rest) == 1 and rest[0].is_final
+    assert first.text + rest[0].text == text
+    assert len(first.token_ids) + len(rest[0].token_ids) == stats.completion_tokens == 60

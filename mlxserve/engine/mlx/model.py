@@ -22,6 +22,7 @@ from mlxserve.engine.base import (
 from mlxserve.engine.mlx.constraint import GrammarCompiler
 from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.mlx.disk_cache import DiskPromptCache
+from mlxserve.engine.mlx.handoff import EventHandoff
 from mlxserve.engine.mlx.lockstep import LeaderRunner
 from mlxserve.engine.mlx.runner import BatchRunner
 from mlxserve.engine.mlx.sequence import Sequence
@@ -121,13 +122,12 @@ class MLXModel(EngineModel):
         constraint = None
         if request.grammar is not None:
             constraint = await asyncio.to_thread(self._compiler().new_constraint, request.grammar)
-        events: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
+        events = EventHandoff(asyncio.get_running_loop())
         sequence = Sequence(
             request=request,
             prompt_tokens=prompt,
             max_tokens=max_tokens,
-            emit=lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            emit=events.put_threadsafe,
             sampler=Sampler(request.sampling, self.vocab_size),
             detokenizer=IncrementalDetokenizer(self.tokenizer),
             eos_token_ids=self.eos_token_ids,
