@@ -4,6 +4,7 @@ no 5xx and every answer as the OpenAPI document says. `scripts/fuzz.py` runs a l
 from __future__ import annotations
 
 import httpx
+import jsonschema
 import pytest
 
 from tests.fuzzing import fuzz
@@ -16,10 +17,11 @@ def server(tmp_path_factory):
     store = tmp_path_factory.mktemp("fuzz")
     record = make_tiny_gemma(store / "test" / "tiny-gemma")
     with ServerProcess(store, model=record.id, engine="mlx") as running:
-        yield running
+        yield running, record.id
 
 
 def test_openapi_document_lists_every_route_with_its_request_model(server):
+    server, _ = server
     document = httpx.get(f"{server.base_url}/openapi.json").json()
     assert document["openapi"] == "3.1.0"
     chat = document["paths"]["/v1/chat/completions"]["post"]
@@ -38,7 +40,46 @@ def test_openapi_document_lists_every_route_with_its_request_model(server):
 
 
 def test_short_fuzz_run_finds_no_server_error(server):
+    server, _ = server
     report = fuzz(server.base_url, examples=12, seed=1)
     assert report.requests >= 12 * 10
     assert report.failures == [], "\n".join(report.failures[:5])
     assert not any(status >= 500 for status in report.statuses)
+
+
+def _answer_calls(model: str) -> list[tuple[str, str, dict | None]]:
+    chat = {"model": model, "max_tokens": 3, "messages": [{"role": "user", "content": "Hi"}]}
+    return [
+        ("post", "/v1/messages", chat),
+        ("post", "/v1/messages/count_tokens", chat),
+        ("post", "/v1/responses", {"model": model, "input": "Hi", "max_output_tokens": 3}),
+        ("post", "/api/v1/chat", {"model": model, "input": "Hi", "max_output_tokens": 3}),
+        ("get", "/api/v1/models", None),
+        ("post", "/api/v1/models/load", {"model": model, "identifier": "second-v1"}),
+        ("post", "/api/v1/models/unload", {"instance_id": "second-v1"}),
+        ("post", "/api/v1/models/download", {"model": model}),
+        ("get", "/api/v0/loaded", None),
+        ("post", "/api/v0/models/load", {"model": model, "identifier": "second-v0"}),
+        ("post", "/api/v0/models/unload", {"identifier": "second-v0"}),
+    ]
+
+
+def test_answers_built_as_dicts_have_real_schemas_that_reject_a_missing_field(server):
+    """The document's schema of each such answer accepts the real answer and refuses it without
+    one of its required fields, so fuzzing checks these answers for real."""
+    server, model = server
+    document = httpx.get(f"{server.base_url}/openapi.json").json()
+    for method, path, body in _answer_calls(model):
+        response = httpx.request(method, f"{server.base_url}{path}", json=body, timeout=120)
+        assert response.status_code == 200, (path, response.text)
+        answer = response.json()
+        success = document["paths"][path][method]["responses"]["200"]["content"]
+        validator = jsonschema.Draft202012Validator(
+            {**success["application/json"]["schema"], "components": document["components"]}
+        )
+        validator.validate(answer)
+        assert any(not validator.is_valid(_without(answer, key)) for key in answer), path
+
+
+def _without(answer: dict, key: str) -> dict:
+    return {name: value for name, value in answer.items() if name != key}

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from quart import Blueprint, jsonify, request
 
+from mlxserve.api.answer_schemas import AnthropicMessage, AnthropicTokenCount
 from mlxserve.api.anthropic_context import prepare_message
 from mlxserve.api.anthropic_conversation import Conversation
 from mlxserve.api.anthropic_protocol import CountTokensRequest, MessagesRequest
 from mlxserve.api.anthropic_stream import MessageBuilder, Reply
 from mlxserve.api.errors import anthropic_body
 from mlxserve.api.formatting import new_id
-from mlxserve.api.parsing import with_body
+from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import sampling_params
 from mlxserve.api.sse import sse_response
 from mlxserve.pipeline.generate import generate
@@ -24,6 +25,7 @@ blueprint = Blueprint("anthropic_messages", __name__)
 
 
 @blueprint.post("/v1/messages")
+@answers(AnthropicMessage)
 @with_body(MessagesRequest)
 async def create_message(body: MessagesRequest):
     """Anthropic's Messages API: a message, streamed as its events or whole."""
@@ -58,6 +60,7 @@ async def create_message(body: MessagesRequest):
 
 
 @blueprint.post("/v1/messages/count_tokens")
+@answers(AnthropicTokenCount)
 @with_body(CountTokensRequest)
 async def count_tokens(body: CountTokensRequest):
     """The number of input tokens a message request would use, after its context edits."""

@@ -11,6 +11,7 @@ from pydantic import Field
 from quart import Blueprint, current_app, jsonify, make_response
 
 from mlxserve.api import openai_chat, openai_completions
+from mlxserve.api.answer_schemas import V0LoadedList, V0LoadResult, V0UnloadResult
 from mlxserve.api.native_format import (
     V0Model,
     V0ModelList,
@@ -69,6 +70,7 @@ async def get_model(model_id: str):
 
 
 @blueprint.get("/loaded")
+@answers(V0LoadedList)
 async def list_loaded():
     """mlxserve's own: loaded instances with engine, memory estimate and idle time."""
     registry = current_app.registry
@@ -77,6 +79,7 @@ async def list_loaded():
 
 
 @blueprint.post("/models/load")
+@answers(V0LoadResult)
 @with_body(LoadRequest)
 async def load_model(body: LoadRequest):
     registry = current_app.registry
@@ -91,6 +94,7 @@ async def load_model(body: LoadRequest):
 
 
 @blueprint.post("/models/unload")
+@answers(V0UnloadResult)
 @with_body(UnloadRequest)
 async def unload_model(body: UnloadRequest):
     identifier = _required_model(body.identifier, body.model)

@@ -16,10 +16,11 @@ from pydantic import Discriminator, Field, Tag
 from quart import Blueprint, current_app, jsonify, request
 
 from mlxserve.api import lmstudio_v1_models
+from mlxserve.api.answer_schemas import V1ChatResult, V1LoadResult, V1ModelList, V1UnloadResult
 from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.lmstudio_v1_reply import ChatReply
 from mlxserve.api.lmstudio_v1_tools import open_integrations
-from mlxserve.api.parsing import with_body
+from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import OpenAIModel, sampling_params
 from mlxserve.api.sse import sse_response
 from mlxserve.models.registry import ModelRegistry
@@ -98,6 +99,7 @@ def _create_store(state) -> None:
 
 
 @blueprint.get("/models")
+@answers(V1ModelList)
 async def list_models():
     """Every model in the store, with its capabilities and loaded instances."""
     registry: ModelRegistry = current_app.registry
@@ -107,6 +109,7 @@ async def list_models():
 
 
 @blueprint.post("/models/load")
+@answers(V1LoadResult)
 @with_body(ModelLoadRequest)
 async def load_model(body: ModelLoadRequest):
     """Load a model; the instance takes the model's key as its id unless `identifier` names one."""
@@ -132,6 +135,7 @@ async def load_model(body: ModelLoadRequest):
 
 
 @blueprint.post("/models/unload")
+@answers(V1UnloadResult)
 @with_body(ModelUnloadRequest)
 async def unload_model(body: ModelUnloadRequest):
     """Unload one loaded instance."""
@@ -144,6 +148,7 @@ async def unload_model(body: ModelUnloadRequest):
 
 
 @blueprint.post("/chat")
+@answers(V1ChatResult)
 @with_body(ChatRequest)
 async def chat(body: ChatRequest):
     """Chat with a model: output items and stats, or LM Studio's stream of named events."""

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 from quart import Blueprint, current_app, jsonify
 
-from mlxserve.api.parsing import with_body
+from mlxserve.api.answer_schemas import V1DownloadJob
+from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import OpenAIModel
 from mlxserve.models.download import DownloadError, DownloadPlan, parse_spec
 from mlxserve.pipeline.errors import RequestError
@@ -97,6 +98,7 @@ def _run(job: DownloadJob) -> None:
 
 
 @blueprint.post("")
+@answers(V1DownloadJob)
 @with_body(DownloadRequest)
 async def start_download(body: DownloadRequest):
     """Start downloading a model; `already_downloaded` when it is on the machine already."""
@@ -115,6 +117,7 @@ async def start_download(body: DownloadRequest):
 
 
 @blueprint.get("/status/<job_id>")
+@answers(V1DownloadJob)
 async def download_status(job_id: str):
     """A download job's progress."""
     job = current_app.downloads.jobs.get(job_id)

@@ -13,9 +13,10 @@ from contextlib import aclosing
 
 from quart import Blueprint, current_app, jsonify, request
 
+from mlxserve.api.answer_schemas import ResponseObject
 from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.item_stream import CALL, REASONING, TEXT, ItemStream
-from mlxserve.api.parsing import with_body
+from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.responses import (
     ResponsesRequest,
     input_turns,
@@ -52,6 +53,7 @@ def _create_store(state) -> None:
 
 
 @blueprint.post("/responses")
+@answers(ResponseObject)
 @with_body(ResponsesRequest)
 async def create_response(body: ResponsesRequest):
     """OpenAI's Responses API: a response object, or its event stream."""
