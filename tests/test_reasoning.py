@@ -157,6 +157,15 @@ def test_reasoning_effort_none_turns_the_templates_thinking_off(thinking_server)
     assert reply.usage.completion_tokens_details.reasoning_tokens == 0
 
 
+@pytest.mark.parametrize("effort", ["xhigh", "max"])
+def test_efforts_above_high_are_taken_as_high(thinking_server, effort):
+    """The newest effort levels are accepted on chat completions and think as `high` does."""
+    high = chat(thinking_server, reasoning_effort="high").choices[0].message
+    above = chat(thinking_server, reasoning_effort=effort).choices[0].message
+    assert above.model_extra["reasoning_content"] == high.model_extra["reasoning_content"]
+    assert above.content == high.content
+
+
 def test_responses_have_a_reasoning_item(thinking_server):
     reasoning = chat(thinking_server).choices[0].message.model_extra["reasoning_content"]
     body = {"model": "test/tiny-thinker", "input": ASK, "temperature": 0, "max_output_tokens": 12}

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlxserve.api.protocol import sampling_params
+from mlxserve.api.protocol import sampling_params, template_effort
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import Constraints
 
@@ -209,7 +209,7 @@ class CountTokensRequest(AnthropicModel):
             budget = self.thinking.budget_tokens or 0
             return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
         effort = turn_effort or (self.output_config and self.output_config.effort)
-        return {"xhigh": "high", "max": "high"}.get(effort, effort) if effort else None
+        return template_effort(effort)
 
     @property
     def shows_thinking(self) -> bool:

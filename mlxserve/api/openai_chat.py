@@ -10,7 +10,7 @@ from quart import Blueprint, request
 from mlxserve.api.formatting import ModelExtras, new_id, openai_response
 from mlxserve.api.openai_objects import ChatCompletion
 from mlxserve.api.parsing import answers, with_body
-from mlxserve.api.protocol import ChatCompletionRequest, ChatMessage
+from mlxserve.api.protocol import ChatCompletionRequest, ChatMessage, template_effort
 from mlxserve.pipeline.request import (
     GenerateRequest,
     ImagePart,
@@ -48,7 +48,7 @@ def to_request(body: ChatCompletionRequest, response_id: str) -> GenerateRequest
         stop=body.stop_list,
         constraints=body.constraints(),
         ttl=body.ttl,
-        reasoning_effort=body.reasoning_effort,
+        reasoning_effort=template_effort(body.reasoning_effort),
         response_id=response_id,
         endpoint=request.path,
     )

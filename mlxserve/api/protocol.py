@@ -22,7 +22,12 @@ from mlxserve.sampling.params import (
 
 log = logging.getLogger(__name__)
 
-ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+
+
+def template_effort(effort: str | None) -> str | None:
+    """Chat templates know none..high: the efforts above high reach them as high."""
+    return "high" if effort in ("xhigh", "max") else effort
 
 
 class OpenAIModel(BaseModel):

@@ -11,7 +11,13 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from mlxserve.api.conversation_store import ConversationStore
-from mlxserve.api.protocol import OpenAIModel, response_schema, sampling_params
+from mlxserve.api.protocol import (
+    OpenAIModel,
+    ReasoningEffort,
+    response_schema,
+    sampling_params,
+    template_effort,
+)
 from mlxserve.api.responses_items import item_turns
 from mlxserve.api.responses_tools import ToolSet
 from mlxserve.engine.base import GenerationStats
@@ -33,14 +39,13 @@ Summary = Literal["auto", "concise", "detailed"]
 
 
 class Reasoning(OpenAIModel):
-    # Chat templates know none..high: xhigh and max reach them as high.
-    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    effort: ReasoningEffort | None = None
     summary: Summary | None = None
     generate_summary: Summary | None = None  # the field's older name
 
     @property
     def template_effort(self) -> str | None:
-        return "high" if self.effort in ("xhigh", "max") else self.effort
+        return template_effort(self.effort)
 
 
 class ResponsesRequest(OpenAIModel):
