@@ -297,7 +297,7 @@ class BatchRunner:
         mx.clear_cache()  # the prompt's chunk-sized buffers are not needed again soon
         self._sample([sequence], self.model.prefill(sequence, last, last + 1, cache)[:, -1, :])
         if sequence.finished:
-            self._retire(sequence, [c for c in cache])
+            self._retire(sequence, list(cache))
             return
         self._join_batch([sequence], [type(c).merge([c]) for c in cache])
 
@@ -377,9 +377,11 @@ class BatchRunner:
         self.max_tokens_after_cancel = max(self.max_tokens_after_cancel, overrun)
 
     def _retire(self, sequence: Sequence, cache: list) -> None:
-        """Finish a sequence and keep its cache so a follow-up request can reuse the prefix."""
-        sequence.finish()
-        self._prompt_cache.insert_cache(CACHE_KEY, sequence.processed_key, cache)
+        """Cache the sequence's prefix, then finish it: a follow-up may come at once."""
+        try:
+            self._prompt_cache.insert_cache(CACHE_KEY, sequence.processed_key, cache)
+        finally:
+            sequence.finish()
 
     def _fail_all(self, exc: BaseException) -> None:
         prefilling = [self._prefilling.sequence] if self._prefilling else []
