@@ -13,7 +13,10 @@ import anthropic
 import httpx
 import openai
 import pytest
+from quart import Quart
 
+from mlxserve.api.openai_chat import to_request
+from mlxserve.api.protocol import ChatCompletionRequest
 from mlxserve.models.gguf_import import register_gguf
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry
@@ -157,9 +160,22 @@ def test_reasoning_effort_none_turns_the_templates_thinking_off(thinking_server)
     assert reply.usage.completion_tokens_details.reasoning_tokens == 0
 
 
+@pytest.mark.parametrize(
+    ("effort", "expected"), [("xhigh", "high"), ("max", "high"), ("low", "low"), (None, None)]
+)
+def test_chat_efforts_reach_the_template_as_the_levels_it_knows(effort, expected):
+    body = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "Hi"}])
+    body.reasoning_effort = effort
+
+    async def made() -> GenerateRequest:
+        async with Quart(__name__).test_request_context("/v1/chat/completions", method="POST"):
+            return to_request(body, "chatcmpl-1")
+
+    assert asyncio.run(made()).reasoning_effort == expected
+
+
 @pytest.mark.parametrize("effort", ["xhigh", "max"])
-def test_efforts_above_high_are_taken_as_high(thinking_server, effort):
-    """The newest effort levels are accepted on chat completions and think as `high` does."""
+def test_efforts_above_high_are_accepted_and_think_as_high_does(thinking_server, effort):
     high = chat(thinking_server, reasoning_effort="high").choices[0].message
     above = chat(thinking_server, reasoning_effort=effort).choices[0].message
     assert above.model_extra["reasoning_content"] == high.model_extra["reasoning_content"]

@@ -17,6 +17,7 @@ from mlxserve.api.answer_schemas import ResponseObject
 from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.api.parsing import answers, with_body
+from mlxserve.api.protocol import template_effort
 from mlxserve.api.responses import (
     ResponsesRequest,
     input_turns,
@@ -76,7 +77,7 @@ async def create_response(body: ResponsesRequest):
             max_tokens=body.max_output_tokens,
             constraints=body.constraints(toolbox),
             prompt_param="input",
-            reasoning_effort=body.reasoning.template_effort if body.reasoning else None,
+            reasoning_effort=template_effort(body.reasoning and body.reasoning.effort),
             response_id=response_id,
             endpoint=request.path,
         )

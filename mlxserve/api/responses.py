@@ -16,7 +16,6 @@ from mlxserve.api.protocol import (
     ReasoningEffort,
     response_schema,
     sampling_params,
-    template_effort,
 )
 from mlxserve.api.responses_items import item_turns
 from mlxserve.api.responses_tools import ToolSet
@@ -42,10 +41,6 @@ class Reasoning(OpenAIModel):
     effort: ReasoningEffort | None = None
     summary: Summary | None = None
     generate_summary: Summary | None = None  # the field's older name
-
-    @property
-    def template_effort(self) -> str | None:
-        return template_effort(self.effort)
 
 
 class ResponsesRequest(OpenAIModel):
