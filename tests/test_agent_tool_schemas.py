@@ -14,6 +14,7 @@ import httpx
 import jsonschema
 import pytest
 
+from mlxserve.families.syntax import SYNTAXES
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.request import Constraints
 from tests.byte_vocabulary import byte_vocabulary, matches
@@ -71,13 +72,17 @@ def recorded_tools(name: str) -> list[dict]:
     "recording",
     ["claude_code_turn1.json", "claude_code_turn2.json", "codex_turn1.json", "codex_turn2.json"],
 )
-@pytest.mark.parametrize("family", ["gemma", "qwen", "mistral", "llama3"])
+@pytest.mark.parametrize("family", sorted(SYNTAXES))
 def test_recorded_agent_tools_compile(recording, family):
+    """Every family's grammar takes the agents' tool lists: each tool once, as a call."""
     tools = recorded_tools(recording)
     assert len(tools) >= 7
     for choice in ("auto", "required"):
-        grammar = compile_constraints(Constraints(tools, tool_choice=choice), family)
-        assert grammar.lark.count('{\\"name\\": ') == len(tools)
+        constraints = Constraints(tools, tool_choice=choice)
+        lark = compile_constraints(constraints, SYNTAXES[family]).lark
+        for tool in tools:
+            name = tool.get("function", tool)["name"]
+            assert name in lark, name
 
 
 @pytest.mark.parametrize(
@@ -100,7 +105,7 @@ def test_recorded_tools_take_closed_objects_and_bounded_numbers(
     tmp_path, recording, tool, arguments, allowed
 ):
     constraints = Constraints(recorded_tools(recording), forced_tool=tool)
-    lark = compile_constraints(constraints, "gemma").lark
+    lark = compile_constraints(constraints, SYNTAXES["gemma"]).lark
     call = f'{{"name": "{tool}", "arguments": {arguments}}}'
     assert matches(byte_vocabulary(tmp_path), lark, call) is allowed
 

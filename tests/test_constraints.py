@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from mlxserve.families.syntax import SYNTAXES
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import Constraints
@@ -16,34 +17,43 @@ TOOLS = [
 
 
 def test_auto_is_lazy_only_for_families_with_a_call_marker():
-    assert compile_constraints(Constraints(TOOLS), "qwen").trigger == "<tool_call>"
-    assert compile_constraints(Constraints(TOOLS), "mistral").trigger == "[TOOL_CALLS]"
-    whole_reply = compile_constraints(Constraints(TOOLS), "gemma")
+    assert compile_constraints(Constraints(TOOLS), SYNTAXES["hermes"]).trigger == "<tool_call>"
+    assert (
+        compile_constraints(Constraints(TOOLS), SYNTAXES["mistral_json"]).trigger == "[TOOL_CALLS]"
+    )
+    whole_reply = compile_constraints(Constraints(TOOLS), SYNTAXES["gemma"])
     assert whole_reply.trigger is None and "TEXT" in whole_reply.lark
-    required = compile_constraints(Constraints(TOOLS, tool_choice="required"), "qwen")
+    required = compile_constraints(Constraints(TOOLS, tool_choice="required"), SYNTAXES["hermes"])
     assert required.trigger is None and "TEXT" not in required.lark
 
 
 def test_a_named_choice_keeps_only_that_tool():
-    named = compile_constraints(Constraints(TOOLS, forced_tool="b"), "json").lark
+    named = compile_constraints(Constraints(TOOLS, forced_tool="b"), SYNTAXES["json"]).lark
     assert '{\\"name\\": \\"b\\"' in named and '\\"a\\"' not in named
     with pytest.raises(RequestError, match="'c', which is not in tools"):
-        compile_constraints(Constraints(TOOLS, forced_tool="c"), "json")
+        compile_constraints(Constraints(TOOLS, forced_tool="c"), SYNTAXES["json"])
 
 
 def test_none_and_plain_requests_have_no_grammar():
-    assert compile_constraints(Constraints(TOOLS, tool_choice="none"), "qwen") is None
+    assert compile_constraints(Constraints(TOOLS, tool_choice="none"), SYNTAXES["hermes"]) is None
     assert compile_constraints(Constraints(), None) is None
 
 
 def test_markers_become_special_tokens_only_where_the_vocabulary_has_them():
-    grammar = compile_constraints(Constraints(TOOLS, tool_choice="required"), "qwen")
-    assert '"<tool_call>"' in grammar.for_vocabulary([])
-    special = grammar.for_vocabulary(["<tool_call>", "</tool_call>"])
-    assert '"<tool_call>"' not in special and "<tool_call>" in special and "</tool_call>" in special
+    required = Constraints(TOOLS, tool_choice="required")
+    assert '"<tool_call>"' in compile_constraints(required, SYNTAXES["hermes"]).lark
+    special = compile_constraints(
+        required, SYNTAXES["hermes"], {"<tool_call>": 5, "</tool_call>": 6}
+    ).lark
+    assert '"<tool_call>"' not in special and "<[5]>" in special and "<[6]>" in special
+    # A marker inside a longer literal is cut out of it (harmony's channel header).
+    harmony = compile_constraints(required, SYNTAXES["harmony"], {"<|channel|>": 7}).lark
+    assert '<[7]> "commentary to=functions."' in harmony
 
 
 def test_one_call_unless_parallel_calls_are_allowed():
-    single = compile_constraints(Constraints(TOOLS, "required", parallel_tool_calls=False), "json")
-    several = compile_constraints(Constraints(TOOLS, "required"), "json")
-    assert single.lark.startswith("start: call\n") and "{0,3}" in several.lark
+    single = compile_constraints(
+        Constraints(TOOLS, "required", parallel_tool_calls=False), SYNTAXES["json"]
+    )
+    several = compile_constraints(Constraints(TOOLS, "required"), SYNTAXES["json"])
+    assert "{0,3}" not in single.lark and "{0,3}" in several.lark

@@ -10,6 +10,7 @@ import pytest
 from llguidance import LLTokenizer
 
 from mlxserve.engine.base import GenerationStats
+from mlxserve.families.syntax import SYNTAXES
 from mlxserve.pipeline.constraints import compile_constraints, output_checks
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.output import OutputStage
@@ -33,7 +34,7 @@ def tool(name: str, parameters: dict | None = None, **extra) -> dict:
 def forced(parameters: dict | None, **extra) -> str:
     """The grammar of a forced call to a tool with these parameters."""
     constraints = Constraints([tool("f", parameters, **extra)], forced_tool="f")
-    return compile_constraints(constraints, "json").lark
+    return compile_constraints(constraints, SYNTAXES["json"]).lark
 
 
 def takes(vocabulary: LLTokenizer, parameters: dict | None, arguments: str) -> bool:
@@ -216,15 +217,15 @@ def finished(stage: OutputStage, text: str, reason: str = "eosFound") -> list:
 
 def test_a_call_that_fails_its_relaxed_schema_ends_with_an_error():
     checks = output_checks(Constraints([tool("f", RELAXED)], "required"))
-    stage = OutputStage("json", constrained=True, checks=checks)
+    stage = OutputStage(SYNTAXES["json"], constrained=True, checks=checks)
     with pytest.raises(RequestError, match=r"call to 'f' .* at /: .*keyword /not\)") as failed:
         finished(stage, '{"name": "f", "arguments": {"odd": "x"}}')
     assert failed.value.status == 500 and failed.value.code == "invalid_tool_call"
-    passing = OutputStage("json", constrained=True, checks=checks)
+    passing = OutputStage(SYNTAXES["json"], constrained=True, checks=checks)
     assert finished(passing, '{"name": "f", "arguments": {"mail": "a@b.c"}}')[-1].finish_reason == (
         "tool_calls"
     )
-    cut = OutputStage("json", constrained=True, checks=checks)  # a cut call says "length"
+    cut = OutputStage(SYNTAXES["json"], constrained=True, checks=checks)  # a cut call says "length"
     events = finished(cut, '{"name": "f", "arguments": {"odd": "x"', "maxPredictedTokensReached")
     assert events[-1].finish_reason == "length"
 

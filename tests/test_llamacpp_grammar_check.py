@@ -12,6 +12,7 @@ import pytest
 
 from mlxserve.engine.base import GenerationRequest, Grammar
 from mlxserve.engine.llamacpp.model import LlamaCppModel
+from mlxserve.families.syntax import SYNTAXES
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.request import Constraints
 from mlxserve.sampling.params import SamplingParams
@@ -60,7 +61,7 @@ async def test_grammars_the_child_compiles_are_taken(model):
     assert await model.grammar_support_error(Grammar('start: "a" | "b"\n')) is None
     for recording in ("claude_code_turn1.json", "codex_turn1.json"):
         constraints = Constraints(recorded_tools(recording), tool_choice="required")
-        grammar = compile_constraints(constraints, "gemma")
+        grammar = compile_constraints(constraints, SYNTAXES["gemma"])
         assert await model.grammar_support_error(grammar) is None, recording
     schema = {"type": "string", "format": "uri", "maxLength": 30}  # relaxed to a pattern
     grammar = compile_constraints(Constraints(json_schema=schema), None)

@@ -9,20 +9,20 @@ import json
 import pytest
 
 from mlxserve.engine.base import GenerationStats
+from mlxserve.families.syntax import SYNTAXES
 from mlxserve.pipeline.events import Completion, TextDelta, ToolArgumentsDelta, ToolCallStart
 from mlxserve.pipeline.output import OutputStage
-from mlxserve.pipeline.tool_parsers import parse_tool_calls
 
 STATS = GenerationStats(prompt_tokens=3, completion_tokens=5)
 REPLIES = [
-    ("qwen", 'Let me check.\n<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'),
+    ("hermes", 'Let me check.\n<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'),
     (
-        "qwen",
+        "hermes",
         '<tool_call>{"name": "f", "arguments": {}}</tool_call><tool_call>{"name": "g"}</tool_call>',
     ),
-    ("qwen", "No call here, just <tool_ talk."),
-    ("qwen", "<tool_call>not json</tool_call> and text"),
-    ("mistral", 'Sure [TOOL_CALLS][{"name": "f", "arguments": {"x": "y"}}]'),
+    ("hermes", "No call here, just <tool_ talk."),
+    ("hermes", "<tool_call>not json</tool_call> and text"),
+    ("mistral_json", 'Sure [TOOL_CALLS][{"name": "f", "arguments": {"x": "y"}}]'),
     ("gemma", '```tool_code\nget_weather(city="Paris")\n```'),
     ("gemma", 'I will look.\n```tool_code\nget_weather(city="Rome")\n```'),
     ("json", '{"name": "f", "arguments": {"q": "\\u00e9t\\u00e9"}}'),
@@ -32,8 +32,14 @@ REPLIES = [
 ]
 
 
+def parse_tool_calls(reply: str, family: str):
+    """The reply read whole: its content and calls."""
+    _, completion = run(family, [reply])
+    return completion.content, completion.tool_calls
+
+
 def run(family: str, pieces: list[str]) -> tuple[list, Completion]:
-    stage = OutputStage(family)
+    stage = OutputStage(SYNTAXES[family] if family else None)
     events = [event for piece in pieces for event in stage.feed(piece)] + stage.finish(STATS)
     completion = Completion()
     for event in events:
@@ -54,19 +60,19 @@ def test_every_split_folds_to_the_whole_reply_parse(family, reply):
 
 
 def test_text_before_a_call_marker_streams_at_once():
-    stage = OutputStage("qwen")
+    stage = OutputStage(SYNTAXES["hermes"])
     assert stage.feed("Checking the ") == [TextDelta("Checking the ")]
     assert stage.feed("weather <tool") == [TextDelta("weather ")]  # "<tool" may open a call
-    assert stage.feed('_call>{"name": "w", "arguments": {"c": 1}}') == []
-    events = stage.feed("</tool_call>")
-    assert isinstance(events[0], ToolCallStart) and events[0].name == "w"
-    assert events[1] == ToolArgumentsDelta(0, '{"c": 1}')
+    started = stage.feed('_call>{"name": "w", "arguments": {"c": 1}}')  # named as soon as known
+    assert len(started) == 1 and isinstance(started[0], ToolCallStart)
+    assert started[0].name == "w"
+    assert stage.feed("</tool_call>") == [ToolArgumentsDelta(0, '{"c": 1}')]
 
 
 def test_a_json_family_reply_is_held_only_while_it_may_be_a_call():
-    stage = OutputStage("json")
+    stage = OutputStage(SYNTAXES["json"])
     assert stage.feed("  {") == []
-    held = OutputStage("json")
+    held = OutputStage(SYNTAXES["json"])
     assert held.feed("Hel") == [TextDelta("Hel")]
     assert held.feed("lo {") == [TextDelta("lo {")]
 
@@ -82,7 +88,7 @@ def test_no_tool_family_passes_text_through():
 
 CONSTRAINED = [
     (
-        "qwen",
+        "hermes",
         'Sure.<tool_call>\n{"name": "f", "arguments": {"q": "a}b", "n": [1, {"k": 2}]}}'
         "\n</tool_call>",
     ),
@@ -97,7 +103,7 @@ CONSTRAINED = [
 def test_constrained_calls_stream_their_arguments_and_fold_like_the_whole_reply(family, reply):
     content, calls = parse_tool_calls(reply, family)
     for size in (1, 4, len(reply)):
-        stage = OutputStage(family, constrained=True)
+        stage = OutputStage(SYNTAXES[family], constrained=True)
         pieces = [reply[i : i + size] for i in range(0, len(reply), size)]
         events = [e for piece in pieces for e in stage.feed(piece)] + stage.finish(STATS)
         completion = Completion()
@@ -113,7 +119,7 @@ def test_constrained_calls_stream_their_arguments_and_fold_like_the_whole_reply(
 
 
 def test_a_streamed_call_cut_short_ends_with_length():
-    stage = OutputStage("qwen", constrained=True)
+    stage = OutputStage(SYNTAXES["hermes"], constrained=True)
     events = stage.feed('<tool_call>\n{"name": "f", "arguments": {"a": ')
     assert isinstance(events[0], ToolCallStart) and events[0].name == "f"
     cut = GenerationStats(

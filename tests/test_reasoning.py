@@ -17,6 +17,7 @@ from quart import Quart
 
 from mlxserve.api.openai_chat import to_request
 from mlxserve.api.protocol import ChatCompletionRequest
+from mlxserve.families.syntax import SYNTAXES
 from mlxserve.models.gguf_import import register_gguf
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry
@@ -86,7 +87,7 @@ def test_every_chunking_of_a_recorded_reply_splits_the_same(
 
 
 def test_thinking_before_a_tool_call():
-    stage = OutputStage("qwen", reasoning=ReasoningSplitter("think"))
+    stage = OutputStage(SYNTAXES["hermes"], reasoning=ReasoningSplitter("think"))
     call = '<tool_call>\n{"name": "find", "arguments": {}}\n</tool_call>'
     reply = f"<think>I should look it up.</think>\n{call}"
     events = [event for char in reply for event in stage.feed(char)]

@@ -14,6 +14,7 @@ from mlxserve.api.formatting import ChatShape, full_body, stream_chunks
 from mlxserve.api.openai_responses import ResponseTurn
 from mlxserve.api.responses import ResponsesRequest, input_turns
 from mlxserve.engine.base import GenerationStats
+from mlxserve.families.syntax import SYNTAXES
 from mlxserve.pipeline.events import fold
 from mlxserve.pipeline.output import OutputStage
 from tests.test_responses import EVENTS as MESSAGE_EVENTS
@@ -44,7 +45,7 @@ def collect(iterator) -> list:
 def replies(text: str, family: str, prompt_tokens: int = 12, pieces: int = 2):
     """The output stage's events for a reply generated in `pieces`, then the final stats."""
     stats = GenerationStats(prompt_tokens=prompt_tokens, completion_tokens=9)
-    stage = OutputStage(family)
+    stage = OutputStage(SYNTAXES[family] if family else None)
     size = -(-len(text) // pieces)
 
     async def events():
@@ -62,7 +63,7 @@ def response_events(
 ):
     """A Responses stream for a reply, and the final response."""
     stats = GenerationStats(*stats_tokens)
-    stage = OutputStage("gemma")
+    stage = OutputStage(SYNTAXES["gemma"])
 
     async def outputs():
         for event in [*stage.feed(text), *stage.finish(stats)]:
@@ -115,7 +116,7 @@ def test_responses_plain_reply_with_tools_is_a_message():
 
 def test_chat_completion_with_two_calls():
     shape = ChatShape("chatcmpl-test", "qwen")
-    folded = asyncio.run(fold(replies(QWEN_CALLS, "qwen", pieces=7)))
+    folded = asyncio.run(fold(replies(QWEN_CALLS, "hermes", pieces=7)))
     completion = ChatCompletion.model_validate(full_body(shape, folded))
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
@@ -125,7 +126,7 @@ def test_chat_completion_with_two_calls():
 
 def test_streamed_chat_sends_calls_as_deltas_or_text():
     shape = ChatShape("chatcmpl-test", "q")
-    chunks = collect(stream_chunks(shape, replies(QWEN_CALLS, "qwen"), True))
+    chunks = collect(stream_chunks(shape, replies(QWEN_CALLS, "hermes"), True))
     parsed = [chunk_object(c) for c in chunks]
     deltas = [d for c in parsed if c.choices for d in c.choices[0].delta.tool_calls or []]
     starts = [(d.index, d.function.name) for d in deltas if d.id]
@@ -134,7 +135,7 @@ def test_streamed_chat_sends_calls_as_deltas_or_text():
     assert [json.loads(a) for a in arguments] == [{"city": "Paris"}, {"zone": "CET"}]
     assert parsed[-2].choices[0].finish_reason == "tool_calls"
     assert parsed[-1].usage.prompt_tokens == 12 and not parsed[-1].choices
-    chunks = collect(stream_chunks(shape, replies("Just text.", "qwen"), False))
+    chunks = collect(stream_chunks(shape, replies("Just text.", "hermes"), False))
     parsed = [chunk_object(c) for c in chunks]
     assert "".join(c.choices[0].delta.content or "" for c in parsed) == "Just text."
     assert parsed[-1].choices[0].finish_reason == "stop"

@@ -1,4 +1,6 @@
-"""Tool-call parsers on recorded outputs of the major model families; the chat plain path."""
+"""Tool calls read back in every family's own syntax (recorded shapes of each family's output),
+the family told from the chat template, vocabulary and architecture, and the plain path for
+templates that do not describe tools."""
 
 from __future__ import annotations
 
@@ -6,68 +8,130 @@ import json
 
 import pytest
 
+from mlxserve.engine.base import GenerationStats
+from mlxserve.families.detect import family_name
+from mlxserve.families.syntax import SYNTAXES, tools_prompt
+from mlxserve.pipeline.events import Completion
+from mlxserve.pipeline.output import OutputStage
 from mlxserve.pipeline.templates import messages_with_tools
-from mlxserve.pipeline.tool_parsers import parse_tool_calls, tool_family, tools_prompt
 
 WEATHER = {"city": "Paris", "unit": "celsius"}
-
-RECORDED = [
-    (
-        "qwen",
-        'I will check.\n<tool_call>\n{"name": "get_weather", "arguments": '
-        '{"city": "Paris", "unit": "celsius"}}\n</tool_call>',
-        "I will check.",
-    ),
-    ("llama3", '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}', ""),
-    (
-        "llama3",
-        '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris", "unit": "celsius"}}',
-        "",
-    ),
-    (
-        "mistral",
-        '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}]',
-        "",
-    ),
-    ("mistral", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris", "unit": "celsius"}', ""),
-    ("gemma", '```tool_code\nget_weather(city="Paris", unit="celsius")\n```', ""),
-    (
-        "gemma",
-        '```json\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n```',
-        "",
-    ),
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+            },
+        },
+    }
 ]
+STATS = GenerationStats(prompt_tokens=3, completion_tokens=5)
+J = '{"city": "Paris", "unit": "celsius"}'
+RECORDED = [
+    ("hermes", "I will check.\n<tool_call>\n"
+     f'{{"name": "get_weather", "arguments": {J}}}\n</tool_call>', "I will check."),
+    ("qwen3_coder", "Checking.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n"
+     "</parameter>\n<parameter=unit>\ncelsius\n</parameter>\n</function>\n</tool_call>",
+     "Checking."),
+    ("glm47", "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n"
+     "<arg_key>unit</arg_key>\n<arg_value>celsius</arg_value>\n</tool_call>", ""),
+    ("glm47", "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value>"
+     "<arg_key>unit</arg_key><arg_value>celsius</arg_value></tool_call>", ""),
+    ("gemma4", '<|tool_call>call:get_weather{city:<|"|>Paris<|"|>,unit:<|"|>celsius<|"|>}'
+     "<tool_call|>", ""),
+    ("function_gemma", "<start_function_call>call:get_weather{city:<escape>Paris<escape>,"
+     "unit:<escape>celsius<escape>}<end_function_call>", ""),
+    ("kimi_k2", "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+     f"<|tool_call_argument_begin|>{J}<|tool_call_end|><|tool_calls_section_end|>", ""),
+    ("minimax_m2", '<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city">Paris'
+     '</parameter>\n<parameter name="unit">celsius</parameter>\n</invoke>\n</minimax:tool_call>',
+     ""),
+    ("deepseek", f"<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{J}"
+     "<｜tool▁call▁end｜><｜tool▁calls▁end｜>", ""),
+    ("pythonic", 'Sure. <|tool_call_start|>[get_weather(city="Paris", unit="celsius")]'
+     "<|tool_call_end|>", "Sure."),
+    ("pythonic_list", '[get_weather(city="Paris", unit="celsius")]', ""),
+    ("mistral", f"[TOOL_CALLS]get_weather[ARGS]{J}", ""),
+    ("mistral_json", f'[TOOL_CALLS] [{{"name": "get_weather", "arguments": {J}}}]', ""),
+    ("harmony", f"<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{J}",
+     ""),
+    ("harmony", "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>"
+     f"json<|message|>{J}<|call|>", ""),
+    ("llama3", f'{{"name": "get_weather", "parameters": {J}}}', ""),
+    ("llama3", f'<|python_tag|>{{"name": "get_weather", "parameters": {J}}}', ""),
+    ("gemma", '```tool_code\nget_weather(city="Paris", unit="celsius")\n```', ""),
+    ("gemma", f'```json\n{{"name": "get_weather", "arguments": {J}}}\n```', ""),
+]  # fmt: skip
+
+
+def read(family: str, reply: str, size: int | None = None, tools=TOOLS) -> Completion:
+    stage = OutputStage(SYNTAXES[family], tools=tools)
+    size = size or len(reply)
+    events = [e for i in range(0, len(reply), size) for e in stage.feed(reply[i : i + size])]
+    completion = Completion()
+    for event in events + stage.finish(STATS):
+        completion.add(event)
+    return completion
 
 
 @pytest.mark.parametrize("family, output, content", RECORDED)
-def test_recorded_calls_are_parsed(family, output, content):
-    text, calls = parse_tool_calls(output, family)
-    assert text == content
-    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", WEATHER)]
-    assert calls[0].id.startswith("call_")
+def test_recorded_calls_are_read_in_pieces_and_whole(family, output, content):
+    for size in (1, 3, None):
+        completion = read(family, output, size)
+        calls = completion.tool_calls
+        assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", WEATHER)]
+        assert (completion.content or "") == content
+        assert calls[0].id.startswith("call_") and completion.finish_reason == "tool_calls"
 
 
-def test_two_qwen_calls_and_plain_text():
+def test_two_calls_and_plain_text():
     output = (
         '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n'
         '<tool_call>{"name": "b", "arguments": {"x": 1}}</tool_call>'
     )
-    assert [c.name for c in parse_tool_calls(output, "qwen")[1]] == ["a", "b"]
-    for family in ("qwen", "llama3", "mistral", "gemma", "json"):
-        assert parse_tool_calls("The weather is nice.", family) == ("The weather is nice.", [])
-    assert parse_tool_calls('{"no": "name"}', "llama3")[1] == []
-    assert parse_tool_calls("<tool_call>{broken</tool_call>", "qwen")[1] == []
+    assert [c.name for c in read("hermes", output).tool_calls] == ["a", "b"]
+    for family in SYNTAXES:
+        plain = read(family, "The weather is nice.")
+        assert (plain.content, plain.tool_calls) == ("The weather is nice.", [])
+    assert read("llama3", '{"no": "name"}').tool_calls == []
+    broken = read("hermes", "<tool_call>{broken</tool_call>")
+    assert broken.tool_calls == [] and broken.content == "<tool_call>{broken</tool_call>"
 
 
-def test_family_from_architecture_and_template():
-    assert tool_family("qwen2", None) == "qwen"
-    assert tool_family("gemma3", None) == "gemma"
-    assert tool_family("llama", "...[TOOL_CALLS]...") == "mistral"
-    assert tool_family("phi3", None) == "json"
+@pytest.mark.parametrize(
+    "template, architecture, family",
+    [
+        ("{{ '<|channel|>' }} to=functions", "gpt_oss", "harmony"),
+        ("<tool_call>\n<function={{ name }}>", "qwen3_moe", "qwen3_coder"),
+        ('{{ "<tool_call>" }}{"name": {{ tool_call.name }}}', "qwen3_moe", "hermes"),
+        ("<tool_call>{{ n }}<arg_key>", "glm4_moe", "glm47"),
+        ("<|tool_call>call:{{ n }}<tool_call|>", "gemma4_text", "gemma4"),
+        ("<|tool_calls_section_begin|>", "deepseek_v3", "kimi_k2"),
+        ("<minimax:tool_call>", "minimax", "minimax_m2"),
+        ("<｜tool▁calls▁begin｜>", "deepseek_v3", "deepseek"),
+        ("<|tool_list_start|>", "lfm2", "pythonic"),
+        ("[TOOL_CALLS]{{ n }}[ARGS]", "mistral3", "mistral"),
+        ("...[TOOL_CALLS]...", "llama", "mistral_json"),
+        (None, "qwen2", "hermes"),
+        (None, "gemma3", "gemma"),
+        (None, "llama4_text", "pythonic_list"),
+        (None, "phi3", "json"),
+    ],
+)
+def test_family_from_template_then_architecture(template, architecture, family):
+    assert family_name(template, architecture) == family
+
+
+def test_vocabulary_and_override_name_the_family():
+    assert family_name("{{ messages }}", "lfm2", {"<|tool_call_start|>"}) == "pythonic"
+    assert family_name("{{ messages }}", "phi3", {"<tool_call>"}) == "hermes"
+    assert family_name("<tool_call>", "qwen3", (), override="qwen3_coder") == "qwen3_coder"
 
 
 def test_tools_are_described_for_templates_without_tool_support():
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
     history = [
         {"role": "user", "content": "Weather?"},
         {
@@ -83,11 +147,12 @@ def test_tools_are_described_for_templates_without_tool_support():
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "18 C"},
     ]
-    messages = messages_with_tools(history, tools, "qwen", "{{ messages }}")
+    hermes = SYNTAXES["hermes"]
+    messages = messages_with_tools(history, TOOLS, hermes, "{{ messages }}")
     assert messages[0]["role"] == "system" and "get_weather" in messages[0]["content"]
-    assert "<tool_call>" in tools_prompt(tools, "qwen")
+    assert "<tool_call>" in tools_prompt(TOOLS, hermes)
     assert "get_weather" in messages[2]["content"] and "18 C" in messages[3]["content"]
-    assert messages_with_tools(history, tools, "qwen", "{% if tools %}{% endif %}") == history
+    assert messages_with_tools(history, TOOLS, hermes, "{% if tools %}{% endif %}") == history
 
 
 def test_chat_with_tools_answers_in_plain_text_when_no_call(client, model_id):

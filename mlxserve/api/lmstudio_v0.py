@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from quart import Blueprint, current_app, jsonify, make_response
 
 from mlxserve.api import openai_chat, openai_completions
@@ -25,8 +25,10 @@ from mlxserve.api.openai_objects import ChatCompletion, TextCompletion
 from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest, OpenAIModel
 from mlxserve.api.sse import encode
+from mlxserve.families.detect import check_tool_format
 from mlxserve.pipeline import logstream
 from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.prepare import model_family
 
 blueprint = Blueprint("native", __name__, url_prefix="/api/v0")
 HEARTBEAT_SECONDS = 15.0  # a comment line now and then lets proxies and clients see a live feed
@@ -38,6 +40,12 @@ class LoadRequest(OpenAIModel):
     context_length: int | None = Field(None, ge=1)
     ttl: float | None = Field(None, gt=0)
     identifier: str | None = Field(None, min_length=1)
+    tool_format: str | None = None  # a tool-call family, for a template that hides its own
+
+    @field_validator("tool_format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        return check_tool_format(value)
 
 
 class UnloadRequest(OpenAIModel):
@@ -62,8 +70,12 @@ async def list_models():
 @blueprint.get("/models/<path:model_id>")
 @answers(V0Model)
 async def get_model(model_id: str):
-    """One model, loaded or not."""
-    entry = await find_v0_model(current_app.registry, model_id)
+    """One model, loaded or not; a loaded one with the tool-call family found for it."""
+    registry = current_app.registry
+    loaded = registry.loaded.get(model_id)
+    if loaded is not None:
+        await model_family(loaded)
+    entry = await find_v0_model(registry, model_id)
     if entry is None:
         raise RequestError(404, f"model '{model_id}' not found", "model", "model_not_found")
     return jsonify(entry)
@@ -88,7 +100,11 @@ async def load_model(body: LoadRequest):
     already_loaded = identifier in registry.loaded
     started = time.monotonic()
     loaded = await registry.load(
-        model_id, context_length=body.context_length, ttl=body.ttl, identifier=identifier
+        model_id,
+        context_length=body.context_length,
+        ttl=body.ttl,
+        identifier=identifier,
+        tool_format=body.tool_format,
     )
     return jsonify(load_result(loaded, time.monotonic() - started, already_loaded))
 

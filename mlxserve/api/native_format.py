@@ -26,6 +26,7 @@ class V0Model(BaseModel):
     max_context_length: int
     source: str  # store | huggingface | lmstudio (models found in place)
     loaded_context_length: int | None = None  # only when loaded
+    tool_format: str | None = None  # the tool-call family: named by hand, or found once loaded
 
 
 class V0ModelList(BaseModel):
@@ -48,6 +49,9 @@ def v0_model(record: ModelRecord, loaded: LoadedModel | None, model_id: str = ""
     )
     if loaded:
         entry.loaded_context_length = loaded.engine.context_length
+    tool_format = (loaded.family or loaded.tool_format if loaded else "") or record.tool_format
+    if tool_format:
+        entry.tool_format = tool_format
     return entry.model_dump(exclude_unset=True)
 
 

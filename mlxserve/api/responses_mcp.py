@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 from quart import Quart
 
 from mlxserve.api.responses_tools import ToolSet
+from mlxserve.families.calls import ToolCall
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.mcp_loop import ApprovedCall, ToolLoop, start_tool_loop
 from mlxserve.pipeline.mcp_pool import McpServers
 from mlxserve.pipeline.mcp_servers import CallOutcome, ServerSpec
 from mlxserve.pipeline.mcp_tools import McpToolbox, ToolTest, read_only
 from mlxserve.pipeline.request import GenerateRequest
-from mlxserve.pipeline.tool_parsers import ToolCall
 
 if TYPE_CHECKING:
     from mcp.types import Tool

@@ -14,10 +14,10 @@ from mlxserve.api.responses_mcp import (
     list_tools_item,
     mcp_call_item,
 )
+from mlxserve.families.calls import ToolCall
 from mlxserve.pipeline.events import ToolCallStart
 from mlxserve.pipeline.mcp_loop import McpCallFinished, McpCallStarted
 from mlxserve.pipeline.mcp_tools import McpTool, McpToolbox
-from mlxserve.pipeline.tool_parsers import ToolCall
 
 
 class McpItems:

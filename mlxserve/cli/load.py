@@ -7,6 +7,7 @@ import json
 import sys
 
 from mlxserve.cli.client import Client, add_server_options, handle_errors
+from mlxserve.families.syntax import SYNTAXES
 
 LOAD_TIMEOUT_SECONDS = 900.0  # a large model can take minutes to load
 
@@ -19,6 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--context-length", type=int, help="context tokens to load")
     parser.add_argument("--ttl", type=float, help="unload after this many idle seconds")
     parser.add_argument("--identifier", help="the name requests use (default: the model id)")
+    parser.add_argument(
+        "--tool-format",
+        choices=sorted(SYNTAXES),
+        help="the tool-call syntax to read and constrain (default: found from the template)",
+    )
     parser.add_argument("--json", action="store_true", help="print the server's JSON answer")
     add_server_options(parser)
     return parser
@@ -32,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         "context_length": args.context_length,
         "ttl": args.ttl,
         "identifier": args.identifier,
+        "tool_format": args.tool_format,
     }
     body = {name: value for name, value in fields.items() if value is not None}
     result = Client(args).post("/api/v0/models/load", body, timeout=LOAD_TIMEOUT_SECONDS)

@@ -32,6 +32,8 @@ class LoadedModel:
     memory_bytes: int = 0  # the estimate the load was admitted with
     max_requests: int | None = None  # running and waiting at once; None: no bound
     rejected_requests: int = 0  # refused because the queue was full
+    tool_format: str = ""  # the tool-call family this load was told to use
+    family: str = ""  # the tool-call family found for it, once a request asked
     _active_requests: int = field(default=0, repr=False)
 
     @property

@@ -95,6 +95,7 @@ class ModelRegistry:
         ttl: float | None = None,
         identifier: str | None = None,
         jit: bool = False,
+        tool_format: str | None = None,
     ) -> LoadedModel:
         identifier = identifier or model_id
         if identifier in self.loaded:
@@ -115,6 +116,7 @@ class ModelRegistry:
         finally:
             del self._loading[identifier]
         loaded = LoadedModel(record, engine, identifier, ttl, jit=jit, memory_bytes=needed)
+        loaded.tool_format = tool_format or ""
         if self.options.max_queued is not None:
             loaded.max_requests = engine.parallel + self.options.max_queued
         self.loaded[identifier] = loaded

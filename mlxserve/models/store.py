@@ -43,6 +43,7 @@ class ModelRecord:
     gguf_file: str = ""  # file name inside the directory, for format "gguf"
     mmproj_file: str = ""  # a GGUF vision model's projector, next to its weights
     origin: str = "store"  # store | huggingface | lmstudio: where it was found (not stored)
+    tool_format: str = ""  # a tool-call family named by hand, for a template that hides its own
 
     def manifest(self) -> dict:
         data = asdict(self)

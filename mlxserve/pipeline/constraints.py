@@ -11,52 +11,90 @@ any response starts. Keywords the grammar cannot enforce are relaxed and checked
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import jsonschema
 from llguidance import LLMatcher
 
 from mlxserve.engine.base import Grammar
+from mlxserve.families.grammar import Spelling, call_rule
+from mlxserve.families.syntax import ToolSyntax
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.json_grammar import COMPACT_LAYOUT, JsonLark, json_text, literal
+from mlxserve.pipeline.json_grammar import COMPACT_LAYOUT, JsonLark, literal
 from mlxserve.pipeline.request import Constraints
 from mlxserve.pipeline.schemas import GrammarSchema, OutputChecks, SchemaCheck, grammar_schema
 
-# How each family frames one call: text before and after its JSON object.
-CALL_FRAMES = {"qwen": ('"<tool_call>" "\\n"?', '"\\n"? "</tool_call>"')}
-LAZY_TRIGGERS = {"qwen": "<tool_call>", "mistral": "[TOOL_CALLS]"}
-MARKERS = {"qwen": ("<tool_call>", "</tool_call>"), "mistral": ("[TOOL_CALLS]",)}
 # Calls in one reply when parallel_tool_calls allows several: a small model may otherwise go on
 # calling until max_tokens cuts the last call short.
 MAX_PARALLEL_CALLS = 4
 # A reply that is not a call, for families whose call is the whole reply.
-FREE_TEXT = "/\\s*[^{\\s](.|\\n)*/"
+FREE_TEXT = "/\\s*[^{\\[\\s](.|\\n)*/"
 
 
-def compile_constraints(constraints: Constraints, family: str | None) -> Grammar | None:
+def compile_constraints(
+    constraints: Constraints,
+    syntax: ToolSyntax | None,
+    special_ids: Mapping[str, int] = MappingProxyType({}),
+) -> Grammar | None:
+    """The grammar of a request; `special_ids`: the syntax's markers that are one special
+    token in the model's vocabulary."""
     if constraints.json_schema is not None:
         param = constraints.schema_param
         _check_schema(constraints.json_schema, param)
         layout, rewritten = _reply_schema(constraints.json_schema, param)
         writer = JsonLark(layout)
         return _checked(writer.lark(writer.value(rewritten.schema, rewritten.schema)), param)
-    if not constraints.wants_tools or family is None:
+    if not constraints.wants_tools or syntax is None:
         return None
     for index, tool in _callable_tools(constraints):
         _check_schema(_parameters(tool), f"tools[{index}].function.parameters")
-    writer = JsonLark()
-    call = _call_objects(writer, _tool_schemas(constraints), family)
-    if family == "mistral":
-        more = f' (", " {call}){{0,{MAX_PARALLEL_CALLS - 1}}}'
-        more = more if constraints.parallel_tool_calls else ""
-        grammar = writer.lark(f'"[TOOL_CALLS]" "[" {call}{more} "]"')
-    else:
-        grammar = _framed_calls(writer, call, family, constraints)
-    trigger = None if constraints.must_call else LAZY_TRIGGERS.get(family)
-    return _checked(grammar, "tools", trigger, MARKERS.get(family, ()))
+    writer, spell = JsonLark(), Spelling(syntax.markers, special_ids)
+    options = [
+        call_rule(writer, _name(tool), rewritten.schema, syntax.shape, spell, syntax.json_key)
+        for tool, rewritten in _tool_schemas(constraints)
+    ]
+    calls = _calls(writer, writer.rule(" | ".join(options)), syntax, spell, constraints)
+    if not syntax.whole_reply:
+        trigger = None if constraints.must_call else syntax.opening
+        return _checked(writer.lark(calls), "tools", trigger)
+    if constraints.must_call:
+        return _checked(writer.lark(calls), "tools")
+    writer.rules["TEXT"] = FREE_TEXT
+    return _checked(writer.lark(f"(TEXT | {calls})?"), "tools")  # the calls are the whole reply
 
 
-def output_checks(constraints: Constraints) -> OutputChecks:
-    """What the output stage checks after sampling: values whose schema was relaxed."""
+def _calls(
+    writer: JsonLark, call: str, syntax: ToolSyntax, spell: Spelling, constraints: Constraints
+) -> str:
+    """One call, or up to MAX_PARALLEL_CALLS when the request allows several, framed as the
+    family frames them: each in a block of its own, all in one block, or the whole reply."""
+    def framed(body: str) -> str:
+        return _seq(spell(syntax.section_open), body, spell(syntax.section_close))
+
+    if syntax.whole_reply:
+        return framed(_repeated(writer, call, syntax, constraints))
+    opening, closing = spell(syntax.opening), spell(syntax.closing or "")
+    if syntax.block == "per_call":
+        block = writer.rule(_seq(opening, framed(call), closing))
+        return _repeated(writer, block, syntax, constraints)
+    return _seq(opening, framed(_repeated(writer, call, syntax, constraints)), closing)
+
+
+def _repeated(writer: JsonLark, item: str, syntax: ToolSyntax, constraints: Constraints) -> str:
+    if not constraints.parallel_tool_calls:
+        return item
+    separator = literal(syntax.separator) if syntax.separator else ""
+    return writer.rule(f"{item} ({_seq(separator, item)}){{0,{MAX_PARALLEL_CALLS - 1}}}")
+
+
+def _seq(*parts: str) -> str:
+    return " ".join(part for part in parts if part)
+
+
+def output_checks(constraints: Constraints, syntax: ToolSyntax | None = None) -> OutputChecks:
+    """What the output stage checks after sampling: values whose schema was relaxed, and
+    every call of a family whose arguments are not JSON (their text is read into values)."""
     if constraints.json_schema is not None:
         _, rewritten = _reply_schema(constraints.json_schema, constraints.schema_param)
         reply = SchemaCheck(constraints.json_schema, rewritten.formats)
@@ -68,7 +106,7 @@ def output_checks(constraints: Constraints) -> OutputChecks:
     tools = {
         _name(tool): SchemaCheck(_parameters(tool), rewritten.formats)
         for tool, rewritten in _tool_schemas(constraints)
-        if rewritten.relaxed
+        if rewritten.relaxed or (syntax is not None and not syntax.json_arguments)
     }
     return OutputChecks(tools=tools)
 
@@ -93,27 +131,6 @@ def _tool_schemas(constraints: Constraints) -> list[tuple[dict, GrammarSchema]]:
         rewritten = grammar_schema(_parameters(tool), param, strict=strict, close_objects=True)
         schemas.append((tool, rewritten))
     return schemas
-
-
-def _call_objects(writer: JsonLark, tools: list[tuple[dict, GrammarSchema]], family: str) -> str:
-    """A rule for one call object, `{"name": ..., "arguments": {...}}`, of any of the tools."""
-    key = "parameters" if family == "llama3" else "arguments"
-    options = []
-    for tool, rewritten in tools:
-        head = literal(f'{{"name": {json_text(_name(tool))}, "{key}": ')
-        options.append(f'{head} {writer.value(rewritten.schema, rewritten.schema)} "}}"')
-    return writer.rule(" | ".join(options))
-
-
-def _framed_calls(writer: JsonLark, call: str, family: str, constraints: Constraints) -> str:
-    opening, closing = CALL_FRAMES.get(family, ("", ""))
-    writer.rules["call"] = f"{opening} {call} {closing}".strip()
-    more = MAX_PARALLEL_CALLS - 1
-    calls = f'call ("\\n" call){{0,{more}}}' if constraints.parallel_tool_calls else "call"
-    if constraints.must_call or family in LAZY_TRIGGERS:
-        return writer.lark(calls)
-    writer.rules["TEXT"] = FREE_TEXT
-    return writer.lark(f"(TEXT | {calls})?")  # the call is the whole reply
 
 
 def _callable_tools(constraints: Constraints) -> list[tuple[int, dict]]:
@@ -153,14 +170,12 @@ def _check_schema(schema, param: str) -> None:
         raise RequestError(400, message, param, "invalid_schema") from exc
 
 
-def _checked(
-    lark: str, param: str, trigger: str | None = None, markers: tuple[str, ...] = ()
-) -> Grammar:
+def _checked(lark: str, param: str, trigger: str | None = None) -> Grammar:
     error = _grammar_error(lark)
     if error:
         message = f"{param}: the schema cannot be enforced: {error.splitlines()[0]}"
         raise RequestError(400, message, param, "unsupported_schema")
-    return Grammar(lark, trigger, markers)
+    return Grammar(lark, trigger)
 
 
 @functools.lru_cache(maxsize=256)

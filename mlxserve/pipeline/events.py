@@ -8,7 +8,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from mlxserve.engine.base import GenerationStats
-from mlxserve.pipeline.tool_parsers import ToolCall
+from mlxserve.families.calls import ToolCall
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ async def generate(prepared: Prepared) -> AsyncIterator[OutputEvent]:
     loaded, request = prepared.loaded, prepared.request
     header = {"id": request.response_id, "model": loaded.identifier, "endpoint": request.endpoint}
     constrained = prepared.engine_request.grammar is not None
-    checks = output_checks(request.constraints) if constrained else None
-    stage = OutputStage(prepared.tool_family, constrained, prepared.reasoning, checks)
+    syntax = prepared.tool_syntax
+    checks = output_checks(request.constraints, syntax) if constrained else None
+    tools = request.constraints.tools if syntax else None
+    stage = OutputStage(syntax, constrained, prepared.reasoning, checks, tools)
     reasoning_tokens = 0
     try:
         with logstream.GenerationLog(header, prepared.engine_request) as log_entry:

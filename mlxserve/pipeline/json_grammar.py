@@ -143,7 +143,7 @@ class JsonLark:
             self.rule(f"{literal(json_text(name) + ': ')} {self.value(sub, root)}")
             for name, sub in properties.items()
         ]
-        listed = self._members(members, [name in required for name in properties])
+        listed = self.members(members, [name in required for name in properties])
         if extra is False and not listed:
             return '"{}"'
         if extra is False:
@@ -155,9 +155,9 @@ class JsonLark:
         declared = f'{listed} (", " {pair})* | ' if listed else ""
         return f'"{{" ({declared}{pair} (", " {pair})*)? "}}"'
 
-    def _members(self, members: list[str], required: list[bool]) -> str:
-        """The declared properties in order, ", " between them, each required one present:
-        a rule that matches at least one of them ("" when there are none)."""
+    def members(self, members: list[str], required: list[bool], separator: str = ", ") -> str:
+        """The declared properties in order, `separator` between them, each required one
+        present: a rule that matches at least one of them ("" when there are none)."""
         first = after = ""  # from member i on: with nothing before it / after a member
         for i in reversed(range(len(members))):
             member, tail = members[i], f" {after}" if after else ""
@@ -165,17 +165,18 @@ class JsonLark:
                 skip = f" | {first}" if first and not required[i] else ""
                 first = self.rule(f"{member}{tail}{skip}")
             if i > 0:
-                step = f'", " {member}' if required[i] else f'(", " {member})?'
+                step = f"{literal(separator)} {member}" if separator else member
+                step = step if required[i] else f"({step})?"
                 after = self.rule(f"{step}{tail}")
         return first
 
     def _extra_key(self, declared: list[str]) -> str:
         """A key that is none of the declared ones."""
-        self._terminal("STRING", STRING)
+        self.terminal("STRING", STRING)
         if not declared:
             return "STRING"
         taken = " | ".join(literal(json_text(name)) for name in declared)
-        return self._terminal(f"KEY{len(self.rules)}", f"STRING & ~({taken})")
+        return self.terminal(f"KEY{len(self.rules)}", f"STRING & ~({taken})")
 
     def _array(self, node: dict, root) -> str:
         items, low, high = node.get("items", True), node.get("minItems", 0), node.get("maxItems")
@@ -196,7 +197,7 @@ class JsonLark:
         step = bounds.pop("multipleOf", None)
         if not bounds and step is None:
             kind = node["type"].upper()
-            return self._terminal(kind, INTEGER if kind == "INTEGER" else NUMBER)
+            return self.terminal(kind, INTEGER if kind == "INTEGER" else NUMBER)
         if node["type"] == "integer" and step is None:
             return self.leaf(node, None)
         return self._signed(node["type"], bounds, step or FRACTION_STEP)
@@ -220,8 +221,8 @@ class JsonLark:
 
     def _any(self) -> str:
         if "json_any" not in self.rules:
-            self._terminal("STRING", STRING)
-            self._terminal("NUMBER", NUMBER)
+            self.terminal("STRING", STRING)
+            self.terminal("NUMBER", NUMBER)
             self.rules["json_any"] = (
                 'json_object | json_array | STRING | NUMBER | "true" | "false" | "null"'
             )
@@ -248,7 +249,7 @@ class JsonLark:
         self.rules[name] = body
         return name
 
-    def _terminal(self, name: str, regex: str) -> str:
+    def terminal(self, name: str, regex: str) -> str:
         self.rules.setdefault(name, regex)
         return name
 

@@ -18,6 +18,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from mlxserve.engine.base import GenerationStats
+from mlxserve.families.calls import ToolCall
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.events import Completion, Finished, OutputEvent
 from mlxserve.pipeline.generate import generate
@@ -25,7 +26,6 @@ from mlxserve.pipeline.mcp_servers import INVALID_PARAMS, CallOutcome, protocol_
 from mlxserve.pipeline.mcp_tools import McpTool, McpToolbox
 from mlxserve.pipeline.prepare import Prepared, ServerLimits, prepare
 from mlxserve.pipeline.request import GenerateRequest, TextPart, ToolCallPart, ToolResultPart, Turn
-from mlxserve.pipeline.tool_parsers import ToolCall
 
 MAX_TOOL_ROUNDS = 8  # generations that end in MCP calls, per request
 

@@ -13,9 +13,10 @@ error instead of its finish: the last event of a stream, or the error status of 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import uuid
 
 from mlxserve.engine.base import GenerationStats
+from mlxserve.families.syntax import ToolSyntax
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.events import (
     Finished,
@@ -28,44 +29,30 @@ from mlxserve.pipeline.markers import partial_marker_length
 from mlxserve.pipeline.reasoning import ReasoningSplitter
 from mlxserve.pipeline.schemas import OutputChecks
 from mlxserve.pipeline.streamed_calls import StreamedCall
-from mlxserve.pipeline.tool_parsers import ToolCall, parse_tool_calls
 
-# How a reply that is nothing but a JSON call can begin (after white space).
-JSON_CALL_OPENINGS = ("{", "[", "```", "<|python_tag|>")
-
-
-@dataclass(frozen=True)
-class CallSyntax:
-    opening: str | None  # the marker that starts a call inside free text
-    closing: str | None  # the marker that ends it; None: the call runs to the end of the reply
-    whole_reply: bool  # a reply that is only a JSON call is a call too
-    json_call_follows: bool = False  # the opening is followed by one JSON call object
-
-
-SYNTAX = {
-    "qwen": CallSyntax("<tool_call>", "</tool_call>", whole_reply=False, json_call_follows=True),
-    "mistral": CallSyntax("[TOOL_CALLS]", None, whole_reply=False),
-    "gemma": CallSyntax("```tool_code", "```", whole_reply=True),
-    "llama3": CallSyntax(None, None, whole_reply=True),
-    "json": CallSyntax(None, None, whole_reply=True),
-}
+# How a reply that is nothing but calls can begin (after white space).
+CALL_OPENINGS = ("{", "[", "```", "<|python_tag|>")
 
 
 class ToolCallScanner:
     """Feed a family's output as it is generated; get back text and tool-call events.
 
-    With `streamed`, calls are grammar-constrained JSON objects, passed on as they are generated
-    (Mistral's call lists and Gemma's tool_code blocks are read whole)."""
+    A call block is held until it is complete, then read by the family's parser; its first
+    call's name is sent as soon as it is known. With `streamed`, calls are grammar-constrained
+    and a JSON call object (Qwen's, and the whole-reply JSON families') is passed on as it is
+    generated."""
 
-    def __init__(self, family: str, streamed: bool = False):
-        self.family = family
-        self.syntax = SYNTAX[family]
+    def __init__(self, syntax: ToolSyntax, tools: list[dict] | None = None, streamed=False):
+        self.syntax = syntax
+        self.tools = tools or []
         self.streamed = streamed
-        self.state = "undecided" if self.syntax.whole_reply else "text"
+        self.state = "undecided" if syntax.whole_reply else "text"
         self.calls = 0
         self._held = ""
+        self._announced: ToolCallStart | None = None  # the block's first call, sent early
         self._call: StreamedCall | None = None
-        self._call_prefix = ""  # the marker a streamed call began with
+        # Qwen's blocks each hold one JSON call object, which can stream as generated.
+        self._streams_json = syntax.shape == "json_object" and not syntax.whole_reply
 
     def feed(self, text: str) -> list[OutputEvent]:
         self._held += text
@@ -81,7 +68,7 @@ class ToolCallScanner:
             elif self.state == "closing":
                 self._close_call()
             else:
-                events += self._scan_call()
+                events += self._scan_block()
             if (self.state, len(self._held)) == before:
                 return events
 
@@ -89,27 +76,24 @@ class ToolCallScanner:
         """Whatever is still held, once the reply has ended."""
         held, self._held = self._held, ""
         if self.state in ("streaming", "closing"):
-            if self._call.started:
-                return []  # already out; a call cut short ends with finish_reason length
-            return self._parsed(self._call_prefix + held, self._call_prefix + held)
+            # Under the grammar all that follows is the call, or the next one: a call cut short
+            # ends with finish_reason length, and its pieces are no text.
+            return []
         if self.state == "undecided":
-            return self._parsed(held, held)
-        if self.state == "call":
-            opening = self.syntax.opening or ""
-            if self.syntax.closing is None:
-                return self._parsed(opening + held, opening + held)
-            return [TextDelta(opening + held)] if held or opening else []
+            return self._parsed(held, held, self.syntax.reply_parse)
+        if self.state == "block":  # a block the reply's end closes (Mistral's, harmony's)
+            return self._parsed(held, self.syntax.opening + held, self.syntax.parse)
         return [TextDelta(held)] if held else []
 
     def _decide(self) -> None:
-        """Hold the reply while it may still be a whole-reply JSON call."""
+        """Hold the reply while it may still be nothing but calls."""
         start = self._held.lstrip()
         if not start:
             return
-        if self.streamed and start.startswith("{"):
+        if self.streamed and start.startswith("{") and self.syntax.shape == "json_object":
             self._held = start
-            self._start_call("")
-        elif not any(o.startswith(start[: len(o)]) for o in JSON_CALL_OPENINGS):
+            self._start_call()
+        elif not any(o.startswith(start[: len(o)]) for o in CALL_OPENINGS):
             self.state = "text"
 
     def _scan_text(self) -> list[OutputEvent]:
@@ -119,32 +103,45 @@ class ToolCallScanner:
             return [TextDelta(text)] if text else []
         found = self._held.find(opening)
         if found >= 0:
-            text = self._held[:found]
+            text = self._without_ignored(self._held[:found])
             self._held = self._held[found + len(opening) :]
-            if self.streamed and self.syntax.json_call_follows:
-                self._start_call(opening)
+            if self.streamed and self._streams_json:
+                self._start_call()
             else:
-                self.state = "call"
+                self.state, self._announced = "block", None
             return [TextDelta(text)] if text else []
-        keep = partial_marker_length(self._held, opening)
-        text, self._held = (
-            self._held[: len(self._held) - keep],
-            self._held[len(self._held) - keep :],
-        )
+        ignored = self.syntax.ignored + opening
+        keep = max(partial_marker_length(self._held, m) for m in (opening, ignored))
+        cut = len(self._held) - keep
+        text, self._held = self._held[:cut], self._held[cut:]
         return [TextDelta(text)] if text else []
 
-    def _scan_call(self) -> list[OutputEvent]:
+    def _without_ignored(self, text: str) -> str:
+        ignored = self.syntax.ignored
+        return text[: -len(ignored)] if ignored and text.endswith(ignored) else text
+
+    def _scan_block(self) -> list[OutputEvent]:
         closing = self.syntax.closing
         found = self._held.find(closing) if closing else -1
         if found < 0:
-            return []
-        block = self.syntax.opening + self._held[: found + len(closing)]
-        self._held = self._held[found + len(closing) :]
-        self.state = "text"
-        return self._parsed(block, block)
+            return self._announce()
+        inside = self._held[:found]
+        self._held, self.state = self._held[found + len(closing) :], "text"
+        return self._parsed(inside, self.syntax.opening + inside + closing, self.syntax.parse)
 
-    def _start_call(self, prefix: str) -> None:
-        self._call, self.state, self._call_prefix = StreamedCall(self.calls), "streaming", prefix
+    def _announce(self) -> list[OutputEvent]:
+        """The block's first call, as soon as its name is complete."""
+        if self._announced is not None:
+            return []
+        name = self.syntax.name_in(self._held)
+        if name is None:
+            return []
+        self._announced = ToolCallStart(self.calls, f"call_{uuid.uuid4().hex[:24]}", name)
+        self.calls += 1
+        return [self._announced]
+
+    def _start_call(self) -> None:
+        self._call, self.state = StreamedCall(self.calls), "streaming"
 
     def _stream_call(self) -> list[OutputEvent]:
         events, self._held = self._call.feed(self._held)
@@ -157,7 +154,7 @@ class ToolCallScanner:
     def _close_call(self) -> None:
         """After a streamed call: skip to its closing marker, or on to the next whole call."""
         closing = self.syntax.closing
-        if closing is not None:
+        if closing is not None and not self.syntax.whole_reply:
             found = self._held.find(closing)
             if found >= 0:
                 self._held, self.state = self._held[found + len(closing) :], "text"
@@ -165,38 +162,44 @@ class ToolCallScanner:
         rest = self._held.lstrip()
         if rest.startswith("{"):
             self._held = rest
-            self._start_call("")
+            self._start_call()
         elif rest:
             self.state = "text"
 
-    def _parsed(self, source: str, fallback: str) -> list[OutputEvent]:
+    def _parsed(self, source: str, fallback: str, parse) -> list[OutputEvent]:
         """Events for the calls in `source`, or `fallback` as text when it holds none."""
-        content, calls = parse_tool_calls(source, self.family)
+        calls = parse(source, self.tools)
+        announced, self._announced = self._announced, None
         if not calls:
+            if announced is not None:
+                return []  # its start is out: a call cut short ends with finish_reason length
             return [TextDelta(fallback)] if fallback else []
-        events: list[OutputEvent] = [TextDelta(content)] if content else []
+        events: list[OutputEvent] = []
         for call in calls:
-            events += self._call_events(call)
+            if announced is not None:
+                events.append(ToolArgumentsDelta(announced.index, call.arguments))
+                announced = None
+                continue
+            index, self.calls = self.calls, self.calls + 1
+            events += [ToolCallStart(index, call.id, call.name)]
+            events.append(ToolArgumentsDelta(index, call.arguments))
         return events
-
-    def _call_events(self, call: ToolCall) -> list[OutputEvent]:
-        index, self.calls = self.calls, self.calls + 1
-        return [ToolCallStart(index, call.id, call.name), ToolArgumentsDelta(index, call.arguments)]
 
 
 class OutputStage:
     """One generation's output: engine text in, events out. Reasoning is split off first (with
-    a `reasoning` splitter), then tool calls are found in the rest (with a `tool_family`);
-    `checks` are what the finished reply is checked against."""
+    a `reasoning` splitter), then tool calls are found in the rest (in a `tool_syntax`, among
+    `tools`); `checks` are what the finished reply is checked against."""
 
     def __init__(
         self,
-        tool_family: str | None,
+        tool_syntax: ToolSyntax | None,
         constrained: bool = False,
         reasoning: ReasoningSplitter | None = None,
         checks: OutputChecks | None = None,
+        tools: list[dict] | None = None,
     ):
-        self.scanner = ToolCallScanner(tool_family, constrained) if tool_family else None
+        self.scanner = ToolCallScanner(tool_syntax, tools, constrained) if tool_syntax else None
         self.reasoning = reasoning
         self.checks = checks or None
         self._text = ""  # the reply's text, kept for a check of its JSON

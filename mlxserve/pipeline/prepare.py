@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlxserve.engine.base import IMAGE_MARKER, ContextLengthExceeded, GenerationRequest
+from mlxserve.families.detect import MARKERS_TO_LOOK_UP, family_name, tool_syntax
+from mlxserve.families.syntax import ToolSyntax
 from mlxserve.models.loaded import LoadedModel
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import ModelRecord
@@ -24,7 +26,6 @@ from mlxserve.pipeline.templates import (
     render_chat,
     template_messages,
 )
-from mlxserve.pipeline.tool_parsers import tool_family
 from mlxserve.sampling.validation import validate_sampling
 
 REQUEST_TIMEOUT = 1800.0  # seconds; a safety net for stuck requests, far past a long reply
@@ -47,7 +48,7 @@ class Prepared:
     release: Callable[[], None]  # counts the request out of the model's queue
     deadline: float | None = None  # the event loop's time at which the request is stopped
     timeout: float = 0.0  # the limit behind `deadline`, for its error message
-    tool_family: str | None = None  # set when the reply may hold tool calls
+    tool_syntax: ToolSyntax | None = None  # set when the reply may hold tool calls
     reasoning: ReasoningSplitter | None = None  # set for a thinking model's reply
 
     @property
@@ -105,13 +106,15 @@ async def _prepare_admitted(
     validate_sampling(request.sampling, loaded.engine.vocab_size)
     if not request.clamp_max_tokens:
         _check_token_limit(request.max_tokens, loaded.engine.context_length)
-    family = thinking = None
+    syntax = thinking = None
     if request.conversation is None:
         prompt, add_special_tokens = request.prompt, True
         _check_token_ids(prompt, loaded.engine.vocab_size)
     else:
         # Rendering a long conversation takes a while: in a thread, off the event loop.
-        prompt, family, thinking = await asyncio.to_thread(_chat_prompt, loaded, request)
+        if request.constraints.wants_tools:
+            syntax = tool_syntax(await model_family(loaded))
+        prompt, thinking = await asyncio.to_thread(_chat_prompt, loaded, request, syntax)
         add_special_tokens = False  # the template writes BOS itself
     engine_request = GenerationRequest(
         prompt=prompt,
@@ -120,7 +123,7 @@ async def _prepare_admitted(
         stop=request.stop,
         add_special_tokens=add_special_tokens,
         # A schema's check and grammar validation take a while: off the event loop.
-        grammar=await asyncio.to_thread(compile_constraints, request.constraints, family),
+        grammar=await _grammar(loaded, request, syntax),
         images=images,
     )
     if images and prompt.count(IMAGE_MARKER) != len(images):
@@ -142,30 +145,53 @@ async def _prepare_admitted(
         exc.param = request.prompt_param
         raise
     if request.constraints.json_schema is not None:
-        family = None  # the reply is the schema's JSON, never a call
+        syntax = None  # the reply is the schema's JSON, never a call
     grammar = engine_request.grammar
     if grammar is not None and grammar.trigger is None:
         thinking = None  # the grammar holds from the first token: no room to think
-    if thinking is not None:
-        engine_request.visible_specials = thinking.syntax.special_pieces  # engines hide them
+    # Markers the output stage reads, which engines would otherwise hide as special tokens.
+    visible = (thinking.syntax.special_pieces if thinking else ()) + (
+        syntax.markers if syntax else ()
+    )
+    engine_request.visible_specials = tuple(dict.fromkeys(visible))
     return Prepared(
-        request, loaded, engine_request, release, tool_family=family, reasoning=thinking
+        request, loaded, engine_request, release, tool_syntax=syntax, reasoning=thinking
     )
 
 
+async def model_family(loaded: LoadedModel) -> str:
+    """The model's tool-call family, found once: its load's or manifest's `tool_format`, else
+    told from its chat template, vocabulary and architecture."""
+    if not loaded.family:
+        engine = loaded.engine
+        single = (await engine.special_ids(MARKERS_TO_LOOK_UP)).values()
+        override = loaded.tool_format or loaded.record.tool_format or None
+        loaded.family = family_name(
+            engine.chat_template, loaded.record.architecture, set(single), override
+        )
+    return loaded.family
+
+
+async def _grammar(loaded: LoadedModel, request: GenerateRequest, syntax: ToolSyntax | None):
+    """The request's grammar, with the syntax's markers that are one token in this vocabulary
+    written as that token."""
+    special = {}
+    if syntax is not None and request.constraints.json_schema is None:
+        special = {m: i for i, m in (await loaded.engine.special_ids(syntax.markers)).items()}
+    # A schema's check and grammar validation take a while: off the event loop.
+    return await asyncio.to_thread(compile_constraints, request.constraints, syntax, special)
+
+
 def _chat_prompt(
-    loaded: LoadedModel, request: GenerateRequest
-) -> tuple[str, str | None, ReasoningSplitter | None]:
-    """The rendered conversation, the tool-call family when the reply may hold calls, and the
-    reasoning splitter of a thinking model."""
+    loaded: LoadedModel, request: GenerateRequest, syntax: ToolSyntax | None
+) -> tuple[str, ReasoningSplitter | None]:
+    """The rendered conversation and the reasoning splitter of a thinking model; `syntax`:
+    the tool-call syntax, when the reply may hold calls."""
     engine = loaded.engine
     template = chat_template_for(engine.chat_template, loaded.record.architecture)
     messages = template_messages(request.conversation)
-    constraints, family, tools = request.constraints, None, []
-    if constraints.wants_tools:
-        family = tool_family(loaded.record.architecture, engine.chat_template)
-        tools = constraints.tools
-    messages = messages_with_tools(messages, tools, family, template)
+    tools = request.constraints.tools if syntax else []
+    messages = messages_with_tools(messages, tools, syntax, template)
     prompt = render_chat(
         template,
         messages,
@@ -176,8 +202,8 @@ def _chat_prompt(
     )
     thinking = reasoning_family(template)
     if thinking is None:
-        return prompt, family, None
-    return prompt, family, ReasoningSplitter(thinking, opened_in_prompt(thinking, prompt))
+        return prompt, None
+    return prompt, ReasoningSplitter(thinking, opened_in_prompt(thinking, prompt))
 
 
 def _image_parts(request: GenerateRequest) -> bool:

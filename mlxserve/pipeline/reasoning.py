@@ -6,6 +6,7 @@ Families, told apart by their chat template:
   templates write the opening tag into the prompt themselves, so the reply starts inside it.
 - "magistral": Mistral's `[THINK]...[/THINK]`.
 - "harmony": gpt-oss, whose analysis channel is the reasoning and final channel the answer.
+- "gemma4": Gemma 4's thought channel, `<|channel>thought ... <channel|>`.
 Thinking is only recognised at the start of a reply, where these models write it.
 """
 
@@ -34,9 +35,17 @@ SYNTAX = {
         "<|start|>assistant<|channel|>final<|message|>",
         ("<|channel|>", "<|message|>", "<|end|>", "<|start|>"),
     ),
+    "gemma4": ThinkSyntax(
+        "<|channel>thought", "<channel|>", special_pieces=("<|channel>", "<channel|>")
+    ),
 }
 # What the chat template of each family contains, checked in this order.
-TEMPLATE_MARKS = (("<|channel|>", "harmony"), ("[THINK]", "magistral"), ("<think>", "think"))
+TEMPLATE_MARKS = (
+    ("<|channel|>", "harmony"),
+    ("<|channel>", "gemma4"),
+    ("[THINK]", "magistral"),
+    ("<think>", "think"),
+)
 
 
 def reasoning_family(chat_template: str | None) -> str | None:

@@ -65,14 +65,8 @@ class GrammarCompiler:
         return template.deep_copy()
 
     def new_constraint(self, grammar: Grammar) -> OutputConstraint:
-        specials = [m for m in grammar.markers if self._is_special_token(m)]
-        lark = grammar.for_vocabulary(specials)
-        matcher = None if grammar.trigger else self.matcher(lark)
-        return OutputConstraint(self, lark, grammar.trigger, matcher)
-
-    def _is_special_token(self, text: str) -> bool:
-        tokens = self.tokenizer.tokenize_str(text)
-        return len(tokens) == 1 and self.tokenizer.is_special_token(tokens[0])
+        matcher = None if grammar.trigger else self.matcher(grammar.lark)
+        return OutputConstraint(self, grammar.lark, grammar.trigger, matcher)
 
 
 class OutputConstraint:
@@ -88,6 +82,7 @@ class OutputConstraint:
         self.mask = np.zeros((compiler.vocab_size + 31) // 32, dtype=np.int32)
         self._watching = matcher is None  # a lazy grammar waits for its trigger
         self._tokens: list[int] = []  # generated before the trigger
+        self._pieces: list[str] = []  # their text, as the output shows it (specials included)
         self._recent = ""  # the tail of the text, where a trigger may be forming
 
     def next_mask(self) -> np.ndarray | None:
@@ -105,20 +100,24 @@ class OutputConstraint:
         if not self._watching:
             return True
         self._tokens.append(token)
+        self._pieces.append(text)
         self._recent = (self._recent + text)[-4 * len(self._trigger) :]
         if self._trigger in self._recent:
             self._start_lazily()
         return True
 
     def _start_lazily(self) -> None:
-        trigger = self._trigger.encode()
-        decode = self._compiler.tokenizer.decode_bytes
-        start = len(self._tokens) - 1
-        while start > 0 and trigger not in decode(self._tokens[start:]):
-            start -= 1
-        generated = decode(self._tokens[start:])
-        before = generated[: generated.find(trigger)].decode("utf-8", "replace")
-        lark = self._lark
+        """Start the grammar at the token where the trigger begins (the text that token shows
+        before the trigger written into the grammar ahead of it). Found by the tokens' shown
+        text, since a trigger may begin with a special token, which has no bytes of its own."""
+        text = "".join(self._pieces)
+        at, start, offset = text.rfind(self._trigger), 0, 0
+        for index, piece in enumerate(self._pieces):
+            if offset + len(piece) > at:
+                start = index
+                break
+            offset += len(piece)
+        before, lark = text[offset:at], self._lark
         if before:
             lark = f"start: {json.dumps(before)} triggered\n" + lark.replace(
                 "start:", "triggered:", 1
@@ -128,4 +127,4 @@ class OutputConstraint:
             self.matcher = matcher
         else:
             log.warning("the output left the grammar at its trigger; it stays unconstrained")
-        self._watching, self._tokens = False, []
+        self._watching, self._tokens, self._pieces = False, [], []

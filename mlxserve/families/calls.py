@@ -1,0 +1,147 @@
+"""Reading tool calls back: each family's parser takes the text of one call block (between
+its opening and closing markers) and returns the calls in it.
+
+mlx-lm's parsers (`mlx_lm.tool_parsers`) read most families; gpt-oss's harmony, DeepSeek
+V3.1 and the JSON families are read here (mlx-lm has no parser for the first two, and the JSON
+ones also take the shapes older templates write).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Parser = Callable[[str, list[dict]], list["ToolCall"]]
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: str  # a JSON object, as OpenAI sends it
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+
+
+def mlx_lm_parser(module: str) -> Parser:
+    """One of mlx-lm's parsers; a block it cannot read holds no call."""
+
+    def parse(block: str, tools: list[dict]) -> list[ToolCall]:
+        parse_tool_call = importlib.import_module(f"mlx_lm.tool_parsers.{module}").parse_tool_call
+        try:
+            found = parse_tool_call(block, tools or None)
+        except (ValueError, SyntaxError, KeyError, IndexError, TypeError):
+            return []
+        return [c for c in map(call_from, found if isinstance(found, list) else [found]) if c]
+
+    return parse
+
+
+def call_from(obj) -> ToolCall | None:
+    """A call from a `{"name", "arguments" | "parameters"}` object, or None."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
+        return None
+    arguments = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(arguments, str):
+        return ToolCall(obj["name"], arguments)
+    return ToolCall(obj["name"], json.dumps(arguments, ensure_ascii=False))
+
+
+def parse_json_block(block: str, tools: list[dict]) -> list[ToolCall]:
+    """A JSON call object (or a list of them), as Qwen's `<tool_call>` blocks hold."""
+    try:
+        value = json.loads(block)
+    except json.JSONDecodeError:
+        return []
+    calls = [call_from(item) for item in (value if isinstance(value, list) else [value])]
+    return calls if calls and None not in calls else []
+
+
+def parse_json_reply(text: str, tools: list[dict]) -> list[ToolCall]:
+    """A whole reply that is a JSON call (or one per line), maybe fenced or python-tagged."""
+    body = text.replace("<|python_tag|>", "").strip()
+    fence = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", body, re.DOTALL)
+    body = fence.group(1) if fence else body
+    parts = [body] if _is_json(body) else [p for p in re.split(r"\n|;", body) if p.strip()]
+    if not parts or not all(_is_json(p) for p in parts):
+        return []
+    items = []
+    for part in parts:
+        value = json.loads(part)
+        items += value if isinstance(value, list) else [value]
+    calls = [call_from(item) for item in items]
+    return calls if calls and None not in calls else []
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def parse_tool_code(block: str, tools: list[dict]) -> list[ToolCall]:
+    """Gemma 3's Python-style call, the inside of a ```tool_code block: get_weather(city="x")."""
+    try:
+        node = ast.parse(block.strip(), mode="eval").body
+    except SyntaxError:
+        return []
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+        return []
+    try:
+        arguments = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+    except ValueError:
+        return []
+    return [ToolCall(node.func.id, json.dumps(arguments, ensure_ascii=False))]
+
+
+def parse_gemma_reply(text: str, tools: list[dict]) -> list[ToolCall]:
+    """Gemma 3: a whole-reply JSON call, or a ```tool_code block."""
+    block = re.search(r"```tool_code\s*(.*?)\s*```", text, re.DOTALL)
+    calls = parse_json_reply(text, tools)
+    return calls or (parse_tool_code(block.group(1), tools) if block else [])
+
+
+HARMONY_CALL = re.compile(
+    r"(?:to=functions\.)?([\w.\-]+)\s*(?:<\|channel\|>\w+\s*)?(?:<\|constrain\|>\s*\w+\s*)?"
+    r"<\|message\|>(.*?)(?:<\|call\|>|$)",
+    re.DOTALL,
+)
+
+
+def parse_harmony(block: str, tools: list[dict]) -> list[ToolCall]:
+    """gpt-oss: `NAME <|constrain|>json<|message|>{...}`, what follows `to=functions.` in the
+    commentary channel (up to `<|call|>`, which ends the reply). Written from
+    the harmony format's description (the reference `openai-harmony` loads its tokenizer from
+    the network, which a local server must not need)."""
+    return _json_arguments_calls(HARMONY_CALL.findall(block))
+
+
+DEEPSEEK_CALL = re.compile(
+    r"(?:<｜tool▁call▁begin｜>)?\s*(?:function<｜tool▁sep｜>)?([\w.\-]+)\s*<｜tool▁sep｜>"
+    r"\s*(?:```json\s*)?(.*?)\s*(?:```\s*)?(?:<｜tool▁call▁end｜>|$)",
+    re.DOTALL,
+)
+
+
+def parse_deepseek(block: str, tools: list[dict]) -> list[ToolCall]:
+    """DeepSeek V3.1+: `<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{...}<｜tool▁call▁end｜>`, each
+    call of the section (and V3's `function<｜tool▁sep｜>NAME` with a fenced JSON body)."""
+    return _json_arguments_calls(DEEPSEEK_CALL.findall(block))
+
+
+def _json_arguments_calls(found: list[tuple[str, str]]) -> list[ToolCall]:
+    calls = []
+    for name, arguments in found:
+        try:
+            value = json.loads(arguments.strip() or "{}")
+        except json.JSONDecodeError:
+            return []
+        if not isinstance(value, dict):
+            return []
+        calls.append(ToolCall(name, json.dumps(value, ensure_ascii=False)))
+    return calls
