@@ -4,19 +4,21 @@ definitions described in the system message for templates that do not render `to
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from datetime import datetime
 from typing import Any
 
+import jinja2.ext
 from jinja2.exceptions import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment
 
 from mlxserve.engine.base import IMAGE_MARKER
+from mlxserve.families.syntax import ToolSyntax, tools_prompt
 from mlxserve.models.templates import builtin_chat_template
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import ImagePart, ToolResultPart, Turn
-from mlxserve.pipeline.tool_parsers import tools_prompt
 
 
 def _raise_exception(message: str):
@@ -25,7 +27,21 @@ def _raise_exception(message: str):
 
 @functools.lru_cache(maxsize=16)
 def _compile(template: str):
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    """The environment Hugging Face's chat templates are written for (transformers'): `tojson`
+    with json.dumps' options and no HTML escaping, `{% break %}`/`{% continue %}`, and `{% do %}`.
+    The sandbox keeps attributes and callables in check but lets a template change the lists and
+    dicts it works with (Kimi K2's appends to one); `render_chat` hands it copies of its inputs."""
+
+    def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        options = {"indent": indent, "separators": separators, "sort_keys": sort_keys}
+        return json.dumps(value, ensure_ascii=ensure_ascii, **options)
+
+    env = SandboxedEnvironment(
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[jinja2.ext.loopcontrols, jinja2.ext.do],
+    )
+    env.filters["tojson"] = tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return env.from_string(template)
@@ -54,20 +70,24 @@ def render_chat(
     reasoning_effort: str | None = None,
 ) -> str:
     switches = {}
-    if reasoning_effort is not None:  # Qwen3's switch, and gpt-oss's effort
-        switches["enable_thinking"] = reasoning_effort != "none"
+    if reasoning_effort is not None:
+        # Qwen3's switch, DeepSeek V3.1's name for it, and gpt-oss's effort.
+        switches["enable_thinking"] = switches["thinking"] = reasoning_effort != "none"
         switches["reasoning_effort"] = reasoning_effort
-    messages = _system_turns_placed(template, messages)
+    # Copies: a template may change what it is given (lists and dicts are mutable to it).
+    messages = copy.deepcopy(_system_turns_placed(template, messages))
     try:
         return _compile(template).render(
             messages=messages,
-            tools=tools,
+            tools=copy.deepcopy(tools),
             bos_token=bos_token,
             eos_token=eos_token,
             add_generation_prompt=True,
             **switches,
         )
-    except TemplateError as exc:
+    # TypeError, ValueError: what the messages hold does not suit the template (a call's
+    # arguments that are no JSON object, where it iterates them), the client's to fix.
+    except (TemplateError, TypeError, ValueError) as exc:
         raise RequestError(
             400, f"the chat template rejected these messages: {exc}", "messages"
         ) from exc
@@ -123,8 +143,39 @@ def _merged_system_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]
     return merged
 
 
+class _JsonArguments(dict):
+    """A call's arguments as the mapping Hugging Face chat templates iterate (`arguments|items`,
+    `arguments|tojson`), which still reads as the JSON text it came from where a template prints
+    it or joins it to a string (DeepSeek's `'...' + arguments + '...'`)."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, mapping: dict, text: str):
+        super().__init__(mapping)
+        self._text = text
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __add__(self, other):
+        return self._text + other if isinstance(other, str) else NotImplemented
+
+    def __radd__(self, other):
+        return other + self._text if isinstance(other, str) else NotImplemented
+
+
+def _template_arguments(arguments: str) -> dict | str:
+    """A JSON object's text as a mapping (`_JsonArguments`); any other text as it is."""
+    try:
+        value = json.loads(arguments)
+    except (TypeError, ValueError):
+        return arguments
+    return _JsonArguments(value, arguments) if isinstance(value, dict) else arguments
+
+
 def template_messages(turns: list[Turn]) -> list[dict[str, Any]]:
-    """Turns as chat templates expect them: OpenAI's message dicts."""
+    """Turns as chat templates expect them: OpenAI's message dicts, with each call's arguments a
+    mapping when they are a JSON object (as Hugging Face templates take them)."""
     messages = []
     for turn in turns:
         message: dict[str, Any] = {"role": turn.role, "content": _content(turn)}
@@ -135,7 +186,7 @@ def template_messages(turns: list[Turn]) -> list[dict[str, Any]]:
                 {
                     "id": c.id,
                     "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments},
+                    "function": {"name": c.name, "arguments": _template_arguments(c.arguments)},
                 }
                 for c in turn.tool_calls
             ]
@@ -157,7 +208,7 @@ def _content(turn: Turn) -> str:
 
 
 def messages_with_tools(
-    messages: list[dict], tools: list[dict], family: str | None, template: str
+    messages: list[dict], tools: list[dict], syntax: ToolSyntax | None, template: str
 ) -> list[dict]:
     """For templates that do not render `tools`: earlier calls and their results become plain
     turns the template can show, and the tools offered (if any) are described in the system
@@ -167,7 +218,7 @@ def messages_with_tools(
     plain = [_as_plain_turn(message) for message in messages]
     if not tools:
         return plain
-    guide = tools_prompt(tools, family)
+    guide = tools_prompt(tools, syntax)
     if plain and plain[0]["role"] == "system":
         return [{**plain[0], "content": f"{plain[0]['content']}\n\n{guide}"}, *plain[1:]]
     return [{"role": "system", "content": guide}, *plain]
