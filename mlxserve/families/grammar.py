@@ -90,9 +90,11 @@ def _member(writer: JsonLark, name: str, schema, root, param: Param, spell: Spel
     if isinstance(options, list) and options and all(isinstance(o, str) for o in options):
         value = _seq(writer.rule(" | ".join(literal(o) for o in options)), spell(param.quote))
         return _seq(head, spell(param.quote), value, spell(param.tail), param.after)
-    if param.quote and spell.is_special(param.quote):  # text never holds the special token
+    closing = param.quote or param.tail
+    if spell.is_special(closing):  # text never holds the special token that closes it
         text = writer.terminal("TEXT_ANY", "/(?s:.+)/")
-        return _seq(head, spell(param.quote), text, spell(param.quote), param.after)
+        quoted = _seq(spell(param.quote), text, spell(param.quote))
+        return _seq(head, quoted, spell(param.tail), param.after)
     if param.quote:
         text = _text_until(writer, param.quote)
         return _seq(head, literal(param.quote), text, spell(param.tail), param.after)

@@ -78,7 +78,11 @@ SYNTAXES = {
         ),
         ToolSyntax(
             "glm47", "<tool_call>", "</tool_call>", mlx_lm_parser("glm47"), "glm",
-            markers=("<tool_call>", "</tool_call>"), name_pattern=r"^\s*([^<\s]+)\s*<arg_key>",
+            markers=(
+                "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>",
+                "</arg_value>",
+            ),
+            name_pattern=r"^\s*([^<\s]+)\s*<arg_key>",
             hint="write <tool_call>NAME<arg_key>P</arg_key><arg_value>V</arg_value></tool_call>",
         ),
         ToolSyntax(
