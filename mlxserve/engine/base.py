@@ -7,7 +7,6 @@ reads GenerationEvents back; it never touches tokens, logits or engine internals
 from __future__ import annotations
 
 import abc
-import json
 import time
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
@@ -66,16 +65,6 @@ class Grammar:
 
     lark: str
     trigger: str | None = None
-    markers: tuple[str, ...] = ()  # call markers written in `lark` as quoted literals
-
-    def for_vocabulary(self, special_tokens: Collection[str]) -> str:
-        """The Lark text for a model whose vocabulary holds some markers as single special
-        tokens: llguidance matches those only by name (`<tool_call>`), never as text."""
-        lark = self.lark
-        for marker in self.markers:
-            if marker in special_tokens:
-                lark = lark.replace(json.dumps(marker), marker)
-        return lark
 
 
 @dataclass(frozen=True)

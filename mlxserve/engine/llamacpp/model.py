@@ -51,6 +51,7 @@ class ChildStopped(EngineUnavailable):
 
 class LlamaCppModel(EngineModel):
     engine_name = "llama.cpp"
+    end_tokens: tuple[int, ...] = ()  # the GGUF's end-of-generation tokens, which end grammars
 
     def __init__(self, process: LlamaServerProcess, model_id: str, context_length: int):
         self.process = process
@@ -131,6 +132,7 @@ class LlamaCppModel(EngineModel):
         self.chat_template = fields.get("tokenizer.chat_template")
         meta = (models.get("data") or [{}])[0].get("meta") or {}
         self.vocab_size = meta.get("n_vocab")
+        self.end_tokens = protocol.end_tokens(fields, self.vocab_size)
         self._version = self._engine_version(props.get("build_info", ""))
         self.vision = bool((props.get("modalities") or {}).get("vision"))
         self._media_marker = props.get("media_marker") or ""
@@ -177,10 +179,9 @@ class LlamaCppModel(EngineModel):
             prompt = await asyncio.to_thread(
                 protocol.multimodal_prompt, request.prompt, request.images, self._media_marker
             )
-        specials = await self._special_markers(request.grammar)
         visible = await self.special_ids(request.visible_specials)
         body = protocol.completion_body(
-            prompt, request.sampling, n_predict, request.stop, request.grammar, specials
+            prompt, request.sampling, n_predict, request.stop, request.grammar, self.end_tokens
         )
         async with self._slots, aclosing(self._relay(request, body, visible)) as events:
             async for event in events:
@@ -235,30 +236,42 @@ class LlamaCppModel(EngineModel):
             body = {"prompt": [0], "n_predict": 1, "grammar": '%llguidance {}\nstart: "a"'}
             try:
                 await self._request("POST", "/completion", body)
-                self._grammar_error = ""
             except InvalidRequest as exc:
                 self._grammar_error = (
                     f"this llama.cpp server cannot enforce grammars (build it with "
                     f"-DLLAMA_LLGUIDANCE=ON, or use the bundled xllamacpp): {exc}"
                 )
+            else:
+                await self._check_end_tokens()
+                self._grammar_error = ""
         if self._grammar_error or grammar is None:
             return self._grammar_error or None
-        lark = grammar.for_vocabulary(await self._special_markers(grammar))
+        lark = protocol.ending_with(grammar.lark, self.end_tokens)  # the text generate sends
         try:
             return await self._grammars.error(lark)
         except InvalidRequest as exc:
             return f"llama.cpp refused the grammar: {exc}"
 
+    async def _check_end_tokens(self) -> None:
+        """Grammars name the model's end tokens by id (`<[1]>`, protocol.ending_with); an
+        llguidance too old to read that would ignore every grammar, so then they go without."""
+        if not self.end_tokens:
+            return
+        probe = protocol.ending_with('start: "a"\n', self.end_tokens)
+        try:
+            error = await self._grammars.error(probe)
+        except InvalidRequest as exc:
+            error = str(exc)
+        if error:
+            logger.warning(
+                "this llama.cpp's llguidance cannot name tokens by id: grammars end only at "
+                "its own end token"
+            )
+            self.end_tokens = ()
+
     async def _probe_completion(self, body: dict) -> dict:
         async with self._slots:  # a slot of its own, like any request
             return await self._request("POST", "/completion", body)
-
-    async def _special_markers(self, grammar: Grammar | None) -> list[str]:
-        """The grammar's call markers that are one (special) token in this vocabulary."""
-        if grammar is None:
-            return []
-        single = set((await self.special_ids(grammar.markers)).values())
-        return [marker for marker in grammar.markers if marker in single]
 
     async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         """One JSON call; these calls change nothing in the child, so one that the child's death

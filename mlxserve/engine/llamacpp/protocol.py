@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Collection
 
 from mlxserve.engine.base import (
@@ -23,6 +24,9 @@ BANNED_BIAS = -100  # OpenAI's "never pick this token"; llama.cpp spells it `fal
 WORD_TRIGGER = 1  # llama.cpp's grammar trigger type for a plain string
 STB_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # what llama.cpp decodes images with reads
 STOP_REASONS = {"eos": "eosFound", "word": "stopStringFound", "limit": "maxPredictedTokensReached"}
+# The GGUF header's end tokens: llama.cpp stops at each of them (they are end-of-generation ids).
+END_TOKEN_FIELDS = ("eos", "eot", "eom")
+REPLY_RULE = "mlxserve_reply"  # a grammar's own start rule, once wrapped by ending_with
 
 
 def logit_bias_pairs(logit_bias: dict[int, float]) -> list[list]:
@@ -49,11 +53,43 @@ def sampling_fields(sampling: SamplingParams) -> dict:
     }
 
 
-def grammar_fields(grammar: Grammar | None, special_markers: Collection[str]) -> dict:
+def end_tokens(header: dict, vocab_size: int | None) -> tuple[int, ...]:
+    """The model's end-of-generation tokens its GGUF header names (EOS, end of turn, end of
+    message), each once."""
+    found = []
+    for kind in END_TOKEN_FIELDS:
+        token = header.get(f"tokenizer.ggml.{kind}_token_id")
+        valid = isinstance(token, int) and token >= 0 and (vocab_size is None or token < vocab_size)
+        if valid and token not in found:
+            found.append(token)
+    return tuple(found)
+
+
+def ending_with(lark: str, ends: Collection[int]) -> str:
+    """`lark` that may also end with any of the `ends` tokens wherever it may end.
+
+    llama.cpp's llguidance knows a single end token, the vocabulary's end-of-turn token (else its
+    EOS), and masks the model's other end tokens, at which llama.cpp would stop just the same.
+    A model that ends its reply with another one (Gemma 3 ends a JSON reply with <eos>, hardly
+    ever with <end_of_turn>) then cannot end where the grammar lets it go on: after a tool call
+    that allows more, it writes another call, up to the last the grammar allows or max_tokens.
+    Named here, those tokens are the grammar's last, optional, element, so the reply ends where
+    the model ends it, as on the MLX engine, whose llguidance knows all of the model's end
+    tokens."""
+    if not ends:
+        return lark
+    renamed, found = re.subn(r"^start:", f"{REPLY_RULE}:", lark, count=1, flags=re.MULTILINE)
+    if not found:
+        return lark
+    tokens = " | ".join(f"<[{token}]>" for token in ends)
+    return f"start: {REPLY_RULE} ({tokens})?\n{renamed}"
+
+
+def grammar_fields(grammar: Grammar | None, ends: Collection[int] = ()) -> dict:
     """A grammar for llama.cpp's built-in llguidance; a lazy one waits for its trigger word."""
     if grammar is None:
         return {}
-    fields = {"grammar": "%llguidance {}\n" + grammar.for_vocabulary(special_markers)}
+    fields = {"grammar": "%llguidance {}\n" + ending_with(grammar.lark, ends)}
     if grammar.trigger:
         fields["grammar_lazy"] = True
         fields["grammar_triggers"] = [{"type": WORD_TRIGGER, "value": grammar.trigger}]
@@ -82,10 +118,10 @@ def completion_body(
     n_predict: int,
     stop: list[str],
     grammar: Grammar | None = None,
-    special_markers: Collection[str] = (),
+    ends: Collection[int] = (),
 ) -> dict:
     """A streaming /completion request over token ids, so the server sees exactly our tokens
-    (or over a multimodal prompt)."""
+    (or over a multimodal prompt); `ends`: the model's end tokens, which end a grammar too."""
     return {
         "prompt": prompt_tokens,
         "n_predict": n_predict,
@@ -94,7 +130,7 @@ def completion_body(
         "cache_prompt": True,
         "return_tokens": True,
         **sampling_fields(sampling),
-        **grammar_fields(grammar, special_markers),
+        **grammar_fields(grammar, ends),
     }
 
 
