@@ -87,6 +87,15 @@ def test_recorded_calls_are_read_in_pieces_and_whole(family, output, content):
         assert calls[0].id.startswith("call_") and completion.finish_reason == "tool_calls"
 
 
+def test_a_quoted_string_may_hold_the_call_syntax():
+    output = (
+        "<start_function_call>call:get_weather{city:<escape>Paris, {a}: b<escape>,"
+        "unit:<escape>c<escape>}<end_function_call>"
+    )
+    (call,) = read("function_gemma", output).tool_calls
+    assert json.loads(call.arguments) == {"city": "Paris, {a}: b", "unit": "c"}
+
+
 def test_two_calls_and_plain_text():
     output = (
         '<tool_call>{"name": "a", "arguments": {}}</tool_call>\n'

@@ -106,6 +106,40 @@ def parse_gemma_reply(text: str, tools: list[dict]) -> list[ToolCall]:
     return calls or (parse_tool_code(block.group(1), tools) if block else [])
 
 
+QUOTED_CALL_HEAD = re.compile(r"\s*call:([\w.\-]+)\{")
+QUOTED_KEY = re.compile(r"\s*([\w\-]+):")
+
+
+def quoted_call_parser(quote: str) -> Parser:
+    """FunctionGemma's `call:NAME{key:<escape>text<escape>,n:1}`: strings between `quote`
+    markers (any text but the marker), other values JSON. Read here because mlx-lm's parser
+    ends a call at the first `}`, also inside a string."""
+
+    def parse(block: str, tools: list[dict]) -> list[ToolCall]:
+        head = QUOTED_CALL_HEAD.match(block)
+        if head is None:
+            return []
+        arguments, position = {}, head.end()
+        try:
+            while not block.startswith("}", position):
+                key = QUOTED_KEY.match(block, position)
+                value, position = _quoted_value(block, key.end(), quote)
+                arguments[key.group(1)] = value
+                position += block.startswith(",", position)
+        except (AttributeError, ValueError):  # no key where one belongs, or a broken value
+            return []
+        return [ToolCall(head.group(1), json.dumps(arguments, ensure_ascii=False))]
+
+    return parse
+
+
+def _quoted_value(block: str, position: int, quote: str) -> tuple[object, int]:
+    if block.startswith(quote, position):
+        end = block.index(quote, position + len(quote))
+        return block[position + len(quote) : end], end + len(quote)
+    return json.JSONDecoder().raw_decode(block, position)
+
+
 HARMONY_CALL = re.compile(
     r"(?:to=functions\.)?([\w.\-]+)\s*(?:<\|channel\|>\w+\s*)?(?:<\|constrain\|>\s*\w+\s*)?"
     r"<\|message\|>(.*?)(?:<\|call\|>|$)",

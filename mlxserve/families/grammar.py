@@ -92,13 +92,13 @@ def _member(writer: JsonLark, name: str, schema, root, param: Param, spell: Spel
         return _seq(head, spell(param.quote), value, spell(param.tail), param.after)
     closing = param.quote or param.tail
     if spell.is_special(closing):  # text never holds the special token that closes it
-        text = writer.terminal("TEXT_ANY", "/(?s:.+)/")
+        text = _text(writer, schema)
         quoted = _seq(spell(param.quote), text, spell(param.quote))
         return _seq(head, quoted, spell(param.tail), param.after)
     if param.quote:
-        text = _text_until(writer, param.quote)
+        text = _text_until(writer, param.quote, schema)
         return _seq(head, literal(param.quote), text, spell(param.tail), param.after)
-    return _seq(head, _text_until(writer, param.tail), param.after)
+    return _seq(head, _text_until(writer, param.tail, schema), param.after)
 
 
 def _is_text(schema) -> bool:
@@ -113,14 +113,34 @@ def _is_text(schema) -> bool:
     return kind == "string"
 
 
-def _text_until(writer: JsonLark, end: str) -> str:
-    """Text up to and including `end`, whose marker (`end` without its newlines) appears only
-    there: one terminal, because a lexeme that ran on into the marker could not go back."""
+def _text(writer: JsonLark, schema) -> str:
+    """Raw text of a string schema's length (a small model may never close unbounded text)."""
+    low, high = _length(schema)
+    return writer.terminal(f"TEXT_{low}_{high}", f"/(?s:.{{{low},{high}}})/")
+
+
+def _text_until(writer: JsonLark, end: str, schema) -> str:
+    """Text of the schema's length up to and including `end`, whose marker (`end` without its
+    newlines) appears only there: one terminal, because a lexeme that ran on into the marker
+    could not go back."""
+    low, high = _length(schema)
     core = end.strip("\n")
     after = len(end) - end.index(core) - len(core)
-    name = "TEXT_TO_" + "".join(c if c.isalnum() else "_" for c in end).strip("_").upper()
-    text = f"/(?s:.+){_regex(end)}/ & ~/(?s:.*){_regex(core)}(?s:.{{{after + 1},}})/"
-    return writer.terminal(name, text)
+    name = "".join(c if c.isalnum() else "_" for c in end).strip("_").upper()
+    text = (
+        f"/(?s:.{{{low},{high}}}){_regex(end)}/ & ~/(?s:.*){_regex(core)}(?s:.{{{after + 1},}})/"
+    )
+    return writer.terminal(f"TEXT_{low}_{high}_TO_{name}", text)
+
+
+def _length(schema) -> tuple[int, str]:
+    """A raw string's bounds: at least one character (an empty one cannot be told from no
+    value), at most the schema's maxLength."""
+    schema = schema if isinstance(schema, dict) else {}
+    low, high = schema.get("minLength", 1), schema.get("maxLength")
+    low = max(low, 1) if isinstance(low, int) else 1
+    high = str(high) if isinstance(high, int) and high >= low else ""
+    return low, high
 
 
 def _regex(text: str) -> str:

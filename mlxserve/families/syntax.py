@@ -23,6 +23,7 @@ from mlxserve.families.calls import (
     parse_json_block,
     parse_json_reply,
     parse_tool_code,
+    quoted_call_parser,
 )
 
 
@@ -93,7 +94,7 @@ SYNTAXES = {
         ),
         ToolSyntax(
             "function_gemma", "<start_function_call>", "<end_function_call>",
-            mlx_lm_parser("function_gemma"), "function_gemma", separator="",
+            quoted_call_parser("<escape>"), "function_gemma", separator="",
             markers=("<start_function_call>", "<end_function_call>", "<escape>"),
             name_pattern=r"call:(\w+)\{",
             hint="write <start_function_call>call:NAME{key:<escape>text<escape>}"

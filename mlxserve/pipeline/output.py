@@ -52,7 +52,9 @@ class ToolCallScanner:
         self._announced: ToolCallStart | None = None  # the block's first call, sent early
         self._call: StreamedCall | None = None
         # Qwen's blocks each hold one JSON call object, which can stream as generated.
-        self._streams_json = syntax.shape == "json_object" and not syntax.whole_reply
+        self._streams_json = (
+            syntax.shape == "json_object" and syntax.block == "per_call" and not syntax.whole_reply
+        )
 
     def feed(self, text: str) -> list[OutputEvent]:
         self._held += text
