@@ -2,7 +2,7 @@
 
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
                              | structured | vision | stall | speculative | cache
-                             | concurrency | agents | distributed
+                             | concurrency | agents | distributed | families
                              [--iterations N]
                              [--models-dir DIR]
 
@@ -37,6 +37,7 @@ BENCHMARKS = {
     "concurrency": "scripts.benchmarks.concurrency",
     "agents": "scripts.benchmarks.agents",
     "distributed": "scripts.benchmarks.distributed",
+    "families": "scripts.benchmarks.families",
 }
 
 
