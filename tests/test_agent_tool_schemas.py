@@ -85,6 +85,34 @@ def test_recorded_agent_tools_compile(recording, family):
             assert name in lark, name
 
 
+@pytest.fixture(scope="module")
+def gemma_tokenizer(models_dir):
+    """llguidance's view of the real Gemma 3 vocabulary (262,144 tokens)."""
+    from llguidance.hf import from_tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from mlxserve.models.defaults import ensure_default_model
+    from mlxserve.models.store import find_model
+
+    directory = find_model(models_dir, ensure_default_model(models_dir, "mlx")).directory
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(directory / "tokenizer.json"))
+    return from_tokenizer(hf, n_vocab=262144, eos_token=[1, 106])
+
+
+@pytest.mark.parametrize("family", sorted(SYNTAXES))
+def test_agent_tool_grammars_start_on_a_real_vocabulary(gemma_tokenizer, family):
+    """Each family's grammar for the agents' tool lists builds a matcher on Gemma's vocabulary
+    (a long raw-text bound once made the lexer run out of its budget there)."""
+    from llguidance import LLMatcher
+
+    for recording in ("claude_code_turn1.json", "codex_turn1.json"):
+        constraints = Constraints(recorded_tools(recording), tool_choice="required")
+        matcher = LLMatcher(
+            gemma_tokenizer, compile_constraints(constraints, SYNTAXES[family]).lark
+        )
+        assert not matcher.is_error(), matcher.get_error()
+
+
 @pytest.mark.parametrize(
     ("recording", "tool", "arguments", "allowed"),
     [

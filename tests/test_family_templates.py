@@ -15,6 +15,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from mlxserve.api.anthropic_conversation import conversation_of
 from mlxserve.api.anthropic_protocol import CountTokensRequest
+from mlxserve.api.openai_chat import to_turn
+from mlxserve.api.protocol import ChatMessage
 from mlxserve.api.responses_items import item_turns
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import TextPart, ToolCallPart, ToolResultPart, Turn
@@ -338,7 +340,7 @@ def test_agent_history_renders_in_the_family_syntax(family, client):
     in_order(prompt, [*RESULTS_AS_WRITTEN[family], ANSWER, FOLLOW_UP])
     in_order(prompt, TOOLS_AS_WRITTEN[family])
     assert prompt.endswith(FOLLOW_UP + _turn_end(family) + GENERATION_PROMPTS[family])
-    assert THOUGHT not in prompt  # the adapters leave earlier reasoning out
+    assert THOUGHT not in prompt  # the templates leave a finished turn's reasoning out
     bos, _ = FAMILY_BOS_EOS[family]
     if "bos_token" in FAMILY_TEMPLATES[family]:
         assert prompt.startswith(bos)
@@ -404,6 +406,57 @@ def test_reasoning_is_kept_for_the_turn_in_progress_only(family):
     done = render_chat(template, history(False, family), **options)
     assert THOUGHT not in done and PREAMBLE in done
     assert done.endswith(GENERATION_PROMPTS[family])
+
+
+def mid_turn(client: str) -> list[Turn]:
+    """The client's history as the agent loop sends it mid-turn: up to the calls' results."""
+    turns, _ = CLIENTS[client]()
+    last_result = max(i for i, turn in enumerate(turns) if turn.role == "tool")
+    return turns[: last_result + 1]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("family", REASONING_AS_WRITTEN)
+def test_every_adapter_hands_the_turn_in_progress_reasoning_to_the_template(family, client):
+    """Claude Code's thinking blocks and Codex's reasoning items reach the template, which
+    shows them for the turn in progress (Qwen3, gpt-oss and the others drop earlier ones)."""
+    _, tools = CLIENTS[client]()
+    prompt = rendered(family, mid_turn(client), tools)
+    assert REASONING_AS_WRITTEN[family].replace(PREAMBLE, "") in prompt
+
+
+def test_chat_messages_carry_their_reasoning():
+    for field in ("reasoning_content", "reasoning"):
+        message = ChatMessage(role="assistant", content=PREAMBLE, **{field: THOUGHT})
+        (prompt_message,) = template_messages([to_turn(message)])
+        assert prompt_message["reasoning_content"] == prompt_message["thinking"] == THOUGHT
+    assert to_turn(ChatMessage(role="user", content="q", reasoning=THOUGHT)).reasoning == ""
+
+
+def test_clear_thinking_keeps_the_latest_turns_thinking():
+    def request(keep) -> CountTokensRequest:
+        thinking = {"type": "thinking", "thinking": THOUGHT, "signature": "s"}
+        edits = [] if keep is None else [{"type": "clear_thinking_20251015", "keep": keep}]
+        return CountTokensRequest(
+            model="m",
+            context_management={"edits": edits},
+            messages=[
+                {"role": "user", "content": QUESTION},
+                {"role": "assistant", "content": [thinking, {"type": "text", "text": "a"}]},
+                {"role": "user", "content": FOLLOW_UP},
+                {"role": "assistant", "content": [thinking, {"type": "text", "text": "b"}]},
+            ],
+        )
+
+    def thought(keep) -> list[bool]:
+        turns = conversation_of(request(keep)).turns
+        return [bool(turn.reasoning) for turn in turns if turn.role == "assistant"]
+
+    assert thought(None) == thought("all") == [True, True]
+    assert thought({"type": "thinking_turns", "value": 1}) == [False, True]
+    assert thought({"type": "thinking_turns", "value": 0}) == [False, False]
+    with pytest.raises(RequestError, match="keep"):
+        thought({"type": "thinking_turns", "value": -1})
 
 
 @pytest.mark.parametrize("family", FAMILY_TEMPLATES)

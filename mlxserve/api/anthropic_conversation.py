@@ -22,12 +22,21 @@ from mlxserve.api.anthropic_protocol import (
     validated,
 )
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.request import ImagePart, Part, TextPart, ToolCallPart, ToolResultPart, Turn
+from mlxserve.pipeline.request import (
+    ImagePart,
+    Part,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    Turn,
+)
 
 CLEARED_RESULT = "[tool result cleared to save context]"
 TOOL_CHANGES = frozenset({"tool_addition", "tool_removal"})
-SKIPPED = SERVER_BLOCKS | {"thinking", "redacted_thinking"}  # earlier thinking is never shown
+SKIPPED = SERVER_BLOCKS | {"redacted_thinking"}  # sealed thinking cannot be read
 MESSAGE_BLOCKS = SKIPPED | TOOL_CHANGES | {
+    "thinking",
     "text", "image", "document", "search_result", "tool_use", "tool_result", "compaction",
 }  # fmt: skip
 SYSTEM_BLOCKS = TOOL_CHANGES | {"text"}
@@ -101,7 +110,18 @@ def conversation_of(request: CountTokensRequest, clearing: Clearing = Clearing()
         turns += reader.system_turns(message, current or message.clear_at != "next_user_message")
         if current and message.output_config and message.output_config.effort:
             effort = message.output_config.effort
+    management = request.context_management
+    _clear_thinking(turns, management.thinking_turns_kept() if management else None)
     return Conversation(turns, tools.tools, effort)
+
+
+def _clear_thinking(turns: list[Turn], kept: int | None) -> None:
+    """Thinking left only in the `kept` latest assistant turns that have some (None: all)."""
+    if kept is None:
+        return
+    thinking = [turn for turn in turns if turn.role == "assistant" and turn.reasoning]
+    for turn in thinking[: max(len(thinking) - kept, 0)]:
+        turn.parts = [part for part in turn.parts if not isinstance(part, ReasoningPart)]
 
 
 def tool_uses(messages: list[Message]) -> list[ContentBlock]:
@@ -156,6 +176,8 @@ class MessageReader:
     def _parts_of(self, block: ContentBlock, where: str) -> list[Part]:
         if block.type == "text":
             return [TextPart(block.text or "")]
+        if block.type == "thinking" and block.thinking:
+            return [ReasoningPart(block.thinking)]
         if block.type == "image":
             source = validated(ImageSource, block.source or {}, f"{where}.source")
             return [ImagePart(source.as_url)]

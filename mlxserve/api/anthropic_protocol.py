@@ -36,6 +36,7 @@ SERVER_BLOCKS = frozenset(
     }
 )
 CLEAR_TOOL_USES = "clear_tool_uses_20250919"
+CLEAR_THINKING = "clear_thinking_20251015"
 
 
 class AnthropicModel(BaseModel):
@@ -173,9 +174,25 @@ class ClearToolUses(AnthropicModel):
 class ContextManagement(AnthropicModel):
     edits: list[dict[str, Any]] = Field(default_factory=list)
 
+    def thinking_turns_kept(self) -> int | None:
+        """How many of the latest assistant turns keep their thinking under a clear_thinking
+        edit (its `keep`, by default 1); None: all of them."""
+        for index, edit in enumerate(self.edits):
+            if edit.get("type") != CLEAR_THINKING:
+                continue
+            keep = edit.get("keep", {"type": "thinking_turns", "value": 1})
+            if keep == "all":
+                return None
+            value = keep.get("value") if isinstance(keep, dict) else None
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                where = f"context_management.edits.{index}.keep"
+                message = f'{where}: "all" or {{"type": "thinking_turns", "value": N >= 0}}'
+                raise RequestError(400, message, where)
+            return value
+        return None
+
     def tool_clearing(self) -> ClearToolUses | None:
-        """The clear_tool_uses edit, if asked for. The others need nothing here: earlier
-        thinking never reaches the model, and compaction is not done (see the README)."""
+        """The clear_tool_uses edit, if asked for (compaction is not done: see the README)."""
         found = [
             (i, edit) for i, edit in enumerate(self.edits) if edit.get("type") == CLEAR_TOOL_USES
         ]

@@ -15,6 +15,7 @@ from mlxserve.pipeline.request import (
     GenerateRequest,
     ImagePart,
     Part,
+    ReasoningPart,
     TextPart,
     ToolCallPart,
     ToolResultPart,
@@ -57,6 +58,9 @@ def to_request(body: ChatCompletionRequest, response_id: str) -> GenerateRequest
 def to_turn(message: ChatMessage) -> Turn:
     role = "system" if message.role == "developer" else message.role
     parts: list[Part] = []
+    thought = message.reasoning_content or message.reasoning
+    if thought and message.role == "assistant":
+        parts.append(ReasoningPart(thought))
     if message.role == "tool":
         parts.append(ToolResultPart(message.tool_call_id or "", message.text))
     elif isinstance(message.content, list):

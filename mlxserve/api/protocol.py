@@ -143,6 +143,9 @@ class ChatMessage(OpenAIModel):
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
+    # An assistant's earlier thinking, as servers return it (vLLM names it `reasoning`).
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
     @property
     def text(self) -> str:

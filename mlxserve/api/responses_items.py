@@ -11,7 +11,14 @@ from collections.abc import Callable
 from mlxserve.api.responses_custom import INPUT
 from mlxserve.api.responses_tools import flat_name
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.request import ImagePart, TextPart, ToolCallPart, ToolResultPart, Turn
+from mlxserve.pipeline.request import (
+    ImagePart,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    Turn,
+)
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 CALLS = ("function_call", "custom_tool_call")
@@ -24,28 +31,56 @@ def item_turns(
     items: list[dict], stored_item: Callable[[str], dict | None], param: str = "input"
 ) -> list[Turn]:
     """Items as turns; an assistant's calls join the assistant turn they follow, as chat
-    templates expect. Earlier reasoning is left out, as chat templates leave it out too."""
+    templates expect; so does the reasoning before them, which the template shows or drops."""
     turns: list[Turn] = []
     for index, item in enumerate(items):
         where = f"{param}[{index}]"
         if item.get("type") == "item_reference":
             item = _referenced(item, stored_item, where)
-        if item.get("type") in ("reasoning", *MCP_NOT_SHOWN):
+        if item.get("type") in MCP_NOT_SHOWN:
             continue
-        if item.get("type") == "mcp_call":
+        if item.get("type") == "reasoning":
+            thought = _reasoning_text(item)
+            if thought:
+                _add_turn(turns, Turn("assistant", [ReasoningPart(thought)]))
+        elif item.get("type") == "mcp_call":
             call, result = _mcp_call_turns(item)
             _add_turn(turns, call)
             turns.append(result)
         else:
             _add_turn(turns, item_turn(item, where))
-    return turns
+    return [turn for turn in turns if not _thinking_only(turn)]  # no answer to put it with
 
 
 def _add_turn(turns: list[Turn], turn: Turn) -> None:
-    if turn.tool_calls and turns and turns[-1].role == "assistant":
-        turns[-1].parts.extend(turn.parts)
+    last = turns[-1] if turns else None
+    joins = last is not None and (turn.tool_calls or _thinking_only(last))
+    if joins and last.role == turn.role == "assistant":
+        last.parts.extend(turn.parts)
     else:
         turns.append(turn)
+
+
+def _thinking_only(turn: Turn) -> bool:
+    return turn.role == "assistant" and all(isinstance(p, ReasoningPart) for p in turn.parts)
+
+
+def _reasoning_text(item: dict) -> str:
+    """A reasoning item's text: its content, else its summary, else the server's own
+    `encrypted_content` (base64 of the text; another server's cannot be read)."""
+    for key, kind in (("content", "reasoning_text"), ("summary", "summary_text")):
+        pieces = item.get(key)
+        if isinstance(pieces, list):
+            text = "".join(
+                p.get("text") or "" for p in pieces if isinstance(p, dict) and p.get("type") == kind
+            )
+            if text:
+                return text
+    sealed = item.get("encrypted_content")
+    try:
+        return base64.b64decode(sealed, validate=True).decode() if sealed else ""
+    except (ValueError, UnicodeDecodeError, TypeError):
+        return ""
 
 
 def _mcp_call_turns(item: dict) -> tuple[Turn, Turn]:

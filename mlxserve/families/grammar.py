@@ -135,18 +135,21 @@ def _text_until(writer: JsonLark, end: str, schema) -> str:
 
 def _length(schema) -> tuple[int, str]:
     """A raw string's bounds: at least one character (an empty one cannot be told from no
-    value), at most the schema's maxLength."""
+    value), at most the schema's maxLength where it is small; a larger bound would multiply
+    the lexer's states (past llguidance's budget for a long tool list), so it is checked after
+    sampling, as every call of these families is."""
     schema = schema if isinstance(schema, dict) else {}
     low, high = schema.get("minLength", 1), schema.get("maxLength")
-    low = max(low, 1) if isinstance(low, int) else 1
-    high = str(high) if isinstance(high, int) and high >= low else ""
-    return low, high
+    low = min(max(low, 1), MAX_TEXT_BOUND) if isinstance(low, int) else 1
+    fits = isinstance(high, int) and low <= high <= MAX_TEXT_BOUND
+    return low, str(high) if fits else ""
 
 
 def _regex(text: str) -> str:
     return "".join("\\n" if c == "\n" else f"\\{c}" if c in REGEX_SPECIALS else c for c in text)
 
 
+MAX_TEXT_BOUND = 64  # the longest raw string length the grammar itself bounds
 REGEX_SPECIALS = set("\\.^$*+?()[]{}|/-")
 QWEN_XML = Param("<parameter=", ">\n", "\n</parameter>\n", raw=True)
 MINIMAX_XML = Param('<parameter name="', '">', "</parameter>\n", raw=True)

@@ -33,7 +33,14 @@ class ToolResultPart:
     content: str
 
 
-Part = TextPart | ImagePart | ToolCallPart | ToolResultPart
+@dataclass(frozen=True)
+class ReasoningPart:
+    """An assistant's earlier thinking, which the chat template shows or drops."""
+
+    text: str
+
+
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ReasoningPart
 
 
 @dataclass
@@ -53,6 +60,10 @@ class Turn:
     @property
     def tool_calls(self) -> list[ToolCallPart]:
         return [part for part in self.parts if isinstance(part, ToolCallPart)]
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(part.text for part in self.parts if isinstance(part, ReasoningPart))
 
     @property
     def has_images(self) -> bool:

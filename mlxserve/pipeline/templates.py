@@ -181,6 +181,8 @@ def template_messages(turns: list[Turn]) -> list[dict[str, Any]]:
         message: dict[str, Any] = {"role": turn.role, "content": _content(turn)}
         if turn.name is not None:
             message["name"] = turn.name
+        if turn.reasoning:  # Qwen's, DeepSeek's and GLM's name for it, and gpt-oss's
+            message["reasoning_content"] = message["thinking"] = turn.reasoning
         if turn.tool_calls:
             message["tool_calls"] = [
                 {
