@@ -11,7 +11,7 @@ import pytest
 from mlxserve.engine.base import GenerationStats
 from mlxserve.families.detect import family_name
 from mlxserve.families.syntax import SYNTAXES, tools_prompt
-from mlxserve.pipeline.events import Completion
+from mlxserve.pipeline.events import Completion, ToolArgumentsDelta, ToolCallStart
 from mlxserve.pipeline.output import OutputStage
 from mlxserve.pipeline.templates import messages_with_tools
 
@@ -67,12 +67,22 @@ RECORDED = [
 ]  # fmt: skip
 
 
-def read(family: str, reply: str, size: int | None = None, tools=TOOLS) -> Completion:
-    stage = OutputStage(SYNTAXES[family], tools=tools)
+def read(
+    family: str, reply: str, size: int | None = None, tools=TOOLS, constrained=False
+) -> Completion:
+    return fold(events_of(family, reply, size, tools, constrained))
+
+
+def events_of(family: str, reply: str, size=None, tools=TOOLS, constrained=False) -> list:
+    stage = OutputStage(SYNTAXES[family], constrained=constrained, tools=tools)
     size = size or len(reply)
     events = [e for i in range(0, len(reply), size) for e in stage.feed(reply[i : i + size])]
+    return events + stage.finish(STATS)
+
+
+def fold(events: list) -> Completion:
     completion = Completion()
-    for event in events + stage.finish(STATS):
+    for event in events:
         completion.add(event)
     return completion
 
@@ -85,6 +95,43 @@ def test_recorded_calls_are_read_in_pieces_and_whole(family, output, content):
         assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", WEATHER)]
         assert (completion.content or "") == content
         assert calls[0].id.startswith("call_") and completion.finish_reason == "tool_calls"
+
+
+STREAMED = [(f, o) for f, o, _ in RECORDED if SYNTAXES[f].streams_arguments]
+
+
+@pytest.mark.parametrize("family, output", STREAMED)
+def test_constrained_json_arguments_stream_after_the_name(family, output):
+    """Under the grammar, Kimi's, DeepSeek's, Mistral's and harmony's arguments arrive in
+    pieces as they are generated, and fold to the whole call."""
+    events = events_of(family, output, 1, constrained=True)
+    pieces = [e for e in events if isinstance(e, ToolArgumentsDelta)]
+    assert isinstance(events[0], ToolCallStart) and events[0].name == "get_weather"
+    assert len(pieces) > 10
+    (call,) = fold(events).tool_calls
+    assert json.loads(call.arguments) == WEATHER
+
+
+@pytest.mark.parametrize(
+    "family, output",
+    [
+        ("mistral", '[TOOL_CALLS]a[ARGS]{"x": "}"}[TOOL_CALLS]b[ARGS]{"y": [1, {"z": 2}]}'),
+        (
+            "kimi_k2",
+            "<|tool_calls_section_begin|><|tool_call_begin|>functions.a:0"
+            '<|tool_call_argument_begin|>{"x": "}"}<|tool_call_end|>'
+            "<|tool_call_begin|>functions.b:1"
+            '<|tool_call_argument_begin|>{"y": [1, {"z": 2}]}<|tool_call_end|>'
+            "<|tool_calls_section_end|>Done.",
+        ),
+    ],
+)
+def test_each_call_of_a_block_streams(family, output):
+    for size in (1, 7, None):
+        completion = fold(events_of(family, output, size, constrained=True))
+        calls = [(c.name, json.loads(c.arguments)) for c in completion.tool_calls]
+        assert calls == [("a", {"x": "}"}), ("b", {"y": [1, {"z": 2}]})]
+        assert (completion.content or "") == ("Done." if family == "kimi_k2" else "")
 
 
 def test_a_quoted_string_may_hold_the_call_syntax():

@@ -51,6 +51,11 @@ class ToolSyntax:
         """Whether arguments are one JSON object (so they can stream as generated)."""
         return self.shape in ("json_object", "kimi", "deepseek", "mistral", "harmony")
 
+    @property
+    def streams_arguments(self) -> bool:
+        """Whether a call's JSON arguments follow its name (and can stream as generated)."""
+        return self.shape in ("kimi", "deepseek", "mistral", "harmony")
+
     def name_in(self, inside: str) -> str | None:
         if self.name_pattern is None:
             return None
@@ -139,7 +144,7 @@ SYNTAXES = {
         ),
         ToolSyntax(
             "mistral", "[TOOL_CALLS]", None, mlx_lm_parser("mistral"), "mistral",
-            separator="", markers=("[TOOL_CALLS]", "[ARGS]"), name_pattern=r"^([\w\-]+)\[ARGS\]",
+            separator="", markers=("[TOOL_CALLS]", "[ARGS]"), name_pattern=r"([\w\-]+)\[ARGS\]",
             hint="write [TOOL_CALLS]NAME[ARGS]{arguments as JSON}",
         ),
         ToolSyntax(
@@ -152,7 +157,8 @@ SYNTAXES = {
             "harmony", "<|channel|>commentary to=functions.", "<|call|>", parse_harmony,
             "harmony", separator="",
             markers=("<|channel|>", "<|constrain|>", "<|message|>", "<|call|>", "<|start|>"),
-            name_pattern=r"^([\w.\-]+)\s", ignored="<|start|>assistant",
+            name_pattern=r"([\w.\-]+)\s*(?:<\|constrain\|>\s*\w+\s*)?<\|message\|>",
+            ignored="<|start|>assistant",
         ),
         ToolSyntax(
             "llama3", None, None, parse_json_reply, "json_object", whole_reply=True,

@@ -13,6 +13,7 @@ error instead of its finish: the last event of a stream, or the error status of 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 from mlxserve.engine.base import GenerationStats
@@ -83,6 +84,8 @@ class ToolCallScanner:
             return []
         if self.state == "undecided":
             return self._parsed(held, held, self.syntax.reply_parse)
+        if self.state == "block" and self.streamed and self.syntax.streams_arguments:
+            return []  # its calls are out; one cut short ends with finish_reason length
         if self.state == "block":  # a block the reply's end closes (Mistral's, harmony's)
             return self._parsed(held, self.syntax.opening + held, self.syntax.parse)
         return [TextDelta(held)] if held else []
@@ -123,6 +126,8 @@ class ToolCallScanner:
         return text[: -len(ignored)] if ignored and text.endswith(ignored) else text
 
     def _scan_block(self) -> list[OutputEvent]:
+        if self.streamed and self.syntax.streams_arguments:
+            return self._stream_block()
         closing = self.syntax.closing
         found = self._held.find(closing) if closing else -1
         if found < 0:
@@ -130,6 +135,24 @@ class ToolCallScanner:
         inside = self._held[:found]
         self._held, self.state = self._held[found + len(closing) :], "text"
         return self._parsed(inside, self.syntax.opening + inside + closing, self.syntax.parse)
+
+    def _stream_block(self) -> list[OutputEvent]:
+        """Under the grammar: each call of the block named as soon as its name is complete,
+        then its JSON arguments passed on as they are generated."""
+        if self._call is not None and not self._call.done:
+            events, self._held = self._call.feed(self._held)
+            return events
+        closing = self.syntax.closing
+        end = self._held.find(closing) if closing else -1
+        found = re.search(self.syntax.name_pattern, self._held)
+        if found and (end < 0 or found.start() < end):
+            self._call, self._held = StreamedCall(self.calls, True), self._held[found.end() :]
+            self.calls += 1
+            name = found.group(1)
+            return [ToolCallStart(self._call.index, f"call_{uuid.uuid4().hex[:24]}", name)]
+        if end >= 0:
+            self._held, self.state = self._held[end + len(closing) :], "text"
+        return []
 
     def _announce(self) -> list[OutputEvent]:
         """The block's first call, as soon as its name is complete."""

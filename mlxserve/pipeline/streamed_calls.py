@@ -14,11 +14,15 @@ CALL_HEAD = re.compile(r'\s*\{"name": "((?:[^"\\]|\\.)*)", "(?:arguments|paramet
 
 
 class StreamedCall:
-    def __init__(self, index: int):
+    """A call object (`{"name": ..., "arguments": {...}}`), or with `arguments_only` just the
+    arguments object of a call whose name came before it (Kimi's, DeepSeek's, harmony's...)."""
+
+    def __init__(self, index: int, arguments_only: bool = False):
         self.index = index
-        self.started = False
+        self.started = arguments_only
         self.done = False
-        self._depth = 1  # inside the call object itself
+        self._depth = 0 if arguments_only else 1  # 1: inside the call object itself
+        self._closing_brace = 1 if arguments_only else 0  # the arguments' own is theirs
         self._in_string = False
         self._escaped = False
 
@@ -34,7 +38,10 @@ class StreamedCall:
             events.append(ToolCallStart(self.index, f"call_{uuid.uuid4().hex[:24]}", name))
             text, self.started = text[head.end() :], True
         end = self._end_of_call(text)
-        arguments, rest = (text, "") if end is None else (text[:end], text[end + 1 :])
+        if end is None:
+            arguments, rest = text, ""
+        else:
+            arguments, rest = text[: end + self._closing_brace], text[end + 1 :]
         self.done = end is not None
         if arguments:
             events.append(ToolArgumentsDelta(self.index, arguments))
