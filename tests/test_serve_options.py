@@ -1,5 +1,5 @@
 """`mlxserve serve`'s options are declared once (mlxserve/cli/serve_options.py): the parser, the
-registry's options and the README's Options table all come from that table."""
+registry's options and docs/cli.md's Options table all come from that table."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 from mlxserve.cli.serve_options import OPTIONS, build_parser, options_table, registry_options
 from mlxserve.models.options import RegistryOptions
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+OPTIONS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
 
-def test_the_readme_table_is_the_declared_one():
-    text = README.read_text()
+def test_the_documented_table_is_the_declared_one():
+    text = OPTIONS_PAGE.read_text()
     section = text[text.index("## Options") :]
     table = section[
         section.index("| Option |") : section.index("\n\n", section.index("| Option |"))

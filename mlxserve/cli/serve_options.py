@@ -1,5 +1,5 @@
 """Every `mlxserve serve` option, declared once: its flag, environment variable, type, default,
-help and README text. The argument parser, the registry's options and the README's Options
+help and docs text. The argument parser, the registry's options and docs/cli.md's Options
 table (checked by tests/test_serve_options.py) are all made from this table."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def flag_or_value(text: str | None, alone: str) -> str | None:
 @dataclass(frozen=True)
 class Option:
     flag: str  # --context-length: the attribute is context_length, the variable CONTEXT_LENGTH
-    readme: str  # the README's Default column
+    readme: str  # the Default column of docs/cli.md's Options table
     help: str | None = None  # argparse's help, when the flag alone does not say it
     type: Callable | None = None
     default: Any = None  # when neither the flag nor the environment sets it
@@ -53,7 +53,7 @@ class Option:
 
     @property
     def usage(self) -> str:
-        """The flag as the README writes it."""
+        """The flag as docs/cli.md writes it."""
         if self.const is not None:
             return f"{self.flag} [{self.metavar}]"
         return f"{self.flag} {self.metavar}" if self.metavar else self.flag
@@ -318,7 +318,7 @@ def _value(option: Option, args: argparse.Namespace) -> Any:
 
 
 def options_table() -> str:
-    """The README's Options table, with the one setting that is a variable only."""
+    """docs/cli.md's Options table, with the one setting that is a variable only."""
     rows = ["| Option | Environment | Default |", "| --- | --- | --- |"]
     for option in OPTIONS:
         rows.append(f"| `{option.usage}` | `MLXSERVE_{option.variable}` | {option.readme} |")

@@ -84,7 +84,7 @@ def join(mode: str) -> Cluster:
         raise ClusterError(
             "--distributed runs under MLX's launcher, one process per rank: mlx.launch "
             "--backend ring --hostfile hosts.json -- mlxserve serve --distributed "
-            f"{mode} ... (README: Distributed serving)"
+            f"{mode} ... (docs/distributed.md)"
         )
     group = mx.distributed.init(strict=True, backend=backend)
     if group.size() < 2:

@@ -26,7 +26,7 @@ from mlxserve.engine.mlx.text_model import TextModel, logits_as_numpy
 log = logging.getLogger(__name__)
 
 # Prompt tokens read between two decode steps: bounds memory, and how long a running stream
-# waits for a new prompt (README, "Engines", has the measurement behind it).
+# waits for a new prompt (docs/engines.md has the measurement behind it).
 PREFILL_CHUNK = 128
 PROMPT_CACHE_ENTRIES = 8
 # MLX keeps freed buffers for reuse, and without a bound that pool grows with every batch shape
