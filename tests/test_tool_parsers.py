@@ -135,6 +135,11 @@ def test_each_call_of_a_block_streams(family, output):
 
 
 def test_a_quoted_string_may_hold_the_call_syntax():
+    gemma4 = '<|tool_call>call:get_weather{city:<|"|>a,b:c}<|"|>,unit:["x,y:z"]}<tool_call|>'
+    (call,) = read("gemma4", gemma4).tool_calls
+    assert json.loads(call.arguments) == {"city": "a,b:c}", "unit": ["x,y:z"]}
+    nested = '<|tool_call>call:f{o:{k:<|"|>v<|"|>}}<tool_call|>'  # Gemma 4's own nesting
+    assert json.loads(read("gemma4", nested).tool_calls[0].arguments) == {"o": {"k": "v"}}
     output = (
         "<start_function_call>call:get_weather{city:<escape>Paris, {a}: b<escape>,"
         "unit:<escape>c<escape>}<end_function_call>"

@@ -192,7 +192,7 @@ class ContextManagement(AnthropicModel):
         return None
 
     def tool_clearing(self) -> ClearToolUses | None:
-        """The clear_tool_uses edit, if asked for (compaction is not done: see docs/anthropic.md)."""
+        """The clear_tool_uses edit, if asked for (compaction is not done: docs/anthropic.md)."""
         found = [
             (i, edit) for i, edit in enumerate(self.edits) if edit.get("type") == CLEAR_TOOL_USES
         ]

@@ -111,9 +111,10 @@ QUOTED_KEY = re.compile(r"\s*([\w\-]+):")
 
 
 def quoted_call_parser(quote: str) -> Parser:
-    """FunctionGemma's `call:NAME{key:<escape>text<escape>,n:1}`: strings between `quote`
-    markers (any text but the marker), other values JSON. Read here because mlx-lm's parser
-    ends a call at the first `}`, also inside a string."""
+    """FunctionGemma's `call:NAME{key:<escape>text<escape>,n:1}` (and Gemma 4's with `<|"|>`):
+    strings between `quote` markers (any text but the marker), other values JSON, as the
+    grammar writes them. Read here because mlx-lm's parsers end a call at the first `}` or
+    rewrite `key:` inside JSON strings too."""
 
     def parse(block: str, tools: list[dict]) -> list[ToolCall]:
         head = QUOTED_CALL_HEAD.match(block)
@@ -138,6 +139,15 @@ def _quoted_value(block: str, position: int, quote: str) -> tuple[object, int]:
         end = block.index(quote, position + len(quote))
         return block[position + len(quote) : end], end + len(quote)
     return json.JSONDecoder().raw_decode(block, position)
+
+
+def first_of(*parsers: Parser) -> Parser:
+    """The calls the first parser that finds any finds."""
+
+    def parse(block: str, tools: list[dict]) -> list[ToolCall]:
+        return next((calls for parser in parsers if (calls := parser(block, tools))), [])
+
+    return parse
 
 
 HARMONY_CALL = re.compile(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from mlxserve.families.calls import (
     Parser,
+    first_of,
     mlx_lm_parser,
     parse_deepseek,
     parse_gemma_reply,
@@ -92,7 +93,8 @@ SYNTAXES = {
             hint="write <tool_call>NAME<arg_key>P</arg_key><arg_value>V</arg_value></tool_call>",
         ),
         ToolSyntax(
-            "gemma4", "<|tool_call>", "<tool_call|>", mlx_lm_parser("gemma4"), "gemma4",
+            "gemma4", "<|tool_call>", "<tool_call|>",
+            first_of(quoted_call_parser('<|"|>'), mlx_lm_parser("gemma4")), "gemma4",
             separator="", markers=("<|tool_call>", "<tool_call|>", '<|"|>'),
             name_pattern=r"call:([\w\-]+)\{",
             hint='write <|tool_call>call:NAME{key:<|"|>text<|"|>,n:1}<tool_call|>',
