@@ -8,7 +8,16 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mlxserve"
 # Higher layers may import lower ones, never the reverse. Leaf helpers sit at the bottom.
-LAYERS = {"cli": 5, "api": 4, "pipeline": 3, "families": 3, "models": 2, "engine": 1, "sampling": 0}
+LAYERS = {
+    "cli": 5,
+    "api": 4,
+    "pipeline": 3,
+    "mcp": 3,
+    "families": 3,
+    "models": 2,
+    "engine": 1,
+    "sampling": 0,
+}
 LEAVES = {"gguf_header", "_blas", "environment", "checkpoints", "processes", "__init__"}
 
 

@@ -15,16 +15,16 @@ from mcp.types import Tool, ToolAnnotations
 
 from mlxserve.api.responses_items import item_turns
 from mlxserve.api.responses_mcp import _allowed, _approval, approved_calls
-from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.mcp_pool import McpConfigError, McpServers, McpSettings, mcp_settings
-from mlxserve.pipeline.mcp_servers import (
+from mlxserve.mcp.pool import McpConfigError, McpServers, McpSettings, mcp_settings
+from mlxserve.mcp.servers import (
     MAX_OUTPUT_CHARS,
     Connection,
     McpServerError,
     ServerSpec,
     capped,
 )
-from mlxserve.pipeline.mcp_tools import McpTool, McpToolbox
+from mlxserve.mcp.tools import McpTool, McpToolbox
+from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import ToolCallPart, ToolResultPart
 from tests.mcp_server import SCRIPT, recorded_calls, running, start_http
 from tests.server import free_port

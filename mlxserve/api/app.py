@@ -27,9 +27,9 @@ from mlxserve.api.metrics import LoopStallMonitor
 from mlxserve.api.openai_objects import Health
 from mlxserve.api.openapi import openapi_document
 from mlxserve.api.parsing import answers
+from mlxserve.mcp.pool import McpServers, McpSettings
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry
-from mlxserve.pipeline.mcp_pool import McpServers, McpSettings
 from mlxserve.pipeline.prepare import ServerLimits
 
 log = logging.getLogger(__name__)

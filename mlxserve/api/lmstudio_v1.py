@@ -23,9 +23,9 @@ from mlxserve.api.lmstudio_v1_tools import open_integrations
 from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import OpenAIModel, sampling_params
 from mlxserve.api.sse import sse_response
+from mlxserve.mcp.loop import start_tool_loop
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.mcp_loop import start_tool_loop
 from mlxserve.pipeline.request import Constraints, GenerateRequest, ImagePart, TextPart, Turn
 from mlxserve.sampling.params import SamplingParams
 

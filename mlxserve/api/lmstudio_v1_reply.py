@@ -15,10 +15,10 @@ from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.errors import from_exception
 from mlxserve.api.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.engine.base import GenerationStats
+from mlxserve.mcp.loop import LoopEvent, McpCallFinished, McpCallStarted, ToolLoop
+from mlxserve.mcp.servers import INVALID_PARAMS
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.events import Finished, OutputEvent, ToolCallStart
-from mlxserve.pipeline.mcp_loop import LoopEvent, McpCallFinished, McpCallStarted, ToolLoop
-from mlxserve.pipeline.mcp_servers import INVALID_PARAMS
 from mlxserve.pipeline.request import TextPart, Turn
 
 # LM Studio's error types for servers that cannot be used, by mlxserve's codes

@@ -2,14 +2,14 @@
 {"type": "plugin", "id", "allowed_tools"} for a server of the mcp.json file (--mcp-config), and
 {"type": "ephemeral_mcp", "server_label", "server_url", "allowed_tools", "headers"} for one the
 request names (--allow-request-mcp). Their tools are offered to the model, and the server runs
-its calls (pipeline/mcp_loop.py)."""
+its calls (mcp/loop.py)."""
 
 from __future__ import annotations
 
+from mlxserve.mcp.pool import McpServers
+from mlxserve.mcp.servers import ServerSpec
+from mlxserve.mcp.tools import McpToolbox, ToolTest
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.mcp_pool import McpServers
-from mlxserve.pipeline.mcp_servers import ServerSpec
-from mlxserve.pipeline.mcp_tools import McpToolbox, ToolTest
 
 KINDS = ("plugin", "ephemeral_mcp")
 

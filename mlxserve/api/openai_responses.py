@@ -1,7 +1,7 @@
 """POST /v1/responses, the endpoint Codex uses: input items parsed into the neutral request, and
 the output events rendered as OpenAI's documented event sequence. A non-streamed response is the
 last event's response, so both carry the same output. With remote MCP tools the response holds
-every round of the tool loop (pipeline/mcp_loop.py), rendered by responses_mcp_stream."""
+every round of the tool loop (mcp/loop.py), rendered by responses_mcp_stream."""
 
 from __future__ import annotations
 
@@ -38,10 +38,10 @@ from mlxserve.api.responses_mcp import listed_labels, response_loop
 from mlxserve.api.responses_mcp_stream import McpItems
 from mlxserve.api.responses_tools import Tool
 from mlxserve.api.sse import sse_response
+from mlxserve.mcp.loop import LoopEvent, McpCallFinished, McpCallStarted
+from mlxserve.mcp.tools import McpToolbox
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.events import Finished, OutputEvent, ToolCallStart
-from mlxserve.pipeline.mcp_loop import LoopEvent, McpCallFinished, McpCallStarted
-from mlxserve.pipeline.mcp_tools import McpToolbox
 from mlxserve.pipeline.request import GenerateRequest, TextPart, Turn
 
 log = logging.getLogger(__name__)

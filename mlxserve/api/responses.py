@@ -20,7 +20,7 @@ from mlxserve.api.protocol import (
 from mlxserve.api.responses_items import item_turns
 from mlxserve.api.responses_tools import ToolSet
 from mlxserve.engine.base import GenerationStats
-from mlxserve.pipeline.mcp_tools import McpToolbox
+from mlxserve.mcp.tools import McpToolbox
 from mlxserve.pipeline.request import Constraints, TextPart, Turn
 from mlxserve.sampling.params import SamplingParams
 

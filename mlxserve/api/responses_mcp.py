@@ -13,11 +13,11 @@ from quart import Quart
 
 from mlxserve.api.responses_tools import ToolSet
 from mlxserve.families.calls import ToolCall
+from mlxserve.mcp.loop import ApprovedCall, ToolLoop, start_tool_loop
+from mlxserve.mcp.pool import McpServers
+from mlxserve.mcp.servers import CallOutcome, ServerSpec
+from mlxserve.mcp.tools import McpToolbox, ToolTest, read_only
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.mcp_loop import ApprovedCall, ToolLoop, start_tool_loop
-from mlxserve.pipeline.mcp_pool import McpServers
-from mlxserve.pipeline.mcp_servers import CallOutcome, ServerSpec
-from mlxserve.pipeline.mcp_tools import McpToolbox, ToolTest, read_only
 from mlxserve.pipeline.request import GenerateRequest
 
 if TYPE_CHECKING:

@@ -15,9 +15,9 @@ from mlxserve.api.responses_mcp import (
     mcp_call_item,
 )
 from mlxserve.families.calls import ToolCall
+from mlxserve.mcp.loop import McpCallFinished, McpCallStarted
+from mlxserve.mcp.tools import McpTool, McpToolbox
 from mlxserve.pipeline.events import ToolCallStart
-from mlxserve.pipeline.mcp_loop import McpCallFinished, McpCallStarted
-from mlxserve.pipeline.mcp_tools import McpTool, McpToolbox
 
 
 class McpItems:

@@ -10,8 +10,8 @@ import logging
 from dataclasses import dataclass
 
 from mlxserve.api.responses_custom import check_format, custom_function
+from mlxserve.mcp.tools import McpToolbox
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.mcp_tools import McpToolbox
 
 log = logging.getLogger(__name__)
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _mcp_settings(args):
     """--allow-request-mcp and --mcp-config; a broken mcp.json stops the server with a message."""
-    from mlxserve.pipeline.mcp_pool import McpConfigError, mcp_settings
+    from mlxserve.mcp.pool import McpConfigError, mcp_settings
 
     try:
         settings = mcp_settings(args.allow_request_mcp, args.mcp_config, bool(args.api_key))

@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlxserve.mcp.servers import Connection, ServerSpec
 from mlxserve.models.store import mlxserve_home
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.mcp_servers import Connection, ServerSpec
 
 PLUGIN_PREFIX = "mcp/"  # LM Studio's ids for mcp.json servers: mcp/<name>
 

@@ -7,7 +7,7 @@ rounds' figures added up.
 
 Limits: at most `max_rounds` rounds of calls (MAX_TOOL_ROUNDS), after which one last round
 offers no tools, so the model answers; the request's max_tokens holds for all rounds together;
-each call has the server's time limit and a cap on its output (mcp_servers)."""
+each call has the server's time limit and a cap on its output (servers.py)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 from mlxserve.engine.base import GenerationStats
 from mlxserve.families.calls import ToolCall
+from mlxserve.mcp.servers import INVALID_PARAMS, CallOutcome, protocol_error
+from mlxserve.mcp.tools import McpTool, McpToolbox
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.events import Completion, Finished, OutputEvent
 from mlxserve.pipeline.generate import generate
-from mlxserve.pipeline.mcp_servers import INVALID_PARAMS, CallOutcome, protocol_error
-from mlxserve.pipeline.mcp_tools import McpTool, McpToolbox
 from mlxserve.pipeline.prepare import Prepared, ServerLimits, prepare
 from mlxserve.pipeline.request import GenerateRequest, TextPart, ToolCallPart, ToolResultPart, Turn
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from mlxserve.mcp.pool import McpServers
+from mlxserve.mcp.servers import Connection, ServerSpec
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.mcp_pool import McpServers
-from mlxserve.pipeline.mcp_servers import Connection, ServerSpec
 
 if TYPE_CHECKING:
     from mcp.types import Tool
