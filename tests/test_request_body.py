@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel
 from quart import Quart, request
 
-from mlxserve.api.parsing import parse_body
+from mlxserve.api.http.parsing import parse_body
 
 pytestmark = pytest.mark.anyio
 

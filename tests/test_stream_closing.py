@@ -8,7 +8,7 @@ import pytest
 from quart import Quart
 
 from mlxserve.api.formatting import ChatShape, stream_chunks
-from mlxserve.api.sse import sse_response
+from mlxserve.api.http.sse import sse_response
 from mlxserve.pipeline.deadline import within_deadline
 from mlxserve.pipeline.events import TextDelta
 

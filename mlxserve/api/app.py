@@ -15,18 +15,18 @@ from mlxserve.api import (
     lmstudio_v0,
     lmstudio_v1,
     lmstudio_v1_downloads,
-    metrics,
     openai_chat,
     openai_completions,
     openai_models,
     openai_responses,
 )
-from mlxserve.api.errors import register_error_handlers
-from mlxserve.api.guard import GuardOptions, has_key, install_guard
-from mlxserve.api.metrics import LoopStallMonitor
+from mlxserve.api.http import metrics
+from mlxserve.api.http.errors import register_error_handlers
+from mlxserve.api.http.guard import GuardOptions, has_key, install_guard
+from mlxserve.api.http.metrics import LoopStallMonitor
+from mlxserve.api.http.openapi import openapi_document
+from mlxserve.api.http.parsing import answers
 from mlxserve.api.openai_objects import Health
-from mlxserve.api.openapi import openapi_document
-from mlxserve.api.parsing import answers
 from mlxserve.mcp.pool import McpServers, McpSettings
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry

@@ -9,8 +9,8 @@ import numpy as np
 from pydantic import Field
 from quart import Blueprint, current_app, jsonify
 
+from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.openai_objects import Embedding, EmbeddingList, EmbeddingUsage
-from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import OpenAIModel
 from mlxserve.pipeline.errors import RequestError
 

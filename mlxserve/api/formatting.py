@@ -11,6 +11,7 @@ from contextlib import aclosing
 
 from quart import Response, current_app, jsonify
 
+from mlxserve.api.http.sse import sse_response
 from mlxserve.api.openai_objects import (
     AssistantMessage,
     ChatChoice,
@@ -28,7 +29,6 @@ from mlxserve.api.openai_objects import (
     ToolCallDelta,
     Usage,
 )
-from mlxserve.api.sse import sse_response
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.events import (
     Completion,

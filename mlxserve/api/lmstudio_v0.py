@@ -12,6 +12,8 @@ from quart import Blueprint, current_app, jsonify, make_response
 
 from mlxserve.api import openai_chat, openai_completions
 from mlxserve.api.answer_schemas import V0LoadedList, V0LoadResult, V0UnloadResult
+from mlxserve.api.http.parsing import answers, with_body
+from mlxserve.api.http.sse import encode
 from mlxserve.api.native_format import (
     V0Model,
     V0ModelList,
@@ -22,9 +24,7 @@ from mlxserve.api.native_format import (
     v0_models,
 )
 from mlxserve.api.openai_objects import ChatCompletion, TextCompletion
-from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest, OpenAIModel
-from mlxserve.api.sse import encode
 from mlxserve.families.detect import check_tool_format
 from mlxserve.pipeline import logstream
 from mlxserve.pipeline.errors import RequestError

@@ -5,8 +5,8 @@ from __future__ import annotations
 from quart import Blueprint, request
 
 from mlxserve.api.formatting import ModelExtras, new_id, openai_response
+from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.openai_objects import TextCompletion
-from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import CompletionRequest
 from mlxserve.pipeline.request import GenerateRequest
 

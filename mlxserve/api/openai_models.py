@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from quart import Blueprint, current_app, jsonify
 
+from mlxserve.api.http.parsing import answers
 from mlxserve.api.openai_objects import ModelCard, ModelList
-from mlxserve.api.parsing import answers
 
 blueprint = Blueprint("openai_models", __name__)
 

@@ -15,8 +15,9 @@ from quart import Blueprint, current_app, jsonify, request
 
 from mlxserve.api.answer_schemas import ResponseObject
 from mlxserve.api.conversation_store import ConversationStore
+from mlxserve.api.http.parsing import answers, with_body
+from mlxserve.api.http.sse import sse_response
 from mlxserve.api.item_stream import CALL, REASONING, TEXT, ItemStream
-from mlxserve.api.parsing import answers, with_body
 from mlxserve.api.protocol import template_effort
 from mlxserve.api.responses import (
     ResponsesRequest,
@@ -37,7 +38,6 @@ from mlxserve.api.responses_items import (
 from mlxserve.api.responses_mcp import listed_labels, response_loop
 from mlxserve.api.responses_mcp_stream import McpItems
 from mlxserve.api.responses_tools import Tool
-from mlxserve.api.sse import sse_response
 from mlxserve.mcp.loop import LoopEvent, McpCallFinished, McpCallStarted
 from mlxserve.mcp.tools import McpToolbox
 from mlxserve.pipeline.errors import RequestError

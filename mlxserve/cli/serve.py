@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from mlxserve.api.app import AppConfig, create_app
-    from mlxserve.api.guard import GuardOptions
+    from mlxserve.api.http.guard import GuardOptions
     from mlxserve.models.convert.writer import recover_interrupted
     from mlxserve.models.defaults import ensure_default_model, resolve_engine
     from mlxserve.pipeline.prepare import ServerLimits

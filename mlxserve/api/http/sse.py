@@ -9,7 +9,7 @@ from contextlib import aclosing
 
 from quart import Response, make_response
 
-from mlxserve.api.errors import from_exception, openai_body
+from mlxserve.api.http.errors import from_exception, openai_body
 from mlxserve.pipeline.errors import RequestError
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import re
 
 from quart import Quart
 
-from mlxserve.api.errors import ANTHROPIC_ERROR_TYPES, ANTHROPIC_PATHS, ERROR_TYPES
+from mlxserve.api.http.errors import ANTHROPIC_ERROR_TYPES, ANTHROPIC_PATHS, ERROR_TYPES
 
 SSE_EVENT = {
     "type": "object",

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from quart import Quart, Response, request
 
-from mlxserve.api.errors import error_response
+from mlxserve.api.http.errors import error_response
 from mlxserve.pipeline.errors import RequestError
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
