@@ -9,9 +9,9 @@ import json
 
 import httpx
 
-from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.lmstudio_v1 import ChatReply
 from mlxserve.api.lmstudio_v1_models import v1_model
+from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.models.store import ModelRecord, write_manifest
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.events import TextDelta

@@ -13,10 +13,10 @@ import openai
 import pytest
 from openai.types.responses import Response
 
-from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.responses_custom import StreamedInput, input_mismatch
 from mlxserve.api.responses_items import item_turns
 from mlxserve.api.responses_tools import ToolSet
+from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import ImagePart, TextPart, Turn
 from tests.test_reasoning import ASK, thinking_server  # noqa: F401 - a fixture used below

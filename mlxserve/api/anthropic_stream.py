@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from mlxserve.api.item_stream import CALL, REASONING, TEXT, ItemStream
+from mlxserve.api.shared.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.events import Finished, OutputEvent, TextDelta
 

@@ -17,12 +17,12 @@ from quart import Blueprint, current_app, jsonify, request
 
 from mlxserve.api import lmstudio_v1_models
 from mlxserve.api.answer_schemas import V1ChatResult, V1LoadResult, V1ModelList, V1UnloadResult
-from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
 from mlxserve.api.lmstudio_v1_reply import ChatReply
 from mlxserve.api.lmstudio_v1_tools import open_integrations
 from mlxserve.api.protocol import OpenAIModel, sampling_params
+from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.mcp.loop import start_tool_loop
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.errors import RequestError

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.http.errors import from_exception
-from mlxserve.api.item_stream import CALL, REASONING, TEXT, ItemStream
+from mlxserve.api.shared.conversation_store import ConversationStore
+from mlxserve.api.shared.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.engine.base import GenerationStats
 from mlxserve.mcp.loop import LoopEvent, McpCallFinished, McpCallStarted, ToolLoop
 from mlxserve.mcp.servers import INVALID_PARAMS

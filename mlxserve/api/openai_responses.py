@@ -14,10 +14,8 @@ from contextlib import aclosing
 from quart import Blueprint, current_app, jsonify, request
 
 from mlxserve.api.answer_schemas import ResponseObject
-from mlxserve.api.conversation_store import ConversationStore
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
-from mlxserve.api.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.api.protocol import template_effort
 from mlxserve.api.responses import (
     ResponsesRequest,
@@ -38,6 +36,8 @@ from mlxserve.api.responses_items import (
 from mlxserve.api.responses_mcp import listed_labels, response_loop
 from mlxserve.api.responses_mcp_stream import McpItems
 from mlxserve.api.responses_tools import Tool
+from mlxserve.api.shared.conversation_store import ConversationStore
+from mlxserve.api.shared.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.mcp.loop import LoopEvent, McpCallFinished, McpCallStarted
 from mlxserve.mcp.tools import McpToolbox
 from mlxserve.pipeline.errors import RequestError
