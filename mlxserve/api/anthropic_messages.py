@@ -12,11 +12,10 @@ from mlxserve.api.anthropic_context import prepare_message
 from mlxserve.api.anthropic_conversation import Conversation
 from mlxserve.api.anthropic_protocol import CountTokensRequest, MessagesRequest
 from mlxserve.api.anthropic_stream import MessageBuilder, Reply
-from mlxserve.api.formatting import new_id
 from mlxserve.api.http.errors import anthropic_body
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
-from mlxserve.api.protocol import sampling_params
+from mlxserve.api.shared.protocol import new_id, sampling_params
 from mlxserve.pipeline.generate import generate
 from mlxserve.pipeline.request import GenerateRequest
 from mlxserve.sampling.params import SamplingParams

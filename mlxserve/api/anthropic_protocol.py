@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlxserve.api.protocol import sampling_params, template_effort
+from mlxserve.api.shared.protocol import sampling_params, template_effort
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import Constraints
 

@@ -11,7 +11,7 @@ from quart import Blueprint, current_app, jsonify
 
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.openai_objects import Embedding, EmbeddingList, EmbeddingUsage
-from mlxserve.api.protocol import OpenAIModel
+from mlxserve.api.shared.protocol import OpenAIModel
 from mlxserve.pipeline.errors import RequestError
 
 blueprint = Blueprint("embeddings", __name__)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
@@ -45,10 +44,6 @@ from mlxserve.pipeline.request import GenerateRequest
 
 Extras = Callable[[GenerationStats], dict]  # fields added once generation has ended (/api/v0)
 ModelExtras = Callable[..., dict]  # the same, given the loaded model first
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
 def usage(stats: GenerationStats) -> Usage:

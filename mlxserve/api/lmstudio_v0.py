@@ -24,7 +24,8 @@ from mlxserve.api.native_format import (
     v0_models,
 )
 from mlxserve.api.openai_objects import ChatCompletion, TextCompletion
-from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest, OpenAIModel
+from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest
+from mlxserve.api.shared.protocol import OpenAIModel
 from mlxserve.families.detect import check_tool_format
 from mlxserve.pipeline import logstream
 from mlxserve.pipeline.errors import RequestError

@@ -21,8 +21,8 @@ from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
 from mlxserve.api.lmstudio_v1_reply import ChatReply
 from mlxserve.api.lmstudio_v1_tools import open_integrations
-from mlxserve.api.protocol import OpenAIModel, sampling_params
 from mlxserve.api.shared.conversation_store import ConversationStore
+from mlxserve.api.shared.protocol import OpenAIModel, sampling_params
 from mlxserve.mcp.loop import start_tool_loop
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.errors import RequestError

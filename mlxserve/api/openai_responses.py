@@ -16,7 +16,6 @@ from quart import Blueprint, current_app, jsonify, request
 from mlxserve.api.answer_schemas import ResponseObject
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
-from mlxserve.api.protocol import template_effort
 from mlxserve.api.responses import (
     ResponsesRequest,
     input_turns,
@@ -38,6 +37,7 @@ from mlxserve.api.responses_mcp_stream import McpItems
 from mlxserve.api.responses_tools import Tool
 from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.api.shared.item_stream import CALL, REASONING, TEXT, ItemStream
+from mlxserve.api.shared.protocol import template_effort
 from mlxserve.mcp.loop import LoopEvent, McpCallFinished, McpCallStarted
 from mlxserve.mcp.tools import McpToolbox
 from mlxserve.pipeline.errors import RequestError

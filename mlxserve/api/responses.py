@@ -10,15 +10,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from mlxserve.api.protocol import (
+from mlxserve.api.responses_items import item_turns
+from mlxserve.api.responses_tools import ToolSet
+from mlxserve.api.shared.conversation_store import ConversationStore
+from mlxserve.api.shared.protocol import (
     OpenAIModel,
     ReasoningEffort,
     response_schema,
     sampling_params,
 )
-from mlxserve.api.responses_items import item_turns
-from mlxserve.api.responses_tools import ToolSet
-from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.engine.base import GenerationStats
 from mlxserve.mcp.tools import McpToolbox
 from mlxserve.pipeline.request import Constraints, TextPart, Turn
