@@ -73,6 +73,7 @@ class BatchRunner:
         self.joined_running_batch = 0  # sequences that joined a batch already decoding
         self._chunks_since_decode = 0
         self.max_chunks_between_decodes = 0  # prefill chunks run while streams waited
+        self.stopped_by: BaseException | None = None  # what ended the thread, if it failed
         self._thread = threading.Thread(target=self._run, name="mlx-runner", daemon=True)
 
     def start(self) -> Future:
@@ -107,6 +108,9 @@ class BatchRunner:
         }
 
     def submit(self, sequence: Sequence) -> None:
+        """Queue a sequence; refused at once when the runner thread has stopped."""
+        if self.stopped_by is not None:
+            raise EngineUnavailable(f"the model's runner stopped ({self.stopped_by}); reload it")
         self._inbox.put(sequence)
 
     def stop(self) -> None:
@@ -119,6 +123,16 @@ class BatchRunner:
     def _run(self) -> None:
         if not self._load():
             return
+        try:
+            self._serve()
+        except BaseException as exc:  # noqa: BLE001 - every waiting request is told, then it ends
+            log.exception("the MLX runner stopped")
+            self.stopped_by = exc
+            self._fail_all(EngineUnavailable(f"the model's runner stopped ({exc}); reload it"))
+            return
+        self._fail_all(EngineUnavailable("the model was unloaded during the request"))
+
+    def _serve(self) -> None:
         while self._collect_new(block=not self._active and self._prefilling is None):
             self._drop_cancelled_waiting()
             if self._prefilling is None and self._waiting and self._fits([self._waiting[0]]):
@@ -134,7 +148,6 @@ class BatchRunner:
                 self._guarded(self._decode_step, self._active)
             if not self._active and self._prefilling is None:
                 mx.clear_cache()  # idle: the pool's buffers go back to the system
-        self._fail_all(EngineUnavailable("the model was unloaded during the request"))
 
     def _load(self) -> bool:
         """Load the model on this thread; False (the loader told why) when that failed."""
@@ -340,12 +353,16 @@ class BatchRunner:
         return [row for row, sequence in enumerate(sequences) if sequence.cancelled.is_set()]
 
     def _sample(self, sequences: list[Sequence], logits: mx.array) -> None:
-        """Each row's next token; the grammar masks are made while MLX computes the logits."""
+        """Each row's next token; the grammar masks are made while MLX computes the logits.
+        A row whose own parameters or grammar fail ends alone, with its error."""
         mx.async_eval(logits)
-        masks = [s.next_mask() for s in sequences]
+        masks = [_alone(s, s.next_mask) for s in sequences]
         logits = logits_as_numpy(logits)
         for row, sequence in enumerate(sequences):
-            sequence.accept(sequence.sampler.sample(logits[row], masks[row]))
+            if not sequence.failed:
+                token = _alone(sequence, sequence.sampler.sample, logits[row], masks[row])
+                if token is not None:
+                    _alone(sequence, sequence.accept, token)
         self.tokens_sampled += len(sequences)
 
     def _retire_rows(self, rows: list[int]) -> None:
@@ -377,7 +394,10 @@ class BatchRunner:
         self.max_tokens_after_cancel = max(self.max_tokens_after_cancel, overrun)
 
     def _retire(self, sequence: Sequence, cache: list) -> None:
-        """Cache the sequence's prefix, then finish it: a follow-up may come at once."""
+        """Cache the sequence's prefix, then finish it: a follow-up may come at once. One that
+        failed has had its error instead."""
+        if sequence.failed:
+            return
         try:
             self._prompt_cache.insert_cache(CACHE_KEY, sequence.processed_key, cache)
         finally:
@@ -391,6 +411,16 @@ class BatchRunner:
             item = self._inbox.get_nowait()
             if item is not None:
                 item.emit(exc)
+
+
+def _alone(sequence: Sequence, step, *args):
+    """`step(*args)` for one sequence; its failure ends that sequence alone (None then)."""
+    try:
+        return step(*args)
+    except Exception as exc:  # noqa: BLE001 - the request's own error, sent to its client
+        log.info("a sequence ended with its own error: %s", exc)
+        sequence.fail(exc)
+        return None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from mlxserve.engine.stops import StopStringMatcher
 from mlxserve.sampling.sampler import Sampler
 
 Emit = Callable[[GenerationEvent | BaseException], None]
+FAILED = "failed"  # the stop reason of a sequence that ended with its own error
 
 
 @dataclass
@@ -48,6 +49,15 @@ class Sequence:
     @property
     def finished(self) -> bool:
         return self.stop_reason is not None
+
+    @property
+    def failed(self) -> bool:
+        return self.stop_reason == FAILED
+
+    def fail(self, exc: Exception) -> None:
+        """End this sequence alone with `exc` (its request's error); the batch goes on."""
+        self.stop_reason = FAILED
+        self.emit(exc)
 
     @property
     def longest_tokens(self) -> int:
