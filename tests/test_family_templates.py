@@ -15,8 +15,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from mlxserve.api.anthropic_conversation import conversation_of
 from mlxserve.api.anthropic_protocol import CountTokensRequest
-from mlxserve.api.openai_chat import to_turn
-from mlxserve.api.protocol import ChatMessage
+from mlxserve.api.openai.chat import to_turn
+from mlxserve.api.openai.protocol import ChatMessage
 from mlxserve.api.responses_items import item_turns
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import TextPart, ToolCallPart, ToolResultPart, Turn

@@ -15,8 +15,8 @@ import openai
 import pytest
 from quart import Quart
 
-from mlxserve.api.openai_chat import to_request
-from mlxserve.api.protocol import ChatCompletionRequest
+from mlxserve.api.openai.chat import to_request
+from mlxserve.api.openai.protocol import ChatCompletionRequest
 from mlxserve.families.syntax import SYNTAXES
 from mlxserve.models.gguf_import import register_gguf
 from mlxserve.models.options import RegistryOptions

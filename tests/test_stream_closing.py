@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from quart import Quart
 
-from mlxserve.api.formatting import ChatShape, stream_chunks
 from mlxserve.api.http.sse import sse_response
+from mlxserve.api.openai.formatting import ChatShape, stream_chunks
 from mlxserve.pipeline.deadline import within_deadline
 from mlxserve.pipeline.events import TextDelta
 

@@ -9,7 +9,7 @@ import json
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 
-from mlxserve.api.formatting import ChatShape, full_body, stream_chunks
+from mlxserve.api.openai.formatting import ChatShape, full_body, stream_chunks
 from mlxserve.api.openai_responses import ResponseTurn
 from mlxserve.api.responses import ResponsesRequest, input_turns
 from mlxserve.api.shared.conversation_store import ConversationStore

@@ -11,13 +11,9 @@ from quart import Quart
 
 from mlxserve.api import (
     anthropic_messages,
-    embeddings,
     lmstudio_v0,
     lmstudio_v1,
     lmstudio_v1_downloads,
-    openai_chat,
-    openai_completions,
-    openai_models,
     openai_responses,
 )
 from mlxserve.api.http import metrics
@@ -26,7 +22,11 @@ from mlxserve.api.http.guard import GuardOptions, has_key, install_guard
 from mlxserve.api.http.metrics import LoopStallMonitor
 from mlxserve.api.http.openapi import openapi_document
 from mlxserve.api.http.parsing import answers
-from mlxserve.api.openai_objects import Health
+from mlxserve.api.openai import chat as openai_chat
+from mlxserve.api.openai import completions as openai_completions
+from mlxserve.api.openai import embeddings
+from mlxserve.api.openai import models as openai_models
+from mlxserve.api.openai.objects import Health
 from mlxserve.mcp.pool import McpServers, McpSettings
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pydantic import Field, field_validator
 from quart import Blueprint, current_app, jsonify, make_response
 
-from mlxserve.api import openai_chat, openai_completions
 from mlxserve.api.answer_schemas import V0LoadedList, V0LoadResult, V0UnloadResult
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import encode
@@ -23,8 +22,10 @@ from mlxserve.api.native_format import (
     v0_instance,
     v0_models,
 )
-from mlxserve.api.openai_objects import ChatCompletion, TextCompletion
-from mlxserve.api.protocol import ChatCompletionRequest, CompletionRequest
+from mlxserve.api.openai import chat as openai_chat
+from mlxserve.api.openai import completions as openai_completions
+from mlxserve.api.openai.objects import ChatCompletion, TextCompletion
+from mlxserve.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from mlxserve.api.shared.protocol import OpenAIModel
 from mlxserve.families.detect import check_tool_format
 from mlxserve.pipeline import logstream

@@ -113,7 +113,7 @@ def output_checks(constraints: Constraints, syntax: ToolSyntax | None = None) ->
 
 def _reply_schema(schema: dict, param: str) -> tuple[dict, GrammarSchema]:
     """The layout and grammar schema of a JSON reply. A strict response format arrives with
-    llguidance's own `lenient: false` (api/protocol.py puts it there)."""
+    llguidance's own `lenient: false` (api/shared/protocol.py puts it there)."""
     options = schema.get("x-guidance") if isinstance(schema.get("x-guidance"), dict) else {}
     strict = options.get("lenient") is False
     layout = {**COMPACT_LAYOUT, **{k: v for k, v in options.items() if k != "lenient"}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, current_app, jsonify
 
 from mlxserve.api.http.parsing import answers
-from mlxserve.api.openai_objects import ModelCard, ModelList
+from mlxserve.api.openai.objects import ModelCard, ModelList
 
 blueprint = Blueprint("openai_models", __name__)
 

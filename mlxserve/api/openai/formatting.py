@@ -11,7 +11,7 @@ from contextlib import aclosing
 from quart import Response, current_app, jsonify
 
 from mlxserve.api.http.sse import sse_response
-from mlxserve.api.openai_objects import (
+from mlxserve.api.openai.objects import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,

@@ -10,7 +10,7 @@ from pydantic import Field
 from quart import Blueprint, current_app, jsonify
 
 from mlxserve.api.http.parsing import answers, with_body
-from mlxserve.api.openai_objects import Embedding, EmbeddingList, EmbeddingUsage
+from mlxserve.api.openai.objects import Embedding, EmbeddingList, EmbeddingUsage
 from mlxserve.api.shared.protocol import OpenAIModel
 from mlxserve.pipeline.errors import RequestError
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from quart import Blueprint, request
 
-from mlxserve.api.formatting import ModelExtras, openai_response
 from mlxserve.api.http.parsing import answers, with_body
-from mlxserve.api.openai_objects import TextCompletion
-from mlxserve.api.protocol import CompletionRequest
+from mlxserve.api.openai.formatting import ModelExtras, openai_response
+from mlxserve.api.openai.objects import TextCompletion
+from mlxserve.api.openai.protocol import CompletionRequest
 from mlxserve.api.shared.protocol import new_id
 from mlxserve.pipeline.request import GenerateRequest
 

@@ -7,10 +7,10 @@ import json
 
 from quart import Blueprint, request
 
-from mlxserve.api.formatting import ModelExtras, openai_response
 from mlxserve.api.http.parsing import answers, with_body
-from mlxserve.api.openai_objects import ChatCompletion
-from mlxserve.api.protocol import ChatCompletionRequest, ChatMessage
+from mlxserve.api.openai.formatting import ModelExtras, openai_response
+from mlxserve.api.openai.objects import ChatCompletion
+from mlxserve.api.openai.protocol import ChatCompletionRequest, ChatMessage
 from mlxserve.api.shared.protocol import new_id, template_effort
 from mlxserve.pipeline.request import (
     GenerateRequest,
