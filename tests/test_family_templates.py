@@ -17,7 +17,7 @@ from mlxserve.api.anthropic_conversation import conversation_of
 from mlxserve.api.anthropic_protocol import CountTokensRequest
 from mlxserve.api.openai.chat import to_turn
 from mlxserve.api.openai.protocol import ChatMessage
-from mlxserve.api.responses_items import item_turns
+from mlxserve.api.responses.items import item_turns
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import TextPart, ToolCallPart, ToolResultPart, Turn
 from mlxserve.pipeline.templates import messages_with_tools, render_chat, template_messages

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from mcp.types import Tool, ToolAnnotations
 
-from mlxserve.api.responses_items import item_turns
-from mlxserve.api.responses_mcp import _allowed, _approval, approved_calls
+from mlxserve.api.responses.items import item_turns
+from mlxserve.api.responses.mcp import _allowed, _approval, approved_calls
 from mlxserve.mcp.pool import McpConfigError, McpServers, McpSettings, mcp_settings
 from mlxserve.mcp.servers import (
     MAX_OUTPUT_CHARS,

@@ -13,9 +13,9 @@ import openai
 import pytest
 from openai.types.responses import Response
 
-from mlxserve.api.responses_custom import StreamedInput, input_mismatch
-from mlxserve.api.responses_items import item_turns
-from mlxserve.api.responses_tools import ToolSet
+from mlxserve.api.responses.custom import StreamedInput, input_mismatch
+from mlxserve.api.responses.items import item_turns
+from mlxserve.api.responses.tools import ToolSet
 from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import ImagePart, TextPart, Turn

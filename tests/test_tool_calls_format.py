@@ -10,8 +10,8 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 
 from mlxserve.api.openai.formatting import ChatShape, full_body, stream_chunks
-from mlxserve.api.openai_responses import ResponseTurn
-from mlxserve.api.responses import ResponsesRequest, input_turns
+from mlxserve.api.responses.protocol import ResponsesRequest, input_turns
+from mlxserve.api.responses.route import ResponseTurn
 from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.engine.base import GenerationStats
 from mlxserve.families.syntax import SYNTAXES

@@ -14,7 +14,6 @@ from mlxserve.api import (
     lmstudio_v0,
     lmstudio_v1,
     lmstudio_v1_downloads,
-    openai_responses,
 )
 from mlxserve.api.http import metrics
 from mlxserve.api.http.errors import register_error_handlers
@@ -27,6 +26,7 @@ from mlxserve.api.openai import completions as openai_completions
 from mlxserve.api.openai import embeddings
 from mlxserve.api.openai import models as openai_models
 from mlxserve.api.openai.objects import Health
+from mlxserve.api.responses import route as openai_responses
 from mlxserve.mcp.pool import McpServers, McpSettings
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry

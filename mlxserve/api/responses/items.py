@@ -8,8 +8,8 @@ import json
 import uuid
 from collections.abc import Callable
 
-from mlxserve.api.responses_custom import INPUT
-from mlxserve.api.responses_tools import flat_name
+from mlxserve.api.responses.custom import INPUT
+from mlxserve.api.responses.tools import flat_name
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import (
     ImagePart,

@@ -1,6 +1,6 @@
 """The Responses API's tools as the function tools chat templates know: function tools as they
-are, custom tools as functions of one string (responses_custom), the tools of a namespace under
-`namespace.name`, and the tools of remote MCP servers (responses_mcp) by their own names. Built-in
+are, custom tools as functions of one string (custom.py), the tools of a namespace under
+`namespace.name`, and the tools of remote MCP servers (mcp.py) by their own names. Built-in
 tools that only OpenAI runs (web search, file search...) are accepted and not offered to the
 model."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from mlxserve.api.responses_custom import check_format, custom_function
+from mlxserve.api.responses.custom import check_format, custom_function
 from mlxserve.mcp.tools import McpToolbox
 from mlxserve.pipeline.errors import RequestError
 

@@ -1,7 +1,7 @@
 """POST /v1/responses, the endpoint Codex uses: input items parsed into the neutral request, and
 the output events rendered as OpenAI's documented event sequence. A non-streamed response is the
 last event's response, so both carry the same output. With remote MCP tools the response holds
-every round of the tool loop (mcp/loop.py), rendered by responses_mcp_stream."""
+every round of the tool loop (mcp/loop.py), rendered by mcp_stream.py."""
 
 from __future__ import annotations
 
@@ -16,15 +16,8 @@ from quart import Blueprint, current_app, jsonify, request
 from mlxserve.api.answer_schemas import ResponseObject
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
-from mlxserve.api.responses import (
-    ResponsesRequest,
-    input_turns,
-    new_response_id,
-    output_turns,
-    response_object,
-)
-from mlxserve.api.responses_custom import StreamedInput, input_mismatch
-from mlxserve.api.responses_items import (
+from mlxserve.api.responses.custom import StreamedInput, input_mismatch
+from mlxserve.api.responses.items import (
     custom_tool_call_item,
     function_call_item,
     message_item,
@@ -32,9 +25,16 @@ from mlxserve.api.responses_items import (
     reasoning_item,
     summary_text,
 )
-from mlxserve.api.responses_mcp import listed_labels, response_loop
-from mlxserve.api.responses_mcp_stream import McpItems
-from mlxserve.api.responses_tools import Tool
+from mlxserve.api.responses.mcp import listed_labels, response_loop
+from mlxserve.api.responses.mcp_stream import McpItems
+from mlxserve.api.responses.protocol import (
+    ResponsesRequest,
+    input_turns,
+    new_response_id,
+    output_turns,
+    response_object,
+)
+from mlxserve.api.responses.tools import Tool
 from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.api.shared.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.api.shared.protocol import template_effort

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mlxserve.api.responses_mcp import (
+from mlxserve.api.responses.mcp import (
     approval_request_item,
     finished_call_item,
     list_tools_item,

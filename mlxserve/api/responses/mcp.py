@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from quart import Quart
 
-from mlxserve.api.responses_tools import ToolSet
+from mlxserve.api.responses.tools import ToolSet
 from mlxserve.families.calls import ToolCall
 from mlxserve.mcp.loop import ApprovedCall, ToolLoop, start_tool_loop
 from mlxserve.mcp.pool import McpServers

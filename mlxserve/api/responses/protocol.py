@@ -1,5 +1,5 @@
 """The Responses API's request, stored conversations for `previous_response_id`, and OpenAI's
-response object. Items are read and written in responses_items, tools in responses_tools."""
+response object. Items are read and written in items.py, tools in tools.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from mlxserve.api.responses_items import item_turns
-from mlxserve.api.responses_tools import ToolSet
+from mlxserve.api.responses.items import item_turns
+from mlxserve.api.responses.tools import ToolSet
 from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.api.shared.protocol import (
     OpenAIModel,
