@@ -9,9 +9,9 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from mlxserve.api.anthropic_conversation import conversation_of
-from mlxserve.api.anthropic_protocol import MessagesRequest
-from mlxserve.api.anthropic_stream import MessageBuilder, Reply
+from mlxserve.api.anthropic.conversation import conversation_of
+from mlxserve.api.anthropic.protocol import MessagesRequest
+from mlxserve.api.anthropic.stream import MessageBuilder, Reply
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.events import Finished, ReasoningDelta, TextDelta
 from tests.log_stream import rendered_prompt

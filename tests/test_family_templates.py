@@ -13,8 +13,8 @@ import json
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from mlxserve.api.anthropic_conversation import conversation_of
-from mlxserve.api.anthropic_protocol import CountTokensRequest
+from mlxserve.api.anthropic.conversation import conversation_of
+from mlxserve.api.anthropic.protocol import CountTokensRequest
 from mlxserve.api.openai.chat import to_turn
 from mlxserve.api.openai.protocol import ChatMessage
 from mlxserve.api.responses.items import item_turns

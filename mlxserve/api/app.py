@@ -10,11 +10,11 @@ from pathlib import Path
 from quart import Quart
 
 from mlxserve.api import (
-    anthropic_messages,
     lmstudio_v0,
     lmstudio_v1,
     lmstudio_v1_downloads,
 )
+from mlxserve.api.anthropic import messages as anthropic_messages
 from mlxserve.api.http import metrics
 from mlxserve.api.http.errors import register_error_handlers
 from mlxserve.api.http.guard import GuardOptions, has_key, install_guard

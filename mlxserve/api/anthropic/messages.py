@@ -8,10 +8,10 @@ from __future__ import annotations
 from quart import Blueprint, jsonify, request
 
 from mlxserve.api.answer_schemas import AnthropicMessage, AnthropicTokenCount
-from mlxserve.api.anthropic_context import prepare_message
-from mlxserve.api.anthropic_conversation import Conversation
-from mlxserve.api.anthropic_protocol import CountTokensRequest, MessagesRequest
-from mlxserve.api.anthropic_stream import MessageBuilder, Reply
+from mlxserve.api.anthropic.context import prepare_message
+from mlxserve.api.anthropic.conversation import Conversation
+from mlxserve.api.anthropic.protocol import CountTokensRequest, MessagesRequest
+from mlxserve.api.anthropic.stream import MessageBuilder, Reply
 from mlxserve.api.http.errors import anthropic_body
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response

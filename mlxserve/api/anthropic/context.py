@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from quart import current_app
 
-from mlxserve.api.anthropic_conversation import Clearing, Conversation, conversation_of, tool_uses
-from mlxserve.api.anthropic_protocol import CLEAR_TOOL_USES, ClearToolUses, CountTokensRequest
+from mlxserve.api.anthropic.conversation import Clearing, Conversation, conversation_of, tool_uses
+from mlxserve.api.anthropic.protocol import CLEAR_TOOL_USES, ClearToolUses, CountTokensRequest
 from mlxserve.pipeline.prepare import Prepared, prepare
 from mlxserve.pipeline.request import GenerateRequest
 

@@ -2,7 +2,7 @@
 beta types define them: messages of three roles (system messages may sit anywhere), content
 blocks by type, tools (deferred ones too), thinking, output_config and context_management.
 Unknown fields (cache_control, metadata, container...) are accepted and ignored, as Claude Code
-sends many; anthropic_conversation turns the messages into the pipeline's turns."""
+sends many; conversation.py turns the messages into the pipeline's turns."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class ToolChange(AnthropicModel):
 
 class ContentBlock(AnthropicModel):
     """One block of a message; which fields are set depends on `type`, which
-    anthropic_conversation checks against where the block sits."""
+    conversation.py checks against where the block sits."""
 
     type: str
     text: str | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from mlxserve.api.anthropic_protocol import (
+from mlxserve.api.anthropic.protocol import (
     SERVER_BLOCKS,
     ContentBlock,
     CountTokensRequest,
