@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from mlxserve.cli.client import (
     EXIT_ERROR,
     EXIT_NOT_RUNNING,
@@ -200,16 +202,14 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _is_running_server(pid: int) -> bool:
-    """Alive, not a zombie, and (where /proc tells) an mlxserve process, not a reused pid."""
-    if not process_exists(pid):
-        return False
-    proc = Path(f"/proc/{pid}")
-    if not proc.is_dir():
-        return True
+    """Alive, not a zombie, and an mlxserve process, not a reused pid."""
     try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z" and b"mlxserve" in (proc / "cmdline").read_bytes()
-    except (OSError, IndexError):
+        process = psutil.Process(pid)
+        alive = process.status() != psutil.STATUS_ZOMBIE
+        return alive and any("mlxserve" in part for part in process.cmdline())
+    except psutil.AccessDenied:
+        return process_exists(pid)  # another user's: it exists, its command line is hidden
+    except psutil.Error:
         return False
 
 

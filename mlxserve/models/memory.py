@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from mlxserve.gguf_header import read_scalar_fields
 from mlxserve.models.store import ModelRecord
@@ -218,40 +217,10 @@ def available_memory_bytes(loaded_bytes: int = 0) -> int | None:
     limit = memory_limit_bytes()
     if limit is not None:
         return max(limit - loaded_bytes, 0)
-    if sys.platform.startswith("linux"):
-        return _linux_available()
-    if sys.platform == "darwin":
-        return _macos_available()
-    return None
-
-
-def _linux_available() -> int | None:
     try:
-        text = Path("/proc/meminfo").read_text()
-    except OSError:
-        return None
-    match = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) * 1024 if match else None
-
-
-def _macos_available() -> int | None:
-    """Free, inactive, speculative and purgeable pages: what macOS hands out without swapping."""
-    try:
-        text = subprocess.run(["vm_stat"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return _macos_total()
-    page = re.search(r"page size of (\d+) bytes", text)
-    counts = dict(re.findall(r"^Pages (free|inactive|speculative|purgeable):\s+(\d+)", text, re.M))
-    if not page or not counts:
-        return _macos_total()
-    return int(page.group(1)) * sum(int(n) for n in counts.values())
-
-
-def _macos_total() -> int | None:
-    try:
-        out = subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True)
-        return int(out.stdout.strip())
-    except (OSError, ValueError):
+        # Linux's MemAvailable; macOS's free and inactive pages, which it hands out unswapped.
+        return psutil.virtual_memory().available
+    except (OSError, RuntimeError):
         return None
 
 
