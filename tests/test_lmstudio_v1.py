@@ -9,8 +9,8 @@ import json
 
 import httpx
 
-from mlxserve.api.lmstudio_v1 import ChatReply
-from mlxserve.api.lmstudio_v1_models import v1_model
+from mlxserve.api.lmstudio.v1 import ChatReply
+from mlxserve.api.lmstudio.v1_models import v1_model
 from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.models.store import ModelRecord, write_manifest
 from mlxserve.pipeline.errors import RequestError

@@ -9,11 +9,6 @@ from pathlib import Path
 
 from quart import Quart
 
-from mlxserve.api import (
-    lmstudio_v0,
-    lmstudio_v1,
-    lmstudio_v1_downloads,
-)
 from mlxserve.api.anthropic import messages as anthropic_messages
 from mlxserve.api.http import metrics
 from mlxserve.api.http.errors import register_error_handlers
@@ -21,6 +16,9 @@ from mlxserve.api.http.guard import GuardOptions, has_key, install_guard
 from mlxserve.api.http.metrics import LoopStallMonitor
 from mlxserve.api.http.openapi import openapi_document
 from mlxserve.api.http.parsing import answers
+from mlxserve.api.lmstudio import v0 as lmstudio_v0
+from mlxserve.api.lmstudio import v1 as lmstudio_v1
+from mlxserve.api.lmstudio import v1_downloads as lmstudio_v1_downloads
 from mlxserve.api.openai import chat as openai_chat
 from mlxserve.api.openai import completions as openai_completions
 from mlxserve.api.openai import embeddings

@@ -1,7 +1,7 @@
 """LM Studio's native REST API v1 (/api/v1): the store's models with their capabilities and
 loaded instances, explicit load and unload, and `/chat`: one input turn through the shared
-pipeline (and the tool loop, with MCP `integrations`: lmstudio_v1_tools), stateful through
-`previous_response_id`, answered whole or as LM Studio's named events (lmstudio_v1_reply).
+pipeline (and the tool loop, with MCP `integrations`: v1_tools.py), stateful through
+`previous_response_id`, answered whole or as LM Studio's named events (v1_reply.py).
 Errors before a reply starts are the server's usual (OpenAI-shaped) errors; one during a stream
 is an `error` event followed by `chat.end`, as LM Studio documents."""
 
@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag
 from quart import Blueprint, current_app, jsonify, request
 
-from mlxserve.api import lmstudio_v1_models
 from mlxserve.api.answer_schemas import V1ChatResult, V1LoadResult, V1ModelList, V1UnloadResult
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
-from mlxserve.api.lmstudio_v1_reply import ChatReply
-from mlxserve.api.lmstudio_v1_tools import open_integrations
+from mlxserve.api.lmstudio import v1_models
+from mlxserve.api.lmstudio.v1_reply import ChatReply
+from mlxserve.api.lmstudio.v1_tools import open_integrations
 from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.api.shared.protocol import OpenAIModel, sampling_params
 from mlxserve.mcp.loop import start_tool_loop
@@ -104,7 +104,7 @@ async def list_models():
     """Every model in the store, with its capabilities and loaded instances."""
     registry: ModelRegistry = current_app.registry
     instances = list(registry.loaded.values())  # taken on the event loop; files are read off it
-    models = await asyncio.to_thread(lmstudio_v1_models.v1_models, registry, instances)
+    models = await asyncio.to_thread(v1_models.v1_models, registry, instances)
     return jsonify({"models": models})
 
 
@@ -124,7 +124,7 @@ async def load_model(body: ModelLoadRequest):
         body.model, context_length=body.context_length, ttl=body.ttl, identifier=instance_id
     )
     result = {
-        "type": lmstudio_v1_models.model_type(loaded.record),
+        "type": v1_models.model_type(loaded.record),
         "instance_id": loaded.identifier,
         "load_time_seconds": round(time.monotonic() - started, 3),
         "status": "loaded",
