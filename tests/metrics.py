@@ -16,4 +16,10 @@ def read_metrics(base_url: str) -> dict[str, float]:
 
 
 def model_metric(base_url: str, name: str, model: str) -> float:
-    return read_metrics(base_url).get(f'{name}{{model="{model}"}}', 0.0)
+    """A model's metric; a KeyError when the server does not report it (a renamed metric must
+    fail the test, never read as 0)."""
+    metrics = read_metrics(base_url)
+    key = f'{name}{{model="{model}"}}'
+    if key not in metrics:
+        raise KeyError(f"{key} is not in /metrics: {sorted(metrics)}")
+    return metrics[key]
