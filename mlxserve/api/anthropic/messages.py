@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from quart import Blueprint, jsonify, request
 
-from mlxserve.api.answer_schemas import AnthropicMessage, AnthropicTokenCount
+from mlxserve.api.anthropic.answer_schemas import AnthropicMessage, AnthropicTokenCount
 from mlxserve.api.anthropic.context import prepare_message
 from mlxserve.api.anthropic.conversation import Conversation
 from mlxserve.api.anthropic.protocol import CountTokensRequest, MessagesRequest

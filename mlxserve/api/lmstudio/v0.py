@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from pydantic import Field, field_validator
 from quart import Blueprint, current_app, jsonify, make_response
 
-from mlxserve.api.answer_schemas import V0LoadedList, V0LoadResult, V0UnloadResult
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import encode
+from mlxserve.api.lmstudio.answer_schemas import V0LoadedList, V0LoadResult, V0UnloadResult
 from mlxserve.api.lmstudio.v0_format import (
     V0Model,
     V0ModelList,

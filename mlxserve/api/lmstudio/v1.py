@@ -15,10 +15,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag
 from quart import Blueprint, current_app, jsonify, request
 
-from mlxserve.api.answer_schemas import V1ChatResult, V1LoadResult, V1ModelList, V1UnloadResult
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
 from mlxserve.api.lmstudio import v1_models
+from mlxserve.api.lmstudio.answer_schemas import (
+    V1ChatResult,
+    V1LoadResult,
+    V1ModelList,
+    V1UnloadResult,
+)
 from mlxserve.api.lmstudio.v1_reply import ChatReply
 from mlxserve.api.lmstudio.v1_tools import open_integrations
 from mlxserve.api.shared.conversation_store import ConversationStore

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 from quart import Blueprint, current_app, jsonify
 
-from mlxserve.api.answer_schemas import V1DownloadJob
 from mlxserve.api.http.parsing import answers, with_body
+from mlxserve.api.lmstudio.answer_schemas import V1DownloadJob
 from mlxserve.api.shared.protocol import OpenAIModel
 from mlxserve.models.download import DownloadError, DownloadPlan, parse_spec
 from mlxserve.pipeline.errors import RequestError

@@ -13,9 +13,9 @@ from contextlib import aclosing
 
 from quart import Blueprint, current_app, jsonify, request
 
-from mlxserve.api.answer_schemas import ResponseObject
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
+from mlxserve.api.responses.answer_schemas import ResponseObject
 from mlxserve.api.responses.custom import StreamedInput, input_mismatch
 from mlxserve.api.responses.items import (
     custom_tool_call_item,
