@@ -68,7 +68,7 @@ class ToolChange(AnthropicModel):
 
 class ContentBlock(AnthropicModel):
     """One block of a message; which fields are set depends on `type`, which
-    conversation.py checks against where the block sits."""
+    anthropic_conversation checks against where the block sits."""
 
     type: str
     text: str | None = None
