@@ -83,6 +83,18 @@ def test_image_size_limits_are_413():
     assert error.status == 413 and "3000x2000" in error.message
 
 
+def test_a_requests_images_are_bounded_in_number_and_in_pixels_together():
+    small = data_url(encoded(Image.new("RGB", (100, 100), "red"), "PNG"))
+    assert len(read(*[small] * 3, limits=ImageLimits(max_images=3))) == 3
+    error = refusal(*[small] * 4, limits=ImageLimits(max_images=3))
+    assert (error.status, error.code, error.param) == (413, "too_many_images", "messages")
+    together = ImageLimits(max_total_pixels=25_000)  # two of them fit, the third does not
+    assert len(read(small, small, limits=together)) == 2
+    error = refusal(small, small, small, limits=together)
+    assert (error.status, error.param) == (413, "messages[0].content[3]")
+    assert "together" in str(error)
+
+
 @pytest.fixture
 def image_host(tmp_path):
     (tmp_path / "blue.png").write_bytes(png_bytes((0, 0, 255)))

@@ -20,7 +20,11 @@ from mlxserve.pipeline.request import ImagePart, Turn
 
 MAX_IMAGE_BYTES = 20 * 1024**2  # per image, as OpenAI's API documents
 MAX_IMAGE_PIXELS = 50_000_000  # width x height; past this decoding alone takes seconds
+# A request's images together: a 7000x7000 PNG of one colour is 143 KB and decodes to 147 MB.
+MAX_IMAGES = 16
+MAX_TOTAL_PIXELS = 100_000_000
 FETCH_TIMEOUT = 10.0  # seconds for one remote image
+FETCH_BUDGET = 30.0  # seconds for all the remote images of a request
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class ImageLimits:
     max_bytes: int = MAX_IMAGE_BYTES
     max_pixels: int = MAX_IMAGE_PIXELS
     remote: bool = False  # fetch http(s) image URLs; off: a page could make us fetch any URL
+    max_images: int = MAX_IMAGES
+    max_total_pixels: int = MAX_TOTAL_PIXELS
 
 
 def conversation_images(turns: list[Turn]) -> list[tuple[str, ImagePart]]:
@@ -41,16 +47,28 @@ def conversation_images(turns: list[Turn]) -> list[tuple[str, ImagePart]]:
 
 
 async def load_images(turns: list[Turn], limits: ImageLimits) -> list[PromptImage]:
-    loaded = []
-    for param, part in conversation_images(turns):
-        data = await _image_bytes(part.url, param, limits)
-        # A large picture takes tens of milliseconds to decode: off the event loop.
-        loaded.append(await asyncio.to_thread(decode_image, data, param, limits))
+    """The conversation's images, decoded; each image and all of them together bounded."""
+    found = conversation_images(turns)
+    if len(found) > limits.max_images:
+        message = f"{len(found)} images, over the limit of {limits.max_images} per request"
+        raise RequestError(413, message, "messages", "too_many_images")
+    loaded, pixels_left = [], limits.max_total_pixels
+    deadline = asyncio.get_running_loop().time() + FETCH_BUDGET
+    for param, part in found:
+        data = await _image_bytes(part.url, param, limits, deadline)
+        # Decoding base64 and a large picture takes tens of milliseconds: off the event loop.
+        image = await asyncio.to_thread(decode_image, data, param, limits, pixels_left)
+        pixels_left -= image.pixels.width * image.pixels.height
+        loaded.append(image)
     return loaded
 
 
-def decode_image(data: bytes, param: str, limits: ImageLimits) -> PromptImage:
-    """Decoded to RGB (a GIF's first frame); a file that is not an image is a 400."""
+def decode_image(
+    data: bytes | str, param: str, limits: ImageLimits, pixels_left: int | None = None
+) -> PromptImage:
+    """Decoded to RGB (a GIF's first frame); a file that is not an image is a 400. `data` may
+    be a data: URL's payload; `pixels_left`: what the request's earlier images left."""
+    data = _base64_payload(data, param) if isinstance(data, str) else data
     if len(data) > limits.max_bytes:
         raise _too_large(f"{len(data)} bytes, over the {limits.max_bytes}-byte limit", param)
     try:
@@ -59,6 +77,9 @@ def decode_image(data: bytes, param: str, limits: ImageLimits) -> PromptImage:
             if width * height > limits.max_pixels:
                 size = f"{width}x{height} pixels, over the {limits.max_pixels}-pixel limit"
                 raise _too_large(size, param)
+            if pixels_left is not None and width * height > pixels_left:
+                total = f"the request's images together pass {limits.max_total_pixels} pixels"
+                raise _too_large(f"{width}x{height} pixels: {total}", param)
             image.seek(0)
             pixels, image_format = image.convert("RGB"), image.format or ""
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
@@ -68,9 +89,10 @@ def decode_image(data: bytes, param: str, limits: ImageLimits) -> PromptImage:
     return PromptImage(pixels, hashlib.sha256(data).hexdigest(), data, image_format)
 
 
-async def _image_bytes(url: str, param: str, limits: ImageLimits) -> bytes:
+async def _image_bytes(url: str, param: str, limits: ImageLimits, deadline: float) -> bytes | str:
+    """The image's bytes, or a data: URL's base64 payload (decoded with the image)."""
     if url.startswith("data:"):
-        return _data_url_bytes(url, param, limits)
+        return _data_url_payload(url, param, limits)
     if url.startswith(("http://", "https://")):
         if not limits.remote:
             raise RequestError(
@@ -80,13 +102,19 @@ async def _image_bytes(url: str, param: str, limits: ImageLimits) -> bytes:
                 param,
                 "remote_images_disabled",
             )
-        return await _fetch(url, param, limits)
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(_fetch(url, param, limits), max(left, 0.001))
+        except TimeoutError as exc:
+            message = f"the image at {param} was not fetched within the {FETCH_BUDGET:g} s the "
+            message += "request's remote images have together"
+            raise RequestError(400, message, param, "image_fetch_failed") from exc
     raise RequestError(
         400, f"the image at {param} must be a data: URL or an http(s) URL", param, "invalid_image"
     )
 
 
-def _data_url_bytes(url: str, param: str, limits: ImageLimits) -> bytes:
+def _data_url_payload(url: str, param: str, limits: ImageLimits) -> str:
     header, _, payload = url.partition(",")
     if not header.endswith(";base64"):
         raise RequestError(
@@ -94,6 +122,10 @@ def _data_url_bytes(url: str, param: str, limits: ImageLimits) -> bytes:
         )
     if len(payload) * 3 // 4 > limits.max_bytes:  # refused before decoding it
         raise _too_large(f"about {len(payload) * 3 // 4} bytes", param)
+    return payload
+
+
+def _base64_payload(payload: str, param: str) -> bytes:
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
