@@ -1,5 +1,6 @@
-"""The package's import graph: layers import only downwards (API adapters -> pipeline ->
-registry and store -> engines -> sampling) and no module imports itself through others."""
+"""The package's import graph: layers import only downwards (API adapters -> pipeline and MCP ->
+registry and store -> engines -> sampling), no module imports itself through others, and no API
+family imports another."""
 
 from __future__ import annotations
 
@@ -79,3 +80,30 @@ def test_the_import_graph_has_no_cycle():
     for module in sorted(edges):
         if module not in state:
             assert visit(module, []) is None
+
+
+# API families: each package under mlxserve/api/ speaks one wire format. They share only
+# api/http (HTTP plumbing) and api/shared (what several families use); no family imports another.
+FAMILIES = {"openai", "responses", "anthropic", "lmstudio"}
+# (importing module, imported family) pairs allowed all the same, each with its reason.
+FAMILY_IMPORTS_ALLOWED = {
+    # /api/v0 is OpenAI's chat and text completions plus stats: it runs OpenAI's adapters with
+    # `native_extras`, parses their request models and answers with their objects.
+    ("mlxserve.api.lmstudio.v0", "openai"),
+}
+
+
+def family(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "api" and parts[2] in FAMILIES else None
+
+
+def test_no_api_family_imports_another():
+    crossing = {
+        (source, family(target))
+        for source, targets in graph().items()
+        for target in targets
+        if None not in (family(source), family(target)) and family(source) != family(target)
+    }
+    assert crossing - FAMILY_IMPORTS_ALLOWED == set()
+    assert FAMILY_IMPORTS_ALLOWED - crossing == set(), "an allowed import no longer exists"
