@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import os
 import signal
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     session = _join_group(args) if args.distributed else None
     if session is not None and session.cluster.rank > 0:
         _follow(session, models_dir, args)
+    _check_exposure(args)
     if models_dir.is_dir():
         recover_interrupted(models_dir)  # a conversion killed mid-overwrite
     engine = resolve_engine(args.engine)
@@ -71,6 +73,31 @@ def main(argv: list[str] | None = None) -> int:
     if session is not None:
         session.dismiss()
     _exit_without_native_teardown()
+
+
+def _check_exposure(args) -> None:
+    """A server reachable from the network without an api key serves anyone there: refused
+    unless asked for by name, and then said loudly."""
+    if args.api_key or _is_loopback(args.host):
+        return
+    if not args.insecure_no_auth:
+        sys.exit(
+            f"mlxserve: --host {args.host} is reachable from the network; set --api-key (or "
+            "MLXSERVE_API_KEY), or pass --insecure-no-auth to serve it to anyone there"
+        )
+    log.warning(
+        "--host %s without --api-key: anyone who reaches this address may use the server",
+        args.host,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
 
 
 def _mcp_settings(args):

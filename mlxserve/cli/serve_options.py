@@ -150,6 +150,13 @@ OPTIONS = (
         default=MAX_IMAGE_BYTES,
     ),
     Option(
+        "--insecure-no-auth",
+        "off: a `--host` other than loopback needs `--api-key`",
+        "serve a --host reachable from the network without --api-key (anyone who reaches it "
+        "may load models, read the prompt log and run requests)",
+        switch=True,
+    ),
+    Option(
         "--allow-remote-images",
         "off: only `data:` URLs",
         "fetch http(s) image URLs in requests (default: only data: URLs, so a web page cannot "
