@@ -163,9 +163,11 @@ def test_api_v0_reports_drafts_and_gives_the_same_reply(server, model_id):
         sum(stats[f"{kind}_draft_tokens_count"] for kind in counted)
         == (stats["total_draft_tokens_count"])
     )
-    missing = post(server, "/v1/chat/completions", {**body, "draft_model": "nobody/none"})
-    assert missing.status_code == 404
-    assert missing.json()["error"]["param"] == "draft_model"
+    # A request may not make the server load a model the operator did not offer for drafts.
+    for name in ("nobody/none", model_id):
+        refused = post(server, "/v1/chat/completions", {**body, "draft_model": name}).json()
+        assert refused["error"]["code"] == "draft_model_not_offered", refused
+        assert refused["error"]["param"] == "draft_model"
 
 
 def test_structured_output_with_drafts_equals_plain(server, model_id):
@@ -212,11 +214,17 @@ def test_llamacpp_speculation_is_a_server_option(models_dir, default_ids):
     assert other.status_code == 400 and other.json()["error"]["code"] == "draft_model_not_loaded"
 
 
-def test_the_servers_draft_model_drafts_for_requests_that_name_none(models_dir, default_ids):
+def test_the_servers_draft_models_are_the_only_ones_requests_may_name(models_dir, default_ids):
     model = default_ids["mlx"]
     body = {"model": model, "prompt": REWRITE, "max_tokens": 6, "temperature": 0}
+    extra = ("--draft-models", model)
+    with ServerProcess(models_dir, model=model, engine="mlx", extra_args=extra) as server:
+        plain = post(server, "/api/v0/completions", body).json()["stats"]
+        stats = post(server, "/api/v0/completions", {**body, "draft_model": model}).json()["stats"]
+    assert "draft_model" not in plain  # offered to requests, not the server's default
+    assert stats["draft_model"] == model
+    assert stats["accepted_draft_tokens_count"] == stats["total_draft_tokens_count"] > 0
     extra = ("--draft-model", model)
     with ServerProcess(models_dir, model=model, engine="mlx", extra_args=extra) as server:
         stats = post(server, "/api/v0/completions", body).json()["stats"]
     assert stats["draft_model"] == model
-    assert stats["accepted_draft_tokens_count"] == stats["total_draft_tokens_count"] > 0

@@ -243,6 +243,15 @@ OPTIONS = (
         registry="draft_model",
     ),
     Option(
+        "--draft-models",
+        "none: a request's `draft_model` may name only `--draft-model`",
+        "comma-separated models a request's draft_model may name besides --draft-model (each "
+        "is loaded beside the model it drafts for)",
+        type=lambda value: tuple(v.strip() for v in value.split(",") if v.strip()),
+        default=(),
+        registry="draft_models",
+    ),
+    Option(
         "--request-timeout",
         "1800 seconds from arrival, queueing included; `0`: no limit",
         "stop a request this many seconds after it arrived, queueing included, with a 504 or an "

@@ -26,6 +26,7 @@ class RegistryOptions:
     disk_cache_bytes: int = DISK_CACHE_BYTES  # long prompts' KV state on disk; 0: none
     max_batch_size: int | None = None  # MLX sequences decoded together; None: from memory
     draft_model: str | None = None  # drafts for requests that name none (speculative decoding)
+    draft_models: tuple[str, ...] = ()  # what else a request's draft_model may name
     # tensor | pipeline: this server is rank 0 of an `mlx.launch` group that splits each MLX
     # model across its processes; None: each model is served by this process alone
     distributed: str | None = None

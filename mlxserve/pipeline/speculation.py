@@ -1,9 +1,11 @@
 """Which draft model a request decodes with, checked before its response starts.
 
-On the MLX engine, a request's `draft_model` (else the server's `--draft-model`) is any MLX
-language model in the store with the same vocabulary; one named by the request that does not fit
-is refused, the server's default is then left out. llama.cpp sets its draft model per server
-child, when the model loads, so there a request may only name the one loaded with it.
+On the MLX engine, a request's `draft_model` (else the server's `--draft-model`) is an MLX
+language model of the same vocabulary that the operator offers (`--draft-model`,
+`--draft-models`): a request must not make the server load any model of the store. One named
+by the request that does not fit is refused; the server's default is then left out. llama.cpp
+sets its draft model per server child, when the model loads, so there a request may only name
+the one loaded with it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ async def resolve_speculation(
     name = asked.draft_model or registry.options.draft_model
     if name is None:
         return asked
+    offered = {registry.options.draft_model, *registry.options.draft_models} - {None}
+    if name not in offered:
+        listed = ", ".join(sorted(offered)) or "none"
+        raise RequestError(
+            400,
+            f"draft_model '{name}' is not one this server offers (serve --draft-model and "
+            f"--draft-models name them: {listed})",
+            "draft_model",
+            "draft_model_not_offered",
+        )
     try:
         path = await _mlx_draft_path(registry, loaded, name)
         return replace(asked, draft_model=name, draft_path=path)
