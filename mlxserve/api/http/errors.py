@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from pydantic import ValidationError
 from quart import Quart, Response, has_request_context, jsonify, request
@@ -99,8 +100,10 @@ def from_exception(exc: BaseException) -> RequestError:
             getattr(exc, "code", None),
             getattr(exc, "headers", None),
         )
-    log.error("unexpected error", exc_info=exc)
-    return RequestError(500, f"internal error: {type(exc).__name__}: {exc}")
+    # The exception's text may hold internals (paths, addresses): the log has it, under an id.
+    error_id = f"err_{uuid.uuid4().hex[:12]}"
+    log.error("unexpected error %s", error_id, exc_info=exc)
+    return RequestError(500, f"internal error {error_id}; the server's log has the details")
 
 
 def register_error_handlers(app: Quart) -> None:

@@ -111,6 +111,18 @@ class ChatMessage(OpenAIModel):
     reasoning_content: str | None = None
     reasoning: str | None = None
 
+    @field_validator("tool_calls")
+    @classmethod
+    def _calls_have_functions(cls, calls: list[dict[str, Any]] | None):
+        for index, call in enumerate(calls or []):
+            function = call.get("function", call)
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise ValueError(f'[{index}] must be {{"id", "type": "function", "function": '
+                                 '{"name": ..., "arguments": "{...}"}}')  # fmt: skip
+            if not isinstance(function.get("arguments", "{}"), (str, dict)):
+                raise ValueError(f"[{index}].function.arguments must be a JSON object's text")
+        return calls
+
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -126,6 +138,21 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool = True
     reasoning_effort: ReasoningEffort | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _tools_are_functions(cls, tools: list[dict[str, Any]] | None):
+        """Function tools need a name and a schema object; other tool types pass untouched."""
+        for index, tool in enumerate(tools or []):
+            if "function" not in tool and tool.get("type", "function") != "function":
+                continue
+            function = tool.get("function")
+            if not isinstance(function, dict) or not function.get("name"):
+                raise ValueError(f'[{index}] must be {{"type": "function", "function": '
+                                 '{"name": ..., "parameters": {...}}}')  # fmt: skip
+            if not isinstance(function.get("parameters") or {}, dict):
+                raise ValueError(f"[{index}].function.parameters must be a JSON schema object")
+        return tools
 
     def constraints(self) -> Constraints:
         choice, forced = tool_choice(self.tool_choice, lambda c: c.get("function", {}))
@@ -166,7 +193,8 @@ def tool_choice(value, function_of) -> tuple[str, str | None]:
         return "auto", None
     if value in ("auto", "none", "required"):
         return value, None
-    name = function_of(value).get("name") if isinstance(value, dict) else None
+    function = function_of(value) if isinstance(value, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
     if isinstance(value, dict) and value.get("type") == "function" and isinstance(name, str):
         return "required", name
     raise RequestError(
