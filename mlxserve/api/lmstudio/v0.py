@@ -65,7 +65,8 @@ def _required_model(*candidates: str | None) -> str:
 @blueprint.get("/models")
 @answers(V0ModelList)
 async def list_models():
-    """Every servable model, loaded or not."""
+    """Every servable model, loaded or not; the loaded ones with their tool-call family."""
+    await _find_families(current_app.registry)
     return jsonify({"object": "list", "data": await v0_models(current_app.registry)})
 
 
@@ -74,13 +75,17 @@ async def list_models():
 async def get_model(model_id: str):
     """One model, loaded or not; a loaded one with the tool-call family found for it."""
     registry = current_app.registry
-    loaded = registry.loaded.get(model_id)
-    if loaded is not None:
-        await model_family(loaded)
+    await _find_families(registry)
     entry = await find_v0_model(registry, model_id)
     if entry is None:
         raise RequestError(404, f"model '{model_id}' not found", "model", "model_not_found")
     return jsonify(entry)
+
+
+async def _find_families(registry) -> None:
+    """Each loaded model's tool-call family, told once (from its template and vocabulary)."""
+    for loaded in list(registry.loaded.values()):
+        await model_family(loaded)
 
 
 @blueprint.get("/loaded")
