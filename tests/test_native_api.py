@@ -42,7 +42,8 @@ def test_models_lists_every_stored_model_with_its_state(server, default_ids, mod
     for engine, stored_id in default_ids.items():
         entry = entries[stored_id]
         loaded = stored_id == model_id
-        assert set(entry) == MODEL_FIELDS | ({"loaded_context_length"} if loaded else set())
+        loaded_fields = {"loaded_context_length", "tool_format"} if loaded else set()
+        assert set(entry) == MODEL_FIELDS | loaded_fields
         assert entry["state"] == ("loaded" if loaded else "not-loaded")
         assert (entry["object"], entry["type"], entry["publisher"]) == ("model", "llm", "google")
         assert entry["arch"] == "gemma3"
@@ -50,6 +51,7 @@ def test_models_lists_every_stored_model_with_its_state(server, default_ids, mod
         assert entry["max_context_length"] == 32768
         if loaded:
             assert 0 < entry["loaded_context_length"] <= 32768
+            assert entry["tool_format"] == "gemma"  # Gemma 3: its architecture names it
     assert entries[default_ids["llamacpp"]]["quantization"] == "Q4_K_M"
 
 
