@@ -26,6 +26,7 @@ from mlxserve.engine.mlx.runner import PROMPT_CACHE_ENTRIES, BatchRunner
 from mlxserve.engine.mlx.sequence import Sequence
 
 log = logging.getLogger(__name__)
+FAILED_TOKEN = -1  # said for a sequence that failed alone on rank 0 instead of its token
 
 
 class LeaderRunner(BatchRunner):
@@ -95,7 +96,8 @@ class LeaderRunner(BatchRunner):
         # asynchronous evaluation never raises, and the step would wait for ever.
         mx.eval(logits)
         super()._sample(sequences, logits)
-        tokens = [sequence.last_token for sequence in sequences]
+        # A sequence that failed alone sampled nothing: FAILED_TOKEN tells the others so.
+        tokens = [FAILED_TOKEN if s.failed else s.last_token for s in sequences]
         self._link.send("sampled", tokens, [sequence.finished for sequence in sequences])
 
     def _guarded(self, step, sequences: list[Sequence], *args) -> None:
@@ -202,10 +204,13 @@ class MirroredSequence:
     def __init__(self, prompt_tokens: list[int]):
         self.prompt_tokens = self.prompt_key = prompt_tokens
         self.generated: list[int] = []
-        self.finished = False
+        self.finished = self.failed = False
 
     def take(self, token: int, ended: bool) -> None:
-        self.generated.append(token)
+        """Rank 0's token (FAILED_TOKEN: the sequence failed alone there, and ends here too)."""
+        self.failed = token == FAILED_TOKEN
+        if not self.failed:
+            self.generated.append(token)
         self.finished = ended
 
     @property

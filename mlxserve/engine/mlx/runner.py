@@ -395,7 +395,8 @@ class BatchRunner:
 
     def _retire(self, sequence: Sequence, cache: list) -> None:
         """Cache the sequence's prefix, then finish it: a follow-up may come at once. One that
-        failed has had its error instead."""
+        failed has had its error instead, and its cache (ahead of its tokens) is not kept, on
+        every rank alike."""
         if sequence.failed:
             return
         try:
