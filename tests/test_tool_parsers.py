@@ -134,6 +134,25 @@ def test_each_call_of_a_block_streams(family, output):
         assert (completion.content or "") == ("Done." if family == "kimi_k2" else "")
 
 
+LISTED = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object",
+           "properties": {"names": {"type": "array"}, "note": {"type": "string"}}}}}]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "family, output",
+    [
+        ("qwen3_coder", '<tool_call>\n<function=f>\n<parameter=names>\n["a</parameter>b", "c"]'
+         "\n</parameter>\n<parameter=note>\nx < y\n</parameter>\n</function>\n</tool_call>"),
+        ("minimax_m2", '<minimax:tool_call>\n<invoke name="f">\n<parameter name="names">'
+         '["a</parameter>b", "c"]</parameter>\n<parameter name="note">x < y</parameter>\n'
+         "</invoke>\n</minimax:tool_call>"),
+    ],
+)  # fmt: skip
+def test_a_json_argument_of_an_xml_call_may_hold_the_closing_tag(family, output):
+    (call,) = read(family, output, tools=LISTED).tool_calls
+    assert json.loads(call.arguments) == {"names": ["a</parameter>b", "c"], "note": "x < y"}
+
+
 def test_a_quoted_string_may_hold_the_call_syntax():
     gemma4 = '<|tool_call>call:get_weather{city:<|"|>a,b:c}<|"|>,unit:["x,y:z"]}<tool_call|>'
     (call,) = read("gemma4", gemma4).tool_calls

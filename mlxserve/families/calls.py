@@ -141,6 +141,63 @@ def _quoted_value(block: str, position: int, quote: str) -> tuple[object, int]:
     return json.JSONDecoder().raw_decode(block, position)
 
 
+def xml_parser(function: str, parameter: str, end: str) -> Parser:
+    """Qwen3-Coder's and MiniMax's XML calls as the grammar writes them: `function` and
+    `parameter` patterns name the call and each argument; a string argument is raw text up to
+    `end`, any other a JSON value read as JSON (so a `</parameter>` inside one of its strings
+    does not end it, where mlx-lm's parsers cut at the first)."""
+    function_head, parameter_head = re.compile(function), re.compile(parameter)
+
+    def parse(block: str, tools: list[dict]) -> list[ToolCall]:
+        head = function_head.search(block)
+        if head is None:
+            return []
+        properties = _properties(tools, head.group(1))
+        arguments, position = {}, head.end()
+        while (found := parameter_head.match(block, position)) is not None:
+            value, position = _xml_value(block, found.end(), properties.get(found.group(1)), end)
+            if position < 0:
+                return []
+            arguments[found.group(1)] = value
+            position += len(end)
+        return [ToolCall(head.group(1), json.dumps(arguments, ensure_ascii=False))]
+
+    return parse
+
+
+def _xml_value(block: str, position: int, schema, end: str) -> tuple[object, int]:
+    """A parameter's value and where its `end` marker is (-1: nowhere)."""
+    if not raw_text(schema):
+        try:
+            value, after = json.JSONDecoder().raw_decode(block, position)
+            return value, block.find(end, after)
+        except ValueError:
+            pass
+    stop = block.find(end, position)
+    return block[position:stop], stop
+
+
+def _properties(tools: list[dict], name: str) -> dict:
+    for tool in tools:
+        function = tool.get("function", tool)
+        if function.get("name") == name:
+            return (function.get("parameters") or {}).get("properties") or {}
+    return {}
+
+
+def raw_text(schema) -> bool:
+    """Whether a parameter is written as raw text in the XML-like syntaxes: a string, or a
+    value of any type."""
+    if not isinstance(schema, dict):
+        return True
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return "string" in kind
+    if kind is None:
+        return not any(key in schema for key in ("properties", "items", "anyOf", "oneOf"))
+    return kind == "string"
+
+
 def first_of(*parsers: Parser) -> Parser:
     """The calls the first parser that finds any finds."""
 

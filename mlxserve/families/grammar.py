@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mlxserve.families.calls import raw_text
 from mlxserve.pipeline.json_grammar import JsonLark, json_text, literal
 
 
@@ -84,7 +85,7 @@ def _any_parameters(writer: JsonLark, param: Param, spell: Spelling) -> str:
 
 def _member(writer: JsonLark, name: str, schema, root, param: Param, spell: Spelling) -> str:
     head = _seq(spell(param.prefix), name, spell(param.infix))
-    if not param.raw or not _is_text(schema):
+    if not param.raw or not raw_text(schema):
         return _seq(head, writer.value(schema, root), spell(param.tail), param.after)
     options = schema.get("enum") if isinstance(schema, dict) else None
     if isinstance(options, list) and options and all(isinstance(o, str) for o in options):
@@ -99,18 +100,6 @@ def _member(writer: JsonLark, name: str, schema, root, param: Param, spell: Spel
         text = _text_until(writer, param.quote, schema)
         return _seq(head, literal(param.quote), text, spell(param.tail), param.after)
     return _seq(head, _text_until(writer, param.tail, schema), param.after)
-
-
-def _is_text(schema) -> bool:
-    """Whether a parameter is written as raw text: a string, or a value of any type."""
-    if not isinstance(schema, dict):
-        return True
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        return "string" in kind
-    if kind is None:
-        return not any(key in schema for key in ("properties", "items", "anyOf", "oneOf"))
-    return kind == "string"
 
 
 def _text(writer: JsonLark, schema) -> str:

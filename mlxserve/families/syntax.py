@@ -25,6 +25,7 @@ from mlxserve.families.calls import (
     parse_json_reply,
     parse_tool_code,
     quoted_call_parser,
+    xml_parser,
 )
 
 
@@ -65,6 +66,10 @@ class ToolSyntax:
 
 
 JSON_CALL = '{"name": "<function-name>", "arguments": {<arguments>}}'
+QWEN_XML = xml_parser(r"<function=([^>\s]+)>\n", r"\s*<parameter=([^>\s]+)>\n", "\n</parameter>")
+MINIMAX_XML = xml_parser(
+    r'<invoke name="([^"]+)">\n', r'\s*<parameter name="([^"]+)">', "</parameter>"
+)
 JSON_HEAD = r'^\s*\{"name":\s*"([^"\\]+)"'
 
 SYNTAXES = {
@@ -77,7 +82,8 @@ SYNTAXES = {
             hint=f"wrap each call in tags: <tool_call>{JSON_CALL}</tool_call>",
         ),
         ToolSyntax(
-            "qwen3_coder", "<tool_call>", "</tool_call>", mlx_lm_parser("qwen3_coder"),
+            "qwen3_coder", "<tool_call>", "</tool_call>",
+            first_of(QWEN_XML, mlx_lm_parser("qwen3_coder")),
             "qwen_xml", markers=("<tool_call>", "</tool_call>"),
             name_pattern=r"<function=([^>\s]+)>",
             hint="write <tool_call>\n<function=NAME>\n<parameter=P>\nVALUE\n</parameter>\n"
@@ -118,7 +124,8 @@ SYNTAXES = {
         ),
         ToolSyntax(
             "minimax_m2", "<minimax:tool_call>", "</minimax:tool_call>",
-            mlx_lm_parser("minimax_m2"), "minimax", block="section", separator="",
+            first_of(MINIMAX_XML, mlx_lm_parser("minimax_m2")), "minimax", block="section",
+            separator="",
             markers=("<minimax:tool_call>", "</minimax:tool_call>"),
             name_pattern=r'<invoke name="([^"]+)">', section_open="\n",
         ),
