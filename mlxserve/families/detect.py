@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from mlxserve.families.syntax import SYNTAXES, ToolSyntax
+from mlxserve.families.syntax import SYNTAXES
 
 # Checked in order: each family by markers its templates write (all must be present).
 TEMPLATE_MARKS: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -75,10 +75,6 @@ def family_name(
         if marker in single_tokens:
             return family
     return ARCHITECTURES.get(architecture, "json")
-
-
-def tool_syntax(name: str) -> ToolSyntax:
-    return SYNTAXES[name]
 
 
 def check_tool_format(name: str | None) -> str | None:

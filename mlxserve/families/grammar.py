@@ -19,9 +19,8 @@ from mlxserve.pipeline.json_grammar import JsonLark, json_text, literal
 
 @dataclass(frozen=True)
 class Param:
-    """How a family writes one named argument: `prefix` NAME `infix` VALUE `tail` (text),
-    then `after` (Lark). With `raw`, a string value is raw text (in `quote` when it has one);
-    else every value is JSON."""
+    """How a family writes one named argument: `prefix` NAME `infix` VALUE `tail`. With `raw`,
+    a string value is raw text (in `quote` when it has one); else every value is JSON."""
 
     prefix: str
     infix: str
@@ -29,7 +28,6 @@ class Param:
     raw: bool
     quote: str = ""
     separator: str = ""  # the text between parameters
-    after: str = ""
 
 
 class Spelling:
@@ -86,20 +84,20 @@ def _any_parameters(writer: JsonLark, param: Param, spell: Spelling) -> str:
 def _member(writer: JsonLark, name: str, schema, root, param: Param, spell: Spelling) -> str:
     head = _seq(spell(param.prefix), name, spell(param.infix))
     if not param.raw or not raw_text(schema):
-        return _seq(head, writer.value(schema, root), spell(param.tail), param.after)
+        return _seq(head, writer.value(schema, root), spell(param.tail))
     options = schema.get("enum") if isinstance(schema, dict) else None
     if isinstance(options, list) and options and all(isinstance(o, str) for o in options):
         value = _seq(writer.rule(" | ".join(literal(o) for o in options)), spell(param.quote))
-        return _seq(head, spell(param.quote), value, spell(param.tail), param.after)
+        return _seq(head, spell(param.quote), value, spell(param.tail))
     closing = param.quote or param.tail
     if spell.is_special(closing):  # text never holds the special token that closes it
         text = _text(writer, schema)
         quoted = _seq(spell(param.quote), text, spell(param.quote))
-        return _seq(head, quoted, spell(param.tail), param.after)
+        return _seq(head, quoted, spell(param.tail))
     if param.quote:
         text = _text_until(writer, param.quote, schema)
-        return _seq(head, literal(param.quote), text, spell(param.tail), param.after)
-    return _seq(head, _text_until(writer, param.tail, schema), param.after)
+        return _seq(head, literal(param.quote), text, spell(param.tail))
+    return _seq(head, _text_until(writer, param.tail, schema))
 
 
 def _text(writer: JsonLark, schema) -> str:

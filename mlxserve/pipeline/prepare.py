@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlxserve.engine.base import IMAGE_MARKER, ContextLengthExceeded, GenerationRequest
-from mlxserve.families.detect import MARKERS_TO_LOOK_UP, family_name, tool_syntax
-from mlxserve.families.syntax import ToolSyntax
+from mlxserve.families.detect import MARKERS_TO_LOOK_UP, family_name
+from mlxserve.families.syntax import SYNTAXES, ToolSyntax
 from mlxserve.models.loaded import LoadedModel
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import ModelRecord
@@ -113,7 +113,7 @@ async def _prepare_admitted(
     else:
         # Rendering a long conversation takes a while: in a thread, off the event loop.
         if request.constraints.wants_tools:
-            syntax = tool_syntax(await model_family(loaded))
+            syntax = SYNTAXES[await model_family(loaded)]
         prompt, thinking = await asyncio.to_thread(_chat_prompt, loaded, request, syntax)
         add_special_tokens = False  # the template writes BOS itself
     engine_request = GenerationRequest(
