@@ -146,11 +146,14 @@ LISTED = [{"type": "function", "function": {"name": "f", "parameters": {"type": 
         ("minimax_m2", '<minimax:tool_call>\n<invoke name="f">\n<parameter name="names">'
          '["a</parameter>b", "c"]</parameter>\n<parameter name="note">x < y</parameter>\n'
          "</invoke>\n</minimax:tool_call>"),
+        ("glm47", '<tool_call>f\n<arg_key>names</arg_key>\n<arg_value>["a</arg_value>b", "c"]'
+         "</arg_value>\n<arg_key>note</arg_key>\n<arg_value>x < y</arg_value>\n</tool_call>"),
     ],
 )  # fmt: skip
 def test_a_json_argument_of_an_xml_call_may_hold_the_closing_tag(family, output):
     (call,) = read(family, output, tools=LISTED).tool_calls
-    assert json.loads(call.arguments) == {"names": ["a</parameter>b", "c"], "note": "x < y"}
+    closing = "</arg_value>" if family == "glm47" else "</parameter>"
+    assert json.loads(call.arguments) == {"names": [f"a{closing}b", "c"], "note": "x < y"}
 
 
 def test_a_quoted_string_may_hold_the_call_syntax():

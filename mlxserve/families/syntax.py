@@ -70,6 +70,9 @@ QWEN_XML = xml_parser(r"<function=([^>\s]+)>\n", r"\s*<parameter=([^>\s]+)>\n", 
 MINIMAX_XML = xml_parser(
     r'<invoke name="([^"]+)">\n', r'\s*<parameter name="([^"]+)">', "</parameter>"
 )
+GLM_ARGS = xml_parser(
+    r"^\s*([^<\s]+)\s*", r"\s*<arg_key>([^<]+)</arg_key>\s*<arg_value>", "</arg_value>"
+)
 JSON_HEAD = r'^\s*\{"name":\s*"([^"\\]+)"'
 
 SYNTAXES = {
@@ -90,7 +93,8 @@ SYNTAXES = {
             "</function>\n</tool_call>",
         ),
         ToolSyntax(
-            "glm47", "<tool_call>", "</tool_call>", mlx_lm_parser("glm47"), "glm",
+            "glm47", "<tool_call>", "</tool_call>", first_of(GLM_ARGS, mlx_lm_parser("glm47")),
+            "glm",
             markers=(
                 "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>",
                 "</arg_value>",
