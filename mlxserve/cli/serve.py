@@ -14,6 +14,7 @@ from typing import NoReturn
 from mlxserve.cli.serve_options import build_parser, registry_options
 from mlxserve.models.store import default_models_dir
 from mlxserve.pipeline.images import ImageLimits
+from mlxserve.redact import scrub_logs
 
 log = logging.getLogger("mlxserve")
 
@@ -24,9 +25,9 @@ def split_list(value: str | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=args.log_level.upper(), format=log_format)
+    scrub_logs(log_format)
     from mlxserve.api.app import AppConfig, create_app
     from mlxserve.api.http.guard import GuardOptions
     from mlxserve.models.convert.writer import recover_interrupted

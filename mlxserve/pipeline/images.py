@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from mlxserve.engine.base import PromptImage
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import ImagePart, Turn
+from mlxserve.redact import scrub
 
 MAX_IMAGE_BYTES = 20 * 1024**2  # per image, as OpenAI's API documents
 MAX_IMAGE_PIXELS = 50_000_000  # width x height; past this decoding alone takes seconds
@@ -145,8 +146,9 @@ async def _fetch(url: str, param: str, limits: ImageLimits) -> bytes:
                     if len(data) > limits.max_bytes:
                         raise _too_large(f"over the {limits.max_bytes}-byte limit", param)
     except httpx.HTTPError as exc:
+        reason = scrub(str(exc))  # a signed URL's token stays out of the answer
         raise RequestError(
-            400, f"the image at {param} could not be fetched: {exc}", param, "image_fetch_failed"
+            400, f"the image at {param} could not be fetched: {reason}", param, "image_fetch_failed"
         ) from exc
     return bytes(data)
 
