@@ -2,7 +2,8 @@
 
 One timer per request, not one per token: when it fires while the request waits on its engine,
 that wait is cancelled (which releases the engine's slot or sequence); when it fires while the
-client is being written to, the request ends at its next wait instead."""
+client is being written to, the request ends at its next wait, or, if the write is still stuck
+(a client that stopped reading) a moment later, the request's task is cancelled there."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TypeVar
 from mlxserve.pipeline.errors import RequestError
 
 T = TypeVar("T")
+WRITE_GRACE = 1.0  # seconds a write may still take once the deadline passed
 
 
 def timeout_error(seconds: float) -> RequestError:
@@ -36,16 +38,18 @@ async def within_deadline(
             async for event in events:
                 yield event
         return
-    task = asyncio.current_task()
+    task, loop = asyncio.current_task(), asyncio.get_running_loop()
     waiting = expired = False
 
     def expire() -> None:
-        nonlocal expired
+        nonlocal expired, timer
         expired = True
         if waiting:
             task.cancel()
+        else:  # the task is writing to the client: a reader that stopped holds it there
+            timer = loop.call_later(WRITE_GRACE, task.cancel)
 
-    timer = asyncio.get_running_loop().call_at(deadline, expire)
+    timer = loop.call_at(deadline, expire)
     try:
         while not expired:
             waiting = True
