@@ -57,3 +57,28 @@ def test_one_call_unless_parallel_calls_are_allowed():
     )
     several = compile_constraints(Constraints(TOOLS, "required"), SYNTAXES["json"])
     assert "{0,3}" not in single.lark and "{0,3}" in several.lark
+
+
+def test_a_lazy_grammar_is_compiled_before_its_trigger_and_holds_from_it(tmp_path):
+    """The MLX engine compiles a lazy grammar when the request arrives (off the runner thread):
+    the trigger then costs the runner a copy of it, no compile, and the grammar holds at once."""
+    from transformers import PreTrainedTokenizerFast
+
+    from mlxserve.engine.mlx.constraint import GrammarCompiler
+    from tests.byte_vocabulary import byte_vocabulary
+
+    vocabulary = byte_vocabulary(tmp_path)
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    compiler = GrammarCompiler(hf, vocabulary.vocab_size, [0])
+    grammar = compile_constraints(Constraints(TOOLS), SYNTAXES["hermes"])
+    constraint = compiler.new_constraint(grammar)
+    compiled = dict(compiler._compiled)
+    assert list(compiled) == [grammar.lark]  # compiled on arrival
+    for piece in ("Sure. ", "<tool_call>"):
+        for token in vocabulary.tokenize_str(piece):
+            assert constraint.next_mask() is None  # free text until the trigger is complete
+            constraint.accept(token, vocabulary.decode_str([token]))
+    mask = constraint.next_mask()
+    allowed = [t for t in range(vocabulary.vocab_size) if mask[t // 32] >> (t % 32) & 1]
+    assert vocabulary.decode_str(allowed) == "\n"  # the call's own layout, nothing free
+    assert dict(compiler._compiled) == compiled  # the trigger compiled nothing

@@ -47,9 +47,9 @@ class GrammarCompiler:
     def tokenizer(self) -> LLTokenizer:
         return self._tokenizer.result()
 
-    def matcher(self, lark: str) -> LLMatcher:
+    def matcher(self, lark: str, cached: bool = True) -> LLMatcher:
         """A fresh matcher at the grammar's start; called off the event loop (it may wait for
-        the tokenizer, or compile)."""
+        the tokenizer, or compile). `cached=False` for a grammar that holds a reply's text."""
         with self._lock:
             template = self._compiled.get(lark)
             if template is not None:
@@ -58,6 +58,8 @@ class GrammarCompiler:
         template = LLMatcher(self.tokenizer, lark, log_level=0)
         if template.is_error():
             raise InvalidRequest(f"the grammar cannot be compiled: {template.get_error()}")
+        if not cached:
+            return template
         with self._lock:
             self._compiled[lark] = template
             while len(self._compiled) > COMPILED_GRAMMARS:
@@ -65,7 +67,9 @@ class GrammarCompiler:
         return template.deep_copy()
 
     def new_constraint(self, grammar: Grammar) -> OutputConstraint:
-        matcher = None if grammar.trigger else self.matcher(grammar.lark)
+        """Compiled here, off the runner thread, lazy grammars too: their trigger then costs
+        the runner a copy, not a compile."""
+        matcher = self.matcher(grammar.lark)
         return OutputConstraint(self, grammar.lark, grammar.trigger, matcher)
 
 
@@ -74,13 +78,13 @@ class OutputConstraint:
     holds it: the grammar then covers the tokens from the one where the trigger began."""
 
     def __init__(
-        self, compiler: GrammarCompiler, lark: str, trigger: str | None, matcher: LLMatcher | None
+        self, compiler: GrammarCompiler, lark: str, trigger: str | None, matcher: LLMatcher
     ):
         self._compiler = compiler
         self._lark, self._trigger = lark, trigger
-        self.matcher = matcher
+        self._watching = trigger is not None  # a lazy grammar waits for its trigger
+        self._lazy, self.matcher = (matcher, None) if self._watching else (None, matcher)
         self.mask = np.zeros((compiler.vocab_size + 31) // 32, dtype=np.int32)
-        self._watching = matcher is None  # a lazy grammar waits for its trigger
         self._tokens: list[int] = []  # generated before the trigger
         self._pieces: list[str] = []  # their text, as the output shows it (specials included)
         self._recent = ""  # the tail of the text, where a trigger may be forming
@@ -117,14 +121,14 @@ class OutputConstraint:
                 start = index
                 break
             offset += len(piece)
-        before, lark = text[offset:at], self._lark
-        if before:
-            lark = f"start: {json.dumps(before)} triggered\n" + lark.replace(
+        before, matcher = text[offset:at], self._lazy
+        if before:  # rare: the trigger begins inside a token; this grammar is the reply's own
+            lark = f"start: {json.dumps(before)} triggered\n" + self._lark.replace(
                 "start:", "triggered:", 1
             )
-        matcher = self._compiler.matcher(lark)
+            matcher = self._compiler.matcher(lark, cached=False)
         if matcher.consume_tokens(self._tokens[start:]) and not matcher.is_error():
             self.matcher = matcher
         else:
             log.warning("the output left the grammar at its trigger; it stays unconstrained")
-        self._watching, self._tokens, self._pieces = False, [], []
+        self._watching, self._tokens, self._pieces, self._lazy = False, [], [], None
