@@ -4,6 +4,7 @@ server), gives the same output as reading it again, and a damaged file is ignore
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import openai
@@ -50,11 +51,11 @@ def run_once(path: Path, prompt: str, disk: DiskPromptCache | None) -> tuple[lis
 
 def test_a_restart_reads_stored_blocks_and_answers_the_same(tiny, tmp_path):
     reference, _, _ = run_once(tiny, SECOND, None)
-    _, cached, counters = run_once(tiny, FIRST, DiskPromptCache(tmp_path, 2**30))
+    _, cached, counters = run_once(tiny, FIRST, DiskPromptCache(tmp_path, "m", 2**30))
     assert cached == 0
     assert counters["disk_cache_blocks_written"] == len(FIRST) // BLOCK
-    assert len(list(tmp_path.glob("*.safetensors"))) == 2
-    again, cached, counters = run_once(tiny, SECOND, DiskPromptCache(tmp_path, 2**30))
+    assert len(list((tmp_path / "m").glob("*.safetensors"))) == 2
+    again, cached, counters = run_once(tiny, SECOND, DiskPromptCache(tmp_path, "m", 2**30))
     assert cached == 2 * BLOCK
     assert counters["disk_cache_blocks_read"] == 2
     assert again == reference
@@ -62,30 +63,54 @@ def test_a_restart_reads_stored_blocks_and_answers_the_same(tiny, tmp_path):
 
 def test_a_damaged_file_is_deleted_and_the_prompt_read_again(tiny, tmp_path):
     reference, _, _ = run_once(tiny, SECOND, None)
-    run_once(tiny, FIRST, DiskPromptCache(tmp_path, 2**30))
-    files = sorted(tmp_path.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+    run_once(tiny, FIRST, DiskPromptCache(tmp_path, "m", 2**30))
+    files = sorted((tmp_path / "m").glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
     first_block = files[0]
     data = bytearray(first_block.read_bytes())
     data[-64] ^= 0xFF  # inside the arrays: the file still loads, its checksum fails
     first_block.write_bytes(bytes(data))
-    again, cached, _ = run_once(tiny, SECOND, DiskPromptCache(tmp_path, 2**30))
+    again, cached, _ = run_once(tiny, SECOND, DiskPromptCache(tmp_path, "m", 2**30))
     assert cached == 0
     assert again == reference
     files[1].write_bytes(files[1].read_bytes()[:1000])  # cut short: does not load at all
-    with_bad_second, cached, _ = run_once(tiny, SECOND, DiskPromptCache(tmp_path, 2**30))
+    with_bad_second, cached, _ = run_once(tiny, SECOND, DiskPromptCache(tmp_path, "m", 2**30))
     assert cached == BLOCK  # the first block (written again above) is used, the second not
     assert with_bad_second == reference
 
 
 def test_blocks_stay_within_the_byte_bound_and_short_prompts_are_not_stored(tiny, tmp_path):
-    run_once(tiny, SHARED[: BLOCK - 10], DiskPromptCache(tmp_path, 2**30))
-    assert list(tmp_path.glob("*.safetensors")) == []
-    run_once(tiny, FIRST, DiskPromptCache(tmp_path, 2**30))
-    one_block = max(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
-    for stale in tmp_path.glob("*.safetensors"):
+    run_once(tiny, SHARED[: BLOCK - 10], DiskPromptCache(tmp_path, "m", 2**30))
+    assert list((tmp_path / "m").glob("*.safetensors")) == []
+    run_once(tiny, FIRST, DiskPromptCache(tmp_path, "m", 2**30))
+    one_block = max(p.stat().st_size for p in (tmp_path / "m").glob("*.safetensors"))
+    for stale in (tmp_path / "m").glob("*.safetensors"):
         stale.unlink()
-    run_once(tiny, FIRST, DiskPromptCache(tmp_path, one_block))
-    assert len(list(tmp_path.glob("*.safetensors"))) == 1  # the older block went
+    run_once(tiny, FIRST, DiskPromptCache(tmp_path, "m", one_block))
+    assert len(list((tmp_path / "m").glob("*.safetensors"))) == 1  # the older block went
+
+
+def test_the_bound_holds_for_every_models_folder_together(tiny, tmp_path):
+    run_once(tiny, FIRST, DiskPromptCache(tmp_path, "a", 2**30))
+    one_block = max(p.stat().st_size for p in tmp_path.glob("a/*.safetensors"))
+    run_once(tiny, FIRST, DiskPromptCache(tmp_path, "b", one_block))
+    assert len(list(tmp_path.glob("*/*.safetensors"))) == 1  # the newest of four
+    assert not (tmp_path / "a").exists()  # emptied by another model's writes: removed
+
+
+def test_a_folder_of_a_converted_again_model_is_removed(tiny, tmp_path):
+    kept, changed = tmp_path / "kept.json", tmp_path / "changed.json"
+    for config in (kept, changed):
+        config.write_text("{}")
+    root = tmp_path / "cache"
+    run_once(tiny, FIRST, DiskPromptCache(root, "a", 2**30, source=kept))
+    run_once(tiny, FIRST, DiskPromptCache(root, "b", 2**30, source=changed))
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # written again
+    DiskPromptCache(root, "c", 2**30)
+    assert sorted(p.name for p in root.iterdir()) == ["a"]
+    kept.unlink()  # the model is gone
+    DiskPromptCache(root, "c", 2**30)
+    assert list(root.iterdir()) == []
 
 
 def test_the_server_reuses_a_long_system_prompt_after_a_restart(models_dir, default_ids, tmp_path):

@@ -218,9 +218,10 @@ OPTIONS = (
     ),
     Option(
         "--disk-cache-bytes",
-        "4 GiB of long prompts' KV state per MLX model on disk; `0`: none",
-        "KV state of long prompts (512 tokens and more) each MLX model keeps on disk, in the "
-        "store's .prompt-cache folder, to reuse after a restart (default: 4 GiB; 0: none)",
+        "4 GiB of long prompts' KV state on disk, all MLX models together; `0`: none",
+        "KV state of long prompts (512 tokens and more) the MLX models keep on disk, all "
+        "together, in the store's .prompt-cache folder, to reuse after a restart (default: "
+        "4 GiB; 0: none)",
         type=int,
         default=_registry_default("disk_cache_bytes"),
         registry="disk_cache_bytes",

@@ -127,15 +127,15 @@ class EngineStarter:
 
     async def _disk_cache(self, record: ModelRecord):
         """The model's prompt cache on disk, in the store: one folder per model and version of
-        its weights, so a changed model never reads another's state."""
+        its weights, so a changed model never reads another's state; one bound for them all."""
         if self.options.disk_cache_bytes <= 0:
             return None
         module = await _import("mlxserve.engine.mlx.disk_cache")
         config = record.directory / "config.json"
         version = f"{record.directory.resolve()}:{config.stat().st_mtime_ns}"
         folder = hashlib.sha256(version.encode()).hexdigest()[:16]
-        directory = self.models_dir / DISK_CACHE_FOLDER / folder
-        return module.DiskPromptCache(directory, self.options.disk_cache_bytes)
+        root, bound = self.models_dir / DISK_CACHE_FOLDER, self.options.disk_cache_bytes
+        return await asyncio.to_thread(module.DiskPromptCache, root, folder, bound, config)
 
 
 async def _import(module: str):

@@ -9,14 +9,18 @@ run of stored blocks at its start when that is longer than what the memory cache
 keys and values are read into a fresh cache, where a sliding-window layer keeps its window.
 
 Each file carries a CRC32 of its arrays; a file that fails to load or to check is deleted and
-ignored. Files are bounded in bytes, the least recently used going first.
+ignored. Every model's folder sits under one root, bounded in bytes all together, the least
+recently used file going first; a folder whose model was converted again or removed (its
+source.json names a config.json that changed or is gone) is deleted when a cache opens.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -28,14 +32,20 @@ log = logging.getLogger(__name__)
 
 BLOCK = 512  # tokens per file; a multiple of the prefill chunk, so blocks end where chunks do
 SUFFIX = ".safetensors"
+SOURCE = "source.json"  # the model a folder's blocks were computed with
 
 
 class DiskPromptCache:
-    def __init__(self, directory: Path, max_bytes: int):
-        self.directory = Path(directory)
-        self.max_bytes = max_bytes  # the folder is made by the first block written
+    """One model's blocks, in `root`/`name`, made by the first block written; `source` is the
+    model's config.json, whose change makes the folder stale. Opened off the event loop."""
+
+    def __init__(self, root: Path, name: str, max_bytes: int, source: Path | None = None):
+        self.root, self.directory = Path(root), Path(root) / name
+        self.max_bytes = max_bytes  # for every folder under root together
+        self.source = source
         self.blocks_written = 0
         self.blocks_read = 0
+        remove_stale_folders(self.root)
 
     def stored_prefix(self, names: list[str]) -> list[str]:
         """Of a prompt's block names (block_names), those stored at its start, in order."""
@@ -74,7 +84,7 @@ class DiskPromptCache:
         staged = self.directory / f".{name}.{os.getpid()}.tmp{SUFFIX}"
         metadata = {"prefix": name, "crc32": str(_crc32(arrays))}
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self._make_folder()
             mx.save_safetensors(str(staged), arrays, metadata)
             os.replace(staged, self._path(name))
         except OSError as exc:  # a full disk loses the block, never the request
@@ -103,20 +113,49 @@ class DiskPromptCache:
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}{SUFFIX}"
 
+    def _make_folder(self) -> None:
+        if self.directory.is_dir():
+            return
+        self.directory.mkdir(parents=True)
+        if self.source is not None:
+            written = {"config": str(self.source), "mtime_ns": self.source.stat().st_mtime_ns}
+            (self.directory / SOURCE).write_text(json.dumps(written))
+
     def _evict(self) -> None:
+        """Least recently used files first, across every model's folder; emptied folders go."""
         files = []
-        for path in self.directory.glob(f"*{SUFFIX}"):
+        for path in self.root.glob(f"*/*{SUFFIX}"):
             try:
                 stat = path.stat()
             except FileNotFoundError:
                 continue
             files.append((stat.st_mtime, stat.st_size, path))
         total = sum(size for _, size, _ in files)
+        emptied = set()
         for _, size, path in sorted(files):
             if total <= self.max_bytes:
                 break
             path.unlink(missing_ok=True)
             total -= size
+            emptied.add(path.parent)
+        for folder in emptied - {self.directory}:
+            if not any(folder.glob(f"*{SUFFIX}")):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_folders(root: Path) -> None:
+    """Delete the folders whose model is gone or was converted again since they were written."""
+    if not root.is_dir():
+        return
+    for source in root.glob(f"*/{SOURCE}"):
+        try:
+            written = json.loads(source.read_text())
+            current = Path(written["config"]).stat().st_mtime_ns
+        except (OSError, ValueError, KeyError, TypeError):
+            current = None  # the model is gone (or the note unreadable)
+        if current is None or current != written.get("mtime_ns"):
+            log.info("removing the prompt cache of a model that changed: %s", source.parent.name)
+            shutil.rmtree(source.parent, ignore_errors=True)
 
 
 class BlockWriter:
