@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 from tokenizers import Tokenizer
 
+from tests.metrics import model_metric
+
 GREEDY = {"temperature": 0, "max_tokens": 6}
 CHAT = [{"role": "user", "content": "Write one word."}]
 # Gemma's turn format, as the built-in template must render the messages above.
@@ -152,8 +154,14 @@ def test_client_disconnect_stops_generation(server, model_id):
         lines = response.iter_lines()
         while not next(lines).startswith("data: "):
             pass
-        assert server.health()["active_requests"] == 1
+        assert sequences_in_engine(server, model_id) == 1
+    # The engine's own count of sequences (the MLX runner's, llama.cpp's busy slots), not the
+    # HTTP layer's: the generation itself stopped.
     deadline = time.monotonic() + 3
-    while server.health()["active_requests"] and time.monotonic() < deadline:
+    while sequences_in_engine(server, model_id) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert server.health()["active_requests"] == 0
+    assert sequences_in_engine(server, model_id) == 0
+
+
+def sequences_in_engine(server, model_id: str) -> float:
+    return model_metric(server.base_url, "mlxserve_engine_sequences", model_id)

@@ -4,6 +4,7 @@ rebinding attack or a script without the key can and cannot do."""
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
@@ -87,7 +88,26 @@ def test_dns_rebinding_hosts_are_refused(default_server, locked_server):
     assert httpx.get(f"{default_server.base_url}/v1/models", headers=lan).status_code == 403
 
 
-def test_api_key_as_bearer_or_x_api_key_on_every_route(locked_server):
+def test_every_route_of_the_openapi_document_needs_the_key(locked_server):
+    url, key = locked_server.base_url, {"x-api-key": "s3cret"}
+    document = httpx.get(f"{url}/openapi.json", headers=key).json()
+    assert httpx.get(f"{url}/openapi.json").status_code == 401
+    routes = [
+        (method, re.sub(r"\{[^}]+\}", "x", path))
+        for path, methods in document["paths"].items()
+        for method in methods
+        if path != "/health"
+    ]
+    families = {"/v1/chat/completions", "/v1/responses", "/v1/messages", "/api/v0/models",
+                "/api/v1/chat", "/v1/embeddings", "/metrics", "/api/v0/log/stream"}  # fmt: skip
+    assert families <= {path for _, path in routes} and len(routes) >= 20
+    for method, path in routes:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"x-api-key": "wrong"}):
+            refused = httpx.request(method, f"{url}{path}", headers=headers, json={}, timeout=30)
+            assert refused.status_code == 401, (method, path, headers, refused.text)
+
+
+def test_api_key_as_bearer_or_x_api_key(locked_server):
     url = locked_server.base_url
     for path in ("/v1/models", "/api/v0/models", "/api/v0/loaded"):
         assert httpx.get(f"{url}{path}").status_code == 401
