@@ -185,9 +185,11 @@ def test_structured_output_with_drafts_equals_plain(server, model_id):
         "temperature": 0,
         "response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}},
     }
-    plain = post(server, "/v1/chat/completions", body).json()
-    looked = post(server, "/v1/chat/completions", {**body, "prompt_lookup": True}).json()
+    plain = post(server, "/api/v0/chat/completions", body).json()
+    looked = post(server, "/api/v0/chat/completions", {**body, "prompt_lookup": True}).json()
     assert looked["choices"][0]["message"]["content"] == plain["choices"][0]["message"]["content"]
+    assert "total_draft_tokens_count" not in plain["stats"]
+    assert looked["stats"]["accepted_draft_tokens_count"] > 0  # drafts were made and kept
 
 
 def test_llamacpp_speculation_is_a_server_option(models_dir, default_ids):
