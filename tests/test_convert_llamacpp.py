@@ -22,7 +22,7 @@ import pytest
 from mlx_lm import load
 from mlx_lm.generate import generate_step
 
-from mlxserve.engine.llamacpp.process import LlamaServerError, LlamaServerProcess
+from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.convert import convert_model
 from mlxserve.models.store import read_record
 from tests.gguf_fixtures import TINY_ARCHS, reference_model, write_tiny_gguf
@@ -127,16 +127,10 @@ def converted_gemma(real_gguf, tmp_path_factory) -> Conversion:
 
 @contextmanager
 def started_llamacpp(gguf_path: Path, context_length: int) -> Iterator[httpx.Client]:
-    """llama.cpp on the original GGUF. Start is retried: the child's ready line can arrive
-    glued to a llama.cpp log line (see the report on engine/llamacpp/process.py)."""
-    for attempt in range(3):
-        server = LlamaServerProcess(gguf_path, context_length=context_length, parallel=1)
-        try:
-            server.start(timeout=30)
-            break
-        except LlamaServerError:
-            if attempt == 2:
-                raise
+    """llama.cpp on the original GGUF, started as the engine starts it (once: the launcher
+    writes its ready line whole, so a log line of llama.cpp's cannot hide it)."""
+    server = LlamaServerProcess(gguf_path, context_length=context_length, parallel=1)
+    server.start(timeout=60)
     try:
         with httpx.Client(base_url=server.base_url, timeout=120) as client:
             yield client
