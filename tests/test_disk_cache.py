@@ -10,8 +10,8 @@ import openai
 import pytest
 
 from mlxserve.engine.base import GenerationRequest
-from mlxserve.engine.mlx.disk_cache import BLOCK, DiskPromptCache
 from mlxserve.engine.mlx.model import MLXModel
+from mlxserve.engine.mlx.serving.disk_prompt_cache import BLOCK, DiskPromptCache
 from mlxserve.sampling.params import SamplingParams
 from tests.server import ServerProcess
 from tests.tiny_models import make_tiny_gemma

@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 
 from mlxserve.engine.base import GenerationRequest
-from mlxserve.engine.mlx import runner
 from mlxserve.engine.mlx.model import MLXModel
+from mlxserve.engine.mlx.serving import runner
 from mlxserve.models.defaults import ensure_default_model
 from mlxserve.models.store import find_model
 from mlxserve.sampling.params import SamplingParams

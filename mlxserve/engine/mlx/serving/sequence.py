@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlxserve.engine.base import GenerationEvent, GenerationRequest, GenerationStats
-from mlxserve.engine.mlx.constraint import OutputConstraint
-from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
+from mlxserve.engine.mlx.serving.constrained_sampling import OutputConstraint
+from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.stops import StopStringMatcher
 from mlxserve.sampling.sampler import Sampler
 
