@@ -19,12 +19,12 @@ from mlx.utils import tree_flatten
 from mlx_lm.utils import load_model, load_tokenizer, sharded_load
 
 from mlxserve.engine.base import EngineError
+from mlxserve.engine.mlx.architectures.text_model import TextModel
+from mlxserve.engine.mlx.architectures.vision import is_vision_model
 from mlxserve.engine.mlx.cluster import Cluster, join
 from mlxserve.engine.mlx.layer_split import split_layers
 from mlxserve.engine.mlx.link import Link, Session
 from mlxserve.engine.mlx.lockstep import FollowerRunner, LeaderRunner
-from mlxserve.engine.mlx.text_model import TextModel
-from mlxserve.engine.mlx.vision import is_vision_model
 
 log = logging.getLogger(__name__)
 

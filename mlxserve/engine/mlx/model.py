@@ -19,6 +19,8 @@ from mlxserve.engine.base import (
     GenerationRequest,
     config_vocab_size,
 )
+from mlxserve.engine.mlx.architectures.text_model import TextModel
+from mlxserve.engine.mlx.architectures.vision import VisionLanguageModel, is_vision_model
 from mlxserve.engine.mlx.lockstep import LeaderRunner
 from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler
 from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer
@@ -26,8 +28,6 @@ from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
 from mlxserve.engine.mlx.serving.event_handoff import EventHandoff
 from mlxserve.engine.mlx.serving.runner import BatchRunner
 from mlxserve.engine.mlx.serving.sequence import Sequence
-from mlxserve.engine.mlx.text_model import TextModel
-from mlxserve.engine.mlx.vision import VisionLanguageModel, is_vision_model
 from mlxserve.sampling.sampler import Sampler
 
 log = logging.getLogger(__name__)

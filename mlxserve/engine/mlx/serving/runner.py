@@ -18,6 +18,7 @@ import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineUnavailable
+from mlxserve.engine.mlx.architectures.text_model import TextModel, logits_as_numpy
 from mlxserve.engine.mlx.serving.disk_prompt_cache import (
     BLOCK,
     BlockWriter,
@@ -30,7 +31,6 @@ from mlxserve.engine.mlx.serving.speculative_decoding import (
     check_drafts,
     propose_drafts,
 )
-from mlxserve.engine.mlx.text_model import TextModel, logits_as_numpy
 
 log = logging.getLogger(__name__)
 
