@@ -90,7 +90,7 @@ class EngineStarter:
         group serves one model at a time (embedding models are served by rank 0 alone)."""
         if not self.options.distributed:
             return None
-        module = await _import("mlxserve.engine.mlx.distributed")
+        module = await _import("mlxserve.engine.mlx.distributed.ranks")
         serving = module.current().model_id
         if serving is not None:
             raise RegistryError(

@@ -21,7 +21,7 @@ from mlxserve.engine.base import (
 )
 from mlxserve.engine.mlx.architectures.text_model import TextModel
 from mlxserve.engine.mlx.architectures.vision import VisionLanguageModel, is_vision_model
-from mlxserve.engine.mlx.lockstep import LeaderRunner
+from mlxserve.engine.mlx.distributed.lockstep_runners import LeaderRunner
 from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler
 from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
@@ -79,7 +79,7 @@ class MLXModel(EngineModel):
                 kv_budget_tokens,
             )
         else:
-            from mlxserve.engine.mlx.distributed import leader_runner
+            from mlxserve.engine.mlx.distributed.ranks import leader_runner
 
             runner = leader_runner(
                 path,
