@@ -15,8 +15,8 @@ import mlx.core as mx
 from mlxserve.engine.base import (
     PROMPT_CACHE_BYTES,
     EngineModel,
+    EngineRequest,
     GenerationEvent,
-    GenerationRequest,
     config_vocab_size,
 )
 from mlxserve.engine.mlx.architectures.text_model import TextModel
@@ -107,7 +107,7 @@ class MLXModel(EngineModel):
         encode = self.tokenizer.encode
         return await asyncio.to_thread(encode, text, add_special_tokens=add_special_tokens)
 
-    async def prompt_and_budget(self, request: GenerationRequest) -> tuple[list[int], int]:
+    async def prompt_and_budget(self, request: EngineRequest) -> tuple[list[int], int]:
         """As for any engine; a prompt with images goes through the model's processor, which
         expands each image into its image tokens (so they count toward the context)."""
         if request.images and request.prompt_tokens is None:
@@ -117,7 +117,7 @@ class MLXModel(EngineModel):
             )
         return await super().prompt_and_budget(request)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    async def generate(self, request: EngineRequest) -> AsyncIterator[GenerationEvent]:
         prompt, max_tokens = await self.prompt_and_budget(request)
         constraint = None
         if request.grammar is not None:
