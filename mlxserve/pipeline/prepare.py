@@ -15,11 +15,11 @@ from mlxserve.models.loaded import LoadedModel
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import ModelRecord
 from mlxserve.pipeline.constraints import compile_constraints
+from mlxserve.pipeline.draft_model import resolve_speculation
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.images import ImageLimits, load_images
 from mlxserve.pipeline.reasoning import ReasoningSplitter, opened_in_prompt, reasoning_family
 from mlxserve.pipeline.request import GenerateRequest
-from mlxserve.pipeline.speculation import resolve_speculation
 from mlxserve.pipeline.templates import (
     chat_template_for,
     messages_with_tools,
