@@ -13,6 +13,7 @@ LAYERS = {
     "cli": 5,
     "api": 4,
     "pipeline": 3,
+    "media": 3,  # a request's images, read for pipeline/prepare.py in the pipeline's terms
     "mcp": 3,
     "families": 3,
     "models": 2,

@@ -12,8 +12,8 @@ import sys
 from typing import NoReturn
 
 from mlxserve.cli.serve_options import build_parser, registry_options
+from mlxserve.media.images import ImageLimits
 from mlxserve.models.store import default_models_dir
-from mlxserve.pipeline.images import ImageLimits
 
 log = logging.getLogger("mlxserve")
 

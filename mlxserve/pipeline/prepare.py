@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from mlxserve.engine.base import IMAGE_MARKER, ContextLengthExceeded, EngineRequest
 from mlxserve.families.detect import MARKERS_TO_LOOK_UP, family_name
 from mlxserve.families.syntax import SYNTAXES, ToolSyntax
+from mlxserve.media.images import ImageLimits, load_images
 from mlxserve.models.loaded import LoadedModel
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import ModelRecord
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.draft_model import resolve_speculation
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.images import ImageLimits, load_images
 from mlxserve.pipeline.reasoning import ReasoningSplitter, opened_in_prompt, reasoning_family
 from mlxserve.pipeline.request import GenerateRequest
 from mlxserve.pipeline.templates import (

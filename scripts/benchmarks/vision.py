@@ -33,7 +33,7 @@ from PIL import Image
 from mlxserve.engine.base import IMAGE_MARKER, EngineRequest
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.engine.mlx.model import MLXModel
-from mlxserve.pipeline.images import ImageLimits, decode_image
+from mlxserve.media.images import ImageLimits, decode_image
 from mlxserve.sampling.params import SamplingParams
 from tests.gguf_vision import write_tiny_gemma3_mmproj
 from tests.server import ServerProcess
