@@ -17,6 +17,7 @@ LAYERS = {
     "mcp": 3,
     "families": 3,
     "models": 2,
+    "logstream": 2,  # the request log's bus: the pipeline publishes, api and cli subscribe
     "engine": 1,
     "sampling": 0,
 }

@@ -175,7 +175,7 @@ async def _serve(app, host: str, port: int) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
-    from mlxserve.pipeline import logstream
+    from mlxserve import logstream
 
     config = Config()
     config.bind = [f"{host}:{port}"]
