@@ -64,7 +64,7 @@ def test_a_lazy_grammar_is_compiled_before_its_trigger_and_holds_from_it(tmp_pat
     the trigger then costs the runner a copy of it, no compile, and the grammar holds at once."""
     from transformers import PreTrainedTokenizerFast
 
-    from mlxserve.engine.mlx.constraint import GrammarCompiler
+    from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler
     from tests.byte_vocabulary import byte_vocabulary
 
     vocabulary = byte_vocabulary(tmp_path)

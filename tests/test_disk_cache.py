@@ -10,9 +10,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from mlxserve.engine.base import GenerationRequest
-from mlxserve.engine.mlx.disk_cache import BLOCK, DiskPromptCache
+from mlxserve.engine.base import EngineRequest
 from mlxserve.engine.mlx.model import MLXModel
+from mlxserve.engine.mlx.serving.disk_prompt_cache import BLOCK, DiskPromptCache
 from mlxserve.sampling.params import SamplingParams
 from tests.server import ServerProcess
 from tests.tiny_models import make_tiny_gemma
@@ -39,7 +39,7 @@ def run_once(path: Path, prompt: str, disk: DiskPromptCache | None) -> tuple[lis
         model = await MLXModel.load(path, 4096, prompt_cache_bytes=0, disk_cache=disk)
         try:
             ids, stats = [], None
-            async for event in model.generate(GenerationRequest(prompt, NO_EOS, max_tokens=8)):
+            async for event in model.generate(EngineRequest(prompt, NO_EOS, max_tokens=8)):
                 ids += event.token_ids
                 stats = event.stats or stats
             return ids, stats.cached_prompt_tokens, await model.engine_counters()

@@ -16,8 +16,8 @@ import threading
 import pytest
 from PIL import Image
 
+from mlxserve.media.images import ImageLimits, load_images
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.images import ImageLimits, load_images
 from mlxserve.pipeline.request import ImagePart, TextPart, Turn
 from tests.tiny_vision import png_bytes
 

@@ -13,9 +13,11 @@ LAYERS = {
     "cli": 5,
     "api": 4,
     "pipeline": 3,
+    "media": 3,  # a request's images, read for pipeline/prepare.py in the pipeline's terms
     "mcp": 3,
     "families": 3,
     "models": 2,
+    "logstream": 2,  # the request log's bus: the pipeline publishes, api and cli subscribe
     "engine": 1,
     "sampling": 0,
 }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlxserve.engine.base import GenerationRequest, Grammar
+from mlxserve.engine.base import EngineRequest, Grammar
 from mlxserve.engine.llamacpp.model import LlamaCppModel
 from mlxserve.families.syntax import SYNTAXES
 from mlxserve.pipeline.constraints import compile_constraints
@@ -50,7 +50,7 @@ async def test_a_grammar_the_child_cannot_compile_is_reported(model):
 
 async def test_without_the_check_that_grammar_would_be_ignored(model):
     """What the check prevents: the child samples freely under a grammar it cannot compile."""
-    request = GenerationRequest(
+    request = EngineRequest(
         "The capital of France is", SamplingParams(temperature=0), max_tokens=4, grammar=URI
     )
     text = "".join([event.text async for event in model.generate(request)])

@@ -14,8 +14,8 @@ import pytest
 from mlxserve.engine.base import (
     ContextLengthExceeded,
     EngineError,
+    EngineRequest,
     EngineUnavailable,
-    GenerationRequest,
     InvalidRequest,
 )
 from mlxserve.engine.llamacpp.model import LlamaCppModel
@@ -66,7 +66,7 @@ async def model(gguf_record):
 
 async def run(model: LlamaCppModel, prompt, **fields):
     """Generate to the end; return the text, the token ids and the final stats."""
-    events = [event async for event in model.generate(GenerationRequest(prompt=prompt, **fields))]
+    events = [event async for event in model.generate(EngineRequest(prompt=prompt, **fields))]
     assert events[-1].is_final and not any(e.is_final for e in events[:-1])
     text = "".join(e.text for e in events)
     return text, [t for e in events for t in e.token_ids], events[-1].stats
@@ -185,7 +185,7 @@ async def slots_busy(model: LlamaCppModel) -> bool:
 
 
 async def test_closing_the_stream_frees_the_slot(model):
-    stream = model.generate(GenerationRequest(prompt=FRANCE, sampling=GREEDY, max_tokens=200))
+    stream = model.generate(EngineRequest(prompt=FRANCE, sampling=GREEDY, max_tokens=200))
     async for _ in stream:
         break
     assert await slots_busy(model)
@@ -198,7 +198,7 @@ async def test_closing_the_stream_frees_the_slot(model):
 
 async def test_child_killed_mid_request_then_restarted(model):
     old_pid = model.process.pid
-    stream = model.generate(GenerationRequest(prompt=FRANCE, sampling=GREEDY, max_tokens=200))
+    stream = model.generate(EngineRequest(prompt=FRANCE, sampling=GREEDY, max_tokens=200))
     await stream.__anext__()
     os.kill(old_pid, signal.SIGKILL)
     with pytest.raises(EngineUnavailable, match="stopped during the request"):

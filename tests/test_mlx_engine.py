@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mlxserve.engine.base import ContextLengthExceeded, GenerationRequest
+from mlxserve.engine.base import ContextLengthExceeded, EngineRequest
 from mlxserve.engine.mlx.model import MLXModel
 from mlxserve.sampling.params import SamplingParams
 from tests.tiny_models import make_tiny_gemma
@@ -26,7 +26,7 @@ def run(coro):
 
 
 async def collect(model: MLXModel, prompt, max_tokens=12, **kwargs):
-    request = GenerationRequest(
+    request = EngineRequest(
         prompt=prompt, sampling=kwargs.pop("sampling", GREEDY), max_tokens=max_tokens, **kwargs
     )
     text, stats = "", None
@@ -87,7 +87,7 @@ def test_closing_the_stream_cancels_within_a_step(tiny):
         model = await MLXModel.load(tiny.directory, 512)
         try:
             stream = model.generate(
-                GenerationRequest(prompt=PROMPTS[0], sampling=GREEDY, max_tokens=400)
+                EngineRequest(prompt=PROMPTS[0], sampling=GREEDY, max_tokens=400)
             )
             await stream.__anext__()
             await stream.aclose()
@@ -216,7 +216,7 @@ def test_a_client_that_reads_late_holds_its_text_not_an_event_per_token(tiny):
         model = await MLXModel.load(tiny.directory, 512)
         try:
             prompt_read_at_once = await collect(model, PROMPTS[0], max_tokens=60)
-            request = GenerationRequest(prompt=PROMPTS[0], sampling=GREEDY, max_tokens=60)
+            request = EngineRequest(prompt=PROMPTS[0], sampling=GREEDY, max_tokens=60)
             stream = model.generate(request)
             first = await anext(stream)
             while (await model.engine_counters())["sequences"]:  # the runner is done with it

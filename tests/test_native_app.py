@@ -11,10 +11,10 @@ import time
 
 import pytest
 
+from mlxserve import logstream
 from mlxserve.api.app import AppConfig, create_app
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.store import write_manifest
-from mlxserve.pipeline import logstream
 from tests.test_native_api import MODEL_FIELDS
 from tests.tiny_models import make_tiny_gemma
 

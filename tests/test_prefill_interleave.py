@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mlxserve.engine.base import GenerationRequest
+from mlxserve.engine.base import EngineRequest
 from mlxserve.engine.mlx.model import MLXModel
-from mlxserve.engine.mlx.runner import PREFILL_CHUNK
+from mlxserve.engine.mlx.serving.runner import PREFILL_CHUNK
 from mlxserve.sampling.params import SamplingParams
 from tests.tiny_models import make_tiny_gemma
 
@@ -27,7 +27,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 async def collect(model: MLXModel, prompt: str, max_tokens: int, arrivals: list | None = None):
-    request = GenerationRequest(prompt=prompt, sampling=NO_EOS, max_tokens=max_tokens)
+    request = EngineRequest(prompt=prompt, sampling=NO_EOS, max_tokens=max_tokens)
     text = []
     async for event in model.generate(request):
         if event.token_ids and arrivals is not None:  # a byte may wait for the rest of its text

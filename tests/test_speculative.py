@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlxserve.engine.base import GenerationRequest, Speculation
+from mlxserve.engine.base import EngineRequest, Speculation
 from mlxserve.engine.mlx.model import MLXModel
 from mlxserve.sampling.params import SamplingParams
 from tests.server import ServerProcess
@@ -40,7 +40,7 @@ def decode(path: Path, runs: list[tuple], context: int = 2048) -> list[tuple]:
         try:
             for prompt, max_tokens, sampling, speculation in runs:
                 before = (await model.engine_counters())["speculative_steps"]
-                request = GenerationRequest(
+                request = EngineRequest(
                     prompt, sampling, max_tokens=max_tokens, speculation=speculation
                 )
                 ids, stats = [], None

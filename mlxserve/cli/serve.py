@@ -12,8 +12,8 @@ import sys
 from typing import NoReturn
 
 from mlxserve.cli.serve_options import build_parser, registry_options
+from mlxserve.media.images import ImageLimits
 from mlxserve.models.store import default_models_dir
-from mlxserve.pipeline.images import ImageLimits
 from mlxserve.redact import scrub_logs
 
 log = logging.getLogger("mlxserve")
@@ -123,18 +123,18 @@ def _join_group(args):
             "serves each model in one process (use --engine mlx)"
         )
     args.engine = "mlx"
-    from mlxserve.engine.mlx import distributed
-    from mlxserve.engine.mlx.cluster import ClusterError
+    from mlxserve.engine.mlx.distributed import ranks
+    from mlxserve.engine.mlx.distributed.cluster import ClusterError
 
     try:
-        return distributed.start(args.distributed)
+        return ranks.start(args.distributed)
     except ClusterError as exc:
         sys.exit(f"mlxserve: {exc}")
 
 
 def _follow(session, models_dir, args) -> NoReturn:
     """A rank other than 0: no HTTP; load what rank 0 loads and run its steps until it exits."""
-    from mlxserve.engine.mlx import distributed
+    from mlxserve.engine.mlx.distributed import ranks
     from mlxserve.models.catalog import ModelCatalog
     from mlxserve.models.defaults import ensure_default_model
 
@@ -144,7 +144,7 @@ def _follow(session, models_dir, args) -> NoReturn:
     if not args.model:
         ensure_default_model(models_dir, "mlx")
     catalog = ModelCatalog(models_dir, registry_options(args).discover)
-    distributed.follow(session, catalog.find)
+    ranks.follow(session, catalog.find)
     _exit_without_native_teardown()
 
 
@@ -176,7 +176,7 @@ async def _serve(app, host: str, port: int) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
-    from mlxserve.pipeline import logstream
+    from mlxserve import logstream
 
     config = Config()
     config.bind = [f"{host}:{port}"]

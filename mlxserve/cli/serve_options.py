@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from mlxserve.environment import TRUE_WORDS, env, env_flag
+from mlxserve.media.images import MAX_IMAGE_BYTES
 from mlxserve.models.memory import MEMORY_LIMIT_ENV
 from mlxserve.models.options import RegistryOptions
-from mlxserve.pipeline.images import MAX_IMAGE_BYTES
 from mlxserve.pipeline.prepare import REQUEST_TIMEOUT
 
 REGISTRY_DEFAULTS = RegistryOptions()

@@ -1,6 +1,6 @@
 """The small interface both engines (MLX, llama.cpp) implement, and the events they produce.
 
-The API layer builds the prompt text (chat template applied), wraps it in a GenerationRequest and
+The API layer builds the prompt text (chat template applied), wraps it in an EngineRequest and
 reads GenerationEvents back; it never touches tokens, logits or engine internals.
 """
 
@@ -105,7 +105,10 @@ class DraftCounts:
 
 
 @dataclass
-class GenerationRequest:
+class EngineRequest:
+    """One generation as an engine takes it: the prompt already rendered (or its ids), sampling,
+    grammar and images. pipeline/prepare.py makes it from an API's GenerateRequest."""
+
     prompt: str | list[int]  # text (tokenized by the engine) or token ids
     sampling: SamplingParams = field(default_factory=SamplingParams)
     max_tokens: int | None = None  # None: until the context window is full
@@ -173,7 +176,7 @@ class EngineModel(abc.ABC):
     draft_model: str | None = None  # llama.cpp: the draft model its server was started with
 
     @abc.abstractmethod
-    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    def generate(self, request: EngineRequest) -> AsyncIterator[GenerationEvent]:
         """Stream events; the last carries stats. Closing the iterator early cancels the request
         within one token."""
 
@@ -181,7 +184,7 @@ class EngineModel(abc.ABC):
     async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """Token ids exactly as generate() would see them."""
 
-    async def prompt_and_budget(self, request: GenerationRequest) -> tuple[list[int], int]:
+    async def prompt_and_budget(self, request: EngineRequest) -> tuple[list[int], int]:
         """The prompt's token ids and how many tokens may follow them: max_tokens, capped by
         the room left in the context. A prompt that leaves no room is refused. The ids are kept
         on the request, so the API's check before a response starts costs generate() nothing."""

@@ -90,7 +90,7 @@ class EngineStarter:
         group serves one model at a time (embedding models are served by rank 0 alone)."""
         if not self.options.distributed:
             return None
-        module = await _import("mlxserve.engine.mlx.distributed")
+        module = await _import("mlxserve.engine.mlx.distributed.ranks")
         serving = module.current().model_id
         if serving is not None:
             raise RegistryError(
@@ -130,7 +130,7 @@ class EngineStarter:
         its weights, so a changed model never reads another's state; one bound for them all."""
         if self.options.disk_cache_bytes <= 0:
             return None
-        module = await _import("mlxserve.engine.mlx.disk_cache")
+        module = await _import("mlxserve.engine.mlx.serving.disk_prompt_cache")
         config = record.directory / "config.json"
         version = f"{record.directory.resolve()}:{config.stat().st_mtime_ns}"
         folder = hashlib.sha256(version.encode()).hexdigest()[:16]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from mlxserve.pipeline import logstream
+from mlxserve import logstream
 from mlxserve.pipeline.constraints import output_checks
 from mlxserve.pipeline.deadline import within_deadline
 from mlxserve.pipeline.events import Completion, OutputEvent, fold

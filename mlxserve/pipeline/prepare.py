@@ -8,18 +8,18 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlxserve.engine.base import IMAGE_MARKER, ContextLengthExceeded, GenerationRequest
+from mlxserve.engine.base import IMAGE_MARKER, ContextLengthExceeded, EngineRequest
 from mlxserve.families.detect import MARKERS_TO_LOOK_UP, family_name
 from mlxserve.families.syntax import SYNTAXES, ToolSyntax
+from mlxserve.media.images import ImageLimits, load_images
 from mlxserve.models.loaded import LoadedModel
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import ModelRecord
 from mlxserve.pipeline.constraints import compile_constraints
+from mlxserve.pipeline.draft_model import resolve_speculation
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.images import ImageLimits, load_images
 from mlxserve.pipeline.reasoning import ReasoningSplitter, opened_in_prompt, reasoning_family
 from mlxserve.pipeline.request import GenerateRequest
-from mlxserve.pipeline.speculation import resolve_speculation
 from mlxserve.pipeline.templates import (
     chat_template_for,
     messages_with_tools,
@@ -44,7 +44,7 @@ class ServerLimits:
 class Prepared:
     request: GenerateRequest
     loaded: LoadedModel
-    engine_request: GenerationRequest
+    engine_request: EngineRequest
     release: Callable[[], None]  # counts the request out of the model's queue
     deadline: float | None = None  # the event loop's time at which the request is stopped
     timeout: float = 0.0  # the limit behind `deadline`, for its error message
@@ -116,7 +116,7 @@ async def _prepare_admitted(
             syntax = SYNTAXES[await model_family(loaded)]
         prompt, thinking = await asyncio.to_thread(_chat_prompt, loaded, request, syntax)
         add_special_tokens = False  # the template writes BOS itself
-    engine_request = GenerationRequest(
+    engine_request = EngineRequest(
         prompt=prompt,
         sampling=request.sampling,
         max_tokens=_reply_limit(request.max_tokens, limits.max_tokens),

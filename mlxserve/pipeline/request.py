@@ -93,6 +93,9 @@ class Constraints:
 
 @dataclass
 class GenerateRequest:
+    """What an API adapter makes of its client's request; prepare.py turns it into the engine's
+    EngineRequest."""
+
     model: str
     sampling: SamplingParams
     conversation: list[Turn] | None = None  # a chat; or else a raw `prompt`

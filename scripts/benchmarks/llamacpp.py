@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 
-from mlxserve.engine.base import GenerationRequest
+from mlxserve.engine.base import EngineRequest
 from mlxserve.engine.llamacpp.model import LlamaCppModel
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.models.defaults import ensure_default_model
@@ -122,7 +122,7 @@ class EngineTarget:
 
     async def _complete(self, prompt: str, tokens: int) -> dict:
         sampling = SamplingParams(**SAMPLING, logit_bias=BANNED)
-        request = GenerationRequest(prompt=prompt, sampling=sampling, max_tokens=tokens)
+        request = EngineRequest(prompt=prompt, sampling=sampling, max_tokens=tokens)
         start = time.perf_counter()
         first = last = None
         async for event in self.model.generate(request):

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from mlxserve.engine.base import GenerationRequest
-from mlxserve.engine.mlx import runner
+from mlxserve.engine.base import EngineRequest
 from mlxserve.engine.mlx.model import MLXModel
+from mlxserve.engine.mlx.serving import runner
 from mlxserve.models.defaults import ensure_default_model
 from mlxserve.models.store import find_model
 from mlxserve.sampling.params import SamplingParams
@@ -85,7 +85,7 @@ async def engine_stall(path: Path, chunk: int) -> dict:
         greedy = SamplingParams(temperature=0, logit_bias={int(k): v for k, v in BANNED.items()})
 
         async def arrivals_of(prompt: str, tokens: int, into: list) -> None:
-            request = GenerationRequest(prompt=prompt, sampling=greedy, max_tokens=tokens)
+            request = EngineRequest(prompt=prompt, sampling=greedy, max_tokens=tokens)
             async for event in model.generate(request):
                 if event.token_ids:
                     into.append(time.perf_counter())

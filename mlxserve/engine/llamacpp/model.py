@@ -24,9 +24,9 @@ from mlxserve.engine.base import (
     PROMPT_CACHE_BYTES,
     EngineError,
     EngineModel,
+    EngineRequest,
     EngineUnavailable,
     GenerationEvent,
-    GenerationRequest,
     Grammar,
     InvalidRequest,
 )
@@ -161,7 +161,7 @@ class LlamaCppModel(EngineModel):
         vectors = np.array([row["embedding"] for row in rows], dtype=np.float32)
         return vectors, response["usage"]["prompt_tokens"]
 
-    async def prompt_and_budget(self, request: GenerationRequest) -> tuple[list[int], int]:
+    async def prompt_and_budget(self, request: EngineRequest) -> tuple[list[int], int]:
         """As for any engine; with images the budget counts the text's tokens (llama.cpp counts
         each image's own, and they are in the final usage)."""
         if request.images and request.prompt_tokens is None:
@@ -171,7 +171,7 @@ class LlamaCppModel(EngineModel):
             )
         return await super().prompt_and_budget(request)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    async def generate(self, request: EngineRequest) -> AsyncIterator[GenerationEvent]:
         """Relay one /completion stream; leaving early closes the connection, which makes
         llama.cpp release the slot at its next token."""
         prompt, n_predict = await self.prompt_and_budget(request)
@@ -187,7 +187,7 @@ class LlamaCppModel(EngineModel):
             async for event in events:
                 yield event
 
-    async def _relay(self, request: GenerationRequest, body: dict, visible: dict[int, str]):
+    async def _relay(self, request: EngineRequest, body: dict, visible: dict[int, str]):
         url = f"{await self._running_url()}/completion"
         first_token = last_token = None
         async with self._engine_errors():

@@ -12,7 +12,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from mlxserve.engine.base import EngineModel, InvalidRequest
-from mlxserve.engine.mlx.bert import BertConfig, BertModel
+from mlxserve.engine.mlx.architectures.bert import BertConfig, BertModel
 
 BATCH_SIZE = 32  # sentences per forward pass; padded to the longest in the batch
 

@@ -15,19 +15,19 @@ import mlx.core as mx
 from mlxserve.engine.base import (
     PROMPT_CACHE_BYTES,
     EngineModel,
+    EngineRequest,
     GenerationEvent,
-    GenerationRequest,
     config_vocab_size,
 )
-from mlxserve.engine.mlx.constraint import GrammarCompiler
-from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
-from mlxserve.engine.mlx.disk_cache import DiskPromptCache
-from mlxserve.engine.mlx.handoff import EventHandoff
-from mlxserve.engine.mlx.lockstep import LeaderRunner
-from mlxserve.engine.mlx.runner import BatchRunner
-from mlxserve.engine.mlx.sequence import Sequence
-from mlxserve.engine.mlx.text_model import TextModel
-from mlxserve.engine.mlx.vision import VisionLanguageModel, is_vision_model
+from mlxserve.engine.mlx.architectures.text_model import TextModel
+from mlxserve.engine.mlx.architectures.vision import VisionLanguageModel, is_vision_model
+from mlxserve.engine.mlx.distributed.lockstep_runners import LeaderRunner
+from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler
+from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer
+from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
+from mlxserve.engine.mlx.serving.event_handoff import EventHandoff
+from mlxserve.engine.mlx.serving.runner import BatchRunner
+from mlxserve.engine.mlx.serving.sequence import Sequence
 from mlxserve.sampling.sampler import Sampler
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class MLXModel(EngineModel):
                 kv_budget_tokens,
             )
         else:
-            from mlxserve.engine.mlx.distributed import leader_runner
+            from mlxserve.engine.mlx.distributed.ranks import leader_runner
 
             runner = leader_runner(
                 path,
@@ -107,7 +107,7 @@ class MLXModel(EngineModel):
         encode = self.tokenizer.encode
         return await asyncio.to_thread(encode, text, add_special_tokens=add_special_tokens)
 
-    async def prompt_and_budget(self, request: GenerationRequest) -> tuple[list[int], int]:
+    async def prompt_and_budget(self, request: EngineRequest) -> tuple[list[int], int]:
         """As for any engine; a prompt with images goes through the model's processor, which
         expands each image into its image tokens (so they count toward the context)."""
         if request.images and request.prompt_tokens is None:
@@ -117,7 +117,7 @@ class MLXModel(EngineModel):
             )
         return await super().prompt_and_budget(request)
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    async def generate(self, request: EngineRequest) -> AsyncIterator[GenerationEvent]:
         prompt, max_tokens = await self.prompt_and_budget(request)
         constraint = None
         if request.grammar is not None:

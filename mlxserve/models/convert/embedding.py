@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from mlxserve.engine.mlx.bert import BertModel
+from mlxserve.engine.mlx.architectures.bert import BertModel
 from mlxserve.models.convert.errors import ConversionError
 
 TOKENIZER_FILES = (

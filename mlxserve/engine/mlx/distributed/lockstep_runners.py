@@ -21,9 +21,9 @@ import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache
 
 from mlxserve.engine.base import EngineUnavailable
-from mlxserve.engine.mlx.link import HEARTBEAT_SECONDS, Link, Session
-from mlxserve.engine.mlx.runner import PROMPT_CACHE_ENTRIES, BatchRunner
-from mlxserve.engine.mlx.sequence import Sequence
+from mlxserve.engine.mlx.distributed.control_channel import HEARTBEAT_SECONDS, Link, Session
+from mlxserve.engine.mlx.serving.runner import PROMPT_CACHE_ENTRIES, BatchRunner
+from mlxserve.engine.mlx.serving.sequence import Sequence
 
 log = logging.getLogger(__name__)
 FAILED_TOKEN = -1  # said for a sequence that failed alone on rank 0 instead of its token

@@ -1,10 +1,10 @@
 """One model served by several processes: each rank loads its part of the weights, rank 0 serves
-HTTP and the other ranks follow its steps (engine/mlx/lockstep.py).
+HTTP and the other ranks follow its steps (engine/mlx/distributed/lockstep_runners.py).
 
 How a model is split: `--distributed tensor` uses the model's own `shard()` from mlx-lm (each
 rank holds a slice of every layer's heads and MLP); `--distributed pipeline` uses mlx-lm's
 `pipeline()` where the model has one, else mlxserve's own layer-range split
-(engine/mlx/layer_split.py), so every text model can be spread over ranks.
+(engine/mlx/distributed/layer_split.py), so every text model can be spread over ranks.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from mlx.utils import tree_flatten
 from mlx_lm.utils import load_model, load_tokenizer, sharded_load
 
 from mlxserve.engine.base import EngineError
-from mlxserve.engine.mlx.cluster import Cluster, join
-from mlxserve.engine.mlx.layer_split import split_layers
-from mlxserve.engine.mlx.link import Link, Session
-from mlxserve.engine.mlx.lockstep import FollowerRunner, LeaderRunner
-from mlxserve.engine.mlx.text_model import TextModel
-from mlxserve.engine.mlx.vision import is_vision_model
+from mlxserve.engine.mlx.architectures.text_model import TextModel
+from mlxserve.engine.mlx.architectures.vision import is_vision_model
+from mlxserve.engine.mlx.distributed.cluster import Cluster, join
+from mlxserve.engine.mlx.distributed.control_channel import Link, Session
+from mlxserve.engine.mlx.distributed.layer_split import split_layers
+from mlxserve.engine.mlx.distributed.lockstep_runners import FollowerRunner, LeaderRunner
 
 log = logging.getLogger(__name__)
 

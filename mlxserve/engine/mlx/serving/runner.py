@@ -18,10 +18,19 @@ import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineUnavailable
-from mlxserve.engine.mlx.disk_cache import BLOCK, BlockWriter, DiskPromptCache, block_names
-from mlxserve.engine.mlx.sequence import Sequence
-from mlxserve.engine.mlx.speculative import DraftSources, check_drafts, propose_drafts
-from mlxserve.engine.mlx.text_model import TextModel, logits_as_numpy
+from mlxserve.engine.mlx.architectures.text_model import TextModel, logits_as_numpy
+from mlxserve.engine.mlx.serving.disk_prompt_cache import (
+    BLOCK,
+    BlockWriter,
+    DiskPromptCache,
+    block_names,
+)
+from mlxserve.engine.mlx.serving.sequence import Sequence
+from mlxserve.engine.mlx.serving.speculative_decoding import (
+    DraftSources,
+    check_drafts,
+    propose_drafts,
+)
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import mlx.core as mx
 import numpy as np
 
 from mlxserve.engine.base import EngineUnavailable
-from mlxserve.engine.mlx.cluster import Cluster
+from mlxserve.engine.mlx.distributed.cluster import Cluster
 
 log = logging.getLogger(__name__)
 

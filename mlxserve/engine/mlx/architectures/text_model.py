@@ -12,7 +12,7 @@ from mlx_lm.models.cache import (
     make_prompt_cache,
 )
 
-from mlxserve.engine.mlx.sequence import Sequence
+from mlxserve.engine.mlx.serving.sequence import Sequence
 
 
 class TextModel:

@@ -15,7 +15,7 @@ import logging
 import mlx.core as mx
 
 from mlxserve.engine.base import DraftCounts
-from mlxserve.engine.mlx.text_model import TextModel, logits_as_numpy
+from mlxserve.engine.mlx.architectures.text_model import TextModel, logits_as_numpy
 
 log = logging.getLogger(__name__)
 

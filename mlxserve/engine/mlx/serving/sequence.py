@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlxserve.engine.base import GenerationEvent, GenerationRequest, GenerationStats
-from mlxserve.engine.mlx.constraint import OutputConstraint
-from mlxserve.engine.mlx.detokenizer import IncrementalDetokenizer
+from mlxserve.engine.base import EngineRequest, GenerationEvent, GenerationStats
+from mlxserve.engine.mlx.serving.constrained_sampling import OutputConstraint
+from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.stops import StopStringMatcher
 from mlxserve.sampling.sampler import Sampler
 
@@ -20,7 +20,7 @@ FAILED = "failed"  # the stop reason of a sequence that ended with its own error
 
 @dataclass
 class Sequence:
-    request: GenerationRequest
+    request: EngineRequest
     prompt_tokens: list[int]
     max_tokens: int
     emit: Emit  # thread-safe hand-off to the request's asyncio queue

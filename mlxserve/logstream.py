@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict
 
-from mlxserve.engine.base import IMAGE_MARKER, GenerationEvent, GenerationRequest, GenerationStats
+from mlxserve.engine.base import IMAGE_MARKER, EngineRequest, GenerationEvent, GenerationStats
 
 QUEUE_SIZE = 256
 QUEUE_BYTES = 32 * 1024**2  # per reader: a few long prompts, not hundreds
@@ -113,7 +113,7 @@ def stats_record(stats: GenerationStats) -> dict:
     }
 
 
-def _images_field(request: GenerationRequest) -> dict:
+def _images_field(request: EngineRequest) -> dict:
     """The prompt marks where each image sits; this says which image each mark stands for."""
     if not request.images:
         return {}
@@ -131,7 +131,7 @@ class GenerationLog:
 
     Costs nothing when no one is subscribed at the start: the output is then not collected."""
 
-    def __init__(self, header: dict, request: GenerationRequest, log_bus: LogBus = bus):
+    def __init__(self, header: dict, request: EngineRequest, log_bus: LogBus = bus):
         self._bus = log_bus
         self._active = log_bus.subscriber_count > 0
         self._parts: list[str] = []
