@@ -21,7 +21,7 @@ LAYERS = {
     "engine": 1,
     "sampling": 0,
 }
-LEAVES = {"gguf_header", "_blas", "environment", "checkpoints", "processes", "__init__"}
+LEAVES = {"gguf_header", "_blas", "environment", "checkpoints", "processes", "redact", "__init__"}
 
 
 def module_name(path: Path) -> str:
