@@ -101,11 +101,16 @@ def _is_loopback(host: str) -> bool:
 
 
 def _mcp_settings(args):
-    """--allow-request-mcp and --mcp-config; a broken mcp.json stops the server with a message."""
+    """The MCP options; a broken mcp.json stops the server with a message."""
     from mlxserve.mcp.pool import McpConfigError, mcp_settings
 
     try:
-        settings = mcp_settings(args.allow_request_mcp, args.mcp_config, bool(args.api_key))
+        settings = mcp_settings(
+            args.allow_request_mcp,
+            args.mcp_config,
+            bool(args.api_key),
+            allowed_hosts=split_list(args.mcp_allowed_hosts),
+        )
     except McpConfigError as exc:
         sys.exit(f"mlxserve: {exc}")
     if settings.plugins is not None and not settings.api_key_set:

@@ -167,8 +167,17 @@ OPTIONS = (
         "--allow-request-mcp",
         "off: requests may not name MCP servers",
         "let requests name MCP servers by URL (/v1/responses `mcp` tools, /api/v1/chat "
-        "`ephemeral_mcp` integrations), which this server then connects to for the model",
+        "`ephemeral_mcp` integrations), which this server then connects to for the model, on "
+        "public addresses only",
         switch=True,
+    ),
+    Option(
+        "--mcp-allowed-hosts",
+        "none: servers named in requests must be on public addresses",
+        "hosts (comma-separated names or addresses) a request's MCP servers may be on although "
+        "they are not public: loopback, LAN, link-local (default: none)",
+        default="",
+        metavar="HOSTS",
     ),
     Option(
         "--mcp-config",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from mlxserve.mcp.hosts import HostPolicy
 from mlxserve.pipeline.errors import RequestError
 
 if TYPE_CHECKING:  # the SDK is imported on first use: `serve` starts as fast without MCP
@@ -83,8 +84,11 @@ class CallOutcome:
 class Connection:
     """One open MCP session, held by its own task until close()."""
 
-    def __init__(self, spec: ServerSpec, call_timeout: float = CALL_TIMEOUT):
+    def __init__(
+        self, spec: ServerSpec, call_timeout: float = CALL_TIMEOUT, hosts: HostPolicy | None = None
+    ):
         self.spec, self.call_timeout = spec, call_timeout
+        self.hosts = hosts  # set for a server a request names: where it may connect
         self._client: Client | None = None
         self._task: asyncio.Task | None = None
         self._closing = asyncio.Event()
@@ -169,12 +173,10 @@ class Connection:
         return self._client
 
     async def _hold(self, ready: asyncio.Future) -> None:
-        import httpx2
         from mcp import Client
 
-        timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=300)  # the SDK's own defaults
         try:
-            async with httpx2.AsyncClient(headers=self.spec.headers, timeout=timeout) as http:
+            async with self._http_client() as http:
                 async with Client(self._transport(http)) as client:
                     self._client = client
                     ready.set_result(None)
@@ -188,6 +190,19 @@ class Connection:
             self._client = None
             if not ready.done():
                 ready.cancel()
+
+    def _http_client(self):
+        """The SDK's HTTP client; a request's server is reached through PinnedTransport, so every
+        connection goes to an address its policy allows (and no proxy from the environment)."""
+        import httpx2
+
+        timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=300)  # the SDK's own defaults
+        transport = None
+        if self.hosts is not None and self.spec.url is not None:
+            from mlxserve.mcp.transport import PinnedTransport
+
+            transport = PinnedTransport(self.hosts, httpx2.URL(self.spec.url).host)
+        return httpx2.AsyncClient(headers=self.spec.headers, timeout=timeout, transport=transport)
 
     def _transport(self, http):
         from mcp import StdioServerParameters
