@@ -1,6 +1,7 @@
 """MCP servers a request names cannot make mlxserve reach what only it can reach: real servers
 (no model: every refusal comes before one is needed), real HTTP, and plain listening sockets
-that must see no connection. Also: the operator's allowlist, and redirects."""
+that must see no connection. Also: the operator's allowlist, redirects, both kinds of server in
+one request, and /api/v1/chat's `require_approval`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from tests.mcp_server import SCRIPT, start_http
+from tests.mcp_server import SCRIPT, running, start_http
 from tests.server import ServerProcess, free_port
 
 KEY = "ssrf-test-key"
@@ -57,8 +58,8 @@ def guarded(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def listed(tmp_path_factory):
-    """127.0.0.1 allowlisted."""
-    args = ("--mcp-allowed-hosts", "127.0.0.1")
+    """127.0.0.1 allowlisted, and both kinds of server allowed in one request."""
+    args = ("--mcp-allowed-hosts", "127.0.0.1", "--allow-mixed-mcp")
     with serve(tmp_path_factory.mktemp("listed"), *args) as server:
         yield server
 
@@ -179,3 +180,31 @@ def test_a_redirect_to_a_loopback_address_is_not_followed(listed):
                 assert response.status_code == 424, response.text
             assert redirector.requests >= 2  # the listed server was asked
         assert accepted(sockets) == 0
+
+
+def test_a_request_may_not_name_both_kinds_of_server_unless_allowed(guarded, listed, mcp_http):
+    with listeners() as (port, sockets):
+        response = chat(guarded, ephemeral(f"http://127.0.0.1:{port}/mcp"), "mcp/calc")
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "integrations[1]" and error["code"] == "mixed_mcp_servers"
+        assert "--allow-mixed-mcp" in error["message"]
+        assert accepted(sockets) == 0
+    assert running(str(guarded.plugin_calls)) == []  # nor was the plugin started
+    remote = {**ephemeral(mcp_http), "server_label": "remote", "allowed_tools": ["add"]}
+    plugin = {"type": "plugin", "id": "mcp/calc", "allowed_tools": ["multiply"]}
+    response = chat(listed, remote, plugin)
+    assert response.status_code == 404, response.text  # both used, then no model
+
+
+def test_chat_refuses_integrations_that_ask_for_approval(guarded):
+    for integration in (
+        {"type": "plugin", "id": "mcp/calc", "require_approval": "always"},
+        {**ephemeral("https://example.com/mcp"), "require_approval": {"always": {}}},
+    ):
+        response = chat(guarded, integration)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "integrations[0].require_approval"
+        assert error["code"] == "approval_not_supported" and "/v1/responses" in error["message"]
+    assert running(str(guarded.plugin_calls)) == []

@@ -2,7 +2,8 @@
 server was started to allow them, as in LM Studio: servers a request names by URL need
 `--allow-request-mcp` (and must be on public addresses or hosts `--mcp-allowed-hosts` lists);
 the servers of an `mcp.json` file (Cursor's format) need `--mcp-config` and `--api-key`, since
-they may run commands on this machine.
+they may run commands on this machine. One request uses one kind or the other, unless
+`--allow-mixed-mcp`: a server it names could otherwise steer the model to the operator's.
 
 A request's own servers are connected for that request and left when it ends; `mcp.json`
 servers are started on first use and kept for later requests, until the server shuts down."""
@@ -36,6 +37,7 @@ class McpSettings:
     config_path: Path | None = None
     api_key_set: bool = False
     hosts: HostPolicy = field(default_factory=HostPolicy)  # --mcp-allowed-hosts
+    allow_mixing: bool = False  # --allow-mixed-mcp
 
 
 def mcp_settings(
@@ -44,6 +46,7 @@ def mcp_settings(
     api_key: bool,
     *,
     allowed_hosts: Iterable[str] = (),
+    allow_mixing: bool = False,
 ) -> McpSettings:
     """The settings from `serve`'s options: --mcp-config's file (None: not given; empty:
     $MLXSERVE_HOME/mcp.json) is read now, so a broken one stops the server at once."""
@@ -52,7 +55,7 @@ def mcp_settings(
         path = Path(config).expanduser() if config else mlxserve_home() / "mcp.json"
         plugins = load_config(path)
     hosts = HostPolicy.of(allowed_hosts)
-    return McpSettings(allow_request_servers, plugins, path, api_key, hosts)
+    return McpSettings(allow_request_servers, plugins, path, api_key, hosts, allow_mixing)
 
 
 def load_config(path: Path) -> dict[str, ServerSpec]:
@@ -99,16 +102,29 @@ class McpServers:
 
     async def check(self, choices: list[ServerChoice]) -> None:
         """Every refusal of a request's servers, before any of them is connected: kinds that
-        are off (403), a server on an address requests may not reach (403) or whose name does
-        not resolve (424)."""
+        are off (403), both kinds at once (400), a server on an address requests may not reach
+        (403) or whose name does not resolve (424)."""
         for choice in choices:
             if choice.named_by_url:
                 self.check_request_servers(choice.param)
             else:
                 self.plugin_spec(choice.plugin_id, choice.param)
+        self._check_mixing(choices)
         for choice in choices:
             if choice.named_by_url:
                 await self.check_host(choice.spec, choice.param)
+
+    def _check_mixing(self, choices: list[ServerChoice]) -> None:
+        kinds = {choice.named_by_url for choice in choices}
+        if len(kinds) < 2 or self.settings.allow_mixing:
+            return
+        param = next(c.param for c in choices if c.named_by_url != choices[0].named_by_url)
+        message = (
+            f"{param}: this request names MCP servers by URL and mcp.json plugins together; this "
+            "server keeps them apart, since a server's tool output could steer the model into "
+            "calling the plugins (start it with --allow-mixed-mcp to allow it)"
+        )
+        raise RequestError(400, message, param, "mixed_mcp_servers")
 
     async def check_host(self, spec: ServerSpec, param: str) -> None:
         """A server a request names must resolve to public addresses only, unless its host is

@@ -2,7 +2,10 @@
 {"type": "plugin", "id", "allowed_tools"} for a server of the mcp.json file (--mcp-config), and
 {"type": "ephemeral_mcp", "server_label", "server_url", "allowed_tools", "headers"} for one the
 request names (--allow-request-mcp). Their tools are offered to the model, and the server runs
-its calls (mcp/loop.py)."""
+its calls (mcp/loop.py).
+
+LM Studio's API has no step where the client approves a call: the operator's permission to use
+plugins is the approval. So a `require_approval` asking for one is refused, not ignored."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ KINDS = ("plugin", "ephemeral_mcp")
 
 async def open_integrations(servers: McpServers, integrations: list) -> McpToolbox:
     """The integrations checked, their servers connected and their tools listed (403 when they
-    are off or on an address requests may not reach, 424 naming one
+    are off or on an address requests may not reach, 400 for both kinds at once, 424 naming one
     that cannot be reached). The caller closes the toolbox."""
     choices = [_choice(entry, f"integrations[{index}]") for index, entry in enumerate(integrations)]
     return await McpToolbox.open(servers, choices)
@@ -32,6 +35,7 @@ def _choice(entry, param: str) -> ServerChoice:
             '{"type": "ephemeral_mcp", "server_label", "server_url"}'
         )
         raise RequestError(400, message, param, "invalid_integration")
+    _no_approval(entry.get("require_approval"), param)
     allowed = tool_names(entry.get("allowed_tools"), f"{param}.allowed_tools")
     if kind == "plugin":
         plugin_id = entry.get("id")
@@ -43,3 +47,17 @@ def _choice(entry, param: str) -> ServerChoice:
     spec = named_server(entry, param)
     provider = {"type": "ephemeral_mcp", "server_label": spec.label}
     return ServerChoice(param, spec=spec, allowed=allowed, provider=provider)
+
+
+def _no_approval(value, param: str) -> None:
+    """Calls run as they are made here, so a request that wants to approve them is told where
+    it can, rather than having them run unasked."""
+    if value in (None, "never"):
+        return
+    where = f"{param}.require_approval"
+    message = (
+        f"{where}: /api/v1/chat runs the calls an integration's tools get without asking, as "
+        "LM Studio does; leave tools out with allowed_tools, or use /v1/responses, whose mcp "
+        "tools can require approval"
+    )
+    raise RequestError(400, message, where, "approval_not_supported")
