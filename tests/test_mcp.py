@@ -25,6 +25,7 @@ from mlxserve.mcp.servers import (
     McpServerError,
     ServerSpec,
     capped,
+    scrub,
 )
 from mlxserve.mcp.tools import McpTool, McpToolbox
 from mlxserve.pipeline.errors import RequestError
@@ -143,13 +144,20 @@ def test_a_server_that_cannot_be_reached_or_started_is_a_424_naming_it(tmp_path)
             await Connection(spec).open("tools[1]", "mcp_connection_error")
         return failed.value
 
-    closed = ServerSpec("gone", url=f"http://127.0.0.1:{free_port()}/mcp", headers={"X-Key": "k9"})
+    port = free_port()
+    closed = ServerSpec("gone", url=f"http://127.0.0.1:{port}/mcp", headers={"X-Key": "k9"})
     unreachable = asyncio.run(attempt(closed))
     assert unreachable.status == 424 and unreachable.param == "tools[1]"
     assert unreachable.code == "mcp_connection_error"
     assert "'gone'" in unreachable.message and "k9" not in unreachable.message
-    missing = ServerSpec("nothing", command=str(tmp_path / "no-such-program"))
-    assert "'nothing'" in asyncio.run(attempt(missing)).message
+    assert str(port) not in unreachable.message and "127.0.0.1" not in unreachable.message
+    missing = ServerSpec("gone", command=str(tmp_path / "no-such-program"))
+    assert asyncio.run(attempt(missing)).message == unreachable.message  # the same words
+
+
+def test_urls_in_logged_errors_lose_their_credentials_and_query():
+    text = "Client error '404' for url 'http://me:pw@10.0.0.1:8080/mcp?token=s3cret#x'."
+    assert scrub(text) == "Client error '404' for url 'http://10.0.0.1:8080/mcp'."
 
 
 def test_only_public_addresses_pass_unless_the_host_is_listed():

@@ -1,7 +1,7 @@
 """MCP servers a request names cannot make mlxserve reach what only it can reach: real servers
 (no model: every refusal comes before one is needed), real HTTP, and plain listening sockets
 that must see no connection. Also: the operator's allowlist, redirects, both kinds of server in
-one request, and /api/v1/chat's `require_approval`."""
+one request, /api/v1/chat's `require_approval`, and error texts that let no client scan ports."""
 
 from __future__ import annotations
 
@@ -178,8 +178,51 @@ def test_a_redirect_to_a_loopback_address_is_not_followed(listed):
             url = f"http://127.0.0.1:{redirector.server_address[1]}/mcp"
             for response in (responses(listed, url), chat(listed, ephemeral(url))):
                 assert response.status_code == 424, response.text
+                message = response.json()["error"]["message"]
+                assert "localhost" not in message and str(port) not in message
             assert redirector.requests >= 2  # the listed server was asked
         assert accepted(sockets) == 0
+
+
+@contextlib.contextmanager
+def closing_listener() -> Iterator[int]:
+    """A port that accepts connections and closes them at once."""
+    with listeners() as (port, sockets):
+        stop = threading.Event()
+
+        def close_each() -> None:
+            while not stop.wait(0.01):
+                accepted(sockets)
+
+        thread = threading.Thread(target=close_each, daemon=True)
+        thread.start()
+        try:
+            yield port
+        finally:
+            stop.set()
+            thread.join()
+
+
+def test_servers_that_fail_differently_are_described_alike(listed):
+    """Refused, reset, or answering HTTP that is not MCP: the same words, no address or port
+    (else a client could scan ports through this server); details, without the URL's query
+    string, go to the server log."""
+    with closing_listener() as reset, http_server(404) as web:
+        ports = {"refused": free_port(), "reset": reset, "web": web.server_address[1]}
+        messages = {}
+        for kind, port in ports.items():
+            url = f"http://127.0.0.1:{port}/mcp?token=s3cret"
+            response = responses(listed, url)
+            assert response.status_code == 424, response.text
+            error = response.json()["error"]
+            assert error["code"] == "mcp_connection_error" and error["param"] == "tools[0]"
+            messages[kind] = error["message"]
+            assert str(port) not in messages[kind]
+        assert web.requests >= 1
+    assert len(set(messages.values())) == 1, messages
+    assert "127.0.0.1" not in messages["web"] and "s3cret" not in messages["web"]
+    log = listed.log_text()
+    assert f"127.0.0.1:{ports['web']}/mcp" in log and "s3cret" not in log
 
 
 def test_a_request_may_not_name_both_kinds_of_server_unless_allowed(guarded, listed, mcp_http):

@@ -161,8 +161,8 @@ class McpServers:
             raise RequestError(403, message, param, "plugins_not_allowed")
         if not settings.api_key_set:
             message = (
-                f"{param}: plugins from {settings.config_path} run commands on this machine "
-                "and need a server started with --api-key too"
+                f"{param}: plugins run commands on this server's machine and need it started "
+                "with --api-key too"
             )
             raise RequestError(403, message, param, "plugins_not_allowed")
         spec = settings.plugins.get(plugin_id.removeprefix(PLUGIN_PREFIX))
