@@ -5,7 +5,9 @@ request may use, and the tool filters of /v1/responses' `mcp` tools."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from mcp.types import Tool, ToolAnnotations
 
 from mlxserve.api.responses.items import item_turns
 from mlxserve.api.responses.mcp import _allowed, _approval, approved_calls
+from mlxserve.mcp.hosts import HostNotAllowed, HostPolicy, is_public
 from mlxserve.mcp.pool import McpConfigError, McpServers, McpSettings, mcp_settings
 from mlxserve.mcp.servers import (
     MAX_OUTPUT_CHARS,
@@ -22,6 +25,7 @@ from mlxserve.mcp.servers import (
     McpServerError,
     ServerSpec,
     capped,
+    scrub,
 )
 from mlxserve.mcp.tools import McpTool, McpToolbox
 from mlxserve.pipeline.errors import RequestError
@@ -140,13 +144,51 @@ def test_a_server_that_cannot_be_reached_or_started_is_a_424_naming_it(tmp_path)
             await Connection(spec).open("tools[1]", "mcp_connection_error")
         return failed.value
 
-    closed = ServerSpec("gone", url=f"http://127.0.0.1:{free_port()}/mcp", headers={"X-Key": "k9"})
+    port = free_port()
+    closed = ServerSpec("gone", url=f"http://127.0.0.1:{port}/mcp", headers={"X-Key": "k9"})
     unreachable = asyncio.run(attempt(closed))
     assert unreachable.status == 424 and unreachable.param == "tools[1]"
     assert unreachable.code == "mcp_connection_error"
     assert "'gone'" in unreachable.message and "k9" not in unreachable.message
-    missing = ServerSpec("nothing", command=str(tmp_path / "no-such-program"))
-    assert "'nothing'" in asyncio.run(attempt(missing)).message
+    assert str(port) not in unreachable.message and "127.0.0.1" not in unreachable.message
+    missing = ServerSpec("gone", command=str(tmp_path / "no-such-program"))
+    assert asyncio.run(attempt(missing)).message == unreachable.message  # the same words
+
+
+def test_urls_in_logged_errors_lose_their_credentials_and_query():
+    text = "Client error '404' for url 'http://me:pw@10.0.0.1:8080/mcp?token=s3cret#x'."
+    assert scrub(text) == "Client error '404' for url 'http://10.0.0.1:8080/mcp'."
+
+
+def test_only_public_addresses_pass_unless_the_host_is_listed():
+    policy = HostPolicy.of(["127.0.0.1", "Intranet.Example."])
+    assert asyncio.run(policy.addresses("127.0.0.1", 80)) == ["127.0.0.1"]
+    assert policy.lists("intranet.example") and not policy.lists("localhost")
+    for host in ("localhost", "::1", "10.1.2.3", "169.254.169.254", "fe80::1", "fc00::1"):
+        with pytest.raises(HostNotAllowed):
+            asyncio.run(policy.addresses(host, 80))
+    public = ["8.8.8.8", "2606:4700::1111"]
+    assert [asyncio.run(policy.addresses(host, 80)) for host in public] == [[a] for a in public]
+    private = ["224.0.0.1", "0.0.0.0", "100.64.0.1", "::ffff:127.0.0.1", "2002:7f00:1::"]
+    assert not any(is_public(ipaddress.ip_address(address)) for address in private)
+
+
+def test_each_connection_of_a_requests_server_is_checked(tmp_path):
+    """Past the request's own check (as a name that resolves elsewhere the next moment would
+    be), the connection itself is refused: the listening socket sees nothing."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        spec = ServerSpec("calc", url=f"http://127.0.0.1:{listener.getsockname()[1]}/mcp")
+
+        async def attempt():
+            with pytest.raises(McpServerError):
+                await Connection(spec, hosts=HostPolicy()).open(None, "mcp_connection_error")
+
+        asyncio.run(attempt())
+        with pytest.raises(BlockingIOError):
+            listener.accept()
 
 
 def test_request_headers_reach_an_http_server(tmp_path):

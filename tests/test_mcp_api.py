@@ -43,14 +43,15 @@ def mcp_http(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=ENGINES)
 def mcp_serve(request, models_dir, default_ids, tmp_path_factory):
-    """mlxserve with requests' MCP servers allowed and the stdio test server as plugin
-    `mcp/calc` (behind the API key)."""
+    """mlxserve with requests' MCP servers allowed (the test server's host listed, as it is not
+    public) and the stdio test server as plugin `mcp/calc`, behind the API key."""
     folder = tmp_path_factory.mktemp(f"mcp-{request.param}")
     calls = folder / "plugin-calls.jsonl"
     plugin = {"command": sys.executable, "args": [str(SCRIPT), "--calls", str(calls)]}
     config = folder / "mcp.json"
     config.write_text(json.dumps({"mcpServers": {"calc": plugin}}))
-    args = ["--allow-request-mcp", "--mcp-config", str(config), "--api-key", KEY]
+    args = ["--allow-request-mcp", "--mcp-allowed-hosts", "127.0.0.1", "--api-key", KEY]
+    args += ["--mcp-config", str(config)]
     model = default_ids[request.param]
     with ServerProcess(models_dir, model=model, engine=request.param, extra_args=args) as server:
         server.plugin_calls, server.model = calls, model

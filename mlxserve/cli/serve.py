@@ -102,11 +102,29 @@ def _is_loopback(host: str) -> bool:
 
 
 def _mcp_settings(args):
-    """--allow-request-mcp and --mcp-config; a broken mcp.json stops the server with a message."""
+    """The MCP options; a broken mcp.json stops the server with a message, and so does
+    --allow-request-mcp without a key, unless --insecure-no-auth asks for it by name."""
     from mlxserve.mcp.pool import McpConfigError, mcp_settings
 
+    if args.allow_request_mcp and not args.api_key:
+        if not args.insecure_no_auth:
+            sys.exit(
+                "mlxserve: --allow-request-mcp lets every client make this server connect to "
+                "URLs it names; set --api-key (or MLXSERVE_API_KEY), or pass --insecure-no-auth "
+                "to allow it to anyone who reaches the server"
+            )
+        log.warning(
+            "--allow-request-mcp without --api-key: anyone who reaches this server may "
+            "make it connect to MCP servers"
+        )
     try:
-        settings = mcp_settings(args.allow_request_mcp, args.mcp_config, bool(args.api_key))
+        settings = mcp_settings(
+            args.allow_request_mcp,
+            args.mcp_config,
+            bool(args.api_key),
+            allowed_hosts=split_list(args.mcp_allowed_hosts),
+            allow_mixing=args.allow_mixed_mcp,
+        )
     except McpConfigError as exc:
         sys.exit(f"mlxserve: {exc}")
     if settings.plugins is not None and not settings.api_key_set:

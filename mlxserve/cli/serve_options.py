@@ -151,9 +151,9 @@ OPTIONS = (
     ),
     Option(
         "--insecure-no-auth",
-        "off: a `--host` other than loopback needs `--api-key`",
-        "serve a --host reachable from the network without --api-key (anyone who reaches it "
-        "may load models, read the prompt log and run requests)",
+        "off: a `--host` other than loopback, and `--allow-request-mcp`, need `--api-key`",
+        "serve without --api-key a --host reachable from the network (anyone who reaches it "
+        "may load models, read the prompt log and run requests) or --allow-request-mcp",
         switch=True,
     ),
     Option(
@@ -165,10 +165,19 @@ OPTIONS = (
     ),
     Option(
         "--allow-request-mcp",
-        "off: requests may not name MCP servers",
+        "off: requests may not name MCP servers; needs `--api-key`",
         "let requests name MCP servers by URL (/v1/responses `mcp` tools, /api/v1/chat "
-        "`ephemeral_mcp` integrations), which this server then connects to for the model",
+        "`ephemeral_mcp` integrations), which this server then connects to for the model, on "
+        "public addresses only; needs --api-key",
         switch=True,
+    ),
+    Option(
+        "--mcp-allowed-hosts",
+        "none: servers named in requests must be on public addresses",
+        "hosts (comma-separated names or addresses) a request's MCP servers may be on although "
+        "they are not public: loopback, LAN, link-local (default: none)",
+        default="",
+        metavar="HOSTS",
     ),
     Option(
         "--mcp-config",
@@ -178,6 +187,13 @@ OPTIONS = (
         "$MLXSERVE_HOME/mcp.json) to /api/v1/chat plugin integrations; needs --api-key",
         metavar="FILE",
         const="",
+    ),
+    Option(
+        "--allow-mixed-mcp",
+        "off: a request uses MCP servers it names or `mcp.json` plugins, not both",
+        "let one request use MCP servers it names and mcp.json plugins together (a server's "
+        "tool output could then steer the model into calling the plugins)",
+        switch=True,
     ),
     Option(
         "--max-tokens",

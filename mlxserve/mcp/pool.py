@@ -1,7 +1,9 @@
 """Which MCP servers requests may use, and their connections. Both kinds are off unless the
 server was started to allow them, as in LM Studio: servers a request names by URL need
-`--allow-request-mcp`; the servers of an `mcp.json` file (Cursor's format) need `--mcp-config`
-and `--api-key`, since they may run commands on this machine.
+`--allow-request-mcp` (and must be on public addresses or hosts `--mcp-allowed-hosts` lists);
+the servers of an `mcp.json` file (Cursor's format) need `--mcp-config` and `--api-key`, since
+they may run commands on this machine. One request uses one kind or the other, unless
+`--allow-mixed-mcp`: a server it names could otherwise steer the model to the operator's.
 
 A request's own servers are connected for that request and left when it ends; `mcp.json`
 servers are started on first use and kept for later requests, until the server shuts down."""
@@ -10,10 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from mlxserve.mcp.servers import Connection, ServerSpec
+from mlxserve.mcp.hosts import HostNotAllowed, HostPolicy
+from mlxserve.mcp.servers import Connection, McpServerError, ServerSpec
+from mlxserve.mcp.specs import ServerChoice
 from mlxserve.models.store import mlxserve_home
 from mlxserve.pipeline.errors import RequestError
 
@@ -30,15 +36,26 @@ class McpSettings:
     plugins: dict[str, ServerSpec] | None = None  # from --mcp-config; None: not given
     config_path: Path | None = None
     api_key_set: bool = False
+    hosts: HostPolicy = field(default_factory=HostPolicy)  # --mcp-allowed-hosts
+    allow_mixing: bool = False  # --allow-mixed-mcp
 
 
-def mcp_settings(allow_request_servers: bool, config: str | None, api_key: bool) -> McpSettings:
+def mcp_settings(
+    allow_request_servers: bool,
+    config: str | None,
+    api_key: bool,
+    *,
+    allowed_hosts: Iterable[str] = (),
+    allow_mixing: bool = False,
+) -> McpSettings:
     """The settings from `serve`'s options: --mcp-config's file (None: not given; empty:
     $MLXSERVE_HOME/mcp.json) is read now, so a broken one stops the server at once."""
-    if config is None:
-        return McpSettings(allow_request_servers, api_key_set=api_key)
-    path = Path(config).expanduser() if config else mlxserve_home() / "mcp.json"
-    return McpSettings(allow_request_servers, load_config(path), path, api_key)
+    path = plugins = None
+    if config is not None:
+        path = Path(config).expanduser() if config else mlxserve_home() / "mcp.json"
+        plugins = load_config(path)
+    hosts = HostPolicy.of(allowed_hosts)
+    return McpSettings(allow_request_servers, plugins, path, api_key, hosts, allow_mixing)
 
 
 def load_config(path: Path) -> dict[str, ServerSpec]:
@@ -83,6 +100,49 @@ class McpServers:
         self._opening: dict[str, asyncio.Lock] = {}
         self._per_request: set[Connection] = set()
 
+    async def check(self, choices: list[ServerChoice]) -> None:
+        """Every refusal of a request's servers, before any of them is connected: kinds that
+        are off (403), both kinds at once (400), a server on an address requests may not reach
+        (403) or whose name does not resolve (424)."""
+        for choice in choices:
+            if choice.named_by_url:
+                self.check_request_servers(choice.param)
+            else:
+                self.plugin_spec(choice.plugin_id, choice.param)
+        self._check_mixing(choices)
+        for choice in choices:
+            if choice.named_by_url:
+                await self.check_host(choice.spec, choice.param)
+
+    def _check_mixing(self, choices: list[ServerChoice]) -> None:
+        kinds = {choice.named_by_url for choice in choices}
+        if len(kinds) < 2 or self.settings.allow_mixing:
+            return
+        param = next(c.param for c in choices if c.named_by_url != choices[0].named_by_url)
+        message = (
+            f"{param}: this request names MCP servers by URL and mcp.json plugins together; this "
+            "server keeps them apart, since a server's tool output could steer the model into "
+            "calling the plugins (start it with --allow-mixed-mcp to allow it)"
+        )
+        raise RequestError(400, message, param, "mixed_mcp_servers")
+
+    async def check_host(self, spec: ServerSpec, param: str) -> None:
+        """A server a request names must resolve to public addresses only, unless its host is
+        listed; PinnedTransport checks again on every connection."""
+        where = f"{param}.server_url"
+        parts = urlsplit(spec.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            await self.settings.hosts.addresses(parts.hostname, port)
+        except HostNotAllowed:
+            message = (
+                f"{where}: MCP server '{spec.label}' is on a loopback, private or other non-public "
+                "address, which requests may not reach (--mcp-allowed-hosts lists hosts they may)"
+            )
+            raise RequestError(403, message, where, "mcp_host_not_allowed") from None
+        except OSError as exc:  # the name does not resolve
+            raise McpServerError(spec, param, exc, "mcp_connection_error") from None
+
     def check_request_servers(self, param: str) -> None:
         if not self.settings.allow_request_servers:
             raise RequestError(
@@ -101,8 +161,8 @@ class McpServers:
             raise RequestError(403, message, param, "plugins_not_allowed")
         if not settings.api_key_set:
             message = (
-                f"{param}: plugins from {settings.config_path} run commands on this machine "
-                "and need a server started with --api-key too"
+                f"{param}: plugins run commands on this server's machine and need it started "
+                "with --api-key too"
             )
             raise RequestError(403, message, param, "plugins_not_allowed")
         spec = settings.plugins.get(plugin_id.removeprefix(PLUGIN_PREFIX))
@@ -124,7 +184,7 @@ class McpServers:
 
     async def connect(self, spec: ServerSpec, param: str) -> Connection:
         """A connection for one request; the caller leaves it with release()."""
-        connection = Connection(spec)
+        connection = Connection(spec, hosts=self.settings.hosts)
         await connection.open(param, "mcp_connection_error")
         self._per_request.add(connection)
         return connection

@@ -3,17 +3,21 @@ streamable HTTP or stdio. Each connection is held open by a task of its own, sin
 anyio scopes must be left by the task that entered them; requests call through it from theirs.
 
 Headers and environment values are secrets (API tokens): they are never logged nor repeated in
-errors."""
+errors. What goes wrong reaches the client, the model and the prompt log only in general words,
+the same for a refused, silent or unreachable server (else a client could scan ports through
+this server); the details go to the server log, without URLs' query strings."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from mlxserve.mcp.hosts import HostPolicy
 from mlxserve.pipeline.errors import RequestError
 
 if TYPE_CHECKING:  # the SDK is imported on first use: `serve` starts as fast without MCP
@@ -31,6 +35,9 @@ MAX_OUTPUT_CHARS = 32_768  # of a tool's output kept for the model and the clien
 FAILED_DEPENDENCY = 424  # what OpenAI answers when an MCP server cannot be used
 # JSON-RPC error codes, as MCP uses them
 CONNECTION_CLOSED, REQUEST_TIMEOUT, INVALID_PARAMS = -32000, -32001, -32602
+# One wording for every failure to reach a server, so no client can scan ports through this one
+UNREACHABLE = "could not be reached, or did not answer as an MCP server"
+LOST = "the server could not be reached, or did not answer as an MCP server"
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,12 @@ class ServerSpec:
 
 
 class McpServerError(RequestError):
-    """A server that could not be started, reached or listed: a 424 naming it."""
+    """A server that could not be started, reached or listed: a 424 naming it, in words that
+    are the same whatever failed; the cause goes to the server log."""
 
     def __init__(self, spec: ServerSpec, param: str | None, cause: BaseException, code: str):
-        message = f"MCP server '{spec.label}' ({spec.where}) could not be used: {describe(cause)}"
-        super().__init__(FAILED_DEPENDENCY, message, param, code)
+        log.warning("MCP server '%s' (%s) %s: %s", spec.label, spec.where, UNREACHABLE, why(cause))
+        super().__init__(FAILED_DEPENDENCY, f"MCP server '{spec.label}' {UNREACHABLE}", param, code)
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,11 @@ class CallOutcome:
 class Connection:
     """One open MCP session, held by its own task until close()."""
 
-    def __init__(self, spec: ServerSpec, call_timeout: float = CALL_TIMEOUT):
+    def __init__(
+        self, spec: ServerSpec, call_timeout: float = CALL_TIMEOUT, hosts: HostPolicy | None = None
+    ):
         self.spec, self.call_timeout = spec, call_timeout
+        self.hosts = hosts  # set for a server a request names: where it may connect
         self._client: Client | None = None
         self._task: asyncio.Task | None = None
         self._closing = asyncio.Event()
@@ -136,13 +147,15 @@ class Connection:
         except TimeoutError:
             message = f"the call did not finish within {self.call_timeout:g} s"
             return protocol_error(REQUEST_TIMEOUT, message)
-        except MCPError as exc:
-            return protocol_error(exc.code, exc.message)
+        except MCPError as exc:  # the server's own error, or the SDK's words for a lost one
+            return protocol_error(exc.code, scrub(exc.message))
         except httpx2.HTTPStatusError as exc:
             status = exc.response.status_code
-            return CallOutcome(error={"type": "http_error", "code": status, "message": str(exc)})
+            message = f"the server answered with HTTP status {status}"
+            return CallOutcome(error={"type": "http_error", "code": status, "message": message})
         except Exception as exc:  # noqa: BLE001 - a lost server is the call's result
-            return protocol_error(CONNECTION_CLOSED, describe(exc))
+            log.warning("MCP server '%s': call to %s failed: %s", self.spec.label, name, why(exc))
+            return protocol_error(CONNECTION_CLOSED, LOST)
         return outcome_of(result)
 
     async def close(self) -> None:
@@ -169,12 +182,10 @@ class Connection:
         return self._client
 
     async def _hold(self, ready: asyncio.Future) -> None:
-        import httpx2
         from mcp import Client
 
-        timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=300)  # the SDK's own defaults
         try:
-            async with httpx2.AsyncClient(headers=self.spec.headers, timeout=timeout) as http:
+            async with self._http_client() as http:
                 async with Client(self._transport(http)) as client:
                     self._client = client
                     ready.set_result(None)
@@ -183,11 +194,24 @@ class Connection:
             if not ready.done():
                 ready.set_exception(exc)
             elif not self._closing.is_set():
-                log.warning("MCP server '%s' went away: %s", self.spec.label, describe(exc))
+                log.warning("MCP server '%s' went away: %s", self.spec.label, why(exc))
         finally:
             self._client = None
             if not ready.done():
                 ready.cancel()
+
+    def _http_client(self):
+        """The SDK's HTTP client; a request's server is reached through PinnedTransport, so every
+        connection goes to an address its policy allows (and no proxy from the environment)."""
+        import httpx2
+
+        timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=300)  # the SDK's own defaults
+        transport = None
+        if self.hosts is not None and self.spec.url is not None:
+            from mlxserve.mcp.transport import PinnedTransport
+
+            transport = PinnedTransport(self.hosts, httpx2.URL(self.spec.url).host)
+        return httpx2.AsyncClient(headers=self.spec.headers, timeout=timeout, transport=transport)
 
     def _transport(self, http):
         from mcp import StdioServerParameters
@@ -232,10 +256,21 @@ def capped(text: str) -> str:
     return f"{text[:MAX_OUTPUT_CHARS]}\n[... {cut} more characters cut]"
 
 
-def describe(exc: BaseException) -> str:
-    """The innermost cause of a failure (the SDK wraps them in exception groups), in words."""
+def why(exc: BaseException) -> str:
+    """The innermost cause of a failure (the SDK wraps them in exception groups), for the server
+    log: its type and text, URLs without query or credentials."""
     while inner := getattr(exc, "exceptions", None):  # an exception group
         exc = inner[0]
     if isinstance(exc, TimeoutError):
         return f"no answer within {CONNECT_TIMEOUT:g} s"
-    return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {scrub(str(exc))}" if str(exc) else type(exc).__name__
+
+
+URL_SECRETS = re.compile(  # scheme://, then credentials@, the rest, then ?query or #fragment
+    r"(?i)(\b[a-z][a-z0-9+.-]*://)(?:[^/@\s'\"<>]*@)?([^\s?#'\"<>]*)(?:[?#][^\s'\"<>]*)?"
+)
+
+
+def scrub(text: str) -> str:
+    """Text with each URL's credentials, query string and fragment taken out."""
+    return URL_SECRETS.sub(r"\1\2", text)

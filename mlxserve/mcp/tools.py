@@ -4,18 +4,17 @@ toolbox also owns the connections it opened, and leaves them when it ends."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlxserve.mcp.pool import McpServers
-from mlxserve.mcp.servers import Connection, ServerSpec
+from mlxserve.mcp.servers import Connection
+from mlxserve.mcp.specs import ServerChoice
 from mlxserve.pipeline.errors import RequestError
 
 if TYPE_CHECKING:
     from mcp.types import Tool
-
-ToolTest = Callable[["Tool"], bool]
 
 
 def read_only(tool: Tool) -> bool:
@@ -76,28 +75,37 @@ class McpToolbox:
     def chat_functions(self) -> list[dict]:
         return [tool.chat_function() for tool in self.tools.values()]
 
-    async def add_request_server(self, spec: ServerSpec, param: str, **options) -> None:
-        """A server the request names by URL, connected for this request only."""
-        self.servers.check_request_servers(param)
-        connection = await self.servers.connect(spec, param)
-        self._opened.append(connection)
-        await self._add(connection, param, "mcp_connection_error", **options)
+    @classmethod
+    async def open(
+        cls, servers: McpServers, choices: list[ServerChoice], taken: Iterable[str] = ()
+    ) -> McpToolbox:
+        """The servers a request asks for, checked all before any is connected, then connected
+        and listed (a 424 naming one that cannot be). The caller closes the toolbox."""
+        await servers.check(choices)
+        toolbox = cls(servers, taken)
+        try:
+            for choice in choices:
+                await toolbox._open(choice)
+        except BaseException:
+            await toolbox.close()
+            raise
+        return toolbox
 
-    async def add_plugin(self, plugin_id: str, param: str, **options) -> None:
-        """A server of the mcp.json file, kept open across requests."""
-        spec = self.servers.plugin_spec(plugin_id, param)
-        connection = await self.servers.plugin(spec, param)
-        await self._add(connection, param, "plugin_connection_error", **options)
+    async def _open(self, choice: ServerChoice) -> None:
+        """A server named by URL is connected for this request only; an mcp.json server is
+        kept open across requests."""
+        if choice.named_by_url:
+            connection = await self.servers.connect(choice.spec, choice.param)
+            self._opened.append(connection)
+            code = "mcp_connection_error"
+        else:
+            spec = self.servers.plugin_spec(choice.plugin_id, choice.param)
+            connection = await self.servers.plugin(spec, choice.param)
+            code = "plugin_connection_error"
+        await self._add(connection, choice, code)
 
-    async def _add(
-        self,
-        connection: Connection,
-        param: str,
-        code: str,
-        allowed: ToolTest | None = None,
-        approval: ToolTest | None = None,
-        provider: dict | None = None,
-    ) -> None:
+    async def _add(self, connection: Connection, choice: ServerChoice, code: str) -> None:
+        param, allowed, approval = choice.param, choice.allowed, choice.approval
         label = connection.spec.label
         if any(listing.server_label == label for listing in self.listings):
             message = f"{param}: a second MCP server labelled '{label}'"
@@ -118,7 +126,7 @@ class McpToolbox:
                 definition,
                 connection,
                 needs_approval=bool(approval and approval(definition)),
-                provider=provider or {},
+                provider=choice.provider,
             )
             self.tools[tool.name] = tool
             offered.append(tool)

@@ -2,32 +2,30 @@
 {"type": "plugin", "id", "allowed_tools"} for a server of the mcp.json file (--mcp-config), and
 {"type": "ephemeral_mcp", "server_label", "server_url", "allowed_tools", "headers"} for one the
 request names (--allow-request-mcp). Their tools are offered to the model, and the server runs
-its calls (mcp/loop.py)."""
+its calls (mcp/loop.py).
+
+LM Studio's API has no step where the client approves a call: the operator's permission to use
+plugins is the approval. So a `require_approval` asking for one is refused, not ignored."""
 
 from __future__ import annotations
 
 from mlxserve.mcp.pool import McpServers
-from mlxserve.mcp.servers import ServerSpec
-from mlxserve.mcp.tools import McpToolbox, ToolTest
+from mlxserve.mcp.specs import ServerChoice, named_server, tool_names
+from mlxserve.mcp.tools import McpToolbox
 from mlxserve.pipeline.errors import RequestError
 
 KINDS = ("plugin", "ephemeral_mcp")
 
 
 async def open_integrations(servers: McpServers, integrations: list) -> McpToolbox:
-    """The integrations' servers connected and their tools listed (403 when they are off, 424
-    naming one that cannot be reached). The caller closes the toolbox."""
-    toolbox = McpToolbox(servers)
-    try:
-        for index, entry in enumerate(integrations):
-            await _add(toolbox, entry, f"integrations[{index}]")
-    except BaseException:
-        await toolbox.close()
-        raise
-    return toolbox
+    """The integrations checked, their servers connected and their tools listed (403 when they
+    are off or on an address requests may not reach, 400 for both kinds at once, 424 naming one
+    that cannot be reached). The caller closes the toolbox."""
+    choices = [_choice(entry, f"integrations[{index}]") for index, entry in enumerate(integrations)]
+    return await McpToolbox.open(servers, choices)
 
 
-async def _add(toolbox: McpToolbox, entry, param: str) -> None:
+def _choice(entry, param: str) -> ServerChoice:
     if isinstance(entry, str):
         entry = {"type": "plugin", "id": entry}
     kind = entry.get("type") if isinstance(entry, dict) else None
@@ -37,36 +35,29 @@ async def _add(toolbox: McpToolbox, entry, param: str) -> None:
             '{"type": "ephemeral_mcp", "server_label", "server_url"}'
         )
         raise RequestError(400, message, param, "invalid_integration")
-    allowed = _allowed(entry.get("allowed_tools"), f"{param}.allowed_tools")
+    _no_approval(entry.get("require_approval"), param)
+    allowed = tool_names(entry.get("allowed_tools"), f"{param}.allowed_tools")
     if kind == "plugin":
-        plugin_id = _text(entry, "id", param)
+        plugin_id = entry.get("id")
+        if not isinstance(plugin_id, str) or not plugin_id:
+            message = f"{param}.id: required, a string"
+            raise RequestError(400, message, f"{param}.id", "missing_required_parameter")
         provider = {"type": "plugin", "plugin_id": plugin_id}
-        await toolbox.add_plugin(plugin_id, param, allowed=allowed, provider=provider)
+        return ServerChoice(param, plugin_id=plugin_id, allowed=allowed, provider=provider)
+    spec = named_server(entry, param)
+    provider = {"type": "ephemeral_mcp", "server_label": spec.label}
+    return ServerChoice(param, spec=spec, allowed=allowed, provider=provider)
+
+
+def _no_approval(value, param: str) -> None:
+    """Calls run as they are made here, so a request that wants to approve them is told where
+    it can, rather than having them run unasked."""
+    if value in (None, "never"):
         return
-    label, url = _text(entry, "server_label", param), _text(entry, "server_url", param)
-    if not url.startswith(("http://", "https://")):
-        message = f"{param}.server_url: an http(s) URL of a streamable HTTP MCP server"
-        raise RequestError(400, message, f"{param}.server_url", "invalid_value")
-    headers = entry.get("headers") or {}
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        message = f"{param}.headers: must be an object of strings"
-        raise RequestError(400, message, f"{param}.headers", "invalid_type")
-    spec = ServerSpec(label, url=url, headers=headers)
-    provider = {"type": "ephemeral_mcp", "server_label": label}
-    await toolbox.add_request_server(spec, param, allowed=allowed, provider=provider)
-
-
-def _text(entry: dict, key: str, param: str) -> str:
-    value = entry.get(key)
-    if not isinstance(value, str) or not value:
-        message = f"{param}.{key}: required, a string"
-        raise RequestError(400, message, f"{param}.{key}", "missing_required_parameter")
-    return value
-
-
-def _allowed(names, param: str) -> ToolTest | None:
-    if names is None:
-        return None
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise RequestError(400, f"{param}: a list of tool names", param, "invalid_type")
-    return lambda tool: tool.name in names
+    where = f"{param}.require_approval"
+    message = (
+        f"{where}: /api/v1/chat runs the calls an integration's tools get without asking, as "
+        "LM Studio does; leave tools out with allowed_tools, or use /v1/responses, whose mcp "
+        "tools can require approval"
+    )
+    raise RequestError(400, message, where, "approval_not_supported")

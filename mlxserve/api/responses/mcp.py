@@ -15,8 +15,9 @@ from mlxserve.api.responses.tools import ToolSet
 from mlxserve.families.calls import ToolCall
 from mlxserve.mcp.loop import ApprovedCall, ToolLoop, start_tool_loop
 from mlxserve.mcp.pool import McpServers
-from mlxserve.mcp.servers import CallOutcome, ServerSpec
-from mlxserve.mcp.tools import McpToolbox, ToolTest, read_only
+from mlxserve.mcp.servers import CallOutcome
+from mlxserve.mcp.specs import ServerChoice, ToolTest, named_server, tool_names
+from mlxserve.mcp.tools import McpToolbox, read_only
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import GenerateRequest
 
@@ -54,53 +55,27 @@ async def response_loop(
 async def open_toolbox(
     servers: McpServers, definitions: list[tuple[str, dict]], taken: list[str]
 ) -> McpToolbox:
-    """The request's MCP servers connected and their tools listed (a 403 when they are off, a
-    424 naming the one that cannot be reached). The caller closes the toolbox."""
-    toolbox = McpToolbox(servers, taken)
-    try:
-        for param, definition in definitions:
-            spec = _server_spec(definition, param)
-            await toolbox.add_request_server(
-                spec,
-                param,
-                allowed=_allowed(definition.get("allowed_tools"), f"{param}.allowed_tools"),
-                approval=_approval(definition.get("require_approval"), param),
-            )
-    except BaseException:
-        await toolbox.close()
-        raise
-    return toolbox
-
-
-def _server_spec(definition: dict, param: str) -> ServerSpec:
-    label, url = definition.get("server_label"), definition.get("server_url")
-    if not isinstance(label, str) or not label:
-        message = f"{param}.server_label: an MCP tool needs a server_label"
-        raise RequestError(400, message, f"{param}.server_label", "missing_required_parameter")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        message = (
-            f"{param}.server_url: an MCP tool needs the http(s) URL of its server here "
-            "(connectors and tunnels are OpenAI's)"
+    """The request's MCP servers checked, connected and their tools listed (403 when they are
+    off or on an address requests may not reach, 424 naming one that cannot be reached). The
+    caller closes the toolbox."""
+    choices = [
+        ServerChoice(
+            param,
+            spec=named_server(definition, param, bearer_token=True),
+            allowed=_allowed(definition.get("allowed_tools"), f"{param}.allowed_tools"),
+            approval=_approval(definition.get("require_approval"), param),
         )
-        raise RequestError(400, message, f"{param}.server_url", "missing_required_parameter")
-    headers = definition.get("headers") or {}
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        message = f"{param}.headers: must be an object of strings"
-        raise RequestError(400, message, f"{param}.headers", "invalid_type")
-    token = definition.get("authorization")
-    if isinstance(token, str) and token:
-        headers = {**headers, "Authorization": f"Bearer {token}"}
-    return ServerSpec(label, url=url, headers=headers)
+        for param, definition in definitions
+    ]
+    return await McpToolbox.open(servers, choices, taken)
 
 
 def _allowed(value, param: str) -> ToolTest | None:
     """`allowed_tools`: a list of names, or a filter ({"tool_names", "read_only"})."""
-    if value is None:
-        return None
-    if isinstance(value, list) and all(isinstance(name, str) for name in value):
-        return lambda tool: tool.name in value
     if isinstance(value, dict):
         return _matcher(value, param)
+    if value is None or isinstance(value, list):
+        return tool_names(value, param)
     message = f"{param}: a list of tool names or a filter object"
     raise RequestError(400, message, param, "invalid_type")
 

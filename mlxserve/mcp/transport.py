@@ -1,0 +1,48 @@
+"""The HTTP transport of servers named in requests: every request (each message, each redirect
+hop the SDK follows) resolves its host, checks each address against the host policy, and
+connects to a checked address itself, so a name that resolves elsewhere a moment later (DNS
+rebinding) cannot slip a connection through. Imported with the SDK, on first use."""
+
+from __future__ import annotations
+
+import httpx2
+
+from mlxserve.mcp.hosts import HostNotAllowed, HostPolicy, normal_host
+
+
+class PinnedTransport(httpx2.AsyncBaseTransport):
+    """Requests to one host only, each sent to an address the policy allows."""
+
+    def __init__(self, policy: HostPolicy, host: str):
+        self.policy, self.host = policy, normal_host(host)
+        self._inner = httpx2.AsyncHTTPTransport()  # no proxy: the proxy would pick the address
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        url = request.url
+        if normal_host(url.host) != self.host:  # a redirect elsewhere: never followed
+            raise HostNotAllowed(url.host)
+        addresses = await self.policy.addresses(url.host, url.port or _default_port(url))
+        extensions = dict(request.extensions)
+        if url.scheme == "https":  # TLS still checks the certificate against the name
+            extensions["sni_hostname"] = url.host
+        failure: Exception | None = None
+        for address in addresses:  # as a client tries each address of a name in turn
+            pinned = httpx2.Request(
+                request.method,
+                url.copy_with(host=address),
+                headers=request.headers,  # its Host header keeps the name
+                stream=request.stream,
+                extensions=extensions,
+            )
+            try:
+                return await self._inner.handle_async_request(pinned)
+            except httpx2.ConnectError as exc:
+                failure = exc
+        raise failure or httpx2.ConnectError("the host has no address")
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _default_port(url: httpx2.URL) -> int:
+    return 443 if url.scheme == "https" else 80
