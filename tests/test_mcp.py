@@ -25,11 +25,11 @@ from mlxserve.mcp.servers import (
     McpServerError,
     ServerSpec,
     capped,
-    scrub,
 )
 from mlxserve.mcp.tools import McpTool, McpToolbox
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import ToolCallPart, ToolResultPart
+from mlxserve.redact import scrub
 from tests.mcp_server import SCRIPT, recorded_calls, running, start_http
 from tests.server import free_port
 
@@ -157,7 +157,7 @@ def test_a_server_that_cannot_be_reached_or_started_is_a_424_naming_it(tmp_path)
 
 def test_urls_in_logged_errors_lose_their_credentials_and_query():
     text = "Client error '404' for url 'http://me:pw@10.0.0.1:8080/mcp?token=s3cret#x'."
-    assert scrub(text) == "Client error '404' for url 'http://10.0.0.1:8080/mcp'."
+    assert scrub(text) == "Client error '404' for url 'http://10.0.0.1:8080/mcp?<redacted>'."
 
 
 def test_only_public_addresses_pass_unless_the_host_is_listed():

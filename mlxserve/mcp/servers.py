@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mlxserve.mcp.hosts import HostPolicy
 from mlxserve.pipeline.errors import RequestError
+from mlxserve.redact import scrub
 
 if TYPE_CHECKING:  # the SDK is imported on first use: `serve` starts as fast without MCP
     from mcp import Client
@@ -264,13 +264,3 @@ def why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer within {CONNECT_TIMEOUT:g} s"
     return f"{type(exc).__name__}: {scrub(str(exc))}" if str(exc) else type(exc).__name__
-
-
-URL_SECRETS = re.compile(  # scheme://, then credentials@, the rest, then ?query or #fragment
-    r"(?i)(\b[a-z][a-z0-9+.-]*://)(?:[^/@\s'\"<>]*@)?([^\s?#'\"<>]*)(?:[?#][^\s'\"<>]*)?"
-)
-
-
-def scrub(text: str) -> str:
-    """Text with each URL's credentials, query string and fragment taken out."""
-    return URL_SECRETS.sub(r"\1\2", text)
