@@ -173,6 +173,9 @@ class EngineModel(abc.ABC):
     bos_token: str = ""  # special-token strings that chat templates refer to
     eos_token: str = ""
     vision: bool = False  # accepts images
+    # Whether sampling may go on unconstrained once a grammar allows no token: such an engine's
+    # constrained replies are all checked after sampling.
+    grammar_may_lapse: bool = False
     draft_model: str | None = None  # llama.cpp: the draft model its server was started with
 
     @abc.abstractmethod

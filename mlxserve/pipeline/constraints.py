@@ -92,21 +92,24 @@ def _seq(*parts: str) -> str:
     return " ".join(part for part in parts if part)
 
 
-def output_checks(constraints: Constraints, syntax: ToolSyntax | None = None) -> OutputChecks:
-    """What the output stage checks after sampling: values whose schema was relaxed, and
-    every call of a family whose arguments are not JSON (their text is read into values)."""
+def output_checks(
+    constraints: Constraints, syntax: ToolSyntax | None = None, every_value: bool = False
+) -> OutputChecks:
+    """What the output stage checks after sampling: values whose schema was relaxed, every
+    call of a family whose arguments are not JSON (their text is read into values), and every
+    value at all where the engine's grammar may lapse (`every_value`)."""
     if constraints.json_schema is not None:
         _, rewritten = _reply_schema(constraints.json_schema, constraints.schema_param)
         reply = SchemaCheck(constraints.json_schema, rewritten.formats)
-        return OutputChecks(
-            reply=reply if rewritten.relaxed else None, reply_param=constraints.schema_param
-        )
+        checked = rewritten.relaxed or every_value
+        return OutputChecks(reply=reply if checked else None, reply_param=constraints.schema_param)
     if not constraints.wants_tools:
         return OutputChecks()
+    read_as_text = syntax is not None and not syntax.json_arguments
     tools = {
         _name(tool): SchemaCheck(_parameters(tool), rewritten.formats)
         for tool, rewritten in _tool_schemas(constraints)
-        if rewritten.relaxed or (syntax is not None and not syntax.json_arguments)
+        if rewritten.relaxed or read_as_text or every_value
     }
     return OutputChecks(tools=tools)
 

@@ -20,7 +20,8 @@ async def generate(prepared: Prepared) -> AsyncIterator[OutputEvent]:
     header = {"id": request.response_id, "model": loaded.identifier, "endpoint": request.endpoint}
     constrained = prepared.engine_request.grammar is not None
     syntax = prepared.tool_syntax
-    checks = output_checks(request.constraints, syntax) if constrained else None
+    lapses = loaded.engine.grammar_may_lapse
+    checks = output_checks(request.constraints, syntax, lapses) if constrained else None
     tools = request.constraints.tools if syntax else None
     stage = OutputStage(syntax, constrained, prepared.reasoning, checks, tools)
     reasoning_tokens = 0

@@ -300,7 +300,4 @@ def _json_or_text(text: str):
 
 
 def _unenforced(message: str) -> str:
-    return (
-        f"{message}; that part of the schema is not enforced while sampling (the grammar cannot "
-        "express it) and was checked after it"
-    )
+    return f"{message} (the reply was checked against the whole schema after sampling)"

@@ -51,6 +51,7 @@ class ChildStopped(EngineUnavailable):
 
 class LlamaCppModel(EngineModel):
     engine_name = "llama.cpp"
+    grammar_may_lapse = True  # the child samples freely once its grammar has no token left
     end_tokens: tuple[int, ...] = ()  # the GGUF's end-of-generation tokens, which end grammars
 
     def __init__(self, process: LlamaServerProcess, model_id: str, context_length: int):
