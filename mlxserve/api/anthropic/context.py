@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from quart import current_app
 
+from mlxserve.api.anthropic.answers import AnthropicAppliedEdit, AnthropicContextManagement
 from mlxserve.api.anthropic.conversation import Clearing, Conversation, conversation_of, tool_uses
 from mlxserve.api.anthropic.protocol import CLEAR_TOOL_USES, ClearToolUses, CountTokensRequest
 from mlxserve.pipeline.prepare import Prepared, prepare
@@ -20,16 +21,16 @@ from mlxserve.pipeline.request import GenerateRequest
 class PreparedMessage:
     prepared: Prepared
     original_tokens: int  # the prompt's length before any edit
-    applied_edits: list[dict] | None  # None when the request asked for no context management
+    applied_edits: list[AnthropicAppliedEdit] | None  # None: the request asked for no editing
 
     @property
     def prompt_tokens(self) -> int:
         return prompt_length(self.prepared)
 
     @property
-    def context_management(self) -> dict | None:
+    def context_management(self) -> AnthropicContextManagement | None:
         edits = self.applied_edits
-        return None if edits is None else {"applied_edits": edits}
+        return None if edits is None else AnthropicContextManagement(applied_edits=edits)
 
 
 async def prepare_message(
@@ -52,11 +53,9 @@ async def prepare_message(
         cleared.release()  # not worth it: the request as sent
         prepared = await prepare(registry, neutral(conversation_of(body)), limits)
         return PreparedMessage(prepared, original, [])
-    applied = {
-        "type": CLEAR_TOOL_USES,
-        "cleared_tool_uses": len(clearing.results),
-        "cleared_input_tokens": saved,
-    }
+    applied = AnthropicAppliedEdit(
+        type=CLEAR_TOOL_USES, cleared_tool_uses=len(clearing.results), cleared_input_tokens=saved
+    )
     return PreparedMessage(cleared, original, [applied])
 
 

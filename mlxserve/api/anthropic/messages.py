@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from quart import Blueprint, jsonify, request
 
-from mlxserve.api.anthropic.answer_schemas import AnthropicMessage, AnthropicTokenCount
+from mlxserve.api.anthropic.answers import (
+    AnthropicMessage,
+    AnthropicTokenCount,
+    AnthropicTokenCountContext,
+)
 from mlxserve.api.anthropic.context import prepare_message
 from mlxserve.api.anthropic.conversation import Conversation
 from mlxserve.api.anthropic.protocol import CountTokensRequest, MessagesRequest
@@ -69,10 +73,11 @@ async def count_tokens(body: CountTokensRequest):
         lambda conversation: to_request(body, conversation, None, sampling_params(), response_id),
     )
     message.prepared.release()  # measured, never generated
-    answer: dict = {"input_tokens": message.prompt_tokens}
+    answer = AnthropicTokenCount(input_tokens=message.prompt_tokens)
     if message.applied_edits is not None:
-        answer["context_management"] = {"original_input_tokens": message.original_tokens}
-    return answer
+        original = message.original_tokens
+        answer.context_management = AnthropicTokenCountContext(original_input_tokens=original)
+    return answer.as_dict()
 
 
 def to_request(

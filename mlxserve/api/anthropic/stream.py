@@ -8,7 +8,16 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from mlxserve.api.shared.item_stream import CALL, REASONING, TEXT, ItemStream
+from mlxserve.api.anthropic.answers import (
+    AnthropicBlock,
+    AnthropicContextManagement,
+    AnthropicMessage,
+    AnthropicTextBlock,
+    AnthropicThinkingBlock,
+    AnthropicToolUseBlock,
+    AnthropicUsage,
+)
+from mlxserve.api.shared.item_stream import REASONING, TEXT, ItemStream
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.events import Finished, OutputEvent, TextDelta
 
@@ -23,7 +32,7 @@ class Reply:
     max_tokens: int  # the client's own limit
     context_length: int  # of the loaded model
     shows_thinking: bool = True  # False: thinking blocks carry no text (display "omitted")
-    context_management: dict | None = None  # the edits applied, when the client asked for any
+    context_management: AnthropicContextManagement | None = None  # the edits, when asked for
 
 
 class MessageBuilder(ItemStream):
@@ -31,13 +40,14 @@ class MessageBuilder(ItemStream):
 
     def __init__(self, reply: Reply):
         self.reply = reply
-        self.blocks: list[dict] = []  # tool_use inputs held as JSON text until the end
+        self.blocks: list[AnthropicBlock] = []
+        self.arguments: dict[int, str] = {}  # a tool_use block's input as JSON text, by index
         self.stop_reason: str | None = None
         self.stop_sequence: str | None = None
-        self.usage = {"input_tokens": reply.prompt_tokens, "output_tokens": 0}
+        self.usage = AnthropicUsage(input_tokens=reply.prompt_tokens, output_tokens=0)
 
     async def events(self, outputs: AsyncIterator[OutputEvent]) -> AsyncIterator[dict]:
-        yield {"type": "message_start", "message": self.envelope([])}
+        yield {"type": "message_start", "message": self.message([]).as_dict()}
         yield {"type": "ping"}
         async with aclosing(outputs):
             async for output in outputs:
@@ -50,27 +60,28 @@ class MessageBuilder(ItemStream):
         return self.render_output(output)
 
     def open(self, kind: str, output: OutputEvent) -> list[dict]:
+        index = len(self.blocks)
         if kind == TEXT:
-            block = {"type": "text", "text": ""}
+            block = AnthropicTextBlock(type="text", text="")
         elif kind == REASONING:
-            block = {"type": "thinking", "thinking": "", "signature": ""}
+            block = AnthropicThinkingBlock(type="thinking", thinking="", signature="")
         else:
-            block = {"type": "tool_use", "id": output.id, "name": output.name, "input": {}}
-        self.blocks.append({**block, "arguments": ""} if kind == CALL else dict(block))
-        start = {"type": "content_block_start", "index": len(self.blocks) - 1}
-        return [{**start, "content_block": block}]
+            block = AnthropicToolUseBlock(type="tool_use", id=output.id, name=output.name, input={})
+            self.arguments[index] = ""
+        self.blocks.append(block)
+        return [{"type": "content_block_start", "index": index, "content_block": block.as_dict()}]
 
     def extend(self, kind: str, output: OutputEvent) -> list[dict]:
         block = self.blocks[-1]
         if kind == TEXT:
-            block["text"] += output.text
+            block.text += output.text
             return [self.delta({"type": "text_delta", "text": output.text})]
         if kind == REASONING:
             if not self.reply.shows_thinking:
                 return []
-            block["thinking"] += output.text
+            block.thinking += output.text
             return [self.delta({"type": "thinking_delta", "thinking": output.text})]
-        block["arguments"] += output.delta
+        self.arguments[len(self.blocks) - 1] += output.delta
         return [self.delta({"type": "input_json_delta", "partial_json": output.delta})]
 
     def closing(self, kind: str) -> list[dict]:
@@ -83,28 +94,35 @@ class MessageBuilder(ItemStream):
         self.stop_reason, self.stop_sequence = stop_reason(finished, self.reply)
         self.usage = _usage(finished.stats)
         delta = {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence}
-        message_delta = {"type": "message_delta", "delta": delta, "usage": self.usage}
+        message_delta = {"type": "message_delta", "delta": delta, "usage": self.usage.as_dict()}
         if self.reply.context_management is not None:
-            message_delta["context_management"] = self.reply.context_management
+            message_delta["context_management"] = self.reply.context_management.as_dict()
         return [message_delta, {"type": "message_stop"}]
 
-    def envelope(self, content: list[dict]) -> dict:
-        message = {
-            "id": self.reply.id,
-            "type": "message",
-            "role": "assistant",
-            "model": self.reply.model,
-            "content": content,
-            "stop_reason": self.stop_reason,
-            "stop_sequence": self.stop_sequence,
-            "usage": self.usage,
-        }
+    def message(self, content: list[AnthropicBlock]) -> AnthropicMessage:
+        message = AnthropicMessage(
+            id=self.reply.id,
+            type="message",
+            role="assistant",
+            model=self.reply.model,
+            content=content,
+            stop_reason=self.stop_reason,
+            stop_sequence=self.stop_sequence,
+            usage=self.usage,
+        )
         if self.reply.context_management is not None:
-            message["context_management"] = self.reply.context_management
+            message.context_management = self.reply.context_management
         return message
 
     def whole(self) -> dict:
-        return self.envelope([_final_block(block) for block in self.blocks])
+        """The finished message, each tool_use block's input read from its JSON text."""
+        content = [
+            block.model_copy(update={"input": complete_members(self.arguments[index])})
+            if index in self.arguments
+            else block
+            for index, block in enumerate(self.blocks)
+        ]
+        return self.message(content).as_dict()
 
 
 def stop_reason(finished: Finished, reply: Reply) -> tuple[str, str | None]:
@@ -124,13 +142,6 @@ def stop_reason(finished: Finished, reply: Reply) -> tuple[str, str | None]:
     if stats.stop_reason == "stopStringFound":
         return "stop_sequence", stats.stop_string
     return "end_turn", None
-
-
-def _final_block(block: dict) -> dict:
-    if block["type"] != "tool_use":
-        return block
-    arguments = block.pop("arguments")
-    return {**block, "input": complete_members(arguments)}
 
 
 def complete_members(arguments: str) -> dict:
@@ -158,11 +169,11 @@ def complete_members(arguments: str) -> dict:
     return {}
 
 
-def _usage(stats: GenerationStats) -> dict:
+def _usage(stats: GenerationStats) -> AnthropicUsage:
     """Anthropic counts prompt tokens read from the cache apart from the rest."""
-    return {
-        "input_tokens": stats.prompt_tokens - stats.cached_prompt_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": stats.cached_prompt_tokens,
-        "output_tokens": stats.completion_tokens,
-    }
+    return AnthropicUsage(
+        input_tokens=stats.prompt_tokens - stats.cached_prompt_tokens,
+        cache_creation_input_tokens=0,
+        cache_read_input_tokens=stats.cached_prompt_tokens,
+        output_tokens=stats.completion_tokens,
+    )

@@ -1,5 +1,5 @@
 """The Responses API's items: input items as the neutral request's turns, and the output items a
-response is made of."""
+response is made of (their models are in answers.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ import json
 import uuid
 from collections.abc import Callable
 
+from mlxserve.api.responses.answers import (
+    ResponseCustomToolCallItem,
+    ResponseFunctionCallItem,
+    ResponseMessageItem,
+    ResponseOutputText,
+    ResponseReasoningItem,
+    ResponseReasoningText,
+    ResponseSummaryText,
+)
 from mlxserve.api.responses.custom import INPUT
 from mlxserve.api.responses.tools import flat_name
 from mlxserve.pipeline.errors import RequestError
@@ -158,60 +167,68 @@ def _output_text(output) -> str:
     return output if isinstance(output, str) else json.dumps(output)
 
 
-def message_item(text: str, item_id: str, status: str = "completed") -> dict:
-    return {
-        "type": "message",
-        "id": item_id,
-        "status": status,
-        "role": "assistant",
-        "content": [output_text(text)] if status == "completed" else [],
-    }
+def message_item(text: str, item_id: str, status: str = "completed") -> ResponseMessageItem:
+    return ResponseMessageItem(
+        type="message",
+        id=item_id,
+        status=status,
+        role="assistant",
+        content=[output_text(text)] if status == "completed" else [],
+    )
 
 
-def output_text(text: str) -> dict:
+def output_text(text: str) -> ResponseOutputText:
     # Logprobs are not reported: the list stays empty, also when `include` asks for them.
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    return ResponseOutputText(type="output_text", text=text, annotations=[], logprobs=[])
 
 
-def reasoning_item(text: str, item_id: str, summary: bool = False, sealed: bool = False) -> dict:
+def reasoning_item(
+    text: str, item_id: str, summary: bool = False, sealed: bool = False
+) -> ResponseReasoningItem:
     """Reasoning, with the whole of it as its summary when a summary was asked for, and with it
     base64-encoded as `encrypted_content` when that was included (not encrypted: the client
     only has to send it back, and the server never shows earlier reasoning again)."""
-    item = {
-        "type": "reasoning",
-        "id": item_id,
-        "summary": [summary_text(text)] if summary and text else [],
-        "content": [{"type": "reasoning_text", "text": text}] if text else [],
-    }
+    item = ResponseReasoningItem(
+        type="reasoning",
+        id=item_id,
+        summary=[summary_text(text)] if summary and text else [],
+        content=[ResponseReasoningText(type="reasoning_text", text=text)] if text else [],
+    )
     if sealed:
-        item["encrypted_content"] = base64.b64encode(text.encode()).decode()
+        item.encrypted_content = base64.b64encode(text.encode()).decode()
     return item
 
 
-def summary_text(text: str) -> dict:
-    return {"type": "summary_text", "text": text}
+def summary_text(text: str) -> ResponseSummaryText:
+    return ResponseSummaryText(type="summary_text", text=text)
 
 
 def function_call_item(
     call_id: str, name: str, arguments: str, status: str, namespace: str | None = None
-) -> dict:
-    item = {
-        "type": "function_call",
-        "id": f"fc_{uuid.uuid4().hex[:24]}",
-        "call_id": call_id,
-        "name": name,
-        "arguments": arguments,
-        "status": status,
-    }
-    return {**item, "namespace": namespace} if namespace else item
+) -> ResponseFunctionCallItem:
+    item = ResponseFunctionCallItem(
+        type="function_call",
+        id=f"fc_{uuid.uuid4().hex[:24]}",
+        call_id=call_id,
+        name=name,
+        arguments=arguments,
+        status=status,
+    )
+    if namespace:
+        item.namespace = namespace
+    return item
 
 
-def custom_tool_call_item(call_id: str, name: str, text: str, namespace: str | None) -> dict:
-    item = {
-        "type": "custom_tool_call",
-        "id": f"ctc_{uuid.uuid4().hex[:24]}",
-        "call_id": call_id,
-        "name": name,
-        "input": text,
-    }
-    return {**item, "namespace": namespace} if namespace else item
+def custom_tool_call_item(
+    call_id: str, name: str, text: str, namespace: str | None
+) -> ResponseCustomToolCallItem:
+    item = ResponseCustomToolCallItem(
+        type="custom_tool_call",
+        id=f"ctc_{uuid.uuid4().hex[:24]}",
+        call_id=call_id,
+        name=name,
+        input=text,
+    )
+    if namespace:
+        item.namespace = namespace
+    return item

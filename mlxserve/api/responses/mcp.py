@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING
 
 from quart import Quart
 
+from mlxserve.api.responses.answers import (
+    ResponseMcpApprovalRequestItem,
+    ResponseMcpCallItem,
+    ResponseMcpListToolsItem,
+)
 from mlxserve.api.responses.tools import ToolSet
 from mlxserve.families.calls import ToolCall
 from mlxserve.mcp.loop import ApprovedCall, ToolLoop, start_tool_loop
@@ -168,30 +173,44 @@ def listed_labels(items) -> set[str]:
     }
 
 
-def list_tools_item(label: str, tools: list[dict]) -> dict:
-    item = {"type": "mcp_list_tools", "id": f"mcpl_{uuid.uuid4().hex[:24]}"}
-    return {**item, "server_label": label, "tools": tools, "error": None}
+def list_tools_item(label: str, tools: list[dict]) -> ResponseMcpListToolsItem:
+    return ResponseMcpListToolsItem(
+        type="mcp_list_tools",
+        id=f"mcpl_{uuid.uuid4().hex[:24]}",
+        server_label=label,
+        tools=tools,
+        error=None,
+    )
 
 
-def mcp_call_item(call: ToolCall, label: str, approval_request_id: str | None) -> dict:
-    return {
-        "type": "mcp_call",
-        "id": call.id if call.id.startswith("mcp_") else f"mcp_{uuid.uuid4().hex[:24]}",
-        "server_label": label,
-        "name": call.name,
-        "arguments": call.arguments,
-        "approval_request_id": approval_request_id,
-        "output": None,
-        "error": None,
-        "status": "in_progress",
-    }
+def mcp_call_item(
+    call: ToolCall, label: str, approval_request_id: str | None
+) -> ResponseMcpCallItem:
+    return ResponseMcpCallItem(
+        type="mcp_call",
+        id=call.id if call.id.startswith("mcp_") else f"mcp_{uuid.uuid4().hex[:24]}",
+        server_label=label,
+        name=call.name,
+        arguments=call.arguments,
+        approval_request_id=approval_request_id,
+        output=None,
+        error=None,
+        status="in_progress",
+    )
 
 
-def finished_call_item(item: dict, outcome: CallOutcome) -> dict:
+def finished_call_item(item: ResponseMcpCallItem, outcome: CallOutcome) -> ResponseMcpCallItem:
     status = "failed" if outcome.error else "completed"
-    return {**item, "output": outcome.output, "error": outcome.error, "status": status}
+    return item.model_copy(
+        update={"output": outcome.output, "error": outcome.error, "status": status}
+    )
 
 
-def approval_request_item(label: str, name: str, arguments: str) -> dict:
-    item = {"type": "mcp_approval_request", "id": f"mcpr_{uuid.uuid4().hex[:24]}"}
-    return {**item, "server_label": label, "name": name, "arguments": arguments}
+def approval_request_item(label: str, name: str, arguments: str) -> ResponseMcpApprovalRequestItem:
+    return ResponseMcpApprovalRequestItem(
+        type="mcp_approval_request",
+        id=f"mcpr_{uuid.uuid4().hex[:24]}",
+        server_label=label,
+        name=name,
+        arguments=arguments,
+    )

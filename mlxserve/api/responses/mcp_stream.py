@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from mlxserve.api.responses.answers import (
+    ResponseMcpApprovalRequestItem,
+    ResponseMcpCallItem,
+    ResponseOutputItem,
+)
 from mlxserve.api.responses.mcp import (
     approval_request_item,
     finished_call_item,
@@ -19,13 +24,17 @@ from mlxserve.mcp.loop import McpCallFinished, McpCallStarted
 from mlxserve.mcp.tools import McpTool, McpToolbox
 from mlxserve.pipeline.events import ToolCallStart
 
+# The items a call the model writes opens
+McpItem = ResponseMcpCallItem | ResponseMcpApprovalRequestItem
+
 
 class McpItems:
     """Renders one response's MCP items into its output; `event` numbers the events."""
 
-    def __init__(self, output: list[dict], event: Callable[..., dict]):
+    def __init__(self, output: list[ResponseOutputItem], event: Callable[..., dict]):
         self.output, self.event = output, event
         self.waiting: dict[str, int] = {}  # call id -> output index of its mcp_call item
+        self.writing: str | None = None  # the call id of the open mcp_call item (not sent)
 
     def listings(self, toolbox: McpToolbox | None, already: frozenset[str]) -> list[dict]:
         """An mcp_list_tools item for each server whose tools the conversation has not shown."""
@@ -34,42 +43,42 @@ class McpItems:
             if listing.server_label in already:
                 continue
             item = list_tools_item(listing.server_label, [])
-            ids = {"item_id": item["id"], "output_index": len(self.output)}
+            ids = self._ids(item, len(self.output))
             events.append(self._added(item))
             events.append(self.event("response.mcp_list_tools.in_progress", **ids))
-            item = {**item, "tools": [tool.listing() for tool in listing.tools]}
+            item.tools = [tool.listing() for tool in listing.tools]
             events.append(self.event("response.mcp_list_tools.completed", **ids))
             events.append(self._done(item))
             self.output.append(item)
         return events
 
-    def open_call(self, start: ToolCallStart, tool: McpTool) -> tuple[dict, list[dict]]:
+    def open_call(self, start: ToolCallStart, tool: McpTool) -> tuple[McpItem, list[dict]]:
         """The item a call the model starts opens: an approval request, or an mcp_call."""
         if tool.needs_approval:
             item = approval_request_item(tool.server_label, tool.name, "")
-            return item, [self._added(dict(item))]
+            return item, [self._added(item)]
         item = mcp_call_item(ToolCall(start.name, "", start.id), tool.server_label, None)
-        events = [self._added(item), self._progress("in_progress", item)]
-        return {**item, "call_id": start.id}, events  # the call's id is kept, not sent
+        self.writing = start.id
+        return item, [self._added(item), self._progress("in_progress", item)]
 
-    def arguments(self, item: dict, delta: str) -> list[dict]:
-        item["arguments"] += delta
-        if item["type"] != "mcp_call":
+    def arguments(self, item: McpItem, delta: str) -> list[dict]:
+        item.arguments += delta
+        if item.type != "mcp_call":
             return []  # an approval request shows its arguments whole, once done
         ids = self._ids(item, len(self.output))
         return [self.event("response.mcp_call_arguments.delta", **ids, delta=delta)]
 
-    def close(self, item: dict) -> list[dict]:
+    def close(self, item: McpItem) -> list[dict]:
         """The model finished writing the call: an approval request is done; an mcp_call waits
         in the output for its result."""
         index = len(self.output)
-        if item["type"] != "mcp_call":
-            self.output.append(item)
-            return [self._done(item, index)]
-        self.waiting[item.pop("call_id")] = index
         self.output.append(item)
+        if item.type != "mcp_call":
+            return [self._done(item, index)]
+        self.waiting[self.writing] = index
+        self.writing = None
         ids = self._ids(item, index)
-        return [self.event("response.mcp_call_arguments.done", **ids, arguments=item["arguments"])]
+        return [self.event("response.mcp_call_arguments.done", **ids, arguments=item.arguments)]
 
     def started(self, started: McpCallStarted) -> list[dict]:
         """A call that runs now; one approved earlier appears here for the first time."""
@@ -79,7 +88,7 @@ class McpItems:
         empty = ToolCall(call.name, "", call.id)  # the arguments follow as one delta
         item = mcp_call_item(empty, started.tool.server_label, started.approval_request_id)
         events = [self._added(item), self._progress("in_progress", item)]
-        item = {**item, "call_id": call.id}
+        self.writing = call.id
         events += self.arguments(item, call.arguments)
         return events + self.close(item)
 
@@ -94,21 +103,22 @@ class McpItems:
         """Calls the loop did not make (the reply was cut, or a limit reached) end incomplete."""
         events = []
         for index in self.waiting.values():
-            self.output[index] = {**self.output[index], "status": "incomplete"}
+            self.output[index] = self.output[index].model_copy(update={"status": "incomplete"})
             events.append(self._done(self.output[index], index))
         self.waiting.clear()
         return events
 
-    def _ids(self, item: dict, index: int) -> dict:
-        return {"item_id": item["id"], "output_index": index}
+    def _ids(self, item: ResponseOutputItem, index: int) -> dict:
+        return {"item_id": item.id, "output_index": index}
 
-    def _progress(self, stage: str, item: dict, index: int | None = None) -> dict:
+    def _progress(self, stage: str, item: ResponseMcpCallItem, index: int | None = None) -> dict:
         index = len(self.output) if index is None else index
         return self.event(f"response.mcp_call.{stage}", **self._ids(item, index))
 
-    def _added(self, item: dict) -> dict:
-        return self.event("response.output_item.added", output_index=len(self.output), item=item)
+    def _added(self, item: ResponseOutputItem) -> dict:
+        index = len(self.output)
+        return self.event("response.output_item.added", output_index=index, item=item.as_dict())
 
-    def _done(self, item: dict, index: int | None = None) -> dict:
+    def _done(self, item: ResponseOutputItem, index: int | None = None) -> dict:
         index = len(self.output) if index is None else index
-        return self.event("response.output_item.done", output_index=index, item=item)
+        return self.event("response.output_item.done", output_index=index, item=item.as_dict())

@@ -10,6 +10,14 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from mlxserve.api.responses.answers import (
+    ResponseIncompleteDetails,
+    ResponseInputTokensDetails,
+    ResponseObject,
+    ResponseOutputItem,
+    ResponseOutputTokensDetails,
+    ResponseUsage,
+)
 from mlxserve.api.responses.items import item_turns
 from mlxserve.api.responses.tools import ToolSet
 from mlxserve.api.shared.conversation_store import ConversationStore
@@ -112,7 +120,7 @@ class ResponsesRequest(OpenAIModel):
 
 
 def output_turns(response: dict) -> list[Turn]:
-    """A finished response's output items as turns."""
+    """A finished response's output items (as sent) as turns."""
     return item_turns(response["output"], lambda _: None, "output")
 
 
@@ -127,45 +135,45 @@ def response_object(
     body: ResponsesRequest,
     response_id: str,
     model: str,
-    output: list[dict],
+    output: list[ResponseOutputItem],
     stats: GenerationStats | None,
-) -> dict:
+) -> ResponseObject:
     status = "in_progress" if stats is None else "completed"
     incomplete = None
     if stats is not None and stats.finish_reason == "length" and body.max_output_tokens:
-        status, incomplete = "incomplete", {"reason": "max_output_tokens"}
-    return {
-        "id": response_id,
-        "object": "response",
-        "created_at": int(time.time()),
-        "status": status,
-        "background": False,
-        "incomplete_details": incomplete,
-        "error": None,
-        "model": model,
-        "output": output,
-        "usage": _usage(stats),
-        "instructions": body.instructions,
-        "max_output_tokens": body.max_output_tokens,
-        "max_tool_calls": body.max_tool_calls,
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "top_logprobs": body.top_logprobs,
-        "tools": [_echoed(tool) for tool in body.tools or []],
-        "tool_choice": body.tool_choice,
-        "parallel_tool_calls": body.parallel_tool_calls,
-        "previous_response_id": body.previous_response_id,
-        "store": body.store,
-        "text": body.text or {"format": {"type": "text"}},
-        "truncation": body.truncation or "disabled",
-        "metadata": body.metadata or {},
-        "reasoning": body.reasoning.model_dump(exclude_none=True) if body.reasoning else None,
-        "service_tier": "default",
-        "prompt_cache_key": body.prompt_cache_key,
-        "prompt_cache_retention": body.prompt_cache_retention,
-        "safety_identifier": body.safety_identifier,
-        "user": body.user,
-    }
+        status, incomplete = "incomplete", ResponseIncompleteDetails(reason="max_output_tokens")
+    return ResponseObject(
+        id=response_id,
+        object="response",
+        created_at=int(time.time()),
+        status=status,
+        background=False,
+        incomplete_details=incomplete,
+        error=None,
+        model=model,
+        output=output,
+        usage=None if stats is None else _usage(stats),
+        instructions=body.instructions,
+        max_output_tokens=body.max_output_tokens,
+        max_tool_calls=body.max_tool_calls,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_logprobs=body.top_logprobs,
+        tools=[_echoed(tool) for tool in body.tools or []],
+        tool_choice=body.tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls,
+        previous_response_id=body.previous_response_id,
+        store=body.store,
+        text=body.text or {"format": {"type": "text"}},
+        truncation=body.truncation or "disabled",
+        metadata=body.metadata or {},
+        reasoning=body.reasoning.model_dump(exclude_none=True) if body.reasoning else None,
+        service_tier="default",
+        prompt_cache_key=body.prompt_cache_key,
+        prompt_cache_retention=body.prompt_cache_retention,
+        safety_identifier=body.safety_identifier,
+        user=body.user,
+    )
 
 
 def _echoed(tool: dict) -> dict:
@@ -175,20 +183,16 @@ def _echoed(tool: dict) -> dict:
     return {key: value for key, value in tool.items() if key not in ("headers", "authorization")}
 
 
-def _usage(stats: GenerationStats | None) -> dict | None:
-    if stats is None:
-        return None
-    return {
-        "input_tokens": stats.prompt_tokens,
-        # No separate cache writes are billed here; the SDK requires the field.
-        "input_tokens_details": {
-            "cached_tokens": stats.cached_prompt_tokens,
-            "cache_write_tokens": 0,
-        },
-        "output_tokens": stats.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": stats.reasoning_tokens},
-        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
-    }
+def _usage(stats: GenerationStats) -> ResponseUsage:
+    return ResponseUsage(
+        input_tokens=stats.prompt_tokens,
+        input_tokens_details=ResponseInputTokensDetails(
+            cached_tokens=stats.cached_prompt_tokens, cache_write_tokens=0
+        ),
+        output_tokens=stats.completion_tokens,
+        output_tokens_details=ResponseOutputTokensDetails(reasoning_tokens=stats.reasoning_tokens),
+        total_tokens=stats.prompt_tokens + stats.completion_tokens,
+    )
 
 
 def new_response_id() -> str:

@@ -15,7 +15,14 @@ from quart import Blueprint, current_app, jsonify, request
 
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
-from mlxserve.api.responses.answer_schemas import ResponseObject
+from mlxserve.api.responses.answers import (
+    ResponseCustomToolCallItem,
+    ResponseFunctionCallItem,
+    ResponseMessageItem,
+    ResponseObject,
+    ResponseOutputItem,
+    ResponseReasoningItem,
+)
 from mlxserve.api.responses.custom import StreamedInput, input_mismatch
 from mlxserve.api.responses.items import (
     custom_tool_call_item,
@@ -46,6 +53,7 @@ from mlxserve.pipeline.request import GenerateRequest, TextPart, Turn
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("openai_responses", __name__, url_prefix="/v1")
+Closed = tuple[list[dict], ResponseOutputItem]  # an item's last events, and the item as it ends
 
 
 @blueprint.record_once
@@ -111,8 +119,9 @@ class ResponseTurn(ItemStream):
         self.body, self.id, self.model = body, response_id, model
         self.conversation, self.store = conversation, store
         self.toolbox, self.listed = toolbox, listed
-        self.output: list[dict] = []  # finished items (and MCP calls waiting for a result)
-        self._open: dict | None = None  # the item being generated
+        self.output: list[ResponseOutputItem] = []  # finished, and MCP calls waiting for a result
+        self._open: ResponseOutputItem | None = None  # the item being generated
+        self._text = ""  # the open message's or reasoning's text so far
         self._custom: tuple[Tool, StreamedInput] | None = None  # the open custom call's input
         self._sequence = itertools.count()
         self.mcp = McpItems(self.output, self.event)
@@ -121,7 +130,7 @@ class ResponseTurn(ItemStream):
         return {"type": kind, "sequence_number": next(self._sequence), **fields}
 
     async def events(self, outputs: AsyncIterator[LoopEvent]) -> AsyncIterator[dict]:
-        started = response_object(self.body, self.id, self.model, [], None)
+        started = response_object(self.body, self.id, self.model, [], None).as_dict()
         yield self.event("response.created", response=started)
         yield self.event("response.in_progress", response=started)
         for event in self.mcp.listings(self.toolbox, self.listed):
@@ -146,36 +155,39 @@ class ResponseTurn(ItemStream):
     def extend(self, kind: str, output: OutputEvent) -> list[dict]:
         if kind == CALL:
             return self._arguments(output.delta)
-        self._open["text"] += output.text
+        self._text += output.text
         if kind == TEXT:
             return [self._text_event("delta", delta=output.text)]
         return self._reasoning_deltas(output.text)
 
     @property
     def _kind(self) -> str | None:
-        return self._open and self._open["type"]
+        return self._open.type if self._open else None
 
     @property
     def _ids(self) -> dict:
-        return {"item_id": self._open["id"], "output_index": len(self.output)}
+        return {"item_id": self._open.id, "output_index": len(self.output)}
 
-    def _added(self, item: dict) -> dict:
-        return self.event("response.output_item.added", output_index=len(self.output), item=item)
+    def _added(self, item: ResponseOutputItem) -> dict:
+        index = len(self.output)
+        return self.event("response.output_item.added", output_index=index, item=item.as_dict())
 
     def _open_message(self) -> list[dict]:
-        item = message_item("", f"msg_{uuid.uuid4().hex[:24]}", status="in_progress")
-        self._open = {**item, "text": ""}
-        return [self._added(item), self._text_event("content_part.added", part=output_text(""))]
+        self._open = message_item("", f"msg_{uuid.uuid4().hex[:24]}", status="in_progress")
+        self._text = ""
+        part = output_text("").as_dict()
+        return [self._added(self._open), self._text_event("content_part.added", part=part)]
 
     def _open_reasoning(self) -> list[dict]:
         body = self.body
-        item = reasoning_item(
+        self._open = reasoning_item(
             "", f"rs_{uuid.uuid4().hex[:24]}", body.summarized, body.sealed_reasoning
         )
-        self._open = {**item, "text": ""}
+        self._text = ""
         if not body.summarized:
-            return [self._added(item)]
-        return [self._added(item), self._summary_event("part.added", part=summary_text(""))]
+            return [self._added(self._open)]
+        part = summary_text("").as_dict()
+        return [self._added(self._open), self._summary_event("part.added", part=part)]
 
     def _reasoning_deltas(self, text: str) -> list[dict]:
         events = [
@@ -211,7 +223,7 @@ class ResponseTurn(ItemStream):
         if self._kind in ("mcp_call", "mcp_approval_request"):
             return self.mcp.arguments(self._open, delta)
         if self._custom is None:
-            self._open["arguments"] += delta
+            self._open.arguments += delta
             return [self.event("response.function_call_arguments.delta", **self._ids, delta=delta)]
         text = self._custom[1].feed(delta)
         if not text:
@@ -236,32 +248,33 @@ class ResponseTurn(ItemStream):
             "custom_tool_call": self._close_custom_call,
         }.get(self._kind, self._close_function_call)
         events, item = closing(self._open)
+        index = len(self.output)
         events.append(
-            self.event("response.output_item.done", output_index=len(self.output), item=item)
+            self.event("response.output_item.done", output_index=index, item=item.as_dict())
         )
         self.output.append(item)
         self._open = None
         return events
 
-    def _close_reasoning(self, item: dict) -> tuple[list[dict], dict]:
-        text, body = item["text"], self.body
+    def _close_reasoning(self, item: ResponseReasoningItem) -> Closed:
+        text, body = self._text, self.body
         events = [
             self.event("response.reasoning_text.done", **self._ids, content_index=0, text=text)
         ]
         if body.summarized:
             events.append(self._summary_event("text.done", text=text))
-            events.append(self._summary_event("part.done", part=summary_text(text)))
-        return events, reasoning_item(text, item["id"], body.summarized, body.sealed_reasoning)
+            events.append(self._summary_event("part.done", part=summary_text(text).as_dict()))
+        return events, reasoning_item(text, item.id, body.summarized, body.sealed_reasoning)
 
-    def _close_message(self, item: dict) -> tuple[list[dict], dict]:
-        text = item["text"]
+    def _close_message(self, item: ResponseMessageItem) -> Closed:
+        text = self._text
         events = [
             self._text_event("done", text=text),
-            self._text_event("content_part.done", part=output_text(text)),
+            self._text_event("content_part.done", part=output_text(text).as_dict()),
         ]
-        return events, message_item(text, item["id"])
+        return events, message_item(text, item.id)
 
-    def _close_custom_call(self, item: dict) -> tuple[list[dict], dict]:
+    def _close_custom_call(self, item: ResponseCustomToolCallItem) -> Closed:
         (tool, streamed), self._custom = self._custom, None
         text = streamed.finish()
         mismatch = input_mismatch(tool.definition, text)
@@ -270,30 +283,31 @@ class ResponseTurn(ItemStream):
                 "custom tool '%s': input does not match its grammar: %s", tool.flat_name, mismatch
             )
         done = self.event("response.custom_tool_call_input.done", **self._ids, input=text)
-        return [done], {**item, "input": text}
+        return [done], item.model_copy(update={"input": text})
 
-    def _close_function_call(self, item: dict) -> tuple[list[dict], dict]:
+    def _close_function_call(self, item: ResponseFunctionCallItem) -> Closed:
         done = self.event(
             "response.function_call_arguments.done",
             **self._ids,
-            name=item["name"],
-            arguments=item["arguments"],
+            name=item.name,
+            arguments=item.arguments,
         )
-        return [done], {**item, "status": "completed"}
+        return [done], item.model_copy(update={"status": "completed"})
 
     def finish(self, finished: Finished) -> list[dict]:
         events = self.mcp.unmade()
-        if all(item["type"] in ("reasoning", "mcp_list_tools") for item in self.output):
+        if all(item.type in ("reasoning", "mcp_list_tools") for item in self.output):
             # a reply with no answer still has one (empty) message
             events += self._open_message()
             self.open_kind = TEXT
             events += self.close()
-        response = response_object(self.body, self.id, self.model, self.output, finished.stats)
+        stats = finished.stats
+        response = response_object(self.body, self.id, self.model, self.output, stats).as_dict()
         if self.body.store:
             items = self.body.input if isinstance(self.body.input, list) else []
             turns = self.conversation + output_turns(response)
             listed = self.listed | {
-                i["server_label"] for i in self.output if i["type"] == "mcp_list_tools"
+                i.server_label for i in self.output if i.type == "mcp_list_tools"
             }
-            self.store.put(self.id, turns, [*items, *self.output], listed)
+            self.store.put(self.id, turns, [*items, *response["output"]], listed)
         return events + [self.event("response.completed", response=response)]

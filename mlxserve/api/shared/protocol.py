@@ -1,6 +1,7 @@
-"""Request pieces every API family's protocol uses: the base model that accepts and logs unknown
-fields, reasoning effort as chat templates know it, LM Studio's sampling defaults, the JSON schema
-a response format asks for (chat completions and the Responses API), and new response ids."""
+"""Pieces every API family's protocol uses: the base model of requests, which accepts and logs
+unknown fields, and that of answers; reasoning effort as chat templates know it, LM Studio's
+sampling defaults, the JSON schema a response format asks for (chat completions and the
+Responses API), and new response ids."""
 
 from __future__ import annotations
 
@@ -38,6 +39,15 @@ class OpenAIModel(BaseModel):
         if self.model_extra:
             log.info("ignoring unsupported fields: %s", ", ".join(sorted(self.model_extra)))
         return self
+
+
+class Answer(BaseModel):
+    """An answer, or a piece of one, built with the fields it carries and sent with
+    `exclude_unset`: a field always sent is always set, even to null; an optional one (a call's
+    namespace, a usage's cache counts) only when it has a value."""
+
+    def as_dict(self) -> dict:
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 def sampling_params(**fields) -> SamplingParams:
