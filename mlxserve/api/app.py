@@ -13,7 +13,7 @@ from mlxserve.api.anthropic import messages as anthropic_messages
 from mlxserve.api.http import metrics
 from mlxserve.api.http.errors import register_error_handlers
 from mlxserve.api.http.guard import GuardOptions, has_key, install_guard
-from mlxserve.api.http.metrics import LoopStallMonitor
+from mlxserve.api.http.loop_stalls import LoopStallMonitor
 from mlxserve.api.http.openapi import openapi_document
 from mlxserve.api.http.parsing import answers
 from mlxserve.api.lmstudio import v0 as lmstudio_v0
