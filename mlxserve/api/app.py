@@ -26,6 +26,7 @@ from mlxserve.api.openai import models as openai_models
 from mlxserve.api.openai.objects import Health
 from mlxserve.api.responses import route as openai_responses
 from mlxserve.mcp.pool import McpServers, McpSettings
+from mlxserve.models.download_jobs import Downloads
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.prepare import ServerLimits
@@ -51,7 +52,7 @@ def create_app(config: AppConfig) -> Quart:
     app.limits = config.limits
     app.mcp_servers = McpServers(config.mcp)
     app.loop_monitor = LoopStallMonitor()
-    app.downloads = lmstudio_v1_downloads.Downloads()
+    app.downloads = Downloads()
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
     natives = (lmstudio_v1, lmstudio_v1_downloads)
     for adapter in (*adapters, *natives, anthropic_messages, embeddings, metrics):
