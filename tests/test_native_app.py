@@ -13,6 +13,7 @@ import pytest
 
 from mlxserve import logstream
 from mlxserve.api.app import AppConfig, create_app
+from mlxserve.api.state import server_state
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.store import write_manifest
 from tests.test_native_api import MODEL_FIELDS
@@ -134,7 +135,7 @@ def test_request_ttl_unloads_the_jit_loaded_model_once_idle(store):
         assert (await client.post("/v1/completions", json=body)).status_code == 200
         loaded = (await models_by_id(client))[TINY_IDS[1]]["state"]
         started = time.monotonic()
-        while TINY_IDS[1] in app.registry.loaded and time.monotonic() - started < 5:
+        while TINY_IDS[1] in server_state(app).registry.loaded and time.monotonic() - started < 5:
             await asyncio.sleep(0.1)
         return loaded, time.monotonic() - started, (await models_by_id(client))[TINY_IDS[1]]
 
@@ -149,7 +150,7 @@ def test_max_loaded_evicts_the_least_recently_used_idle_model(store):
         for model_id in TINY_IDS:
             body = {"model": model_id, "prompt": "w1", "max_tokens": 1}
             assert (await client.post("/v1/completions", json=body)).status_code == 200
-        return sorted(app.registry.loaded)
+        return sorted(server_state(app).registry.loaded)
 
     assert run_app(store, test, max_loaded=1) == [TINY_IDS[1]]
 
@@ -159,7 +160,11 @@ def test_a_model_that_does_not_fit_in_memory_is_refused(store, monkeypatch):
 
     async def test(client, app):
         response = await client.post("/api/v0/models/load", json={"model": TINY_IDS[0]})
-        return response.status_code, await response.get_json(), sorted(app.registry.loaded)
+        return (
+            response.status_code,
+            await response.get_json(),
+            sorted(server_state(app).registry.loaded),
+        )
 
     status, body, loaded = run_app(store, test)
     assert status == 507 and loaded == []

@@ -13,7 +13,6 @@ from mlxserve.api.anthropic import messages as anthropic_messages
 from mlxserve.api.http import metrics
 from mlxserve.api.http.errors import register_error_handlers
 from mlxserve.api.http.guard import GuardOptions, has_key, install_guard
-from mlxserve.api.http.loop_stalls import LoopStallMonitor
 from mlxserve.api.http.openapi import openapi_document
 from mlxserve.api.http.parsing import answers
 from mlxserve.api.lmstudio import v0 as lmstudio_v0
@@ -25,8 +24,8 @@ from mlxserve.api.openai import embeddings
 from mlxserve.api.openai import models as openai_models
 from mlxserve.api.openai.objects import Health
 from mlxserve.api.responses import route as openai_responses
+from mlxserve.api.state import ServerState
 from mlxserve.mcp.pool import McpServers, McpSettings
-from mlxserve.models.download_jobs import Downloads
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.prepare import ServerLimits
@@ -48,11 +47,12 @@ class AppConfig:
 def create_app(config: AppConfig) -> Quart:
     app = Quart("mlxserve")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.registry = ModelRegistry(config.models_dir, config.registry)
-    app.limits = config.limits
-    app.mcp_servers = McpServers(config.mcp)
-    app.loop_monitor = LoopStallMonitor()
-    app.downloads = Downloads()
+    state = ServerState(
+        registry=ModelRegistry(config.models_dir, config.registry),
+        limits=config.limits,
+        mcp_servers=McpServers(config.mcp),
+    )
+    state.attach(app)
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
     natives = (lmstudio_v1, lmstudio_v1_downloads)
     for adapter in (*adapters, *natives, anthropic_messages, embeddings, metrics):
@@ -71,7 +71,7 @@ def create_app(config: AppConfig) -> Quart:
         """Liveness; with the API key (or none set), the loaded models too."""
         if config.guard.api_key and not has_key(config.guard.api_key):
             return Health(status="ok").as_dict()  # liveness only: no model details without the key
-        loaded = app.registry.loaded
+        loaded = state.registry.loaded
         active = sum(model.active_requests for model in loaded.values())
         # A model split across the ranks of `serve --distributed` says how.
         splits = (getattr(model.engine, "distributed", None) for model in loaded.values())
@@ -83,23 +83,23 @@ def create_app(config: AppConfig) -> Quart:
     @app.before_serving
     async def start_loading():
         # Serve at once; requests that arrive while the model loads get a 503, not a refused socket.
-        app.preload_task = asyncio.ensure_future(_preload(app, config.preload))
-        app.loop_monitor_task = asyncio.ensure_future(app.loop_monitor.run())
+        state.preload_task = asyncio.ensure_future(_preload(state.registry, config.preload))
+        state.loop_monitor_task = asyncio.ensure_future(state.loop_monitor.run())
 
     @app.after_serving
     async def unload_models():
-        app.loop_monitor_task.cancel()
-        app.downloads.close()
-        await asyncio.wait([app.preload_task])  # a load in flight must finish before it is undone
-        await app.registry.close()
-        await app.mcp_servers.close()  # stdio MCP servers stop with this server
+        state.loop_monitor_task.cancel()
+        state.downloads.close()
+        await asyncio.wait([state.preload_task])  # a load in flight must finish before it is undone
+        await state.registry.close()
+        await state.mcp_servers.close()  # stdio MCP servers stop with this server
 
     return app
 
 
-async def _preload(app: Quart, model_ids: list[str]) -> None:
+async def _preload(registry: ModelRegistry, model_ids: list[str]) -> None:
     for model_id in model_ids:
         try:
-            await app.registry.load(model_id)
+            await registry.load(model_id)
         except Exception:  # noqa: BLE001 - the server stays up to report it and serve others
             log.exception("could not load %s", model_id)

@@ -195,6 +195,7 @@ async def _serve(app, host: str, port: int) -> None:
     from hypercorn.config import Config
 
     from mlxserve import logstream
+    from mlxserve.api.state import server_state
 
     config = Config()
     config.bind = [f"{host}:{port}"]
@@ -207,7 +208,7 @@ async def _serve(app, host: str, port: int) -> None:
         logstream.bus.close()  # end the endless `log stream` feeds so shutdown need not wait
         # Unloading now ends every generation in flight with an error event its client can
         # read, before the server stops waiting for responses and closes their connections.
-        closing = asyncio.ensure_future(app.registry.close())
+        closing = asyncio.ensure_future(server_state(app).registry.close())
         closing.add_done_callback(lambda _: stop.set())
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from quart import current_app
-
 from mlxserve.api.anthropic.answers import AnthropicAppliedEdit, AnthropicContextManagement
 from mlxserve.api.anthropic.conversation import Clearing, Conversation, conversation_of, tool_uses
 from mlxserve.api.anthropic.protocol import CLEAR_TOOL_USES, ClearToolUses, CountTokensRequest
+from mlxserve.api.state import server_state
 from mlxserve.pipeline.prepare import Prepared, prepare
 from mlxserve.pipeline.request import GenerateRequest
 
@@ -38,7 +37,8 @@ async def prepare_message(
 ) -> PreparedMessage:
     """`body` prepared as the request `neutral` makes of its conversation, cleared where its
     clear_tool_uses edit asks."""
-    registry, limits = current_app.registry, current_app.limits
+    state = server_state()
+    registry, limits = state.registry, state.limits
     prepared = await prepare(registry, neutral(conversation_of(body)), limits)
     original = prompt_length(prepared)
     management = body.context_management

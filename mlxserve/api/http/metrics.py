@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response
+
+from mlxserve.api.state import server_state
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -31,11 +33,11 @@ def resident_bytes(pid: int) -> int:
 @blueprint.get("/metrics")
 async def metrics():
     """Server and engine counters in Prometheus' text format."""
-    lines = current_app.loop_monitor.lines()
+    lines = server_state().loop_monitor.lines()
     lines += ["# TYPE mlxserve_resident_bytes gauge"]
     rss = await asyncio.to_thread(resident_bytes, os.getpid())
     lines.append(f'mlxserve_resident_bytes{{process="server"}} {rss}')
-    for identifier, loaded in sorted(current_app.registry.loaded.items()):
+    for identifier, loaded in sorted(server_state().registry.loaded.items()):
         lines += await _model_lines(identifier, loaded)
     return Response("\n".join(lines) + "\n", content_type=PROMETHEUS_TEXT)
 

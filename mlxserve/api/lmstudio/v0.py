@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 from pydantic import Field, field_validator
-from quart import Blueprint, current_app, jsonify, make_response
+from quart import Blueprint, jsonify, make_response
 
 from mlxserve import logstream
 from mlxserve.api.http.parsing import answers, with_body
@@ -28,6 +28,7 @@ from mlxserve.api.openai import completions as openai_completions
 from mlxserve.api.openai.objects import ChatCompletion, TextCompletion
 from mlxserve.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from mlxserve.api.shared.protocol import OpenAIModel
+from mlxserve.api.state import server_state
 from mlxserve.families.detect import check_tool_format
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.prepare import model_family
@@ -66,15 +67,16 @@ def _required_model(*candidates: str | None) -> str:
 @answers(V0ModelList)
 async def list_models():
     """Every servable model, loaded or not; the loaded ones with their tool-call family."""
-    await _find_families(current_app.registry)
-    return jsonify({"object": "list", "data": await v0_models(current_app.registry)})
+    registry = server_state().registry
+    await _find_families(registry)
+    return jsonify({"object": "list", "data": await v0_models(registry)})
 
 
 @blueprint.get("/models/<path:model_id>")
 @answers(V0Model)
 async def get_model(model_id: str):
     """One model, loaded or not; a loaded one with the tool-call family found for it."""
-    registry = current_app.registry
+    registry = server_state().registry
     await _find_families(registry)
     entry = await find_v0_model(registry, model_id)
     if entry is None:
@@ -92,7 +94,7 @@ async def _find_families(registry) -> None:
 @answers(V0LoadedList)
 async def list_loaded():
     """mlxserve's own: loaded instances with engine, memory estimate and idle time."""
-    registry = current_app.registry
+    registry = server_state().registry
     data = [v0_instance(loaded) for loaded in registry.loaded.values()]
     return jsonify({"object": "list", "data": data, "loading": registry.loading})
 
@@ -101,7 +103,7 @@ async def list_loaded():
 @answers(V0LoadResult)
 @with_body(LoadRequest)
 async def load_model(body: LoadRequest):
-    registry = current_app.registry
+    registry = server_state().registry
     model_id = _required_model(body.model, body.id)
     identifier = body.identifier or model_id
     already_loaded = identifier in registry.loaded
@@ -121,7 +123,7 @@ async def load_model(body: LoadRequest):
 @with_body(UnloadRequest)
 async def unload_model(body: UnloadRequest):
     identifier = _required_model(body.identifier, body.model)
-    await current_app.registry.unload(identifier)
+    await server_state().registry.unload(identifier)
     return jsonify({"identifier": identifier, "state": "not-loaded"})
 
 

@@ -13,7 +13,7 @@ import time
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
-from quart import Blueprint, current_app, jsonify, request
+from quart import Blueprint, jsonify, request
 
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
@@ -26,8 +26,8 @@ from mlxserve.api.lmstudio.answer_schemas import (
 )
 from mlxserve.api.lmstudio.v1_reply import ChatReply
 from mlxserve.api.lmstudio.v1_tools import open_integrations
-from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.api.shared.protocol import OpenAIModel, sampling_params
+from mlxserve.api.state import server_state
 from mlxserve.mcp.loop import start_tool_loop
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.errors import RequestError
@@ -98,16 +98,11 @@ class ChatRequest(OpenAIModel):
         return sampling_params(**self.model_dump(include=fields))
 
 
-@blueprint.record_once
-def _create_store(state) -> None:
-    state.app.lmstudio_chats = ConversationStore()
-
-
 @blueprint.get("/models")
 @answers(V1ModelList)
 async def list_models():
     """Every model in the store, with its capabilities and loaded instances."""
-    registry: ModelRegistry = current_app.registry
+    registry = server_state().registry
     instances = list(registry.loaded.values())  # taken on the event loop; files are read off it
     models = await asyncio.to_thread(v1_models.v1_models, registry, instances)
     return jsonify({"models": models})
@@ -118,7 +113,7 @@ async def list_models():
 @with_body(ModelLoadRequest)
 async def load_model(body: ModelLoadRequest):
     """Load a model; the instance takes the model's key as its id unless `identifier` names one."""
-    registry: ModelRegistry = current_app.registry
+    registry = server_state().registry
     instance_id = body.identifier or body.model
     holder = registry.loaded.get(instance_id)
     if holder is not None and holder.record.id != body.model:
@@ -144,7 +139,7 @@ async def load_model(body: ModelLoadRequest):
 @with_body(ModelUnloadRequest)
 async def unload_model(body: ModelUnloadRequest):
     """Unload one loaded instance."""
-    registry: ModelRegistry = current_app.registry
+    registry = server_state().registry
     if body.instance_id not in registry.loaded:
         message = f"no loaded instance with id '{body.instance_id}'"
         raise RequestError(404, message, "instance_id", "model_not_found")
@@ -157,14 +152,15 @@ async def unload_model(body: ModelUnloadRequest):
 @with_body(ChatRequest)
 async def chat(body: ChatRequest):
     """Chat with a model: output items and stats, or LM Studio's stream of named events."""
-    store: ConversationStore = current_app.lmstudio_chats
+    state = server_state()
+    store = state.lmstudio_chats
     history = store.conversation(body.previous_response_id) if body.previous_response_id else []
     conversation = with_system_prompt(history, body.system_prompt) + [input_turn(body.input)]
     toolbox = None
     if body.integrations:
-        toolbox = await open_integrations(current_app.mcp_servers, body.integrations)
+        toolbox = await open_integrations(state.mcp_servers, body.integrations)
     try:
-        load_seconds = await _load_for_chat(current_app.registry, body)
+        load_seconds = await _load_for_chat(state.registry, body)
         neutral = GenerateRequest(
             model=body.model,
             sampling=body.to_sampling_params(),
@@ -181,7 +177,9 @@ async def chat(body: ChatRequest):
             response_id=f"resp_{secrets.token_hex(24)}",
             endpoint=request.path,
         )
-        loop = await start_tool_loop(current_app.registry, current_app.limits, neutral, toolbox)
+        loop = await start_tool_loop(
+            server_state().registry, server_state().limits, neutral, toolbox
+        )
     except BaseException:
         if toolbox is not None:
             await toolbox.close()

@@ -9,11 +9,12 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from quart import Blueprint, current_app, jsonify
+from quart import Blueprint, jsonify
 
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.lmstudio.answer_schemas import V1DownloadJob
 from mlxserve.api.shared.protocol import OpenAIModel
+from mlxserve.api.state import server_state
 from mlxserve.models.download import DownloadError, parse_spec
 from mlxserve.models.download_jobs import DownloadJob
 from mlxserve.pipeline.errors import RequestError
@@ -36,12 +37,12 @@ async def start_download(body: DownloadRequest):
     except DownloadError as exc:
         raise RequestError(400, str(exc), "model", "invalid_value") from exc
     quant = body.quantization or quant
-    registry = current_app.registry
+    registry = server_state().registry
     known = [repo, f"{repo}@{quant}"] if quant else [repo]
     if filename is None and any([await registry.find(name) for name in known]):
         return jsonify({"status": "already_downloaded"})
     spec = f"{repo}:{filename}" if filename else f"{repo}@{quant}" if quant else repo
-    job = await asyncio.to_thread(current_app.downloads.start, spec)
+    job = await asyncio.to_thread(server_state().downloads.start, spec)
     return jsonify(job_report(job))
 
 
@@ -49,7 +50,7 @@ async def start_download(body: DownloadRequest):
 @answers(V1DownloadJob)
 async def download_status(job_id: str):
     """A download job's progress."""
-    job = current_app.downloads.jobs.get(job_id)
+    job = server_state().downloads.jobs.get(job_id)
     if job is None:
         raise RequestError(404, f"no download job '{job_id}'", "job_id", "not_found")
     return jsonify(job_report(job))

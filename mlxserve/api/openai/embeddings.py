@@ -7,11 +7,12 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field
-from quart import Blueprint, current_app, jsonify
+from quart import Blueprint, jsonify
 
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.openai.objects import Embedding, EmbeddingList, EmbeddingUsage
 from mlxserve.api.shared.protocol import OpenAIModel
+from mlxserve.api.state import server_state
 from mlxserve.pipeline.errors import RequestError
 
 blueprint = Blueprint("embeddings", __name__)
@@ -42,7 +43,7 @@ class EmbeddingRequest(OpenAIModel):
 @with_body(EmbeddingRequest)
 async def embeddings(body: EmbeddingRequest):
     """Vectors for each input."""
-    loaded = await current_app.registry.resolve(body.model)
+    loaded = await server_state().registry.resolve(body.model)
     engine = loaded.engine
     if loaded.record.type != "embeddings" or not hasattr(engine, "embed"):
         raise RequestError(

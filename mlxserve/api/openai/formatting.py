@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
-from quart import Response, current_app, jsonify
+from quart import Response, jsonify
 
 from mlxserve.api.http.sse import sse_response
 from mlxserve.api.openai.objects import (
@@ -28,6 +28,7 @@ from mlxserve.api.openai.objects import (
     ToolCallDelta,
     Usage,
 )
+from mlxserve.api.state import server_state
 from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.events import (
     Completion,
@@ -197,7 +198,8 @@ async def openai_response(
     extras: ModelExtras | None = None,
 ) -> Response:
     """Prepare and run a chat ("chat") or text ("text") completion, streamed or whole."""
-    prepared = await prepare(current_app.registry, neutral, current_app.limits)
+    state = server_state()
+    prepared = await prepare(state.registry, neutral, state.limits)
     shape = SHAPES[kind](neutral.response_id, prepared.model)
     added = functools.partial(extras, prepared.loaded) if extras else None
     if stream:

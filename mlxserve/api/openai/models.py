@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, current_app, jsonify
+from quart import Blueprint, jsonify
 
 from mlxserve.api.http.parsing import answers
 from mlxserve.api.openai.objects import ModelCard, ModelList
+from mlxserve.api.state import server_state
 
 blueprint = Blueprint("openai_models", __name__)
 
@@ -22,6 +23,6 @@ async def list_models():
             owned_by=m.record.id.split("/")[0],
             type=m.record.type,
         )
-        for m in current_app.registry.loaded.values()
+        for m in server_state().registry.loaded.values()
     ]
     return jsonify(ModelList(object="list", data=data).as_dict())

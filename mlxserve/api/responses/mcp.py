@@ -9,14 +9,13 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from quart import Quart
-
 from mlxserve.api.responses.answers import (
     ResponseMcpApprovalRequestItem,
     ResponseMcpCallItem,
     ResponseMcpListToolsItem,
 )
 from mlxserve.api.responses.tools import ToolSet
+from mlxserve.api.state import ServerState
 from mlxserve.families.calls import ToolCall
 from mlxserve.mcp.loop import ApprovedCall, ToolLoop, start_tool_loop
 from mlxserve.mcp.pool import McpServers
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 
 
 async def response_loop(
-    app: Quart,
+    state: ServerState,
     toolset: ToolSet,
     items: list,
     request_for: Callable[[McpToolbox | None], GenerateRequest],
@@ -41,14 +40,14 @@ async def response_loop(
     input approves made, the first round prepared. Every refusal comes from here."""
     toolbox = None
     if toolset.mcp:
-        toolbox = await open_toolbox(app.mcp_servers, toolset.mcp, list(toolset.tools))
+        toolbox = await open_toolbox(state.mcp_servers, toolset.mcp, list(toolset.tools))
     try:
         return await start_tool_loop(
-            app.registry,
-            app.limits,
+            state.registry,
+            state.limits,
             request_for(toolbox),
             toolbox,
-            approved=approved_calls(items, toolbox, app.response_store.item),
+            approved=approved_calls(items, toolbox, state.response_store.item),
             max_calls=max_calls,
         )
     except BaseException:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from quart import Blueprint, current_app, jsonify, request
+from quart import Blueprint, jsonify, request
 
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
@@ -45,6 +45,7 @@ from mlxserve.api.responses.tools import Tool
 from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.api.shared.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.api.shared.protocol import template_effort
+from mlxserve.api.state import server_state
 from mlxserve.mcp.loop import LoopEvent, McpCallFinished, McpCallStarted
 from mlxserve.mcp.tools import McpToolbox
 from mlxserve.pipeline.errors import RequestError
@@ -56,17 +57,13 @@ blueprint = Blueprint("openai_responses", __name__, url_prefix="/v1")
 Closed = tuple[list[dict], ResponseOutputItem]  # an item's last events, and the item as it ends
 
 
-@blueprint.record_once
-def _create_store(state) -> None:
-    state.app.response_store = ConversationStore()
-
-
 @blueprint.post("/responses")
 @answers(ResponseObject)
 @with_body(ResponsesRequest)
 async def create_response(body: ResponsesRequest):
     """OpenAI's Responses API: a response object, or its event stream."""
-    store: ConversationStore = current_app.response_store
+    state = server_state()
+    store = state.response_store
     history = store.conversation(body.previous_response_id) if body.previous_response_id else []
     conversation = history + input_turns(body, store)
     if not conversation:
@@ -90,7 +87,7 @@ async def create_response(body: ResponsesRequest):
             endpoint=request.path,
         )
 
-    loop = await response_loop(current_app, body.toolset, items, neutral, body.max_tool_calls)
+    loop = await response_loop(state, body.toolset, items, neutral, body.max_tool_calls)
     toolbox = loop.toolbox
     listed = store.listed(body.previous_response_id) | listed_labels(items)
     turn = ResponseTurn(
