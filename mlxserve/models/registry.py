@@ -74,11 +74,10 @@ class ModelRegistry:
             raise RegistryError(
                 503, f"model '{requested}' is still loading; retry shortly", "model_loading"
             )
-        record = await self.find(requested)
-        if record is not None and self.options.jit:
-            loaded = await self.load(record.id, ttl=ttl or self.options.ttl, jit=True)
+        loaded = await self.load_on_request(requested, ttl=ttl)
+        if loaded is not None:
             return self._touch(loaded)
-        if len(self.loaded) == 1 and (record is None or not self.options.jit):
+        if len(self.loaded) == 1:
             return self._touch(next(iter(self.loaded.values())))
         if self._loading and not self.loaded:
             busy = ", ".join(self._loading)
@@ -86,6 +85,19 @@ class ModelRegistry:
                 503, f"model {busy} is still loading; retry shortly", "model_loading"
             )
         raise RegistryError(404, self._not_found_message(requested), "model_not_found")
+
+    async def load_on_request(
+        self, requested: str, *, ttl: float | None = None, context_length: int | None = None
+    ) -> LoadedModel | None:
+        """JIT: the stored model a request names, loaded for it (with the server's TTL unless
+        the request sets one); None when JIT is off or no stored model has that id."""
+        if not self.options.jit:
+            return None
+        record = await self.find(requested)
+        if record is None:
+            return None
+        ttl = ttl or self.options.ttl
+        return await self.load(record.id, context_length=context_length, ttl=ttl, jit=True)
 
     async def load(
         self,

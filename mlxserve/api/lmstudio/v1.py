@@ -215,14 +215,12 @@ def input_turn(value: str | list[ChatTextInput | ChatImageInput]) -> Turn:
 
 
 async def _load_for_chat(registry: ModelRegistry, body: ChatRequest) -> float | None:
-    """Load a stored model that is not loaded yet (as the registry would) with the request's
+    """Load a stored model that is not loaded yet (as any request would) with the request's
     `context_length`, timed for the model_load events; None when there was nothing to load."""
-    name = body.model
-    if name in registry.loaded or name in registry.loading or not registry.options.jit:
+    if body.model in registry.loaded or body.model in registry.loading:
         return None
-    if await registry.find(name) is None:
-        return None  # the registry routes it (to the only loaded model) or refuses it
     started = time.monotonic()
-    ttl = body.ttl or registry.options.ttl
-    await registry.load(name, context_length=body.context_length, ttl=ttl, jit=True)
-    return round(time.monotonic() - started, 3)
+    loaded = await registry.load_on_request(
+        body.model, ttl=body.ttl, context_length=body.context_length
+    )
+    return None if loaded is None else round(time.monotonic() - started, 3)
