@@ -78,6 +78,34 @@ def test_models_lists_stored_models_with_load_state(store):
     assert missing == (404, "model_not_found")
 
 
+def test_both_load_routes_share_their_options_and_guard_instance_ids(store):
+    async def test(client, app):
+        async def load(path: str, **body):
+            response = await client.post(path, json=body)
+            return response.status_code, await response.get_json()
+
+        first = await load("/api/v0/models/load", model=TINY_IDS[0], identifier="shared")
+        taken = [
+            await load(path, model=TINY_IDS[1], identifier="shared")
+            for path in ("/api/v0/models/load", "/api/v1/models/load")
+        ]
+        again = await load("/api/v0/models/load", model=TINY_IDS[0], identifier="shared")
+        v1 = await load("/api/v1/models/load", model=TINY_IDS[1], tool_format="gemma")
+        unknown = await load("/api/v1/models/load", model=TINY_IDS[1], tool_format="nobody")
+        formats = {m.identifier: m.tool_format for m in server_state(app).registry.loaded.values()}
+        return first, taken, again, v1, unknown, formats
+
+    first, taken, again, v1, unknown, formats = run_app(store, test)
+    assert first[0] == 200 and not first[1]["already_loaded"]
+    for status, body in taken:
+        assert (status, body["error"]["code"]) == (409, "instance_id_taken")
+        assert body["error"]["param"] == "identifier" and TINY_IDS[0] in body["error"]["message"]
+    assert again[0] == 200 and again[1]["already_loaded"]
+    assert v1[0] == 200 and v1[1]["instance_id"] == TINY_IDS[1]
+    assert unknown[0] == 422 and unknown[1]["error"]["param"] == "tool_format"
+    assert formats == {"shared": "", TINY_IDS[1]: "gemma"}
+
+
 def test_native_chat_adds_stats_model_info_and_runtime(store):
     async def test(client, app):
         body = {"model": TINY_IDS[0], **CHAT}

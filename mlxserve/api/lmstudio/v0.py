@@ -4,16 +4,15 @@ generation with stats, model info and runtime, explicit load/unload, and the req
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
-from pydantic import Field, field_validator
 from quart import Blueprint, jsonify, make_response
 
 from mlxserve import logstream
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import encode
 from mlxserve.api.lmstudio.answer_schemas import V0LoadedList, V0LoadResult, V0UnloadResult
+from mlxserve.api.lmstudio.load import LoadOptions, load_instance
 from mlxserve.api.lmstudio.v0_format import (
     V0Model,
     V0ModelList,
@@ -29,7 +28,6 @@ from mlxserve.api.openai.objects import ChatCompletion, TextCompletion
 from mlxserve.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from mlxserve.api.shared.protocol import OpenAIModel
 from mlxserve.api.state import server_state
-from mlxserve.families.detect import check_tool_format
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.prepare import model_family
 
@@ -37,18 +35,9 @@ blueprint = Blueprint("native", __name__, url_prefix="/api/v0")
 HEARTBEAT_SECONDS = 15.0  # a comment line now and then lets proxies and clients see a live feed
 
 
-class LoadRequest(OpenAIModel):
+class LoadRequest(LoadOptions):
     model: str | None = None
     id: str | None = None  # accepted as a synonym of model
-    context_length: int | None = Field(None, ge=1)
-    ttl: float | None = Field(None, gt=0)
-    identifier: str | None = Field(None, min_length=1)
-    tool_format: str | None = None  # a tool-call family, for a template that hides its own
-
-    @field_validator("tool_format")
-    @classmethod
-    def _known_format(cls, value: str | None) -> str | None:
-        return check_tool_format(value)
 
 
 class UnloadRequest(OpenAIModel):
@@ -103,19 +92,9 @@ async def list_loaded():
 @answers(V0LoadResult)
 @with_body(LoadRequest)
 async def load_model(body: LoadRequest):
-    registry = server_state().registry
     model_id = _required_model(body.model, body.id)
-    identifier = body.identifier or model_id
-    already_loaded = identifier in registry.loaded
-    started = time.monotonic()
-    loaded = await registry.load(
-        model_id,
-        context_length=body.context_length,
-        ttl=body.ttl,
-        identifier=identifier,
-        tool_format=body.tool_format,
-    )
-    return jsonify(load_result(loaded, time.monotonic() - started, already_loaded))
+    outcome = await load_instance(server_state().registry, model_id, body)
+    return jsonify(load_result(outcome.loaded, outcome.seconds, outcome.already_loaded))
 
 
 @blueprint.post("/models/unload")

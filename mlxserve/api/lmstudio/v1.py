@@ -24,6 +24,7 @@ from mlxserve.api.lmstudio.answer_schemas import (
     V1ModelList,
     V1UnloadResult,
 )
+from mlxserve.api.lmstudio.load import LoadOptions, load_instance
 from mlxserve.api.lmstudio.v1_reply import ChatReply
 from mlxserve.api.lmstudio.v1_tools import open_integrations
 from mlxserve.api.shared.protocol import OpenAIModel, sampling_params
@@ -39,13 +40,9 @@ blueprint = Blueprint("lmstudio_v1", __name__, url_prefix="/api/v1")
 REASONING_EFFORT = {"off": "none", "low": "low", "medium": "medium", "high": "high"}
 
 
-class ModelLoadRequest(OpenAIModel):
+class ModelLoadRequest(LoadOptions):
     model: str
-    context_length: int | None = Field(None, ge=1)
     echo_load_config: bool = False
-    # mlxserve's, as in /api/v0: idle seconds before unloading, and the instance id to load under
-    ttl: float | None = Field(None, gt=0)
-    identifier: str | None = Field(None, min_length=1)
 
 
 class ModelUnloadRequest(OpenAIModel):
@@ -113,20 +110,12 @@ async def list_models():
 @with_body(ModelLoadRequest)
 async def load_model(body: ModelLoadRequest):
     """Load a model; the instance takes the model's key as its id unless `identifier` names one."""
-    registry = server_state().registry
-    instance_id = body.identifier or body.model
-    holder = registry.loaded.get(instance_id)
-    if holder is not None and holder.record.id != body.model:
-        message = f"instance id '{instance_id}' is taken by model '{holder.record.id}'"
-        raise RequestError(409, message, "identifier", "instance_id_taken")
-    started = time.monotonic()
-    loaded = await registry.load(
-        body.model, context_length=body.context_length, ttl=body.ttl, identifier=instance_id
-    )
+    outcome = await load_instance(server_state().registry, body.model, body)
+    loaded = outcome.loaded
     result = {
         "type": v1_models.model_type(loaded.record),
         "instance_id": loaded.identifier,
-        "load_time_seconds": round(time.monotonic() - started, 3),
+        "load_time_seconds": round(outcome.seconds, 3),
         "status": "loaded",
     }
     if body.echo_load_config:
