@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mlxserve.api.shared.protocol import sampling_params, template_effort
+from mlxserve.api.shared.protocol import TopK, TopP, sampling_params, template_effort
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import Constraints
 
@@ -256,8 +256,8 @@ class MessagesRequest(CountTokensRequest):
     stop_sequences: list[str] | None = None
     stream: bool = False
     temperature: float | None = Field(None, ge=0, le=1)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0, le=2**31 - 1)
+    top_p: TopP = None
+    top_k: TopK = None
     metadata: dict[str, Any] | None = None
 
     def to_sampling_params(self):

@@ -27,7 +27,15 @@ from mlxserve.api.lmstudio.answer_schemas import (
 from mlxserve.api.lmstudio.load import LoadOptions, load_instance
 from mlxserve.api.lmstudio.v1_reply import ChatReply
 from mlxserve.api.lmstudio.v1_tools import open_integrations
-from mlxserve.api.shared.protocol import OpenAIModel, sampling_params
+from mlxserve.api.shared.protocol import (
+    MinP,
+    OpenAIModel,
+    RepeatPenalty,
+    Temperature,
+    TopK,
+    TopP,
+    sampling_params,
+)
 from mlxserve.api.state import server_state
 from mlxserve.mcp.loop import start_tool_loop
 from mlxserve.models.registry import ModelRegistry
@@ -76,11 +84,11 @@ class ChatRequest(OpenAIModel):
     tool_choice: Literal["auto", "none", "required"] = "auto"
     parallel_tool_calls: bool = True
     stream: bool = False
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0, le=2**31 - 1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    repeat_penalty: float | None = Field(None, ge=0.01, le=10)
+    temperature: Temperature = None
+    top_p: TopP = None
+    top_k: TopK = None
+    min_p: MinP = None
+    repeat_penalty: RepeatPenalty = None
     max_output_tokens: int | None = Field(None, ge=1)
     reasoning: Literal["off", "low", "medium", "high", "on"] | None = None
     context_length: int | None = Field(None, ge=1)  # for the load this request causes, if any

@@ -8,8 +8,13 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from mlxserve.api.shared.protocol import (
+    MinP,
     OpenAIModel,
     ReasoningEffort,
+    RepeatPenalty,
+    Temperature,
+    TopK,
+    TopP,
     response_schema,
     sampling_params,
 )
@@ -35,14 +40,14 @@ class SamplingFields(OpenAIModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    temperature: Temperature = None
+    top_p: TopP = None
     n: int = Field(1, ge=1, le=1)
     user: str | None = None
     # LM Studio extensions
-    top_k: int | None = Field(None, ge=0, le=2**31 - 1)  # beyond any vocabulary: off
-    min_p: float | None = Field(None, ge=0, le=1)
-    repeat_penalty: float | None = Field(None, ge=0.01, le=10)
+    top_k: TopK = None
+    min_p: MinP = None
+    repeat_penalty: RepeatPenalty = None
     ttl: int | None = Field(None, gt=0)  # seconds a JIT-loaded model may stay idle
     draft_model: str | None = None  # a small model of the same vocabulary drafts tokens
     prompt_lookup: bool | None = None  # mlxserve: draft from the prompt (None: server default)

@@ -24,6 +24,8 @@ from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.api.shared.protocol import (
     OpenAIModel,
     ReasoningEffort,
+    Temperature,
+    TopP,
     response_schema,
     sampling_params,
 )
@@ -58,8 +60,8 @@ class ResponsesRequest(OpenAIModel):
     instructions: str | None = None
     max_output_tokens: int | None = Field(None, ge=1)
     max_tool_calls: int | None = Field(None, ge=0)  # MCP calls the tool loop makes, at most
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    temperature: Temperature = None
+    top_p: TopP = None
     top_logprobs: int | None = Field(None, ge=0, le=20)  # echoed; logprobs stay empty
     stream: bool = False
     stream_options: dict[str, Any] | None = None  # no obfuscation padding is ever added

@@ -1,15 +1,15 @@
 """Pieces every API family's protocol uses: the base model of requests, which accepts and logs
-unknown fields, and that of answers; reasoning effort as chat templates know it, LM Studio's
-sampling defaults, the JSON schema a response format asks for (chat completions and the
-Responses API), and new response ids."""
+unknown fields, and that of answers; reasoning effort as chat templates know it, the sampling
+fields' ranges and LM Studio's defaults, the JSON schema a response format asks for (chat
+completions and the Responses API), and new response ids."""
 
 from __future__ import annotations
 
 import logging
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.sampling.params import (
@@ -24,6 +24,13 @@ from mlxserve.sampling.params import (
 log = logging.getLogger(__name__)
 
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+
+# The sampling fields' legal ranges, one declaration each for every family that takes them.
+Temperature = Annotated[float | None, Field(ge=0, le=2)]
+TopP = Annotated[float | None, Field(gt=0, le=1)]
+TopK = Annotated[int | None, Field(ge=0, le=2**31 - 1)]  # beyond any vocabulary: off
+MinP = Annotated[float | None, Field(ge=0, le=1)]
+RepeatPenalty = Annotated[float | None, Field(ge=0.01, le=10)]
 
 
 def template_effort(effort: str | None) -> str | None:
