@@ -1,10 +1,13 @@
 """/v1/embeddings on all-MiniLM-L6-v2 imported into the store and run on MLX, checked against
-sentence-transformers' own vectors (tests/data, made by scripts/make_embedding_reference.py)."""
+sentence-transformers' own vectors (tests/data, made by scripts/make_embedding_reference.py);
+embeddings wait in the model's queue and obey --request-timeout, as generation does."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -14,9 +17,16 @@ import pytest
 from tokenizers import Tokenizer
 
 from mlxserve.models.convert import convert_model
+from tests.metrics import model_metric
+from tests.server import ServerProcess
 
 EMBEDDING_ID = "sentence-transformers/all-minilm-l6-v2"
 REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
+TIME_LIMIT = 0.5  # --request-timeout of the strict server, in seconds
+# About 120k tokens: seconds of work for MiniLM, far past TIME_LIMIT
+LONG_BATCH = [
+    f"sentence {i}: " + "a fairly ordinary clause about nothing much, " * 5 for i in range(2048)
+]
 
 
 @pytest.fixture(scope="session")
@@ -129,3 +139,38 @@ def test_inputs_past_the_window_are_truncated(mlx_client, models_dir):
     kept = embed(mlx_client, [ids[:255] + ids[-1:]])[0]
     assert np.allclose(kept, text_result.data[0].embedding, atol=1e-6)
     assert not np.allclose(vectors[0], kept, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def strict_server(models_dir, embedding_id):
+    """The embedding model alone, with no queue beyond the request it runs and a short limit."""
+    args = ["--max-queued", "0", "--request-timeout", str(TIME_LIMIT)]
+    with ServerProcess(models_dir, model=embedding_id, engine="mlx", extra_args=args) as running:
+        yield running
+
+
+async def post_at_once(url: str, body: dict, count: int) -> list[tuple[httpx.Response, float]]:
+    async def timed() -> tuple[httpx.Response, float]:
+        started = time.monotonic()
+        reply = await http.post(url, json=body)
+        return reply, time.monotonic() - started
+
+    async with httpx.AsyncClient(timeout=120) as http:
+        return await asyncio.gather(*(timed() for _ in range(count)))
+
+
+def test_embeddings_are_admitted_and_timed_as_generation_is(strict_server):
+    url = f"{strict_server.base_url}/v1/embeddings"
+    body = {"model": EMBEDDING_ID, "input": LONG_BATCH}
+    replies = asyncio.run(post_at_once(url, body, 4))
+    by_status = sorted(replies, key=lambda reply: reply[0].status_code)
+    assert [reply.status_code for reply, _ in by_status] == [429, 429, 429, 504], by_status
+    for refused, _ in by_status[:3]:
+        assert refused.json()["error"]["code"] == "queue_full"
+        assert refused.headers["Retry-After"] == "2"
+    timed_out, seconds = by_status[3]
+    assert timed_out.json()["error"]["code"] == "request_timeout"
+    assert TIME_LIMIT <= seconds < TIME_LIMIT + 5  # stopped at its limit, not run to the end
+    metric = "mlxserve_requests_rejected_total"
+    assert model_metric(strict_server.base_url, metric, EMBEDDING_ID) == 3
+    assert model_metric(strict_server.base_url, "mlxserve_requests_active", EMBEDDING_ID) == 0

@@ -1,4 +1,5 @@
-"""/v1/embeddings (and /api/v0/embeddings): OpenAI's list of vectors, float or base64."""
+"""/v1/embeddings (and /api/v0/embeddings): OpenAI's list of vectors, float or base64. The
+pipeline admits and embeds the inputs (pipeline/embeddings.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.openai.objects import Embedding, EmbeddingList, EmbeddingUsage
 from mlxserve.api.shared.protocol import OpenAIModel
 from mlxserve.api.state import server_state
+from mlxserve.pipeline.embeddings import embed
 from mlxserve.pipeline.errors import RequestError
 
 blueprint = Blueprint("embeddings", __name__)
@@ -43,29 +45,19 @@ class EmbeddingRequest(OpenAIModel):
 @with_body(EmbeddingRequest)
 async def embeddings(body: EmbeddingRequest):
     """Vectors for each input."""
-    loaded = await server_state().registry.resolve(body.model)
-    engine = loaded.engine
-    if loaded.record.type != "embeddings" or not hasattr(engine, "embed"):
-        raise RequestError(
-            400,
-            f"model '{loaded.identifier}' is not an embedding model",
-            "model",
-            "model_not_embedding",
-        )
-    inputs = body.batch()
-    loaded.active_requests += 1
-    try:
-        vectors, prompt_tokens = await engine.embed(inputs)
-    finally:
-        loaded.active_requests -= 1
+    state = server_state()
+    embedded = await embed(state.registry, body.model, body.batch(), state.limits)
+    vectors = embedded.vectors
     if body.dimensions:
         vectors = _shorten(vectors, body.dimensions)
     data = [
         Embedding(object="embedding", index=i, embedding=_encode(v, body.encoding_format))
         for i, v in enumerate(vectors)
     ]
-    usage = EmbeddingUsage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens)
-    answer = EmbeddingList(object="list", data=data, model=loaded.identifier, usage=usage)
+    tokens = embedded.prompt_tokens
+    usage = EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    model = embedded.loaded.identifier
+    answer = EmbeddingList(object="list", data=data, model=model, usage=usage)
     return jsonify(answer.as_dict())
 
 
