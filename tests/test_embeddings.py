@@ -17,11 +17,13 @@ import pytest
 from tokenizers import Tokenizer
 
 from mlxserve.models.convert import convert_model
-from tests.metrics import model_metric
+from scripts.load import worst_stall_bound
+from tests.metrics import model_metric, read_metrics
 from tests.server import ServerProcess
 
 EMBEDDING_ID = "sentence-transformers/all-minilm-l6-v2"
 REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
+STALL_LIMIT = 0.25  # seconds; tokenizing or answering the requests below on the loop takes more
 TIME_LIMIT = 0.5  # --request-timeout of the strict server, in seconds
 # About 120k tokens: seconds of work for MiniLM, far past TIME_LIMIT
 LONG_BATCH = [
@@ -139,6 +141,63 @@ def test_inputs_past_the_window_are_truncated(mlx_client, models_dir):
     kept = embed(mlx_client, [ids[:255] + ids[-1:]])[0]
     assert np.allclose(kept, text_result.data[0].embedding, atol=1e-6)
     assert not np.allclose(vectors[0], kept, atol=1e-3)
+
+
+def test_a_huge_list_of_inputs_is_refused_at_once_with_memory_flat(mlx_client, server):
+    mlx_client.embeddings.create(model=EMBEDDING_ID, input="loaded before measuring")
+    resident = 'mlxserve_resident_bytes{process="server"}'
+    before = read_metrics(server.base_url)[resident]
+    started = time.monotonic()
+    body = {"model": EMBEDDING_ID, "input": ["a"] * 2_000_000}
+    reply = httpx.post(f"{server.base_url}/v1/embeddings", json=body, timeout=30)
+    seconds = time.monotonic() - started
+    grown = read_metrics(server.base_url)[resident] - before
+    error = reply.json()["error"]
+    assert reply.status_code == 400 and (error["param"], error["code"]) == (
+        "input",
+        "too_many_inputs",
+    )
+    assert "2048" in error["message"] and seconds < 5
+    assert grown < 64 * 2**20, grown
+
+
+@pytest.mark.parametrize(
+    ("value", "param", "code"),
+    [
+        (["short", "x" * 32_769], "input[1]", "input_too_long"),
+        ([101] * 8193, "input[0]", "input_too_long"),
+        ([[101, 102], [101] * 8193], "input[1]", "input_too_long"),
+        (["y" * 600] * 2048, "input", "request_too_large"),
+        ([[101] * 147] * 2048, "input", "request_too_large"),
+        ([[101]] * 2049, "input", "too_many_inputs"),
+    ],
+)
+def test_inputs_past_the_bounds_are_refused_naming_the_field(mlx_client, value, param, code):
+    with pytest.raises(openai.BadRequestError) as error:
+        mlx_client.embeddings.create(model=EMBEDDING_ID, input=value)
+    assert (error.value.body["param"], error.value.body["code"]) == (param, code)
+
+
+def test_inputs_at_the_bounds_are_embedded(mlx_client):
+    words = ("word " * 6554)[:32_768]
+    text = mlx_client.embeddings.create(model=EMBEDDING_ID, input=[words])
+    tokens = mlx_client.embeddings.create(model=EMBEDDING_ID, input=[[101] * 8192])
+    assert text.usage.prompt_tokens == tokens.usage.prompt_tokens == 256  # cut to the window
+    batch = mlx_client.embeddings.create(model=EMBEDDING_ID, input=[[101, 102]] * 2048)
+    assert len(batch.data) == 2048 and batch.usage.prompt_tokens == 2048 * 2
+
+
+def test_the_event_loop_runs_on_while_inputs_are_tokenized_and_answered(mlx_client, server):
+    mlx_client.embeddings.create(model=EMBEDDING_ID, input="loaded before measuring")
+    before = read_metrics(server.base_url)
+    long_texts = ["the quick brown fox jumps over the lazy dog " * 744] * 36  # 1.18M characters
+    long_reply = mlx_client.embeddings.create(model=EMBEDDING_ID, input=long_texts)
+    body = {"model": EMBEDDING_ID, "input": ["word"] * 2048, "encoding_format": "float"}
+    many = httpx.post(f"{server.base_url}/v1/embeddings", json=body, timeout=120).json()
+    after = read_metrics(server.base_url)
+    assert long_reply.usage.prompt_tokens == 36 * 256
+    assert len(many["data"]) == 2048 and len(many["data"][-1]["embedding"]) == 384
+    assert worst_stall_bound(before, after) <= STALL_LIMIT, after
 
 
 @pytest.fixture(scope="module")
