@@ -1,8 +1,9 @@
 """A local stand-in for the Hugging Face Hub's HTTP API, for HF_ENDPOINT: model info with each
 file's size and LFS SHA-256, and file downloads with the headers huggingface_hub reads
 (X-Repo-Commit, ETag, Content-Length) and byte ranges for resuming. It can drop the connection
-partway through a file (once), serve a file whose bytes do not match its advertised hash, and
-answer a repo's info with a page that is not JSON."""
+partway through a file (once), serve a file whose bytes do not match its advertised hash, answer
+a repo's info with a page that is not JSON, advertise a file larger than it is, and hold a repo's
+info until a test lets it go."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ class StandInHub:
     drop_after: dict[str, int] = field(default_factory=dict)  # file -> bytes sent, then cut once
     corrupt: set[str] = field(default_factory=set)  # file names served with a flipped byte
     garbled: set[str] = field(default_factory=set)  # repos whose info is not JSON (a proxy's page)
+    advertised: dict[tuple[str, str], int] = field(default_factory=dict)  # (repo, file) -> size
+    held: set[str] = field(default_factory=set)  # repos whose info waits for `release`
+    release: threading.Event = field(default_factory=threading.Event)
     ranges: list[tuple[str, int]] = field(default_factory=list)  # (file, first byte) asked
 
     def add(self, repo: str, files: dict[str, bytes | Path]) -> None:
@@ -73,11 +77,13 @@ class StandInHub:
             return self._not_found(request, "RepoNotFound")
         if repo in self.garbled:
             return self._reply(request, "<html>Service Unavailable</html>", "text/html")
+        if repo in self.held:
+            self.release.wait(60)
         siblings = []
         for name, hub_file in self.repos[repo].items():
-            sibling = {"rfilename": name, "size": len(hub_file.data)}
+            size = self.advertised.get((repo, name), len(hub_file.data))
+            sibling = {"rfilename": name, "size": size}
             if name.endswith(LFS_SUFFIXES):
-                size = len(hub_file.data)
                 sibling["lfs"] = {"sha256": hub_file.sha256, "size": size, "pointerSize": 134}
             siblings.append(sibling)
         payload = json.dumps({"id": repo, "modelId": repo, "sha": COMMIT, "siblings": siblings})

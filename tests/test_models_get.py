@@ -28,6 +28,8 @@ GGUF_REPO, MLX_REPO = "test-org/gemma-3-270m-it-GGUF", "test-org/tiny-gemma-mlx"
 BOTH_REPO = "test-org/tiny-gemma-both"  # MLX weights and a GGUF in one repo
 Q4, Q8 = "gemma-3-270m-it-Q4_K_M.gguf", "gemma-3-270m-it-Q8_0.gguf"
 GARBLED_REPO = "test-org/behind-a-proxy"
+HUGE_REPO = "test-org/larger-than-the-disk"  # its weights are said to be an exbibyte
+HELD_REPO = "test-org/slow-to-answer"  # its info waits until the test lets it go
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,10 @@ def hub(tmp_path_factory):
     standin.add(BOTH_REPO, mlx_files | {"tiny-gemma-Q4_K_M.gguf": files / Q8})
     standin.add(GARBLED_REPO, mlx_files)
     standin.garbled.add(GARBLED_REPO)
+    standin.add(HUGE_REPO, mlx_files)
+    standin.advertised[HUGE_REPO, "model.safetensors"] = 2**60
+    standin.add(HELD_REPO, mlx_files)
+    standin.held.add(HELD_REPO)
     server, url = standin.serve()
     standin.url = url
     yield standin
@@ -206,6 +212,40 @@ def test_download_api_fetches_reports_and_serves(home):
         missing = httpx.get(f"{url}/status/job_unknown")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     finally:
+        server.stop()
+
+
+def test_a_download_the_disk_cannot_hold_fails_before_fetching(home):
+    result = mlxserve(home, "get", HUGE_REPO, "--quiet")
+    assert result.returncode == 1 and "GiB of disk space, only" in result.stderr, result.stderr
+    assert not Path(home["HF_HUB_CACHE"]).exists() or cached_files(home, HUGE_REPO) == []
+
+
+def test_download_api_bounds_its_queue_and_checks_disk_space(home, hub):
+    server = ServerProcess(
+        Path(home["MLXSERVE_MODELS_DIR"]), model=MLX_REPO, engine="mlx", env=home
+    )
+    server.start(wait_for_model=False)  # the model is not on the machine
+    url = f"{server.base_url}/api/v1/models/download"
+    try:
+        too_big = wait_for_job(
+            server.base_url, httpx.post(url, json={"model": HUGE_REPO}).json()["job_id"]
+        )
+        assert too_big["status"] == "failed" and "GiB of disk space" in too_big["error"], too_big
+        assert too_big["downloaded_bytes"] == 0 and too_big["total_size_bytes"] > 2**60
+        queued = [httpx.post(url, json={"model": HELD_REPO}) for _ in range(8)]
+        assert [reply.json()["status"] for reply in queued] == ["downloading"] * 8
+        refused = httpx.post(url, json={"model": HELD_REPO})
+        error = refused.json()["error"]
+        assert refused.status_code == 429 and error["type"] == "rate_limit_error"
+        assert (error["code"], error["param"]) == ("download_queue_full", "model")
+        assert error["message"].startswith("8 downloads are waiting or running")
+        hub.release.set()
+        for reply in queued:
+            assert wait_for_job(server.base_url, reply.json()["job_id"])["status"] == "completed"
+        assert httpx.post(url, json={"model": HUGE_REPO}).status_code == 200  # room again
+    finally:
+        hub.release.set()
         server.stop()
 
 

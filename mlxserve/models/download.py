@@ -5,7 +5,8 @@ Hugging Face cache, where discovery serves them in place.
 `REPO@QUANT` picks a GGUF quantization (default Q4_K_M); `REPO:FILE` one file. Downloads resume
 (huggingface_hub keeps partial files), HF_TOKEN is honoured, and every LFS file's SHA-256 is
 checked against the Hub's. A model's config.json (or its GGUF) is fetched last, so a download
-cut short leaves nothing that discovery takes for a model."""
+cut short leaves nothing that discovery takes for a model; one the disk cannot hold is refused
+before any file is fetched."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import importlib
 import os
 import platform
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +125,7 @@ def run_download(plan: DownloadPlan, progress: bool = True) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError
 
+    check_disk_space(plan)
     path, finished = None, 0
     for repo_file in plan.files:
         try:
@@ -139,6 +142,30 @@ def run_download(plan: DownloadPlan, progress: bool = True) -> Path:
         finished += repo_file.size
         plan.done_bytes = finished  # exact, whatever the bar counted (a cached file counts none)
     return Path(path).parent
+
+
+def check_disk_space(plan: DownloadPlan) -> None:
+    """Refuse a download whose files the disk cannot hold; files cached already need no room."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    cache = Path(HF_HUB_CACHE)
+    needed = sum(
+        f.size
+        for f in plan.files
+        if not isinstance(try_to_load_from_cache(plan.repo, f.name, revision=plan.revision), str)
+    )
+    existing = next(folder for folder in (cache, *cache.parents) if folder.exists())
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise DownloadError(
+            f"{plan.repo} needs {_gib(needed)} GiB of disk space, only {_gib(free)} GiB is free "
+            f"at {cache}"
+        )
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024**3:.1f}"
 
 
 def _counting_bar(plan: DownloadPlan, shown: bool):
