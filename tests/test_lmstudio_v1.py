@@ -120,7 +120,7 @@ def test_tool_use_capability_follows_the_chat_template(tmp_path):
         (directory / "chat_template.jinja").write_text(template)
         record = ModelRecord(f"test/{name}", "mlx", "qwen2", path=str(directory))
         write_manifest(directory, record)
-        return v1_model(record, [])
+        return v1_model(record, []).as_dict()
 
     with_tools = entry("with-tools", "{% if tools %}{{ tools | tojson }}{% endif %}{{ messages }}")
     plain = entry("plain", "{% for m in messages %}{{ m.content }}{% endfor %}")

@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from quart import Blueprint, jsonify, make_response
+from quart import Blueprint, make_response
 
 from mlxserve import logstream
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import encode
-from mlxserve.api.lmstudio.answer_schemas import V0LoadedList, V0LoadResult, V0UnloadResult
-from mlxserve.api.lmstudio.load import LoadOptions, load_instance
-from mlxserve.api.lmstudio.v0_format import (
+from mlxserve.api.lmstudio.answers import (
+    V0LoadedList,
+    V0LoadResult,
     V0Model,
     V0ModelList,
+    V0UnloadResult,
+)
+from mlxserve.api.lmstudio.load import LoadOptions, load_instance
+from mlxserve.api.lmstudio.v0_format import (
     find_v0_model,
     load_result,
     native_extras,
@@ -58,7 +62,7 @@ async def list_models():
     """Every servable model, loaded or not; the loaded ones with their tool-call family."""
     registry = server_state().registry
     await _find_families(registry)
-    return jsonify({"object": "list", "data": await v0_models(registry)})
+    return V0ModelList(object="list", data=await v0_models(registry)).as_dict()
 
 
 @blueprint.get("/models/<path:model_id>")
@@ -70,7 +74,7 @@ async def get_model(model_id: str):
     entry = await find_v0_model(registry, model_id)
     if entry is None:
         raise RequestError(404, f"model '{model_id}' not found", "model", "model_not_found")
-    return jsonify(entry)
+    return entry.as_dict()
 
 
 async def _find_families(registry) -> None:
@@ -85,7 +89,7 @@ async def list_loaded():
     """mlxserve's own: loaded instances with engine, memory estimate and idle time."""
     registry = server_state().registry
     data = [v0_instance(loaded) for loaded in registry.loaded.values()]
-    return jsonify({"object": "list", "data": data, "loading": registry.loading})
+    return V0LoadedList(object="list", data=data, loading=registry.loading).as_dict()
 
 
 @blueprint.post("/models/load")
@@ -94,7 +98,7 @@ async def list_loaded():
 async def load_model(body: LoadRequest):
     model_id = _required_model(body.model, body.id)
     outcome = await load_instance(server_state().registry, model_id, body)
-    return jsonify(load_result(outcome.loaded, outcome.seconds, outcome.already_loaded))
+    return load_result(outcome.loaded, outcome.seconds, outcome.already_loaded).as_dict()
 
 
 @blueprint.post("/models/unload")
@@ -103,7 +107,7 @@ async def load_model(body: LoadRequest):
 async def unload_model(body: UnloadRequest):
     identifier = _required_model(body.identifier, body.model)
     await server_state().registry.unload(identifier)
-    return jsonify({"identifier": identifier, "state": "not-loaded"})
+    return V0UnloadResult(identifier=identifier, state="not-loaded").as_dict()
 
 
 @blueprint.post("/chat/completions")

@@ -1,40 +1,25 @@
-"""The /api/v0 shapes: model entries with load state, and the stats, model_info and runtime
-objects that native generation responses add to the OpenAI fields."""
+"""/api/v0's answers built from their models: model entries with load state, loaded instances,
+load results, and the stats, model_info and runtime that native generation responses add to the
+OpenAI fields."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
 
-from pydantic import BaseModel
-
+from mlxserve.api.lmstudio.answers import (
+    V0Instance,
+    V0LoadResult,
+    V0Model,
+    V0ModelInfo,
+    V0Stats,
+)
 from mlxserve.engine.base import GenerationStats
 from mlxserve.models.loaded import LoadedModel
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.models.store import ModelRecord
 
 
-class V0Model(BaseModel):
-    id: str
-    object: Literal["model"]
-    type: str  # llm | vlm | embeddings
-    publisher: str
-    arch: str
-    compatibility_type: str  # the format: mlx | gguf | hf
-    quantization: str
-    state: Literal["loaded", "not-loaded"]
-    max_context_length: int
-    source: str  # store | huggingface | lmstudio (models found in place)
-    loaded_context_length: int | None = None  # only when loaded
-    tool_format: str | None = None  # the tool-call family: named by hand, or found once loaded
-
-
-class V0ModelList(BaseModel):
-    object: Literal["list"]
-    data: list[V0Model]
-
-
-def v0_model(record: ModelRecord, loaded: LoadedModel | None, model_id: str = "") -> dict:
+def v0_model(record: ModelRecord, loaded: LoadedModel | None, model_id: str = "") -> V0Model:
     entry = V0Model(
         id=model_id or record.id,
         object="model",
@@ -52,10 +37,10 @@ def v0_model(record: ModelRecord, loaded: LoadedModel | None, model_id: str = ""
     tool_format = (loaded.family or loaded.tool_format if loaded else "") or record.tool_format
     if tool_format:
         entry.tool_format = tool_format
-    return entry.model_dump(exclude_unset=True)
+    return entry
 
 
-async def v0_models(registry: ModelRegistry) -> list[dict]:
+async def v0_models(registry: ModelRegistry) -> list[V0Model]:
     """Every servable model, then each model loaded under an identifier of its own; the
     folders are read off the event loop."""
     loaded = dict(registry.loaded)  # taken on the event loop, which changes it
@@ -66,66 +51,68 @@ async def v0_models(registry: ModelRegistry) -> list[dict]:
     return entries
 
 
-async def find_v0_model(registry: ModelRegistry, model_id: str) -> dict | None:
-    return next((entry for entry in await v0_models(registry) if entry["id"] == model_id), None)
+async def find_v0_model(registry: ModelRegistry, model_id: str) -> V0Model | None:
+    return next((entry for entry in await v0_models(registry) if entry.id == model_id), None)
 
 
-def v0_instance(loaded: LoadedModel, now: float | None = None) -> dict:
+def v0_instance(loaded: LoadedModel, now: float | None = None) -> V0Instance:
     """A loaded model as `mlxserve ps` shows it; one split across the ranks of a distributed
     server says how (mode, backend, ranks, this process's rank)."""
+    instance = V0Instance(
+        identifier=loaded.identifier,
+        model=loaded.record.id,
+        engine=loaded.engine.engine_name,
+        format=loaded.record.format,
+        context_length=loaded.engine.context_length,
+        memory_bytes=loaded.memory_bytes,
+        ttl=loaded.ttl,
+        idle_seconds=round(loaded.idle_seconds(now), 3),
+        active_requests=loaded.active_requests,
+        jit=loaded.jit,
+        loaded_at=int(loaded.loaded_at),
+    )
     split = getattr(loaded.engine, "distributed", None)
-    return {
-        "identifier": loaded.identifier,
-        "model": loaded.record.id,
-        "engine": loaded.engine.engine_name,
-        "format": loaded.record.format,
-        "context_length": loaded.engine.context_length,
-        "memory_bytes": loaded.memory_bytes,
-        "ttl": loaded.ttl,
-        "idle_seconds": round(loaded.idle_seconds(now), 3),
-        "active_requests": loaded.active_requests,
-        "jit": loaded.jit,
-        "loaded_at": int(loaded.loaded_at),
-        **({"distributed": split} if split else {}),
-    }
+    if split:
+        instance.distributed = split
+    return instance
 
 
-def stats_object(stats: GenerationStats) -> dict:
-    figures = {
-        "tokens_per_second": stats.tokens_per_second,
-        "time_to_first_token": stats.time_to_first_token,
-        "generation_time": stats.generation_time,
-        "stop_reason": stats.stop_reason,
-    }
+def stats_object(stats: GenerationStats) -> V0Stats:
+    figures = V0Stats(
+        tokens_per_second=stats.tokens_per_second,
+        time_to_first_token=stats.time_to_first_token,
+        generation_time=stats.generation_time,
+        stop_reason=stats.stop_reason,
+    )
     if stats.draft is not None:  # speculative decoding, in LM Studio's names
-        figures.update(
-            draft_model=stats.draft_model,
-            total_draft_tokens_count=stats.draft.drafted,
-            accepted_draft_tokens_count=stats.draft.accepted,
-            rejected_draft_tokens_count=stats.draft.rejected,
-            ignored_draft_tokens_count=stats.draft.ignored,
-        )
+        figures.draft_model = stats.draft_model
+        figures.total_draft_tokens_count = stats.draft.drafted
+        figures.accepted_draft_tokens_count = stats.draft.accepted
+        figures.rejected_draft_tokens_count = stats.draft.rejected
+        figures.ignored_draft_tokens_count = stats.draft.ignored
     return figures
 
 
 def native_extras(loaded: LoadedModel, stats: GenerationStats) -> dict:
     record = loaded.record
+    model_info = V0ModelInfo(
+        arch=record.architecture,
+        quant=record.quantization,
+        format=record.format,
+        context_length=loaded.engine.context_length,
+    )
     return {
-        "stats": stats_object(stats),
-        "model_info": {
-            "arch": record.architecture,
-            "quant": record.quantization,
-            "format": record.format,
-            "context_length": loaded.engine.context_length,
-        },
+        "stats": stats_object(stats).as_dict(),
+        "model_info": model_info.as_dict(),
         "runtime": loaded.engine.runtime_info(),
     }
 
 
-def load_result(loaded: LoadedModel, seconds: float, already_loaded: bool) -> dict:
-    return {
-        **v0_model(loaded.record, loaded, loaded.identifier),
-        **v0_instance(loaded),
-        "load_time": round(seconds, 3),
-        "already_loaded": already_loaded,
-    }
+def load_result(loaded: LoadedModel, seconds: float, already_loaded: bool) -> V0LoadResult:
+    """The model's entry and its instance's fields, as each is sent."""
+    return V0LoadResult(
+        **v0_model(loaded.record, loaded, loaded.identifier).as_dict(),
+        **v0_instance(loaded).as_dict(),
+        load_time=round(seconds, 3),
+        already_loaded=already_loaded,
+    )

@@ -13,13 +13,14 @@ import time
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
-from quart import Blueprint, jsonify, request
+from quart import Blueprint, request
 
 from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.http.sse import sse_response
 from mlxserve.api.lmstudio import v1_models
-from mlxserve.api.lmstudio.answer_schemas import (
+from mlxserve.api.lmstudio.answers import (
     V1ChatResult,
+    V1LoadConfig,
     V1LoadResult,
     V1ModelList,
     V1UnloadResult,
@@ -110,7 +111,7 @@ async def list_models():
     registry = server_state().registry
     instances = list(registry.loaded.values())  # taken on the event loop; files are read off it
     models = await asyncio.to_thread(v1_models.v1_models, registry, instances)
-    return jsonify({"models": models})
+    return V1ModelList(models=models).as_dict()
 
 
 @blueprint.post("/models/load")
@@ -120,15 +121,15 @@ async def load_model(body: ModelLoadRequest):
     """Load a model; the instance takes the model's key as its id unless `identifier` names one."""
     outcome = await load_instance(server_state().registry, body.model, body)
     loaded = outcome.loaded
-    result = {
-        "type": v1_models.model_type(loaded.record),
-        "instance_id": loaded.identifier,
-        "load_time_seconds": round(outcome.seconds, 3),
-        "status": "loaded",
-    }
+    result = V1LoadResult(
+        type=v1_models.model_type(loaded.record),
+        instance_id=loaded.identifier,
+        load_time_seconds=round(outcome.seconds, 3),
+        status="loaded",
+    )
     if body.echo_load_config:
-        result["load_config"] = {"context_length": loaded.engine.context_length}
-    return jsonify(result)
+        result.load_config = V1LoadConfig(context_length=loaded.engine.context_length)
+    return result.as_dict()
 
 
 @blueprint.post("/models/unload")
@@ -141,7 +142,7 @@ async def unload_model(body: ModelUnloadRequest):
         message = f"no loaded instance with id '{body.instance_id}'"
         raise RequestError(404, message, "instance_id", "model_not_found")
     await registry.unload(body.instance_id)
-    return jsonify({"instance_id": body.instance_id})
+    return V1UnloadResult(instance_id=body.instance_id).as_dict()
 
 
 @blueprint.post("/chat")
@@ -189,7 +190,7 @@ async def chat(body: ChatRequest):
         return await sse_response(streamed, done_marker=False, named_events=True)
     async for event in events:
         last = event
-    return jsonify(last["result"])
+    return last["result"]
 
 
 def with_system_prompt(history: list[Turn], system_prompt: str | None) -> list[Turn]:

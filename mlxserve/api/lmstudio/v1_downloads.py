@@ -9,10 +9,10 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
-from quart import Blueprint, jsonify
+from quart import Blueprint
 
 from mlxserve.api.http.parsing import answers, with_body
-from mlxserve.api.lmstudio.answer_schemas import V1DownloadJob
+from mlxserve.api.lmstudio.answers import V1DownloadJob
 from mlxserve.api.shared.protocol import OpenAIModel
 from mlxserve.api.state import server_state
 from mlxserve.models.download import DownloadError, parse_spec
@@ -40,10 +40,10 @@ async def start_download(body: DownloadRequest):
     registry = server_state().registry
     known = [repo, f"{repo}@{quant}"] if quant else [repo]
     if filename is None and any([await registry.find(name) for name in known]):
-        return jsonify({"status": "already_downloaded"})
+        return V1DownloadJob(status="already_downloaded").as_dict()
     spec = f"{repo}:{filename}" if filename else f"{repo}@{quant}" if quant else repo
     job = await asyncio.to_thread(server_state().downloads.start, spec)
-    return jsonify(job_report(job))
+    return job_report(job).as_dict()
 
 
 @blueprint.get("/status/<job_id>")
@@ -53,22 +53,22 @@ async def download_status(job_id: str):
     job = server_state().downloads.jobs.get(job_id)
     if job is None:
         raise RequestError(404, f"no download job '{job_id}'", "job_id", "not_found")
-    return jsonify(job_report(job))
+    return job_report(job).as_dict()
 
 
-def job_report(job: DownloadJob) -> dict:
-    body = {"job_id": job.id, "status": job.status, "started_at": _iso(job.started)}
+def job_report(job: DownloadJob) -> V1DownloadJob:
+    report = V1DownloadJob(job_id=job.id, status=job.status, started_at=_iso(job.started))
     if job.plan is not None:
-        body["total_size_bytes"] = job.plan.total_bytes
-        body["downloaded_bytes"] = job.plan.done_bytes
+        report.total_size_bytes = job.plan.total_bytes
+        report.downloaded_bytes = job.plan.done_bytes
     if job.status == "downloading" and job.plan is not None:
         elapsed = max(time.time() - job.started, 1e-3)
-        body["bytes_per_second"] = round(job.plan.done_bytes / elapsed)
+        report.bytes_per_second = round(job.plan.done_bytes / elapsed)
     if job.completed is not None:
-        body["completed_at"] = _iso(job.completed)
+        report.completed_at = _iso(job.completed)
     if job.error is not None:
-        body["error"] = job.error
-    return body
+        report.error = job.error
+    return report
 
 
 def _iso(timestamp: float) -> str:

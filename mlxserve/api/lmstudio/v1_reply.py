@@ -12,6 +12,15 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from mlxserve.api.http.errors import from_exception
+from mlxserve.api.lmstudio.answers import (
+    V1ChatResult,
+    V1ChatStats,
+    V1InvalidCallMetadata,
+    V1InvalidToolCallItem,
+    V1OutputItem,
+    V1TextItem,
+    V1ToolCallItem,
+)
 from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.api.shared.item_stream import CALL, REASONING, TEXT, ItemStream
 from mlxserve.engine.base import GenerationStats
@@ -36,7 +45,7 @@ class ChatReply(ItemStream):
     conversation: list[Turn]
     store: ConversationStore
     loop: ToolLoop | None = None  # the tool loop behind the events, whose turns are stored
-    items: list[dict] = field(default_factory=list, init=False)
+    items: list[V1OutputItem] = field(default_factory=list, init=False)
     _calls: dict[str, dict] = field(default_factory=dict, init=False)  # by id, until they end
 
     async def events(self, outputs: AsyncIterator[LoopEvent]) -> AsyncIterator[dict]:
@@ -66,7 +75,7 @@ class ChatReply(ItemStream):
                     yield event
         except Exception as exc:  # noqa: BLE001 - reported to the client in-band
             yield {"type": "error", "error": error_fields(from_exception(exc))}
-            yield {"type": "chat.end", "result": self.result(None)}
+            yield {"type": "chat.end", "result": self.result(None).as_dict()}
 
     def _render(self, output: LoopEvent) -> list[dict]:
         if isinstance(output, McpCallStarted):
@@ -82,14 +91,14 @@ class ChatReply(ItemStream):
     def open(self, kind: str, output: OutputEvent) -> list[dict]:
         if kind == CALL:
             return self._start_call(output)
-        self.items.append({"type": ITEM_TYPES[kind], "content": ""})
+        self.items.append(V1TextItem(type=ITEM_TYPES[kind], content=""))
         return [{"type": f"{ITEM_TYPES[kind]}.start"}]
 
     def extend(self, kind: str, output: OutputEvent) -> list[dict]:
         if kind == CALL:  # the arguments are shown whole, once the call is made
             next(reversed(self._calls.values()))["arguments"] += output.delta
             return []
-        self.items[-1]["content"] += output.text
+        self.items[-1].content += output.text
         return [{"type": f"{ITEM_TYPES[kind]}.delta", "content": output.text}]
 
     def closing(self, kind: str) -> list[dict]:
@@ -109,20 +118,21 @@ class ChatReply(ItemStream):
         if arguments is None or invalid:
             return self._invalid(call, outcome.text.removeprefix("error: "))
         output = json.dumps(outcome.content) if outcome.content else outcome.text
-        item = {"type": "tool_call", **_named(call), "arguments": arguments, "output": output}
+        item = V1ToolCallItem(type="tool_call", **_named(call), arguments=arguments, output=output)
         self.items.append(item)
-        return [{**item, "type": "tool_call.success"}]
+        return [{**item.as_dict(), "type": "tool_call.success"}]
 
     def _invalid(self, call: dict, reason: str) -> list[dict]:
         """A call that could not be made: an invalid_tool_call item and a failure event."""
-        metadata = {"type": "invalid_arguments", "tool_name": call["tool"]}
+        metadata = V1InvalidCallMetadata(
+            type="invalid_arguments", tool_name=call["tool"], provider_info=call["provider_info"]
+        )
         arguments = _object(call["arguments"])
         if arguments is not None:
-            metadata["arguments"] = arguments
-        metadata["provider_info"] = call["provider_info"]
-        failure = {"reason": reason, "metadata": metadata}
-        self.items.append({"type": "invalid_tool_call", **failure})
-        return [{"type": "tool_call.failure", **failure}]
+            metadata.arguments = arguments
+        item = V1InvalidToolCallItem(type="invalid_tool_call", reason=reason, metadata=metadata)
+        self.items.append(item)
+        return [{**item.as_dict(), "type": "tool_call.failure"}]
 
     def finish(self, finished: Finished) -> list[dict]:
         events = []
@@ -131,35 +141,35 @@ class ChatReply(ItemStream):
         self._calls.clear()
         if self.response_id is not None:
             self.store.put(self.response_id, self._turns())
-        return events + [{"type": "chat.end", "result": self.result(finished.stats)}]
+        return events + [{"type": "chat.end", "result": self.result(finished.stats).as_dict()}]
 
     def _turns(self) -> list[Turn]:
         if self.loop is not None:
             return self.loop.conversation  # every round's calls and results, and the reply
-        text = "".join(item["content"] for item in self.items if item["type"] == "message")
+        text = "".join(item.content for item in self.items if item.type == "message")
         return [*self.conversation, Turn("assistant", [TextPart(text)])]
 
-    def result(self, stats: GenerationStats | None) -> dict:
+    def result(self, stats: GenerationStats | None) -> V1ChatResult:
         """The non-streamed answer; without stats (a failed stream) it is neither measured nor
         stored."""
-        result = {"model_instance_id": self.instance_id, "output": self.items}
+        result = V1ChatResult(model_instance_id=self.instance_id, output=self.items)
         if stats is not None:
-            result["stats"] = self._stats(stats)
+            result.stats = self._stats(stats)
             if self.response_id is not None:
-                result["response_id"] = self.response_id
+                result.response_id = self.response_id
         return result
 
-    def _stats(self, stats: GenerationStats) -> dict:
-        figures = {
-            "input_tokens": stats.prompt_tokens,
-            "total_output_tokens": stats.completion_tokens,
-            "reasoning_output_tokens": stats.reasoning_tokens,
-            "tokens_per_second": stats.tokens_per_second,
-            "time_to_first_token_seconds": stats.time_to_first_token,
-            "stop_reason": stats.stop_reason,  # mlxserve's, as in /api/v0: why the reply ended
-        }
+    def _stats(self, stats: GenerationStats) -> V1ChatStats:
+        figures = V1ChatStats(
+            input_tokens=stats.prompt_tokens,
+            total_output_tokens=stats.completion_tokens,
+            reasoning_output_tokens=stats.reasoning_tokens,
+            tokens_per_second=stats.tokens_per_second,
+            time_to_first_token_seconds=stats.time_to_first_token,
+            stop_reason=stats.stop_reason,
+        )
         if self.load_seconds is not None:
-            figures["model_load_time_seconds"] = self.load_seconds
+            figures.model_load_time_seconds = self.load_seconds
         return figures
 
 
