@@ -42,7 +42,7 @@ class V0Instance(Answer):
     format: str
     context_length: int
     memory_bytes: int
-    ttl: float | None
+    ttl: int | float | None  # as the client gave it: 300 stays 300
     idle_seconds: float
     active_requests: int
     jit: bool
