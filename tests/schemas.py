@@ -6,6 +6,18 @@ within the tests' token limit."""
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
+
+import jsonschema
+
+
+def validate_json(text: str, schema: dict) -> None:
+    """jsonschema's check of a JSON text, its numbers read as decimals: in floats 0.47 is no
+    multiple of 0.01 (0.47 / 0.01 is 46.99999999999999)."""
+    exact_schema = json.loads(json.dumps(schema), parse_float=Decimal)
+    jsonschema.validate(json.loads(text, parse_float=Decimal), exact_schema)
+
 NAME = {"type": "string", "minLength": 1, "maxLength": 12}
 SCHEMAS: dict[str, dict] = {
     "person": {

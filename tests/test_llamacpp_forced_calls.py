@@ -24,6 +24,7 @@ from mlxserve.engine.llamacpp.protocol import end_tokens, ending_with
 from mlxserve.gguf_header import read_scalar_fields
 from mlxserve.models.defaults import ensure_default_model
 from mlxserve.pipeline.constraints import MAX_PARALLEL_CALLS
+from tests.schemas import validate_json
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -147,7 +148,7 @@ def test_a_forced_reply_ends_right_after_its_calls(replies, call_tokens, choice,
         assert 1 <= len(calls) <= (MAX_PARALLEL_CALLS if parallel else 1), (seed, reply)
         for name, arguments in calls:
             assert name == "get_time" if choice == "named" else name in SCHEMAS
-            jsonschema.validate(json.loads(arguments), SCHEMAS[name])
+            validate_json(arguments, SCHEMAS[name])
         assert within_the_calls(reply["completion_tokens"], calls, call_tokens), (seed, reply)
 
 
