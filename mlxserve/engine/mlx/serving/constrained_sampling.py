@@ -82,8 +82,8 @@ class OutputConstraint:
     ):
         self._compiler = compiler
         self._lark, self._trigger = lark, trigger
-        self._watching = trigger is not None  # a lazy grammar waits for its trigger
-        self._lazy, self.matcher = (matcher, None) if self._watching else (None, matcher)
+        # A lazy grammar's matcher waits in _lazy for its trigger; None once it has started.
+        self._lazy, self.matcher = (matcher, None) if trigger is not None else (None, matcher)
         self.mask = np.zeros((compiler.vocab_size + 31) // 32, dtype=np.int32)
         self._tokens: list[int] = []  # generated before the trigger
         self._pieces: list[str] = []  # their text, as the output shows it (specials included)
@@ -101,7 +101,7 @@ class OutputConstraint:
         if self.matcher is not None:
             self.matcher.consume_token(token)
             return not self.matcher.is_stopped()
-        if not self._watching:
+        if self._lazy is None:
             return True
         self._tokens.append(token)
         self._pieces.append(text)
@@ -131,4 +131,4 @@ class OutputConstraint:
             self.matcher = matcher
         else:
             log.warning("the output left the grammar at its trigger; it stays unconstrained")
-        self._watching, self._tokens, self._pieces, self._lazy = False, [], [], None
+        self._tokens, self._pieces, self._lazy = [], [], None
