@@ -18,6 +18,7 @@ def validate_json(text: str, schema: dict) -> None:
     exact_schema = json.loads(json.dumps(schema), parse_float=Decimal)
     jsonschema.validate(json.loads(text, parse_float=Decimal), exact_schema)
 
+
 NAME = {"type": "string", "minLength": 1, "maxLength": 12}
 SCHEMAS: dict[str, dict] = {
     "person": {
