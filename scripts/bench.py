@@ -2,7 +2,7 @@
 
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
                              | structured | vision | stall | speculative | cache
-                             | concurrency | agents | distributed | families
+                             | concurrency | agents | distributed | families | profile
                              [--iterations N]
                              [--models-dir DIR]
 
@@ -38,6 +38,7 @@ BENCHMARKS = {
     "agents": "scripts.benchmarks.agents",
     "distributed": "scripts.benchmarks.distributed",
     "families": "scripts.benchmarks.families",
+    "profile": "scripts.benchmarks.profile",
 }
 
 

@@ -1,6 +1,6 @@
 """A real MCP server for the tests, made with the official SDK: `add` and `multiply` tools that
 write each call to a file, so a test can tell whether (and with what) the server was called, and
-`wait`, which takes its time.
+`wait`, which takes its time (its call is written as it starts).
 
     python -m tests.mcp_server --calls FILE                 # over stdio
     python -m tests.mcp_server --calls FILE --port PORT     # streamable HTTP, 127.0.0.1:PORT/mcp
@@ -48,6 +48,7 @@ def make_server(calls: Path) -> MCPServer:
     @server.tool()
     async def wait(seconds: Annotated[float, Field(ge=0, le=10)]) -> str:
         """Answer after some seconds."""
+        record("wait", {"seconds": seconds})
         await asyncio.sleep(seconds)
         return "done"
 

@@ -8,6 +8,7 @@ import pytest
 
 from mlxserve.engine.base import ContextLengthExceeded, EngineRequest
 from mlxserve.engine.mlx.model import MLXModel
+from mlxserve.engine.mlx.serving.step_profile import PHASES, StepProfile
 from mlxserve.sampling.params import SamplingParams
 from tests.tiny_models import make_tiny_gemma
 
@@ -231,3 +232,23 @@ def test_a_client_that_reads_late_holds_its_text_not_an_event_per_token(tiny):
     assert len(rest) == 1 and rest[0].is_final
     assert first.text + rest[0].text == text
     assert len(first.token_ids) + len(rest[0].token_ids) == stats.completion_tokens == 60
+
+
+def test_the_step_profile_accounts_for_the_whole_step(tiny):
+    """scripts/bench.py profile's figures: every decode step timed part by part, and the parts
+    add up to the step's own wall time within 10%."""
+    profile = StepProfile()
+
+    async def batched():
+        model = await MLXModel.load(tiny.directory, 512, profile=profile)
+        try:
+            await asyncio.gather(*(collect(model, p, max_tokens=24) for p in PROMPTS))
+        finally:
+            await model.close()
+
+    run(batched())
+    summary = profile.summary()
+    assert summary["steps"] >= 23 and summary["mean_batch"] > 1
+    timed = [name for name, ms in summary["phases_ms"].items() if ms > 0]
+    assert timed == list(PHASES)
+    assert abs(summary["phases_sum_ms"] - summary["step_ms"]) <= 0.1 * summary["step_ms"]

@@ -71,9 +71,6 @@ def test_kv_cache_of_the_real_gguf_follows_its_header(tmp_path, models_dir, defa
     assert memory.attention_shape(record) == memory.AttentionShape(18, 1, 256)
     estimate = memory.estimate_memory(record, 4096)
     assert estimate.weights_bytes == record.size_bytes > 200_000_000
-    assert estimate.total_bytes == sum(
-        (estimate.weights_bytes, estimate.kv_cache_bytes, estimate.overhead_bytes)
-    )
     # The same model converted to MLX, read from its config.json rather than the GGUF header:
     # llama.cpp's four slots of f16 hold twice the bytes of one f32 sequence on MLX.
     converted = find_model(Path(models_dir), default_ids["mlx"])

@@ -114,9 +114,7 @@ def _text_until(writer: JsonLark, end: str, schema) -> str:
     core = end.strip("\n")
     after = len(end) - end.index(core) - len(core)
     name = "".join(c if c.isalnum() else "_" for c in end).strip("_").upper()
-    text = (
-        f"/(?s:.{{{low},{high}}}){_regex(end)}/ & ~/(?s:.*){_regex(core)}(?s:.{{{after + 1},}})/"
-    )
+    text = f"/(?s:.{{{low},{high}}}){_regex(end)}/ & ~/(?s:.*){_regex(core)}(?s:.{{{after + 1},}})/"
     return writer.terminal(f"TEXT_{low}_{high}_TO_{name}", text)
 
 
@@ -174,7 +172,9 @@ NAMED = {
 # arguments, and after them.
 JSON_ARGUMENTS = {
     "kimi": (
-        "<|tool_call_begin|>functions.", ":0<|tool_call_argument_begin|>", "<|tool_call_end|>"
+        "<|tool_call_begin|>functions.",
+        ":0<|tool_call_argument_begin|>",
+        "<|tool_call_end|>",
     ),
     "deepseek": ("<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>"),
     "mistral": ("", "[ARGS]", ""),

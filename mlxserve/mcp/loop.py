@@ -7,7 +7,9 @@ rounds' figures added up.
 
 Limits: at most `max_rounds` rounds of calls (MAX_TOOL_ROUNDS), after which one last round
 offers no tools, so the model answers; the request's max_tokens holds for all rounds together;
-each call has the server's time limit and a cap on its output (servers.py)."""
+each call has the server's time limit and a cap on its output (servers.py); --request-timeout
+holds for the whole loop, its calls included, from the deadline the route set before it reached
+the request's MCP servers."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from mlxserve.families.calls import ToolCall
 from mlxserve.mcp.servers import INVALID_PARAMS, CallOutcome, protocol_error
 from mlxserve.mcp.tools import McpTool, McpToolbox
 from mlxserve.models.registry import ModelRegistry
+from mlxserve.pipeline.deadline import until_deadline
 from mlxserve.pipeline.events import Completion, Finished, OutputEvent
 from mlxserve.pipeline.generate import generate
 from mlxserve.pipeline.prepare import Prepared, ServerLimits, prepare
@@ -63,16 +66,18 @@ async def start_tool_loop(
     request: GenerateRequest,
     toolbox: McpToolbox | None = None,
     *,
+    deadline: float | None,
     approved: Iterable[ApprovedCall] = (),
     max_rounds: int = MAX_TOOL_ROUNDS,
     max_calls: int | None = None,
 ) -> ToolLoop:
     """Approved calls run and the first round is prepared, so refusals come before any response
-    starts; then iterate the loop's events()."""
-    loop = ToolLoop(registry, limits, request, toolbox, max_rounds, max_calls)
+    starts; then iterate the loop's events(). `deadline`: the event loop's time at which the
+    request stops (None: no limit)."""
+    loop = ToolLoop(registry, limits, request, toolbox, max_rounds, max_calls, deadline)
     for approval in approved:
         loop.done_before.append(await loop.run(approval.call, approval.tool, approval))
-    loop.prepared = await prepare(registry, loop.round_request(), limits)
+    await loop.prepare_round()
     return loop
 
 
@@ -84,6 +89,7 @@ class ToolLoop:
     toolbox: McpToolbox | None
     max_rounds: int
     max_calls: int | None
+    deadline: float | None
     prepared: Prepared | None = None  # the next round's
     done_before: list[McpCallFinished] = dataclasses.field(default_factory=list)
     calls_made: int = 0
@@ -107,7 +113,6 @@ class ToolLoop:
         for finished in self.done_before:
             yield McpCallStarted(finished.call, finished.tool, finished.approval_request_id)
             yield finished
-        deadline = self.prepared.deadline
         while True:
             completion = Completion()
             async with aclosing(generate(self.prepared)) as outputs:
@@ -123,8 +128,7 @@ class ToolLoop:
                 yield await self.run(call, tool)
             if not (runnable and more and self._tokens_left() != 0):
                 break
-            self.prepared = await prepare(self.registry, self.round_request(), self.limits)
-            self.prepared.deadline = deadline  # the request's time limit holds for all rounds
+            await self.prepare_round()
         yield Finished(completion.finish_reason, self._stats(exhausted=bool(runnable and more)))
 
     async def run(
@@ -137,7 +141,8 @@ class ToolLoop:
         except json.JSONDecodeError:
             arguments = None
         if isinstance(arguments, dict):
-            outcome = await tool.connection.call(tool.name, arguments)
+            async with until_deadline(self.deadline, self.limits.request_timeout):
+                outcome = await tool.connection.call(tool.name, arguments)
         else:
             outcome = protocol_error(INVALID_PARAMS, "the arguments are not a JSON object")
         if approval is not None:  # the call was made by an earlier reply, not shown again
@@ -145,6 +150,11 @@ class ToolLoop:
         self.conversation.append(Turn("tool", [ToolResultPart(call.id, outcome.text)]))
         request_id = approval.approval_request_id if approval else None
         return McpCallFinished(call, tool, outcome, request_id)
+
+    async def prepare_round(self) -> None:
+        """The next round prepared; the request's time limit holds for all rounds together."""
+        self.prepared = await prepare(self.registry, self.round_request(), self.limits)
+        self.prepared.deadline = self.deadline
 
     def round_request(self) -> GenerateRequest:
         """The next round: the conversation so far, within what is left of max_tokens. After

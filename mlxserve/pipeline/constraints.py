@@ -69,6 +69,7 @@ def _calls(
 ) -> str:
     """One call, or up to MAX_PARALLEL_CALLS when the request allows several, framed as the
     family frames them: each in a block of its own, all in one block, or the whole reply."""
+
     def framed(body: str) -> str:
         return _seq(spell(syntax.section_open), body, spell(syntax.section_close))
 

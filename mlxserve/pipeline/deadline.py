@@ -1,4 +1,5 @@
-"""The server's per-request time limit (--request-timeout), applied to an engine's event stream.
+"""The server's per-request time limit (--request-timeout), applied to an engine's event stream
+and to the request's other waits (MCP servers reached and called between rounds).
 
 One timer per request, not one per token: when it fires while the request waits on its engine,
 that wait is cancelled (which releases the engine's slot or sequence); when it fires while the
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from typing import TypeVar
 
 from mlxserve.pipeline.errors import RequestError
@@ -27,6 +28,24 @@ def timeout_error(seconds: float) -> RequestError:
         "request_timeout",
         headers={"x-should-retry": "false"},  # retrying would take as long again
     )
+
+
+def deadline_from_now(seconds: float | None) -> float | None:
+    """The event loop's time `seconds` from now; None without a limit."""
+    return asyncio.get_running_loop().time() + seconds if seconds else None
+
+
+@asynccontextmanager
+async def until_deadline(deadline: float | None, seconds: float | None):
+    """The block's waits end at `deadline` with the request's 504."""
+    if deadline is None:
+        yield
+        return
+    try:
+        async with asyncio.timeout_at(deadline):
+            yield
+    except TimeoutError:
+        raise timeout_error(seconds) from None
 
 
 async def within_deadline(

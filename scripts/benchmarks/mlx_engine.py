@@ -3,7 +3,7 @@
 Both servers get identical streaming /v1/completions requests (greedy, EOS banned so every request
 produces exactly the asked-for tokens, no repeat penalty: mlxserve's default of 1.1 would otherwise
 make it do work mlx-lm, whose default is none, does not). Reported: single-stream decode tok/s, time
-to first token, aggregate tok/s with 1, 2 and 4 concurrent streams, and a repeated long prompt
+to first token, aggregate tok/s with 1, 4, 8 and 16 concurrent streams, and a repeated long prompt
 (prompt cache).
 """
 
@@ -26,6 +26,7 @@ from mlxserve.models.store import find_model
 from tests.server import ServerProcess, free_port
 
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/libopenblas.so.0"
+STREAMS = (1, 4, 8, 16)
 BANNED = {"1": -100, "106": -100}  # Gemma's EOS and end-of-turn, so lengths are exact
 LONG_PROMPT = " ".join(f"Item {i}: the quick brown fox jumps over the lazy dog." for i in range(30))
 
@@ -122,7 +123,7 @@ def measure(base_url: str, model: str, tokens: int, repeats: int) -> dict:
         "ttft_long_first_s": first_long["ttft_s"],
         "ttft_long_repeat_s": repeat_long["ttft_s"],
         "aggregate_tok_s": {
-            n: concurrent_throughput(base_url, model, n, tokens // 2) for n in (1, 2, 4)
+            n: concurrent_throughput(base_url, model, n, tokens // 2) for n in STREAMS
         },
     }
 
@@ -145,7 +146,7 @@ def run(args) -> dict:
         "ttft_short": ours["ttft_short_s"] / peer["ttft_short_s"],
         **{
             f"aggregate_{n}": ours["aggregate_tok_s"][n] / peer["aggregate_tok_s"][n]
-            for n in (1, 2, 4)
+            for n in STREAMS
         },
     }
     print(f"{'':28}{'mlxserve':>12}{'mlx_lm.server':>15}{'ratio':>8}")
@@ -159,7 +160,7 @@ def run(args) -> dict:
     )
     for key in ("ttft_long_first_s", "ttft_long_repeat_s"):
         print(f"{key:28}{ours[key]:12.3f}{peer[key]:15.3f}")
-    for n in (1, 2, 4):
+    for n in STREAMS:
         print(
             f"{f'aggregate tok/s, {n} streams':28}{ours['aggregate_tok_s'][n]:12.2f}"
             f"{peer['aggregate_tok_s'][n]:15.2f}{ratios[f'aggregate_{n}']:8.2f}"

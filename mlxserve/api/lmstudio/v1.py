@@ -40,6 +40,7 @@ from mlxserve.api.shared.protocol import (
 from mlxserve.api.state import server_state
 from mlxserve.mcp.loop import start_tool_loop
 from mlxserve.models.registry import ModelRegistry
+from mlxserve.pipeline.deadline import deadline_from_now, until_deadline
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import Constraints, GenerateRequest, ImagePart, TextPart, Turn
 from mlxserve.sampling.params import SamplingParams
@@ -154,9 +155,11 @@ async def chat(body: ChatRequest):
     store = state.lmstudio_chats
     history = store.conversation(body.previous_response_id) if body.previous_response_id else []
     conversation = with_system_prompt(history, body.system_prompt) + [input_turn(body.input)]
-    toolbox = None
+    seconds = state.limits.request_timeout
+    deadline, toolbox = deadline_from_now(seconds), None
     if body.integrations:
-        toolbox = await open_integrations(state.mcp_servers, body.integrations)
+        async with until_deadline(deadline, seconds):
+            toolbox = await open_integrations(state.mcp_servers, body.integrations)
     try:
         load_seconds = await _load_for_chat(state.registry, body)
         neutral = GenerateRequest(
@@ -176,7 +179,7 @@ async def chat(body: ChatRequest):
             endpoint=request.path,
         )
         loop = await start_tool_loop(
-            server_state().registry, server_state().limits, neutral, toolbox
+            state.registry, state.limits, neutral, toolbox, deadline=deadline
         )
     except BaseException:
         if toolbox is not None:

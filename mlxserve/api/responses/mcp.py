@@ -22,6 +22,7 @@ from mlxserve.mcp.pool import McpServers
 from mlxserve.mcp.servers import CallOutcome
 from mlxserve.mcp.specs import ServerChoice, ToolTest, named_server, tool_names
 from mlxserve.mcp.tools import McpToolbox, read_only
+from mlxserve.pipeline.deadline import deadline_from_now, until_deadline
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import GenerateRequest
 
@@ -38,15 +39,18 @@ async def response_loop(
 ) -> ToolLoop:
     """A response's tool loop, started: its MCP servers connected and listed, the calls its
     input approves made, the first round prepared. Every refusal comes from here."""
-    toolbox = None
+    seconds = state.limits.request_timeout
+    deadline, toolbox = deadline_from_now(seconds), None
     if toolset.mcp:
-        toolbox = await open_toolbox(state.mcp_servers, toolset.mcp, list(toolset.tools))
+        async with until_deadline(deadline, seconds):
+            toolbox = await open_toolbox(state.mcp_servers, toolset.mcp, list(toolset.tools))
     try:
         return await start_tool_loop(
             state.registry,
             state.limits,
             request_for(toolbox),
             toolbox,
+            deadline=deadline,
             approved=approved_calls(items, toolbox, state.response_store.item),
             max_calls=max_calls,
         )

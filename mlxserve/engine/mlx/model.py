@@ -28,6 +28,7 @@ from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
 from mlxserve.engine.mlx.serving.event_handoff import EventHandoff
 from mlxserve.engine.mlx.serving.runner import BatchRunner
 from mlxserve.engine.mlx.serving.sequence import Sequence
+from mlxserve.engine.mlx.serving.step_profile import StepProfile
 from mlxserve.sampling.sampler import Sampler
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,12 @@ class MLXModel(EngineModel):
         disk_cache: DiskPromptCache | None = None,
         kv_budget_tokens: int | None = None,
         shard_as: str | None = None,
+        profile: StepProfile | None = None,
     ) -> MLXModel:
         """Load an MLX model directory; `context_length` is decided by the caller's policy.
         `shard_as`: the model's id, under which every rank of a distributed server (`mlxserve
-        serve --distributed`) loads its part; this process serves as rank 0."""
+        serve --distributed`) loads its part; this process serves as rank 0. `profile`: where
+        the decode steps' timings go (scripts/bench.py profile)."""
         config = json.loads((path / "config.json").read_text())
         if shard_as is None:
             load = functools.partial(_load_weights, path, config)
@@ -77,6 +80,7 @@ class MLXModel(EngineModel):
                 prompt_lookup,
                 disk_cache,
                 kv_budget_tokens,
+                profile,
             )
         else:
             from mlxserve.engine.mlx.distributed.ranks import leader_runner

@@ -31,6 +31,7 @@ from mlxserve.engine.mlx.serving.speculative_decoding import (
     check_drafts,
     propose_drafts,
 )
+from mlxserve.engine.mlx.serving.step_profile import NoProfile, StepProfile
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class BatchRunner:
         prompt_lookup: bool = False,
         disk_cache: DiskPromptCache | None = None,
         kv_budget_tokens: int | None = None,
+        profile: StepProfile | None = None,
     ):
         # Called on the runner thread; returns (model, tokenizer), the model a TextModel or a
         # VisionLanguageModel.
@@ -64,6 +66,7 @@ class BatchRunner:
         self.kv_budget_tokens = kv_budget_tokens
         self.most_decoding = 0  # the largest batch decoded so far
         self._drafts = DraftSources(prompt_lookup, PREFILL_CHUNK)
+        self.profile = profile or NoProfile()  # where decode steps spend their time
         self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
         self._inbox: queue.Queue[Sequence | None] = queue.Queue()
         self._waiting: list[Sequence] = []
@@ -334,14 +337,22 @@ class BatchRunner:
         self.most_decoding = max(self.most_decoding, len(self._active))
 
     def _decode_step(self) -> None:
-        self.max_chunks_between_decodes = max(
-            self.max_chunks_between_decodes, self._chunks_since_decode
-        )
-        self._chunks_since_decode = 0
-        left = self._departed(self._active)
-        for row in left:
-            self._count_cancelled(self._active[row])
-        self._drop(left)
+        with self.profile.step(len(self._active)):
+            self._timed_decode_step()
+        self.decode_steps += 1
+        if self.decode_steps % FREE_BUFFERS_EVERY == 0:
+            mx.clear_cache()
+
+    def _timed_decode_step(self) -> None:
+        with self.profile.phase("schedule"):
+            self.max_chunks_between_decodes = max(
+                self.max_chunks_between_decodes, self._chunks_since_decode
+            )
+            self._chunks_since_decode = 0
+            left = self._departed(self._active)
+            for row in left:
+                self._count_cancelled(self._active[row])
+            self._drop(left)
         if not self._active:
             return
         if len(self._active) == 1 and self._active[0].drafter is not None:
@@ -349,13 +360,12 @@ class BatchRunner:
             if drafts:
                 self._speculative_step(self._active[0], drafts)
                 return
-        inputs = mx.array([s.last_token for s in self._active])
-        logits = self.model.decode(inputs[:, None], self._batch_cache, self._active)[:, -1, :]
+        with self.profile.phase("graph"):
+            inputs = mx.array([s.last_token for s in self._active])
+            logits = self.model.decode(inputs[:, None], self._batch_cache, self._active)[:, -1, :]
         self._sample(self._active, logits)
-        self._retire_rows([row for row, s in enumerate(self._active) if s.finished])
-        self.decode_steps += 1
-        if self.decode_steps % FREE_BUFFERS_EVERY == 0:
-            mx.clear_cache()
+        with self.profile.phase("retire"):
+            self._retire_rows([row for row, s in enumerate(self._active) if s.finished])
 
     def _departed(self, sequences: list[Sequence]) -> list[int]:
         """The rows whose clients left."""
@@ -364,14 +374,22 @@ class BatchRunner:
     def _sample(self, sequences: list[Sequence], logits: mx.array) -> None:
         """Each row's next token; the grammar masks are made while MLX computes the logits.
         A row whose own parameters or grammar fail ends alone, with its error."""
-        mx.async_eval(logits)
-        masks = [_alone(s, s.next_mask) for s in sequences]
-        logits = logits_as_numpy(logits)
+        profile = self.profile
+        with profile.phase("compute"):  # on the CPU, MLX computes much of it here already
+            mx.async_eval(logits)
+        with profile.phase("masks"):
+            masks = [_alone(s, s.next_mask) for s in sequences]
+        with profile.phase("compute"):
+            mx.eval(logits)
+        with profile.phase("to_host"):
+            logits = logits_as_numpy(logits)
         for row, sequence in enumerate(sequences):
             if not sequence.failed:
-                token = _alone(sequence, sequence.sampler.sample, logits[row], masks[row])
+                with profile.phase("sample"):
+                    token = _alone(sequence, sequence.sampler.sample, logits[row], masks[row])
                 if token is not None:
-                    _alone(sequence, sequence.accept, token)
+                    with profile.phase("deliver"):
+                        _alone(sequence, sequence.accept, token)
         self.tokens_sampled += len(sequences)
 
     def _retire_rows(self, rows: list[int]) -> None:
