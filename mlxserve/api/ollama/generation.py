@@ -21,6 +21,7 @@ from mlxserve.api.ollama.protocol import ChatMessage, ChatRequest, GenerateReque
 from mlxserve.api.ollama.render import Reply
 from mlxserve.api.shared.protocol import new_id
 from mlxserve.api.state import server_state
+from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline import request as neutral
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.generate import complete, generate
@@ -77,7 +78,8 @@ async def respond(
     )
     if body.stream:
         events = reply.stream(generate(prepared))
-        return await ndjson_response(_then_keep_alive(events, model_id, keep))
+        kept = _then_keep_alive(events, state.registry, model_id, keep)
+        return await ndjson_response(kept)
     completion = await complete(prepared)
     await apply_keep_alive(state.registry, model_id, keep)
     return jsonify(reply.whole(completion))
@@ -142,12 +144,13 @@ def image_part(data: str) -> neutral.ImagePart:
 
 
 async def _then_keep_alive(
-    events: AsyncIterator[dict], model_id: str, seconds: float | None
+    events: AsyncIterator[dict], registry: ModelRegistry, model_id: str, seconds: float | None
 ) -> AsyncIterator[dict]:
-    """The stream's chunks, then (however it ends) the model kept or unloaded as asked."""
+    """The stream's chunks, then (however it ends) the model kept or unloaded as asked. The
+    registry is passed in: a stream runs on after the request's app context has gone."""
     try:
         async with aclosing(events):
             async for chunk in events:
                 yield chunk
     finally:
-        await apply_keep_alive(server_state().registry, model_id, seconds)
+        await apply_keep_alive(registry, model_id, seconds)
