@@ -18,6 +18,7 @@ from mlxserve.api.ollama.protocol import PullRequest
 from mlxserve.api.state import server_state
 from mlxserve.models.download import DownloadError, parse_spec
 from mlxserve.models.download_jobs import DownloadJob
+from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.errors import RequestError
 
 blueprint = Blueprint("ollama_pull", __name__)
@@ -57,18 +58,20 @@ async def pull(body: PullRequest):
     else:
         job = None  # on the machine already
     if body.stream:
-        return await ndjson_response(_progress(job))
+        return await ndjson_response(_progress(job, state.registry, spec))
     if job is not None:
         while job.completed is None:
             await asyncio.sleep(POLL_SECONDS)
-        _check(job)
+        await _finished(job, state.registry, spec)
     return jsonify(PullStatus(status="success").as_dict())
 
 
-async def _progress(job: DownloadJob | None) -> AsyncIterator[dict]:
+async def _progress(
+    job: DownloadJob | None, registry: ModelRegistry, spec: str
+) -> AsyncIterator[dict]:
     yield PullStatus(status="pulling manifest").as_dict()
     sent = None
-    while job is not None and job.completed is None:
+    while job is not None:
         await asyncio.sleep(POLL_SECONDS)
         plan = job.plan
         if plan is not None and plan.done_bytes != sent:
@@ -76,12 +79,16 @@ async def _progress(job: DownloadJob | None) -> AsyncIterator[dict]:
             status = PullStatus(status=f"pulling {plan.repo}", digest=plan.revision)
             status.total, status.completed = plan.total_bytes, plan.done_bytes
             yield status.as_dict()
-    if job is not None:
-        _check(job)
+        if job.completed is not None:
+            await _finished(job, registry, spec)
+            break
     yield PullStatus(status="success").as_dict()
 
 
-def _check(job: DownloadJob) -> None:
+async def _finished(job: DownloadJob, registry: ModelRegistry, spec: str) -> None:
+    """Raise the job's failure; after a success, look the model up so that the listings
+    (/api/tags) have it at once rather than at their next scan."""
     if job.status == "failed":
         # The Hub (or the way to it) could not supply the model: not this server's fault.
         raise RequestError(424, f"pull failed: {job.error}", "model", "download_failed")
+    await registry.find(spec)
