@@ -44,6 +44,7 @@ def served(request, models_dir, default_ids):
     with ServerProcess(
         models_dir, model=default_ids[engine], engine=engine, extra_args=extra
     ) as server:
+        server.engine = engine
         client = ollama.Client(host=f"http://127.0.0.1:{port}")
         yield server, client, default_ids[engine]
 
@@ -69,7 +70,7 @@ def scripted(tmp_path_factory):
 def test_chat_streamed_equals_whole_with_real_figures(served):
     _, client, model = served
     whole = client.chat(model=model, messages=ASK, stream=False, options=GREEDY)
-    chunks = list(client.chat(model=model, messages=ASK, options=GREEDY))  # streams by default
+    chunks = list(client.chat(model=model, messages=ASK, stream=True, options=GREEDY))
     assert len(chunks) >= 2 and all(not c.done for c in chunks[:-1]) and chunks[-1].done
     streamed = "".join(c.message.content for c in chunks)
     assert streamed == whole.message.content and whole.message.role == "assistant"
@@ -225,6 +226,7 @@ def test_tool_call_with_thinking_streamed_and_whole(scripted):
             messages=ASK,
             tools=tools,
             think=True,
+            stream=True,
             options={"temperature": 0, "num_predict": 64},
         )
     )
