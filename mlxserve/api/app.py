@@ -18,6 +18,10 @@ from mlxserve.api.http.parsing import answers
 from mlxserve.api.lmstudio import v0 as lmstudio_v0
 from mlxserve.api.lmstudio import v1 as lmstudio_v1
 from mlxserve.api.lmstudio import v1_downloads as lmstudio_v1_downloads
+from mlxserve.api.ollama import embed as ollama_embed
+from mlxserve.api.ollama import generation as ollama_generation
+from mlxserve.api.ollama import models as ollama_models
+from mlxserve.api.ollama import pull as ollama_pull
 from mlxserve.api.openai import chat as openai_chat
 from mlxserve.api.openai import completions as openai_completions
 from mlxserve.api.openai import embeddings
@@ -55,7 +59,8 @@ def create_app(config: AppConfig) -> Quart:
     state.attach(app)
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
     natives = (lmstudio_v1, lmstudio_v1_downloads)
-    for adapter in (*adapters, *natives, anthropic_messages, embeddings, metrics):
+    ollama = (ollama_generation, ollama_embed, ollama_models, ollama_pull)
+    for adapter in (*adapters, *natives, *ollama, anthropic_messages, embeddings, metrics):
         app.register_blueprint(adapter.blueprint)
     register_error_handlers(app)
     install_guard(app, config.guard)

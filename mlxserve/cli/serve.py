@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"mlxserve: serving {model_id} ({engine}) at http://{args.host}:{args.port}/v1", flush=True
     )
-    run_event_loop(_serve(app, args.host, args.port))
+    if args.ollama_port:
+        print(f"mlxserve: Ollama's API also at http://{args.host}:{args.ollama_port}", flush=True)
+    run_event_loop(_serve(app, args.host, [args.port, args.ollama_port]))
     if session is not None:
         session.dismiss()
     _exit_without_native_teardown()
@@ -190,7 +192,7 @@ def run_event_loop(main_coroutine) -> None:
         uvloop.run(main_coroutine)
 
 
-async def _serve(app, host: str, port: int) -> None:
+async def _serve(app, host: str, ports: list[int | None]) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
@@ -198,7 +200,7 @@ async def _serve(app, host: str, port: int) -> None:
     from mlxserve.api.state import server_state
 
     config = Config()
-    config.bind = [f"{host}:{port}"]
+    config.bind = [f"{host}:{port}" for port in ports if port]  # --ollama-port: a second one
     config.accesslog = None
     logging.getLogger("hypercorn.error").propagate = False  # hypercorn logs through its own handler
     stop = asyncio.Event()

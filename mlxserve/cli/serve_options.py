@@ -86,6 +86,14 @@ OPTIONS = (
     Option("--host", "`127.0.0.1`", default="127.0.0.1"),
     Option("--port", "`1234`", type=int, default=1234),
     Option(
+        "--ollama-port",
+        "off",
+        "also listen on this port (Ollama's is 11434), for clients that only know Ollama's "
+        "address; every route is served on both",
+        type=int,
+        metavar="PORT",
+    ),
+    Option(
         "--model",
         "the default model",
         "model id to load at start (default: Gemma 3 270M, prepared on first run)",

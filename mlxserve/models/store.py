@@ -6,9 +6,11 @@ A GGUF model directory holds one .gguf file and mlxserve.json with format "gguf"
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -111,3 +113,39 @@ def find_model(models_dir: Path, model_id: str) -> ModelRecord | None:
     except ValueError:
         return None
     return read_record(model_dir) if (model_dir / MANIFEST).is_file() else None
+
+
+def delete_model(models_dir: Path, model_id: str) -> bool:
+    """Remove a store model's directory; False when the store has no model of that id."""
+    record = find_model(models_dir, model_id)
+    if record is None:
+        return False
+    # The manifest goes first: a removal cut short leaves no half model the store would list.
+    (record.directory / MANIFEST).unlink()
+    shutil.rmtree(record.directory)
+    return True
+
+
+def copy_model(models_dir: Path, record: ModelRecord, new_id: str) -> ModelRecord:
+    """The model under a second id in the store: its files hard-linked where the file system
+    allows (no second copy of the weights), else copied. Refused if `new_id` exists."""
+    target = model_dir_for(models_dir, new_id)
+    if target.exists():
+        raise FileExistsError(f"model '{new_id}' already exists")
+    names = [record.gguf_file, record.mmproj_file] if record.gguf_file else None
+    files = [record.directory / n for n in names if n] if names else _model_files(record)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    staging.mkdir(parents=True)
+    for source in files:
+        try:
+            os.link(source.resolve(), staging / source.name)
+        except OSError:  # another device, or a file system without hard links
+            shutil.copy2(source, staging / source.name)
+    copied = dataclasses.replace(record, id=new_id, path=str(target), origin="store")
+    write_manifest(staging, copied)
+    os.replace(staging, target)
+    return copied
+
+
+def _model_files(record: ModelRecord) -> list[Path]:
+    return [f for f in record.directory.iterdir() if f.is_file() and f.name != MANIFEST]

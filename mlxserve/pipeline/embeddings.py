@@ -113,3 +113,11 @@ def _slices(inputs: Inputs) -> list[list[int]]:
         current.append(row)
         size += tokens
     return [*slices, current] if current else slices
+
+
+def shortened(vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """OpenAI's (and Ollama's) `dimensions`: keep the first N components and renormalize."""
+    if dimensions > vectors.shape[1]:
+        raise RequestError(422, f"dimensions must be at most {vectors.shape[1]}", "dimensions")
+    cut = vectors[:, :dimensions]
+    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)

@@ -1,8 +1,11 @@
-"""OpenAI-shaped errors: {"error": {message, type, param, code}} for every failure."""
+"""Errors in the shape of the API family a request was made to: OpenAI's
+{"error": {message, type, param, code}} by default, Anthropic's on /v1/messages, and Ollama's
+{"error": "..."} on its /api/ routes."""
 
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 from pydantic import ValidationError
@@ -51,6 +54,18 @@ ANTHROPIC_PATHS = "/v1/messages"
 ANTHROPIC_STATUSES = {405: 400, 415: 400, 422: 400, 503: 529, 507: 500}
 
 
+# Ollama's routes are /api/<name>; LM Studio's sit under /api/v0 and /api/v1.
+OLLAMA_PATH = re.compile(r"^/api/(?!v\d+(/|$))")
+
+
+def is_ollama_path(path: str) -> bool:
+    return OLLAMA_PATH.match(path) is not None
+
+
+def ollama_body(error: RequestError) -> dict:
+    return {"error": error.message}
+
+
 def anthropic_body(error: RequestError) -> dict:
     kind = ANTHROPIC_ERROR_TYPES.get(error.status, "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": error.message}}
@@ -65,11 +80,17 @@ def openai_body(error: RequestError) -> dict:
 
 def error_response(error: RequestError) -> Response:
     """In the error shape of the API family the request was made to."""
-    anthropic = has_request_context() and request.path.startswith(ANTHROPIC_PATHS)
-    response = jsonify(anthropic_body(error) if anthropic else openai_body(error))
-    response.status_code = (
-        ANTHROPIC_STATUSES.get(error.status, error.status) if anthropic else error.status
-    )
+    path = request.path if has_request_context() else ""
+    if path.startswith(ANTHROPIC_PATHS):
+        response = jsonify(anthropic_body(error))
+        response.status_code = ANTHROPIC_STATUSES.get(error.status, error.status)
+    elif is_ollama_path(path):
+        response = jsonify(ollama_body(error))
+        # Ollama answers a value out of range as any other bad request.
+        response.status_code = 400 if error.status == 422 else error.status
+    else:
+        response = jsonify(openai_body(error))
+        response.status_code = error.status
     response.headers.update(error.headers)
     return response
 

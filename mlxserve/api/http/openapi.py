@@ -7,7 +7,12 @@ import re
 
 from quart import Quart
 
-from mlxserve.api.http.errors import ANTHROPIC_ERROR_TYPES, ANTHROPIC_PATHS, ERROR_TYPES
+from mlxserve.api.http.errors import (
+    ANTHROPIC_ERROR_TYPES,
+    ANTHROPIC_PATHS,
+    ERROR_TYPES,
+    is_ollama_path,
+)
 
 SSE_EVENT = {
     "type": "object",
@@ -47,11 +52,20 @@ ANTHROPIC_ERROR = {
         },
     },
 }
+OLLAMA_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
 SKIPPED_METHODS = {"HEAD", "OPTIONS"}
 
 
 def openapi_document(app: Quart) -> dict:
-    schemas = {"ErrorResponse": ERROR, "AnthropicErrorResponse": ANTHROPIC_ERROR}
+    schemas = {
+        "ErrorResponse": ERROR,
+        "AnthropicErrorResponse": ANTHROPIC_ERROR,
+        "OllamaErrorResponse": OLLAMA_ERROR,
+    }
     paths: dict[str, dict] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static":
@@ -60,8 +74,10 @@ def openapi_document(app: Quart) -> dict:
         path, parameters = _openapi_path(rule.rule)
         for method in sorted(set(rule.methods) - SKIPPED_METHODS):
             operation = _operation(rule.endpoint, view, parameters, schemas)
-            if path.startswith(ANTHROPIC_PATHS):
-                error = {"$ref": "#/components/schemas/AnthropicErrorResponse"}
+            family = "Anthropic" if path.startswith(ANTHROPIC_PATHS) else None
+            family = "Ollama" if is_ollama_path(path) else family
+            if family:
+                error = {"$ref": f"#/components/schemas/{family}ErrorResponse"}
                 operation["responses"]["default"]["content"]["application/json"]["schema"] = error
             paths.setdefault(path, {})[method.lower()] = operation
     return {
@@ -101,17 +117,19 @@ def _reference(model, schemas: dict, mode: str) -> dict:
 
 
 def _success_content(view, schemas: dict) -> dict:
-    """JSON (its model's schema where the view names one) or an event stream; a view that
-    answers otherwise names its media type."""
+    """JSON (its model's schema where the view names one) or a stream (server-sent events
+    unless the view names another type); a view that answers otherwise names its media type."""
     media_type = getattr(view, "response_media_type", None)
     if media_type is not None:
         return {media_type: {"schema": {"type": "string"}}}
+    stream_type = getattr(view, "stream_media_type", None)
+    streaming = {stream_type: {"schema": {"type": "string"}}} if stream_type else STREAMING
     model = getattr(view, "response_model", None)
     if model is None:
-        return {**JSON_OBJECT, **STREAMING}
+        return {**JSON_OBJECT, **streaming}
     return {
         "application/json": {"schema": _reference(model, schemas, "serialization")},
-        **STREAMING,
+        **streaming,
     }
 
 

@@ -17,7 +17,7 @@ from mlxserve.api.http.parsing import answers, with_body
 from mlxserve.api.openai.objects import Embedding, EmbeddingList, EmbeddingUsage
 from mlxserve.api.shared.protocol import OpenAIModel
 from mlxserve.api.state import server_state
-from mlxserve.pipeline.embeddings import Embedded, check_inputs, embed
+from mlxserve.pipeline.embeddings import Embedded, check_inputs, embed, shortened
 from mlxserve.pipeline.errors import RequestError
 
 blueprint = Blueprint("embeddings", __name__)
@@ -69,7 +69,7 @@ def _answer_text(embedded: Embedded, body: EmbeddingRequest) -> str:
     loop) for the whole of a large answer."""
     vectors = embedded.vectors
     if body.dimensions:
-        vectors = _shorten(vectors, body.dimensions)
+        vectors = shortened(vectors, body.dimensions)
     rows = ",".join(_row(i, v, body.encoding_format) for i, v in enumerate(vectors))
     tokens = embedded.prompt_tokens
     usage = EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens).json_text()
@@ -80,14 +80,6 @@ def _answer_text(embedded: Embedded, body: EmbeddingRequest) -> str:
 def _row(index: int, vector: np.ndarray, encoding_format: str) -> str:
     embedding = _encode(vector, encoding_format)
     return Embedding(object="embedding", index=index, embedding=embedding).json_text()
-
-
-def _shorten(vectors: np.ndarray, dimensions: int) -> np.ndarray:
-    """OpenAI's `dimensions`: keep the first N components and renormalize."""
-    if dimensions > vectors.shape[1]:
-        raise RequestError(422, f"dimensions must be at most {vectors.shape[1]}", "dimensions")
-    cut = vectors[:, :dimensions]
-    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
 
 
 def _encode(vector: np.ndarray, encoding_format: str):
