@@ -45,7 +45,10 @@ int sampler_feed(Sampler *sampler, const int *tokens, int n_tokens);
 int sampler_sample(Sampler *sampler, const float *logits, float *logprob);
 int sampler_sample_allowed(Sampler *sampler, const float *logits, const uint32_t *allowed,
                            float *logprob);
+int sampler_sample_logprobs(Sampler *sampler, const float *logits, const uint32_t *allowed, int k,
+                            int *top_tok, float *top_logprob, int *n_top, float *token_logprob);
 int sampler_probs(Sampler *sampler, const float *logits, float *probs);
+#define MAX_TOP_LOGPROBS 20
 """
 
 

@@ -445,7 +445,8 @@ static void record(Sampler *s, int tok, int generated) {
     if (generated && s->gen_count && s->gen_count[tok]++ == 0) s->gen_tok[s->n_gen++] = tok;
 }
 
-int sampler_sample(Sampler *s, const float *logits, float *logprob) {
+/* One token from the biased, penalized logits, not yet recorded; -1 when every token is banned. */
+static int choose(Sampler *s, const float *logits, float *logprob) {
     build_patches(s, logits);
     int tok;
     if (s->cfg.temperature == 0.0f) {
@@ -457,6 +458,11 @@ int sampler_sample(Sampler *s, const float *logits, float *logprob) {
         if (tok >= 0 && logprob) *logprob = (float)log(weight / kept.total);
     }
     clear_patches(s);
+    return tok;
+}
+
+int sampler_sample(Sampler *s, const float *logits, float *logprob) {
+    int tok = choose(s, logits, logprob);
     if (tok >= 0) record(s, tok, 1);
     return tok;
 }
@@ -483,6 +489,59 @@ int sampler_sample_allowed(Sampler *s, const float *logits, const uint32_t *allo
     if (!allowed) return sampler_sample(s, logits, logprob);
     const float *view = restrict_to_allowed(s, logits, allowed);
     return view ? sampler_sample(s, view, logprob) : -2;
+}
+
+/* The k most likely tokens under the softmax at temperature 1 of the patched logits (only the
+ * forced tokens, when the bias forces any), most likely first; *top and *log_total give every
+ * token's log-probability as (logit - top) - log_total. Patches must be built. Returns how many
+ * were written, or -1 when every token is banned. */
+static int top_logprobs(Sampler *s, const float *logits, int k, int *tok_out, float *lp_out,
+                        float *top, double *log_total) {
+    int count = 0;
+    if (s->n_forced > 0) {
+        for (int i = 0; i < s->n_forced; i++) {
+            s->cand_tok[count] = s->forced_tok[i];
+            s->cand_w[count] = logit_of(s, logits, s->forced_tok[i]);
+            count += s->cand_w[count] > -INFINITY;
+        }
+    } else {
+        count = select_top_k(s, logits, k > 0 ? k : 1);
+    }
+    if (count == 0) return -1;
+    sort_range(s, 0, count);
+    *top = s->cand_w[0];
+    double total = 0.0;
+    if (s->n_forced > 0) {
+        for (int i = 0; i < count; i++) total += exp_nonpositive(s->cand_w[i] - *top);
+    } else {
+        total = dense_weights(s, logits, *top, 1.0f, NULL);
+    }
+    *log_total = log(total);
+    int written = count < k ? count : k;
+    for (int i = 0; i < written; i++) {
+        tok_out[i] = s->cand_tok[i];
+        lp_out[i] = (float)((double)(s->cand_w[i] - *top) - *log_total);
+    }
+    return written;
+}
+
+int sampler_sample_logprobs(Sampler *s, const float *logits, const uint32_t *allowed, int k,
+                            int *top_tok, float *top_logprob, int *n_top, float *token_logprob) {
+    if (k < 0 || k > MAX_TOP_LOGPROBS) return -3;
+    const float *view = allowed ? restrict_to_allowed(s, logits, allowed) : logits;
+    if (!view) return -2;
+    float top;
+    double log_total;
+    build_patches(s, view);
+    *n_top = top_logprobs(s, view, k, top_tok, top_logprob, &top, &log_total);
+    clear_patches(s);
+    int tok = *n_top < 0 ? -1 : choose(s, view, NULL);
+    if (tok < 0) return -1;
+    build_patches(s, view); /* the chosen token's logit as it was before it is recorded */
+    *token_logprob = (float)((double)(logit_of(s, view, tok) - top) - log_total);
+    clear_patches(s);
+    record(s, tok, 1);
+    return tok;
 }
 
 int sampler_probs(Sampler *s, const float *logits, float *probs) {
@@ -553,6 +612,7 @@ static int allocate(Sampler *s, int n_bias) {
     }
     s->patch_cap = (int)(patches < n ? patches : n);
     s->cand_cap = dense ? s->n : (c->top_k > n_bias ? c->top_k : n_bias);
+    if (s->cand_cap < MAX_TOP_LOGPROBS) s->cand_cap = MAX_TOP_LOGPROBS;
     s->bias_tok = grab((size_t)n_bias, sizeof(int), 0, &failed);
     s->bias_val = grab((size_t)n_bias, sizeof(float), 0, &failed);
     s->forced_tok = grab((size_t)n_bias, sizeof(int), 0, &failed);

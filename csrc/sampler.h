@@ -43,6 +43,16 @@ int sampler_sample(Sampler *sampler, const float *logits, float *logprob);
 int sampler_sample_allowed(Sampler *sampler, const float *logits, const uint32_t *allowed,
                            float *logprob);
 
+#define MAX_TOP_LOGPROBS 20
+
+/* sampler_sample_allowed that also reports log-probabilities under the softmax at temperature 1
+ * of the biased, penalized (and grammar-masked) logits: the sampled token's in *token_logprob,
+ * and the k <= MAX_TOP_LOGPROBS most likely tokens, most likely first (lowest id on ties), in
+ * top_tok and top_logprob, *n_top of them. Returns the token; -1 when none can be sampled, -2
+ * when memory for the masked copy runs out, -3 for a k out of range. */
+int sampler_sample_logprobs(Sampler *sampler, const float *logits, const uint32_t *allowed, int k,
+                            int *top_tok, float *top_logprob, int *n_top, float *token_logprob);
+
 /* The final probability of every token (zeros for the dropped ones) without drawing or
  * recording anything. Returns how many tokens keep a nonzero probability. */
 int sampler_probs(Sampler *sampler, const float *logits, float *probs);

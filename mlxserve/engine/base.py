@@ -123,8 +123,22 @@ class EngineRequest:
     images: list[PromptImage] = field(default_factory=list)  # in the order the prompt marks them
     engine_inputs: Any = None  # what an engine made of the images, kept with prompt_tokens
     speculation: Speculation = field(default_factory=Speculation)
+    # Log-probabilities of each sampled token and of this many likeliest alternatives
+    # (0 to 20); None: not asked for.
+    top_logprobs: int | None = None
     # Made when the API has parsed the request: time to first token counts tokenizing too.
     arrived: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token as logprobs report it: its text, its bytes (part of a character, at times) and
+    its log-probability; for a sampled token, the likeliest alternatives too."""
+
+    text: str
+    bytes: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass
@@ -156,6 +170,7 @@ class GenerationEvent:
     text: str = ""  # text produced since the previous event
     token_ids: list[int] = field(default_factory=list)  # tokens behind `text`
     stats: GenerationStats | None = None  # set on the final event only
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # per token, when asked for
 
     @property
     def is_final(self) -> bool:

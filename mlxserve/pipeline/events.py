@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from mlxserve.engine.base import GenerationStats
+from mlxserve.engine.base import GenerationStats, TokenLogprob
 from mlxserve.families.calls import ToolCall
 
 
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens behind it, when asked for
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Completion:
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str = "stop"
     stats: GenerationStats | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
     @property
     def content(self) -> str:
@@ -59,6 +61,7 @@ class Completion:
     def add(self, event: OutputEvent) -> None:
         if isinstance(event, TextDelta):
             self.text += event.text
+            self.logprobs += event.logprobs
         elif isinstance(event, ReasoningDelta):
             self.reasoning += event.text
         elif isinstance(event, ToolCallStart):
@@ -67,6 +70,25 @@ class Completion:
             self.tool_calls[event.index].arguments += event.delta
         else:
             self.finish_reason, self.stats = event.finish_reason, event.stats
+
+
+class LogprobsOfText:
+    """Gives each token's log-probabilities to the text it became: tokens whose text is held
+    back wait for it, and those of reasoning or of tool calls are not the answer's, so dropped."""
+
+    def __init__(self):
+        self.pending: list[TokenLogprob] = []
+
+    def attach(self, outputs: list[OutputEvent], logprobs: list[TokenLogprob]) -> list:
+        self.pending += logprobs
+        for index, output in enumerate(outputs):
+            if isinstance(output, TextDelta):
+                outputs[index] = TextDelta(output.text, (*output.logprobs, *self.pending))
+                self.pending = []
+                return outputs
+        if outputs:
+            self.pending = []
+        return outputs
 
 
 async def fold(events: AsyncIterator[OutputEvent]) -> Completion:

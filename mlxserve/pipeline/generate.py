@@ -10,7 +10,7 @@ from contextlib import aclosing
 from mlxserve import logstream
 from mlxserve.pipeline.constraints import output_checks
 from mlxserve.pipeline.deadline import within_deadline
-from mlxserve.pipeline.events import Completion, OutputEvent, fold
+from mlxserve.pipeline.events import Completion, LogprobsOfText, OutputEvent, fold
 from mlxserve.pipeline.output import OutputStage
 from mlxserve.pipeline.prepare import Prepared
 
@@ -24,6 +24,7 @@ async def generate(prepared: Prepared) -> AsyncIterator[OutputEvent]:
     checks = output_checks(request.constraints, syntax, lapses) if constrained else None
     tools = request.constraints.tools if syntax else None
     stage = OutputStage(syntax, constrained, prepared.reasoning, checks, tools)
+    logprobs = LogprobsOfText()
     reasoning_tokens = 0
     try:
         with logstream.GenerationLog(header, prepared.engine_request) as log_entry:
@@ -33,14 +34,14 @@ async def generate(prepared: Prepared) -> AsyncIterator[OutputEvent]:
                 async for event in events:
                     log_entry.add(event)
                     thinking = stage.thinking
-                    outputs = stage.feed(event.text)
+                    outputs = logprobs.attach(stage.feed(event.text), event.logprobs)
                     if thinking or stage.thinking:  # a token inside (or closing) a think block
                         reasoning_tokens += len(event.token_ids)
                     for output in outputs:
                         yield output
                     if event.stats:
                         event.stats.reasoning_tokens = reasoning_tokens
-                        for output in stage.finish(event.stats):
+                        for output in logprobs.attach(stage.finish(event.stats), []):
                             yield output
     finally:
         prepared.release()

@@ -125,6 +125,7 @@ async def _prepare_admitted(
         # A schema's check and grammar validation take a while: off the event loop.
         grammar=await _grammar(loaded, request, syntax),
         images=images,
+        top_logprobs=request.top_logprobs,
     )
     if images and prompt.count(IMAGE_MARKER) != len(images):
         raise RequestError(

@@ -18,6 +18,7 @@ from mlxserve.sampling.params import SamplingParams
 from mlxserve.sampling.validation import SamplingParamError, validate_sampling
 
 SEED_MASK = (1 << 64) - 1
+MAX_TOP_LOGPROBS = lib.MAX_TOP_LOGPROBS
 FLOAT32_FORMATS = ("f", "<f", "=f")
 
 
@@ -71,15 +72,26 @@ class Sampler:
         it is read in place."""
         if allowed is None:
             return self._sample(logits, ffi.NULL)
-        if allowed.dtype.itemsize != 4 or allowed.size * 32 < self.vocab_size:
-            raise ValueError(f"allowed must hold {self.vocab_size} bits in 32-bit words")
-        mask = ffi.from_buffer("uint32_t[]", allowed)
+        mask = self._mask(allowed)
         token = lib.sampler_sample_allowed(self._live(), self._buffer(logits), mask, ffi.NULL)
-        if token == -2:
-            raise MemoryError("cannot allocate the sampler's masked logits")
-        if token < 0:
-            raise SamplingParamError("no token allowed by the grammar can be sampled", "logit_bias")
-        return token
+        return self._check_token(token, masked=True)
+
+    def sample_with_logprobs(
+        self, logits, allowed: np.ndarray | None, top: int
+    ) -> tuple[int, float, list[tuple[int, float]]]:
+        """`sample` that also gives log-probabilities under the softmax at temperature 1 of the
+        biased, penalized (and grammar-masked) logits: the token's, and the `top` most likely
+        tokens' (most likely first) as (token, logprob) pairs."""
+        if not 0 <= top <= MAX_TOP_LOGPROBS:
+            raise SamplingParamError(f"must be from 0 to {MAX_TOP_LOGPROBS}", "top_logprobs")
+        mask = ffi.NULL if allowed is None else self._mask(allowed)
+        ids, values = ffi.new("int[]", MAX_TOP_LOGPROBS), ffi.new("float[]", MAX_TOP_LOGPROBS)
+        count, logprob = ffi.new("int *"), ffi.new("float *")
+        token = lib.sampler_sample_logprobs(
+            self._live(), self._buffer(logits), mask, top, ids, values, count, logprob
+        )
+        self._check_token(token, allowed is not None)
+        return token, float(logprob[0]), [(ids[i], float(values[i])) for i in range(count[0])]
 
     def sample_with_logprob(self, logits) -> tuple[int, float]:
         """The next token and its log-probability under the distribution it was drawn from.
@@ -122,6 +134,19 @@ class Sampler:
 
     def _sample(self, logits, logprob) -> int:
         token = lib.sampler_sample(self._live(), self._buffer(logits), logprob)
+        return self._check_token(token, masked=False)
+
+    def _mask(self, allowed: np.ndarray):
+        if allowed.dtype.itemsize != 4 or allowed.size * 32 < self.vocab_size:
+            raise ValueError(f"allowed must hold {self.vocab_size} bits in 32-bit words")
+        return ffi.from_buffer("uint32_t[]", allowed)
+
+    @staticmethod
+    def _check_token(token: int, masked: bool) -> int:
+        if token == -2:
+            raise MemoryError("cannot allocate the sampler's masked logits")
+        if token < 0 and masked:
+            raise SamplingParamError("no token allowed by the grammar can be sampled", "logit_bias")
         if token < 0:
             raise SamplingParamError(
                 "every token is banned by logit_bias: nothing can be sampled", "logit_bias"

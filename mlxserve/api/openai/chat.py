@@ -51,6 +51,7 @@ def to_request(body: ChatCompletionRequest, response_id: str) -> GenerateRequest
         constraints=body.constraints(),
         ttl=body.ttl,
         reasoning_effort=template_effort(body.reasoning_effort),
+        top_logprobs=body.requested_logprobs,
         response_id=response_id,
         endpoint=request.path,
     )

@@ -31,6 +31,7 @@ async def respond(body: CompletionRequest, extras: ModelExtras | None = None):
         max_tokens=body.token_limit,
         stop=body.stop_list,
         ttl=body.ttl,
+        top_logprobs=body.requested_logprobs,
         prompt_param="prompt",
         response_id=new_id("cmpl"),
         endpoint=request.path,

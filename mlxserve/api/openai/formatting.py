@@ -11,6 +11,7 @@ from contextlib import aclosing
 from quart import Response, jsonify
 
 from mlxserve.api.http.sse import sse_response
+from mlxserve.api.openai.logprobs import chat_logprobs, text_logprobs
 from mlxserve.api.openai.objects import (
     AssistantMessage,
     ChatChoice,
@@ -64,8 +65,9 @@ class Envelope:
     chunk_type: type[ChatCompletionChunk] | type[TextCompletion]
     chunk_object: str  # the chunks' `object`
 
-    def __init__(self, response_id: str, model: str):
+    def __init__(self, response_id: str, model: str, logprobs: bool = False):
         self.id, self.model, self.created = response_id, model, int(time.time())
+        self.logprobs = logprobs  # asked for: every choice carries them, else null
 
     def fields(self) -> dict:
         return {
@@ -103,7 +105,10 @@ class ChatShape(Envelope):
         if calls:
             message.tool_calls = calls
         choice = ChatChoice(
-            index=0, message=message, logprobs=None, finish_reason=completion.finish_reason
+            index=0,
+            message=message,
+            logprobs=chat_logprobs(completion.logprobs) if self.logprobs else None,
+            finish_reason=completion.finish_reason,
         )
         whole = {**self.fields(), "object": "chat.completion"}
         return ChatCompletion(choices=[choice], usage=usage(completion.stats), **whole)
@@ -111,13 +116,16 @@ class ChatShape(Envelope):
     def opening(self) -> list[ChatCompletionChunk]:
         return [self.chunk(ChatDelta(role="assistant", content=""))]
 
-    def chunk(self, delta: ChatDelta, finish_reason: str | None = None) -> ChatCompletionChunk:
-        choice = ChunkChoice(index=0, delta=delta, logprobs=None, finish_reason=finish_reason)
+    def chunk(
+        self, delta: ChatDelta, finish_reason: str | None = None, logprobs=None
+    ) -> ChatCompletionChunk:
+        choice = ChunkChoice(index=0, delta=delta, logprobs=logprobs, finish_reason=finish_reason)
         return ChatCompletionChunk(choices=[choice], **self.fields())
 
     def chunks_of(self, event: OutputEvent) -> list[ChatCompletionChunk]:
         if isinstance(event, TextDelta):
-            return [self.chunk(ChatDelta(content=event.text))]
+            logprobs = chat_logprobs(event.logprobs) if self.logprobs else None
+            return [self.chunk(ChatDelta(content=event.text), logprobs=logprobs)]
         if isinstance(event, ReasoningDelta):
             return [self.chunk(ChatDelta(reasoning_content=event.text))]
         if isinstance(event, ToolCallStart):
@@ -137,9 +145,13 @@ class TextShape(Envelope):
     """A text_completion, whole or streamed (its chunks are text_completion objects too)."""
 
     chunk_type, chunk_object = TextCompletion, "text_completion"
+    sent = 0  # characters streamed so far: where the next chunk's tokens start
 
     def whole(self, completion: Completion) -> TextCompletion:
-        return self.chunk(completion.content, completion.finish_reason, usage(completion.stats))
+        answer = self.chunk(completion.content, completion.finish_reason, usage(completion.stats))
+        if self.logprobs:
+            answer.choices[0].logprobs = text_logprobs(completion.logprobs)
+        return answer
 
     def opening(self) -> list[TextCompletion]:
         return []
@@ -155,7 +167,13 @@ class TextShape(Envelope):
 
     def chunks_of(self, event: OutputEvent) -> list[TextCompletion]:
         # A text completion has nowhere to put reasoning or calls: only its text.
-        return [self.chunk(event.text)] if isinstance(event, TextDelta) else []
+        if not isinstance(event, TextDelta):
+            return []
+        chunk = self.chunk(event.text)
+        if self.logprobs:
+            chunk.choices[0].logprobs = text_logprobs(event.logprobs, self.sent)
+        self.sent += len(event.text)
+        return [chunk]
 
     def finishing(self, finish_reason: str) -> TextCompletion:
         return self.chunk("", finish_reason)
@@ -200,7 +218,7 @@ async def openai_response(
     """Prepare and run a chat ("chat") or text ("text") completion, streamed or whole."""
     state = server_state()
     prepared = await prepare(state.registry, neutral, state.limits)
-    shape = SHAPES[kind](neutral.response_id, prepared.model)
+    shape = SHAPES[kind](neutral.response_id, prepared.model, neutral.top_logprobs is not None)
     added = functools.partial(extras, prepared.loaded) if extras else None
     if stream:
         return await sse_response(stream_chunks(shape, generate(prepared), include_usage, added))

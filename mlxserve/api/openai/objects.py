@@ -63,6 +63,28 @@ class Usage(OpenAIObject):
     completion_tokens_details: CompletionTokensDetails
 
 
+class TopLogprob(OpenAIObject):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ContentLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(OpenAIObject):
+    content: list[ContentLogprob] | None
+    refusal: None
+
+
+class TextLogprobs(OpenAIObject):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
 class AssistantMessage(OpenAIObject):
     role: Literal["assistant"]
     content: str | None
@@ -73,7 +95,7 @@ class AssistantMessage(OpenAIObject):
 class ChatChoice(OpenAIObject):
     index: int
     message: AssistantMessage
-    logprobs: None
+    logprobs: ChatLogprobs | None
     finish_reason: str
 
 
@@ -97,7 +119,7 @@ class ChatDelta(OpenAIObject):
 class ChunkChoice(OpenAIObject):
     index: int
     delta: ChatDelta
-    logprobs: None
+    logprobs: ChatLogprobs | None
     finish_reason: str | None
 
 
@@ -114,7 +136,7 @@ class ChatCompletionChunk(OpenAIObject):
 class TextChoice(OpenAIObject):
     index: int
     text: str
-    logprobs: None
+    logprobs: TextLogprobs | None
     finish_reason: str | None
 
 

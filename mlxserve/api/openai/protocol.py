@@ -22,6 +22,7 @@ from mlxserve.engine.base import Speculation
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import Constraints
 from mlxserve.sampling.params import SamplingParams
+from mlxserve.sampling.sampler import MAX_TOP_LOGPROBS
 
 
 class StreamOptions(OpenAIModel):
@@ -143,6 +144,8 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool = True
     reasoning_effort: ReasoningEffort | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
     @field_validator("tools")
     @classmethod
@@ -175,11 +178,36 @@ class ChatCompletionRequest(SamplingFields):
             self.max_tokens = self._max_tokens_positive(self.max_completion_tokens)
         return self
 
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self):
+        if self.top_logprobs is not None and not self.logprobs:
+            raise RequestError(
+                400, "top_logprobs needs logprobs: true", "top_logprobs", "invalid_value"
+            )
+        return self
+
+    @property
+    def requested_logprobs(self) -> int | None:
+        """How many alternatives each token's log-probability comes with; None: not asked."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[int] | list[str] = Field(min_length=1)
     echo: bool = False
     max_tokens: int | None = 16  # OpenAI's default for completions
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)  # alternatives per token
+
+    @model_validator(mode="after")
+    def _no_prompt_logprobs(self):
+        if self.echo and self.logprobs is not None:
+            message = "echo with logprobs (the prompt's log-probabilities) is not supported"
+            raise RequestError(400, message, "echo", "unsupported_value")
+        return self
+
+    @property
+    def requested_logprobs(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod

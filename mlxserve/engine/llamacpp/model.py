@@ -182,7 +182,13 @@ class LlamaCppModel(EngineModel):
             )
         visible = await self.special_ids(request.visible_specials)
         body = protocol.completion_body(
-            prompt, request.sampling, n_predict, request.stop, request.grammar, self.end_tokens
+            prompt,
+            request.sampling,
+            n_predict,
+            request.stop,
+            request.grammar,
+            self.end_tokens,
+            request.top_logprobs,
         )
         async with self._slots, aclosing(self._relay(request, body, visible)) as events:
             async for event in events:
@@ -210,9 +216,9 @@ class LlamaCppModel(EngineModel):
                             generation_time=(last_token or first_token) - first_token,
                         )
                         stats.draft_model = self.draft_model if stats.draft else None
-                        yield GenerationEvent(_chunk_text(chunk, visible), chunk["tokens"], stats)
+                        yield _event(chunk, visible, request, stats)
                         return
-                    yield GenerationEvent(_chunk_text(chunk, visible), chunk.get("tokens", []))
+                    yield _event(chunk, visible, request)
         raise await self._unavailable(None)
 
     @property
@@ -363,6 +369,12 @@ class LlamaCppModel(EngineModel):
 
     def runtime_info(self) -> dict:
         return {"name": "llama.cpp", "version": self._version, "supported_formats": ["gguf"]}
+
+
+def _event(chunk: dict, visible: dict[int, str], request: EngineRequest, stats=None):
+    top = request.top_logprobs
+    logprobs = [] if top is None else protocol.token_logprobs(chunk, top)
+    return GenerationEvent(_chunk_text(chunk, visible), chunk.get("tokens", []), stats, logprobs)
 
 
 def _chunk_text(chunk: dict, visible: dict[int, str]) -> str:

@@ -17,6 +17,7 @@ from mlxserve.engine.base import (
     GenerationStats,
     Grammar,
     PromptImage,
+    TokenLogprob,
 )
 from mlxserve.sampling.params import SamplingParams
 
@@ -119,9 +120,12 @@ def completion_body(
     stop: list[str],
     grammar: Grammar | None = None,
     ends: Collection[int] = (),
+    top_logprobs: int | None = None,
 ) -> dict:
     """A streaming /completion request over token ids, so the server sees exactly our tokens
     (or over a multimodal prompt); `ends`: the model's end tokens, which end a grammar too."""
+    # n_probs gives each token's log-probability with that many alternatives (at least one).
+    probs = {} if top_logprobs is None else {"n_probs": max(top_logprobs, 1)}
     return {
         "prompt": prompt_tokens,
         "n_predict": n_predict,
@@ -131,7 +135,22 @@ def completion_body(
         "return_tokens": True,
         **sampling_fields(sampling),
         **grammar_fields(grammar, ends),
+        **probs,
     }
+
+
+def token_logprobs(chunk: dict, top: int) -> list[TokenLogprob]:
+    """A chunk's tokens with their log-probabilities and `top` alternatives each, as llama.cpp
+    reports them (from the model's own distribution: before bias, penalties and temperature)."""
+
+    def entry(probability: dict, alternatives: tuple = ()) -> TokenLogprob:
+        raw = bytes(probability.get("bytes") or probability.get("token", "").encode())
+        return TokenLogprob(probability.get("token", ""), raw, probability["logprob"], alternatives)
+
+    return [
+        entry(p, tuple(entry(alt) for alt in p.get("top_logprobs", [])[:top]))
+        for p in chunk.get("completion_probabilities", [])
+    ]
 
 
 def stop_reason(final: dict, n_predict: int) -> str:

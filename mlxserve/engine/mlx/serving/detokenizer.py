@@ -1,6 +1,51 @@
-"""Incremental detokenization that works for any tokenizer, one instance per sequence."""
+"""Incremental detokenization that works for any tokenizer, one instance per sequence; and each
+token's own bytes, as logprobs report them."""
+
+import re
+from functools import cache
+
+from mlx_lm.tokenizer_utils import BPEStreamingDetokenizer, SPMStreamingDetokenizer
+
+from mlxserve.engine.base import TokenLogprob
 
 REPLACEMENT_CHAR = "\ufffd"
+BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte fallback
+SPM_SPACE = "\u2581"
+
+
+@cache
+def _bpe_byte_values() -> dict[str, int]:
+    """Byte-level BPE's printable stand-ins for bytes, as GPT-2 chose them."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    stand_ins, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            stand_ins[chr(byte)] = byte
+        else:
+            stand_ins[chr(256 + extra)] = byte
+            extra += 1
+    return stand_ins
+
+
+def token_bytes(tokenizer, token_id: int) -> bytes:
+    """The bytes a token adds to the text (part of a UTF-8 character, at times)."""
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    detokenizer = getattr(tokenizer, "_detokenizer", None)
+    if isinstance(detokenizer, BPEStreamingDetokenizer):
+        values = _bpe_byte_values()
+        if all(char in values for char in piece):
+            return bytes(values[char] for char in piece)
+    elif (byte := BYTE_TOKEN.fullmatch(piece)) is not None:
+        return bytes([int(byte.group(1), 16)])
+    elif isinstance(detokenizer, SPMStreamingDetokenizer):
+        return piece.replace(SPM_SPACE, " ").encode()
+    return tokenizer.decode([token_id]).encode()
+
+
+def token_logprob(tokenizer, token_id: int, logprob: float, top=()) -> TokenLogprob:
+    raw = token_bytes(tokenizer, token_id)
+    alternatives = tuple(token_logprob(tokenizer, i, value) for i, value in top)
+    return TokenLogprob(raw.decode("utf-8", "replace"), raw, logprob, alternatives)
 
 
 class IncrementalDetokenizer:
@@ -8,7 +53,7 @@ class IncrementalDetokenizer:
     SentencePiece/BPE spacing right, and a trailing partial UTF-8 character is held back."""
 
     def __init__(self, tokenizer):
-        self._tokenizer = tokenizer
+        self.tokenizer = tokenizer
         self._tokens: list[int] = []
         self._prefix_offset = 0  # start of the context window
         self._read_offset = 0  # tokens before this have been emitted as text
@@ -24,4 +69,4 @@ class IncrementalDetokenizer:
         return full_text[len(prefix_text) :]
 
     def _decode(self, tokens: list[int]) -> str:
-        return self._tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""
+        return self.tokenizer.decode(tokens, skip_special_tokens=True) if tokens else ""

@@ -16,14 +16,16 @@ class _Unread:
 
     def __init__(self, event: GenerationEvent):
         self.texts, self.token_ids, self.stats = [event.text], list(event.token_ids), event.stats
+        self.logprobs = list(event.logprobs)
 
     def add(self, event: GenerationEvent) -> None:
         self.texts.append(event.text)
         self.token_ids.extend(event.token_ids)
+        self.logprobs.extend(event.logprobs)
         self.stats = event.stats
 
     def event(self) -> GenerationEvent:
-        return GenerationEvent("".join(self.texts), self.token_ids, self.stats)
+        return GenerationEvent("".join(self.texts), self.token_ids, self.stats, self.logprobs)
 
 
 class EventHandoff:

@@ -276,8 +276,10 @@ class BatchRunner:
 
     def _drafter(self, sequence: Sequence):
         """Where the sequence's drafts come from, when it decodes speculatively: only a text
-        model whose cache can be taken back after a rejected draft speculates."""
-        return self._drafts.drafter_for(sequence) if self._per_token else None
+        model whose cache can be taken back after a rejected draft speculates; drafts carry no
+        log-probabilities, so a sequence that reports them decodes token by token."""
+        speculates = self._per_token and sequence.request.top_logprobs is None
+        return self._drafts.drafter_for(sequence) if speculates else None
 
     def _guarded(self, step, sequences: list[Sequence], *args) -> None:
         """Run a step; an exception ends the sequences it touched, never the runner thread."""
@@ -386,7 +388,7 @@ class BatchRunner:
         for row, sequence in enumerate(sequences):
             if not sequence.failed:
                 with profile.phase("sample"):
-                    token = _alone(sequence, sequence.sampler.sample, logits[row], masks[row])
+                    token = _alone(sequence, sequence.sample, logits[row], masks[row])
                 if token is not None:
                     with profile.phase("deliver"):
                         _alone(sequence, sequence.accept, token)

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlxserve.engine.base import EngineRequest, GenerationEvent, GenerationStats
+from mlxserve.engine.base import EngineRequest, GenerationEvent, GenerationStats, TokenLogprob
 from mlxserve.engine.mlx.serving.constrained_sampling import OutputConstraint
-from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer
+from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer, token_logprob
 from mlxserve.engine.stops import StopStringMatcher
 from mlxserve.sampling.sampler import Sampler
 
@@ -32,6 +32,7 @@ class Sequence:
     generated: list[int] = field(default_factory=list)
     tokens_at_cancel: int = 0  # how many tokens existed when the client left
     unsent: list[int] = field(default_factory=list)  # tokens whose text has not been emitted
+    unsent_logprobs: list[TokenLogprob] = field(default_factory=list)  # theirs, when asked for
     visible_specials: dict[int, str] = field(default_factory=dict)  # shown though special
     cached_prompt_tokens: int = 0
     first_token_at: float = 0.0
@@ -93,6 +94,17 @@ class Sequence:
         """The grammar's allowed tokens for the next step (None when unconstrained)."""
         return self.constraint.next_mask() if self.constraint else None
 
+    def sample(self, logits, mask) -> int:
+        """The next token from this row's logits; its log-probabilities are kept for its event
+        when the request asks for them."""
+        top = self.request.top_logprobs
+        if top is None:
+            return self.sampler.sample(logits, mask)
+        token, logprob, alternatives = self.sampler.sample_with_logprobs(logits, mask, top)
+        tokenizer = self.detokenizer.tokenizer
+        self.unsent_logprobs.append(token_logprob(tokenizer, token, logprob, alternatives))
+        return token
+
     def accept(self, token: int) -> None:
         """Record a sampled token, emit its text, and decide whether the sequence ends here."""
         now = time.perf_counter()
@@ -113,15 +125,18 @@ class Sequence:
         elif len(self.generated) >= self.max_tokens:
             self.stop_reason = "maxPredictedTokensReached"
         if text:  # a token with no text yet (part of a character) goes with the next event
-            self.emit(GenerationEvent(text=text, token_ids=self.unsent))
-            self.unsent = []
+            self._emit_unsent(text)
+
+    def _emit_unsent(self, text: str, stats: GenerationStats | None = None) -> None:
+        self.emit(GenerationEvent(text, self.unsent, stats, self.unsent_logprobs))
+        self.unsent, self.unsent_logprobs = [], []
 
     def finish(self) -> None:
         """Send the held-back text and the final event with exact counts and timings."""
         tail = self.stops.flush()
         if tail:
             self.emit(GenerationEvent(text=tail))
-        self.emit(GenerationEvent(token_ids=self.unsent, stats=self.stats()))
+        self._emit_unsent("", self.stats())
 
     def stats(self) -> GenerationStats:
         return GenerationStats(
