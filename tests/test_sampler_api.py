@@ -158,3 +158,56 @@ def test_missing_compiler_gives_install_advice():
     assert "needs a C compiler" in result.stderr and "/nonexistent/bin/cc" in result.stderr
     advice = "xcode-select --install" if sys.platform == "darwin" else "apt-get install gcc"
     assert advice in result.stderr
+
+
+def log_softmax(values: np.ndarray) -> np.ndarray:
+    shifted = values.astype(np.float64) - values.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_logprobs_describe_the_penalized_biased_distribution(temperature):
+    """Each step's log-probabilities are the softmax at temperature 1 of the logits as the
+    sampler adjusts them (bias, then the repeat penalty over what came before), and sampling
+    goes on exactly as `sample` does."""
+    rng = np.random.default_rng(7)
+    steps = [rng.normal(size=VOCAB).astype(np.float32) for _ in range(6)]
+    params = SamplingParams(
+        temperature=temperature, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.5, seed=3,
+        logit_bias={4: 2.0},
+    )  # fmt: skip
+    plain, reporting = Sampler(params, VOCAB), Sampler(params, VOCAB)
+    plain.feed_prompt([1, 2]), reporting.feed_prompt([1, 2])
+    seen = [1, 2]
+    for logits in steps:
+        adjusted = logits.copy()
+        adjusted[4] += 2.0
+        for token in set(seen):
+            value = adjusted[token]
+            adjusted[token] = value / 1.5 if value > 0 else value * 1.5
+        expected = log_softmax(adjusted)
+        token, logprob, top = reporting.sample_with_logprobs(logits, None, 5)
+        assert token == plain.sample(logits)
+        assert logprob == pytest.approx(expected[token], abs=1e-5)
+        assert [t for t, _ in top] == list(np.argsort(-expected, kind="stable")[:5])
+        assert [v for _, v in top] == pytest.approx(sorted(expected, reverse=True)[:5], abs=1e-5)
+        if temperature == 0.0:
+            assert top[0][0] == token
+        seen.append(token)
+
+
+def test_logprobs_follow_a_grammar_mask_and_forced_tokens():
+    logits = np.linspace(-1, 1, VOCAB, dtype=np.float32)
+    greedy = SamplingParams(temperature=0, repeat_penalty=1.0)
+    allowed = np.zeros(1, dtype=np.uint32)
+    allowed[0] = (1 << 3) | (1 << 9)
+    token, logprob, top = Sampler(greedy, VOCAB).sample_with_logprobs(logits, allowed, 4)
+    expected = log_softmax(logits[[3, 9]])
+    assert token == 9 and [t for t, _ in top] == [9, 3]
+    assert [v for _, v in top] == pytest.approx([expected[1], expected[0]], abs=1e-5)
+    forced = SamplingParams(temperature=0, repeat_penalty=1.0, logit_bias={5: 100, 6: 100})
+    token, logprob, top = Sampler(forced, VOCAB).sample_with_logprobs(logits, None, 0)
+    assert token == 6 and top == []
+    assert logprob == pytest.approx(log_softmax(logits[[5, 6]])[1], abs=1e-5)
+    with pytest.raises(SamplingParamError):
+        Sampler(greedy, VOCAB).sample_with_logprobs(logits, None, 21)
