@@ -123,3 +123,25 @@ def test_mlx_and_llamacpp_agree(server, models_dir, default_ids):
     assert [e.token for e in ours] == [e.token for e in theirs], (ours, theirs)
     for a, b in zip(ours, theirs, strict=True):
         assert abs(a.logprob - b.logprob) < 0.1, (a, b)
+
+
+def test_responses_include_the_texts_logprobs(server, client, model_id):
+    asked = {
+        "model": model_id,
+        "input": "Name a colour.",
+        "temperature": 0,
+        "max_output_tokens": 4,
+        "top_logprobs": 2,
+        "include": ["message.output_text.logprobs"],
+    }
+    answer = client.responses.create(**asked)
+    text = answer.output[-1].content[0]
+    assert len(text.logprobs) >= 1
+    assert b"".join(bytes(e.bytes) for e in text.logprobs).decode() == text.text
+    assert all(len(entry.top_logprobs) == 2 for entry in text.logprobs)
+    if server.engine == "mlx":  # Responses has no repeat_penalty: llama.cpp's default applies
+        assert all(entry.top_logprobs[0].token == entry.token for entry in text.logprobs)
+    deltas = [e for e in client.responses.create(**asked, stream=True) if "text.delta" in e.type]
+    assert [lp.token for e in deltas for lp in e.logprobs] == [e.token for e in text.logprobs]
+    unasked = {k: v for k, v in asked.items() if k != "include"}
+    assert client.responses.create(**unasked).output[-1].content[0].logprobs == []

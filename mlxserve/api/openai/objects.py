@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from mlxserve.api.shared.logprobs import ContentLogprob
+
 
 class OpenAIObject(BaseModel):
     # /api/v0 adds its stats, model_info and runtime beside OpenAI's fields.
@@ -61,16 +63,6 @@ class Usage(OpenAIObject):
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails
     completion_tokens_details: CompletionTokensDetails
-
-
-class TopLogprob(OpenAIObject):
-    token: str
-    logprob: float
-    bytes: list[int] | None
-
-
-class ContentLogprob(TopLogprob):
-    top_logprobs: list[TopLogprob]
 
 
 class ChatLogprobs(OpenAIObject):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from mlxserve.api.shared.logprobs import ContentLogprob
 from mlxserve.api.shared.protocol import Answer
 
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
@@ -16,7 +17,7 @@ class ResponseOutputText(Answer):
     type: Literal["output_text"]
     text: str
     annotations: list
-    logprobs: list  # never reported, also when `include` asks for them
+    logprobs: list[ContentLogprob]  # empty unless `include` asks for them
 
 
 class ResponseMessageItem(Answer):

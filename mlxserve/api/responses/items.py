@@ -167,19 +167,23 @@ def _output_text(output) -> str:
     return output if isinstance(output, str) else json.dumps(output)
 
 
-def message_item(text: str, item_id: str, status: str = "completed") -> ResponseMessageItem:
+def message_item(
+    text: str, item_id: str, status: str = "completed", logprobs: list | None = None
+) -> ResponseMessageItem:
     return ResponseMessageItem(
         type="message",
         id=item_id,
         status=status,
         role="assistant",
-        content=[output_text(text)] if status == "completed" else [],
+        content=[output_text(text, logprobs)] if status == "completed" else [],
     )
 
 
-def output_text(text: str) -> ResponseOutputText:
-    # Logprobs are not reported: the list stays empty, also when `include` asks for them.
-    return ResponseOutputText(type="output_text", text=text, annotations=[], logprobs=[])
+def output_text(text: str, logprobs: list | None = None) -> ResponseOutputText:
+    """`logprobs`: its tokens' log-probabilities when `include` asks for them, else empty."""
+    return ResponseOutputText(
+        type="output_text", text=text, annotations=[], logprobs=logprobs or []
+    )
 
 
 def reasoning_item(

@@ -62,7 +62,7 @@ class ResponsesRequest(OpenAIModel):
     max_tool_calls: int | None = Field(None, ge=0)  # MCP calls the tool loop makes, at most
     temperature: Temperature = None
     top_p: TopP = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)  # echoed; logprobs stay empty
+    top_logprobs: int | None = Field(None, ge=0, le=20)  # alternatives per token
     stream: bool = False
     stream_options: dict[str, Any] | None = None  # no obfuscation padding is ever added
     store: bool = True
@@ -104,6 +104,12 @@ class ResponsesRequest(OpenAIModel):
     def sealed_reasoning(self) -> bool:
         """Whether reasoning items carry `encrypted_content`."""
         return "reasoning.encrypted_content" in (self.include or [])
+
+    @property
+    def requested_logprobs(self) -> int | None:
+        """Alternatives per token when `include` asks for the text's log-probabilities."""
+        asked = "message.output_text.logprobs" in (self.include or [])
+        return (self.top_logprobs or 0) if asked else None
 
     def to_sampling_params(self) -> SamplingParams:
         return sampling_params(temperature=self.temperature, top_p=self.top_p, seed=self.seed)

@@ -44,6 +44,7 @@ from mlxserve.api.responses.protocol import (
 from mlxserve.api.responses.tools import Tool
 from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.api.shared.item_stream import CALL, REASONING, TEXT, ItemStream
+from mlxserve.api.shared.logprobs import content_logprobs
 from mlxserve.api.shared.protocol import template_effort
 from mlxserve.api.state import server_state
 from mlxserve.mcp.loop import LoopEvent, McpCallFinished, McpCallStarted
@@ -83,6 +84,7 @@ async def create_response(body: ResponsesRequest):
             constraints=body.constraints(toolbox),
             prompt_param="input",
             reasoning_effort=template_effort(body.reasoning and body.reasoning.effort),
+            top_logprobs=body.requested_logprobs,
             response_id=response_id,
             endpoint=request.path,
         )
@@ -119,6 +121,7 @@ class ResponseTurn(ItemStream):
         self.output: list[ResponseOutputItem] = []  # finished, and MCP calls waiting for a result
         self._open: ResponseOutputItem | None = None  # the item being generated
         self._text = ""  # the open message's or reasoning's text so far
+        self._logprobs: list = []  # the open message's tokens', when `include` asks for them
         self._custom: tuple[Tool, StreamedInput] | None = None  # the open custom call's input
         self._sequence = itertools.count()
         self.mcp = McpItems(self.output, self.event)
@@ -154,7 +157,9 @@ class ResponseTurn(ItemStream):
             return self._arguments(output.delta)
         self._text += output.text
         if kind == TEXT:
-            return [self._text_event("delta", delta=output.text)]
+            logprobs = content_logprobs(output.logprobs)
+            self._logprobs += logprobs
+            return [self._text_event("delta", delta=output.text, logprobs=logprobs)]
         return self._reasoning_deltas(output.text)
 
     @property
@@ -171,7 +176,7 @@ class ResponseTurn(ItemStream):
 
     def _open_message(self) -> list[dict]:
         self._open = message_item("", f"msg_{uuid.uuid4().hex[:24]}", status="in_progress")
-        self._text = ""
+        self._text, self._logprobs = "", []
         part = output_text("").as_dict()
         return [self._added(self._open), self._text_event("content_part.added", part=part)]
 
@@ -227,10 +232,15 @@ class ResponseTurn(ItemStream):
             return []
         return [self.event("response.custom_tool_call_input.delta", **self._ids, delta=text)]
 
-    def _text_event(self, kind: str, **fields) -> dict:
+    def _text_event(self, kind: str, logprobs: list = (), **fields) -> dict:
         if kind in ("delta", "done"):
+            logprobs = [entry.as_dict() for entry in logprobs]
             return self.event(
-                f"response.output_text.{kind}", **self._ids, content_index=0, **fields, logprobs=[]
+                f"response.output_text.{kind}",
+                **self._ids,
+                content_index=0,
+                **fields,
+                logprobs=logprobs,
             )
         return self.event(f"response.{kind}", **self._ids, content_index=0, **fields)
 
@@ -264,12 +274,12 @@ class ResponseTurn(ItemStream):
         return events, reasoning_item(text, item.id, body.summarized, body.sealed_reasoning)
 
     def _close_message(self, item: ResponseMessageItem) -> Closed:
-        text = self._text
+        text, logprobs = self._text, self._logprobs
         events = [
-            self._text_event("done", text=text),
-            self._text_event("content_part.done", part=output_text(text).as_dict()),
+            self._text_event("done", text=text, logprobs=logprobs),
+            self._text_event("content_part.done", part=output_text(text, logprobs).as_dict()),
         ]
-        return events, message_item(text, item.id)
+        return events, message_item(text, item.id, logprobs=logprobs)
 
     def _close_custom_call(self, item: ResponseCustomToolCallItem) -> Closed:
         (tool, streamed), self._custom = self._custom, None
