@@ -37,7 +37,7 @@ def browser_paths() -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def browser():
     chromium, driver_path = browser_paths()
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver  # the test extra installs it
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
