@@ -179,3 +179,16 @@ def test_a_body_over_the_limit_is_a_413(locked_server):
         post(locked_server, "/v1/chat/completions", {"x-api-key": "s3cret"}, json=CHAT).status_code
         == 200
     )
+
+
+def test_the_servers_own_page_may_call_it_on_an_allowed_host(default_server, locked_server):
+    """The web page's requests carry its own origin: allowed once the Host passed its check, so
+    a rebinding name (its origin also "own") is still refused."""
+    own = {"Host": "llm.lan:1234", "Origin": "http://llm.lan:1234", "x-api-key": "s3cret"}
+    assert post(locked_server, "/v1/chat/completions", own, json=CHAT).status_code == 200
+    rebound = {"Host": "evil.example:1234", "Origin": "http://evil.example:1234"}
+    reply = post(default_server, "/v1/chat/completions", rebound, json=CHAT)
+    assert reply.status_code == 403 and error_code(reply) == "host_not_allowed"
+    page = httpx.get(f"{locked_server.base_url}/", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and "<title>mlxserve</title>" in page.text  # without the key
+    assert httpx.get(f"{locked_server.base_url}/").status_code == 401  # Ollama's answer needs it

@@ -29,6 +29,7 @@ from mlxserve.api.openai import models as openai_models
 from mlxserve.api.openai.objects import Health
 from mlxserve.api.responses import route as openai_responses
 from mlxserve.api.state import ServerState
+from mlxserve.api.ui import page as ui_page
 from mlxserve.mcp.pool import McpServers, McpSettings
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry
@@ -46,6 +47,7 @@ class AppConfig:
     max_body_bytes: int = 64 * 1024**2  # larger request bodies are a 413
     limits: ServerLimits = field(default_factory=ServerLimits)
     mcp: McpSettings = field(default_factory=McpSettings)  # which MCP servers requests may use
+    ui: bool = True  # the web page at / for browsers (`serve --no-ui` turns it off)
 
 
 def create_app(config: AppConfig) -> Quart:
@@ -63,7 +65,11 @@ def create_app(config: AppConfig) -> Quart:
     for adapter in (*adapters, *natives, *ollama, anthropic_messages, embeddings, metrics):
         app.register_blueprint(adapter.blueprint)
     register_error_handlers(app)
-    install_guard(app, config.guard)
+    if config.ui:
+        install_guard(app, config.guard, keyless=ui_page.is_page_request)
+        ui_page.install_page(app)
+    else:
+        install_guard(app, config.guard)
 
     @app.get("/openapi.json")
     async def openapi():

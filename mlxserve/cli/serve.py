@@ -65,11 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             ImageLimits(int(args.max_image_bytes), remote=args.allow_remote_images),
         ),
         mcp=mcp,
+        ui=not args.no_ui,
     )
     app = create_app(config)
     print(
         f"mlxserve: serving {model_id} ({engine}) at http://{args.host}:{args.port}/v1", flush=True
     )
+    if not args.no_ui:
+        print(f"mlxserve: the web page is at http://{args.host}:{args.port}/", flush=True)
     if args.ollama_port:
         print(f"mlxserve: Ollama's API also at http://{args.host}:{args.ollama_port}", flush=True)
     run_event_loop(_serve(app, args.host, [args.port, args.ollama_port]))

@@ -144,6 +144,12 @@ OPTIONS = (
         metavar="HOSTS",
     ),
     Option(
+        "--no-ui",
+        "browsers get the web page at `/` ([Web page](web.md))",
+        "do not serve the web page (chat, models, live log) to browsers at /",
+        switch=True,
+    ),
+    Option(
         "--max-body-bytes",
         "64 MiB (larger bodies are a 413)",
         "refuse request bodies larger than this with a 413 (default: 64 MiB)",

@@ -5,13 +5,15 @@ Any page the user opens can send requests to 127.0.0.1:1234. A browser marks the
 makes a foreign site's name resolve to 127.0.0.1 (its requests then carry that name as `Host`).
 So, before any route runs: a request from a foreign Origin is refused (403) unless CORS lists
 it, POST bodies must be JSON (415), the Host must be a loopback name or one the user allows
-(403), and with an API key every route but a bare liveness `/health` needs it (401), compared
-in constant time. Loopback origins (a local app on another port) are allowed.
+(403), and with an API key every route but a bare liveness `/health` (and the web page's files,
+which hold no data) needs it (401), compared in constant time. Loopback origins (a local app on
+another port) and the server's own origin (its page, on a Host that passed the check) are allowed.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -31,10 +33,14 @@ class GuardOptions:
     allowed_hosts: list[str] = field(default_factory=list)  # beyond loopback; "*" allows all
 
 
-def install_guard(app: Quart, options: GuardOptions) -> None:
+def install_guard(
+    app: Quart, options: GuardOptions, keyless: Callable[[], bool] = lambda: False
+) -> None:
+    """`keyless` tells the requests besides /health that need no API key."""
+
     @app.before_request
     async def check_request():
-        refusal = refusal_of(options)
+        refusal = refusal_of(options, keyless)
         if refusal is not None:
             return error_response(refusal)
         if request.method == "OPTIONS":
@@ -54,7 +60,9 @@ def install_guard(app: Quart, options: GuardOptions) -> None:
         return response
 
 
-def refusal_of(options: GuardOptions) -> RequestError | None:
+def refusal_of(
+    options: GuardOptions, keyless: Callable[[], bool] = lambda: False
+) -> RequestError | None:
     if not _host_allowed(request.host, options.allowed_hosts):
         return RequestError(
             403,
@@ -65,7 +73,9 @@ def refusal_of(options: GuardOptions) -> RequestError | None:
         )
     origin = request.headers.get("Origin")
     if origin and not (
-        _is_loopback_origin(origin) or _origin_allowed(origin, options.cors_origins)
+        _is_loopback_origin(origin)
+        or _is_own_origin(origin)
+        or _origin_allowed(origin, options.cors_origins)
     ):
         return RequestError(
             403,
@@ -82,7 +92,8 @@ def refusal_of(options: GuardOptions) -> RequestError | None:
             None,
             "unsupported_media_type",
         )
-    if options.api_key and not _is_liveness(request.path) and not has_key(options.api_key):
+    needs_key = not (_is_liveness(request.path) or keyless())
+    if options.api_key and needs_key and not has_key(options.api_key):
         return RequestError(401, "invalid or missing API key", None, "invalid_api_key")
     return None
 
@@ -109,6 +120,12 @@ def _host_allowed(host: str, allowed: list[str]) -> bool:
 def _is_loopback_origin(origin: str) -> bool:
     parts = urlsplit(origin)
     return parts.scheme in ("http", "https") and (parts.hostname or "") in LOOPBACK_HOSTS
+
+
+def _is_own_origin(origin: str) -> bool:
+    """The server's own page: its Host was checked above, so a rebinding name never gets here."""
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == request.host
 
 
 def _origin_allowed(origin: str, allowed: list[str]) -> bool:

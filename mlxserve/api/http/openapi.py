@@ -68,9 +68,9 @@ def openapi_document(app: Quart) -> dict:
     }
     paths: dict[str, dict] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
-        if rule.endpoint == "static":
+        view = app.view_functions.get(rule.endpoint)
+        if rule.endpoint == "static" or getattr(view, "undocumented", False):
             continue
-        view = app.view_functions[rule.endpoint]
         path, parameters = _openapi_path(rule.rule)
         for method in sorted(set(rule.methods) - SKIPPED_METHODS):
             operation = _operation(rule.endpoint, view, parameters, schemas)
