@@ -192,3 +192,15 @@ def test_the_servers_own_page_may_call_it_on_an_allowed_host(default_server, loc
     page = httpx.get(f"{locked_server.base_url}/", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "<title>mlxserve</title>" in page.text  # without the key
     assert httpx.get(f"{locked_server.base_url}/").status_code == 401  # Ollama's answer needs it
+
+
+def test_any_host_allowed_never_makes_a_foreign_origin_own(store):
+    """With `--allowed-hosts *` a rebinding name passes the Host check; its origin, though the
+    same as that Host, is still foreign."""
+    args = ["--allowed-hosts", "*"]
+    with ServerProcess(store, model=MODEL, engine="mlx", extra_args=args) as server:
+        rebound = {"Host": "evil.example:1234", "Origin": "http://evil.example:1234"}
+        reply = post(server, "/v1/chat/completions", rebound, json=CHAT)
+        assert reply.status_code == 403 and error_code(reply) == "origin_not_allowed"
+        plain = post(server, "/v1/chat/completions", {"Host": "evil.example:1234"}, json=CHAT)
+        assert plain.status_code == 200

@@ -74,7 +74,7 @@ def refusal_of(
     origin = request.headers.get("Origin")
     if origin and not (
         _is_loopback_origin(origin)
-        or _is_own_origin(origin)
+        or _is_own_origin(origin, options.allowed_hosts)
         or _origin_allowed(origin, options.cors_origins)
     ):
         return RequestError(
@@ -122,10 +122,12 @@ def _is_loopback_origin(origin: str) -> bool:
     return parts.scheme in ("http", "https") and (parts.hostname or "") in LOOPBACK_HOSTS
 
 
-def _is_own_origin(origin: str) -> bool:
-    """The server's own page: its Host was checked above, so a rebinding name never gets here."""
+def _is_own_origin(origin: str, allowed_hosts: list[str]) -> bool:
+    """The server's own page, on a Host named as allowed: with `--allowed-hosts *` any name
+    passes the Host check, a rebinding one too, so a bare "*" never makes an origin our own."""
     parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and parts.netloc == request.host
+    named = _host_allowed(request.host, [h for h in allowed_hosts if h != "*"])
+    return parts.scheme in ("http", "https") and parts.netloc == request.host and named
 
 
 def _origin_allowed(origin: str, allowed: list[str]) -> bool:
