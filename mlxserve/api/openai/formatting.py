@@ -45,7 +45,6 @@ from mlxserve.pipeline.events import (
     ToolArgumentsDelta,
     ToolCallStart,
 )
-from mlxserve.pipeline.prepare import Prepared
 from mlxserve.pipeline.request import GenerateRequest
 
 Extras = Callable[[GenerationStats], dict]  # fields added once generation has ended (/api/v0)
@@ -174,18 +173,19 @@ SHAPES = {"chat": ChatShape, "text": TextShape}
 
 async def stream_chunks(
     shape: Shape,
-    choices: list[Prepared],
+    events: AsyncIterator[tuple[int, OutputEvent]],
+    choices: int,
     n: int,
     include_usage: bool,
     extras: Extras | None = None,
 ) -> AsyncIterator[str | dict]:
-    """Each chunk as JSON text, every choice's chunks as they come; the last ones (the last
-    choice's finish, then usage) with /api/v0's extras when there are any."""
-    for index in range(len(choices)):
+    """Each chunk as JSON text, every choice's (`events` tag each with its index) as they come;
+    the last ones (the last choice's finish, then usage) with /api/v0's extras when any."""
+    for index in range(choices):
         for chunk in shape.opening(index):
             yield chunk.json_text()
     finished: dict[int, GenerationStats] = {}
-    async with aclosing(generate_choices(choices)) as events:
+    async with aclosing(events):
         async for index, event in events:
             if not isinstance(event, Finished):
                 for chunk in shape.chunks_of(index, event):
@@ -193,20 +193,19 @@ async def stream_chunks(
                 continue
             finished[index] = event.stats
             last = shape.finishing(index, event.finish_reason)
-            if len(finished) < len(choices):
+            if len(finished) < choices:
                 yield last.json_text()
                 continue
-            stats = combined_stats([finished[i] for i in range(len(choices))], n)
+            stats = combined_stats([finished[i] for i in range(choices)], n)
             added = extras(stats) if extras else {}
             ending = [last, shape.usage_chunk(stats)] if include_usage else [last]
             for chunk in ending:
                 yield {**chunk.as_dict(), **added}
 
 
-async def full_body(
-    shape: Shape, choices: list[Prepared], n: int, extras: Extras | None = None
+def full_body(
+    shape: Shape, completions: list[Completion], n: int, extras: Extras | None = None
 ) -> dict:
-    completions = await complete_choices(choices)
     stats = combined_stats([c.stats for c in completions], n)
     body = shape.whole(completions, stats).as_dict()
     return {**body, **(extras(stats) if extras else {})}
@@ -227,5 +226,8 @@ async def openai_response(
     shape = SHAPES[kind](requests[0].response_id, choices[0].model)
     added = functools.partial(extras, choices[0].loaded) if extras else None
     if stream:
-        return await sse_response(stream_chunks(shape, choices, n, include_usage, added))
-    return jsonify(await full_body(shape, choices, n, added))
+        events = generate_choices(choices)
+        return await sse_response(
+            stream_chunks(shape, events, len(choices), n, include_usage, added)
+        )
+    return jsonify(full_body(shape, await complete_choices(choices), n, added))
