@@ -4,6 +4,8 @@ gets to the stages."""
 
 from __future__ import annotations
 
+from contextlib import aclosing
+
 import pytest
 from quart import Quart
 
@@ -31,11 +33,17 @@ def endless(closed: list[str], item):
     return events()
 
 
+async def first_choice(events):
+    async with aclosing(events):
+        async for event in events:
+            yield 0, event
+
+
 async def test_closing_the_sse_body_closes_the_chain_beneath_it():
     closed: list[str] = []
     source = endless(closed, TextDelta("a"))
     timed = within_deadline(source, None, 0.0)
-    chunks = stream_chunks(ChatShape("chatcmpl-1", "m"), timed, include_usage=False)
+    chunks = stream_chunks(ChatShape("chatcmpl-1", "m"), first_choice(timed), 1, 1, False)
     async with Quart(__name__).app_context():
         response = await sse_response(chunks)
         body = response.response.__aiter__()

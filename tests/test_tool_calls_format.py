@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import aclosing
 
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
@@ -114,10 +115,17 @@ def test_responses_plain_reply_with_tools_is_a_message():
     assert Response.model_validate(final).output_text == "Hello there."
 
 
+async def first_choice(events):
+    """One reply's events as the events of choice 0."""
+    async with aclosing(events):
+        async for event in events:
+            yield 0, event
+
+
 def test_chat_completion_with_two_calls():
     shape = ChatShape("chatcmpl-test", "qwen")
     folded = asyncio.run(fold(replies(QWEN_CALLS, "hermes", pieces=7)))
-    completion = ChatCompletion.model_validate(full_body(shape, folded))
+    completion = ChatCompletion.model_validate(full_body(shape, [folded], n=1))
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     names = [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls]
@@ -126,7 +134,7 @@ def test_chat_completion_with_two_calls():
 
 def test_streamed_chat_sends_calls_as_deltas_or_text():
     shape = ChatShape("chatcmpl-test", "q")
-    chunks = collect(stream_chunks(shape, replies(QWEN_CALLS, "hermes"), True))
+    chunks = collect(stream_chunks(shape, first_choice(replies(QWEN_CALLS, "hermes")), 1, 1, True))
     parsed = [chunk_object(c) for c in chunks]
     deltas = [d for c in parsed if c.choices for d in c.choices[0].delta.tool_calls or []]
     starts = [(d.index, d.function.name) for d in deltas if d.id]
@@ -135,7 +143,9 @@ def test_streamed_chat_sends_calls_as_deltas_or_text():
     assert [json.loads(a) for a in arguments] == [{"city": "Paris"}, {"zone": "CET"}]
     assert parsed[-2].choices[0].finish_reason == "tool_calls"
     assert parsed[-1].usage.prompt_tokens == 12 and not parsed[-1].choices
-    chunks = collect(stream_chunks(shape, replies("Just text.", "hermes"), False))
+    chunks = collect(
+        stream_chunks(shape, first_choice(replies("Just text.", "hermes")), 1, 1, False)
+    )
     parsed = [chunk_object(c) for c in chunks]
     assert "".join(c.choices[0].delta.content or "" for c in parsed) == "Just text."
     assert parsed[-1].choices[0].finish_reason == "stop"

@@ -151,7 +151,7 @@ class MessageReader:
             where = f"{self.where}.content.{index}"
             _check_type(block, MESSAGE_BLOCKS, where, "a message")
             if block.type == "tool_result":
-                tool_turns.append(Turn("tool", [self._tool_result(block, where)]))
+                tool_turns.append(Turn("tool", self._tool_result(block, where)))
             else:
                 parts += self._parts_of(block, where)
         return tool_turns + ([Turn(message.role, parts)] if parts or not tool_turns else [])
@@ -196,19 +196,24 @@ class MessageReader:
             self._change_tools(block, where)
         return []
 
-    def _tool_result(self, block: ContentBlock, where: str) -> ToolResultPart:
+    def _tool_result(self, block: ContentBlock, where: str) -> list[Part]:
+        """The result's text, then its images (a screenshot), which the model sees as it sees a
+        user's."""
+        pieces, images = [], []
         if isinstance(block.content, str) or block.content is None:
-            text = block.content or ""
+            pieces.append(block.content or "")
         else:
-            pieces = []
             for index, inner in enumerate(block.content):
                 inner_where = f"{where}.content.{index}"
                 _check_type(inner, RESULT_BLOCKS, inner_where, "a tool_result")
-                pieces.append(self._result_piece(inner, inner_where))
-            text = "\n".join(piece for piece in pieces if piece)
+                if inner.type == "image":
+                    images += self._parts_of(inner, inner_where)
+                else:
+                    pieces.append(self._result_piece(inner, inner_where))
+        text = "\n".join(piece for piece in pieces if piece)
         if block.tool_use_id in self.clearing.results:
-            text = CLEARED_RESULT
-        return ToolResultPart(block.tool_use_id or "", text)
+            text, images = CLEARED_RESULT, []
+        return [ToolResultPart(block.tool_use_id or "", text), *images]
 
     def _result_piece(self, block: ContentBlock, where: str) -> str:
         if block.type == "tool_reference":
@@ -218,7 +223,7 @@ class MessageReader:
             return json.dumps(self.tools.known[block.tool_name].as_function()["function"])
         if block.type == "search_result":
             return _search_result_text(block)
-        return block.text or ""  # images and documents in results are not read
+        return block.text or ""  # documents in results are not read
 
     def _change_tools(self, block: ContentBlock, where: str) -> None:
         change = block.tool

@@ -37,7 +37,7 @@ async def chat_completions(body: ChatCompletionRequest):
 async def respond(body: ChatCompletionRequest, extras: ModelExtras | None = None):
     """`extras` adds fields (such as /api/v0's stats) once generation has ended."""
     neutral = to_request(body, new_id("chatcmpl"))
-    return await openai_response("chat", neutral, body.stream, body.include_usage, extras)
+    return await openai_response("chat", [neutral], body.n, body.stream, body.include_usage, extras)
 
 
 def to_request(body: ChatCompletionRequest, response_id: str) -> GenerateRequest:
@@ -64,15 +64,11 @@ def to_turn(message: ChatMessage) -> Turn:
     if thought and message.role == "assistant":
         parts.append(ReasoningPart(thought))
     if message.role == "tool":
+        # The result's text, then its images (a screenshot), seen as a user's images are.
         parts.append(ToolResultPart(message.tool_call_id or "", message.text))
-    elif isinstance(message.content, list):
-        for part in message.content:
-            if part.type in ("text", "input_text"):
-                parts.append(TextPart(part.text or ""))
-            elif part.type in ("image_url", "input_image"):
-                parts.append(ImagePart(_image_url(part.image_url)))
-    elif message.content:
-        parts.append(TextPart(message.content))
+        parts += [part for part in _content_parts(message) if isinstance(part, ImagePart)]
+    else:
+        parts += _content_parts(message)
     for call in message.tool_calls or []:
         function = call.get("function", call)
         arguments = function.get("arguments", "{}")
@@ -80,6 +76,18 @@ def to_turn(message: ChatMessage) -> Turn:
             arguments = json.dumps(arguments)
         parts.append(ToolCallPart(call.get("id", ""), function.get("name", ""), arguments))
     return Turn(role, parts, message.name)
+
+
+def _content_parts(message: ChatMessage) -> list[Part]:
+    if not isinstance(message.content, list):
+        return [TextPart(message.content)] if message.content else []
+    parts: list[Part] = []
+    for part in message.content:
+        if part.type in ("text", "input_text"):
+            parts.append(TextPart(part.text or ""))
+        elif part.type in ("image_url", "input_image"):
+            parts.append(ImagePart(_image_url(part.image_url)))
+    return parts
 
 
 def _image_url(value) -> str:

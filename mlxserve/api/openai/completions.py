@@ -1,4 +1,5 @@
-"""OpenAI text completions: a raw prompt in, a text_completion object or its chunks out."""
+"""OpenAI text completions: a raw prompt (or a list of them) in, a text_completion object or its
+chunks out."""
 
 from __future__ import annotations
 
@@ -23,17 +24,22 @@ async def completions(body: CompletionRequest):
 
 
 async def respond(body: CompletionRequest, extras: ModelExtras | None = None):
-    neutral = GenerateRequest(
-        model=body.model,
-        sampling=body.to_sampling_params(),
-        speculation=body.speculation(),
-        prompt=body.prompt,
-        max_tokens=body.token_limit,
-        stop=body.stop_list,
-        ttl=body.ttl,
-        top_logprobs=body.requested_logprobs,
-        prompt_param="prompt",
-        response_id=new_id("cmpl"),
-        endpoint=request.path,
-    )
-    return await openai_response("text", neutral, body.stream, body.include_usage, extras)
+    """Each prompt of a list is answered as its own choices, in order."""
+    response_id = new_id("cmpl")
+    requests = [
+        GenerateRequest(
+            model=body.model,
+            sampling=body.to_sampling_params(),
+            speculation=body.speculation(),
+            prompt=prompt,
+            max_tokens=body.token_limit,
+            stop=body.stop_list,
+            ttl=body.ttl,
+            top_logprobs=body.requested_logprobs,
+            prompt_param="prompt",
+            response_id=response_id,
+            endpoint=request.path,
+        )
+        for prompt in body.prompts
+    ]
+    return await openai_response("text", requests, body.n, body.stream, body.include_usage, extras)

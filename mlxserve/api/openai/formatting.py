@@ -31,6 +31,12 @@ from mlxserve.api.openai.objects import (
 )
 from mlxserve.api.state import server_state
 from mlxserve.engine.base import GenerationStats
+from mlxserve.pipeline.choices import (
+    combined_stats,
+    complete_choices,
+    generate_choices,
+    prepare_choices,
+)
 from mlxserve.pipeline.events import (
     Completion,
     Finished,
@@ -40,8 +46,6 @@ from mlxserve.pipeline.events import (
     ToolArgumentsDelta,
     ToolCallStart,
 )
-from mlxserve.pipeline.generate import complete, generate
-from mlxserve.pipeline.prepare import prepare
 from mlxserve.pipeline.request import GenerateRequest
 
 Extras = Callable[[GenerationStats], dict]  # fields added once generation has ended (/api/v0)
@@ -60,7 +64,7 @@ def usage(stats: GenerationStats) -> Usage:
 
 class Envelope:
     """What one response's objects share: id, created time and model; and how its stream
-    ends: the finish reason, then (when asked for) usage in a chunk of no choices."""
+    ends: each choice's finish reason, then (when asked for) usage in a chunk of no choices."""
 
     chunk_type: type[ChatCompletionChunk] | type[TextCompletion]
     chunk_object: str  # the chunks' `object`
@@ -68,6 +72,7 @@ class Envelope:
     def __init__(self, response_id: str, model: str, logprobs: bool = False):
         self.id, self.model, self.created = response_id, model, int(time.time())
         self.logprobs = logprobs  # asked for: every choice carries them, else null
+        self.sent: dict[int, int] = {}  # characters each choice streamed: its tokens' offsets
 
     def fields(self) -> dict:
         return {
@@ -78,11 +83,8 @@ class Envelope:
             "system_fingerprint": self.model,
         }
 
-    def ending(self, finished: Finished, with_usage: bool) -> list:
-        chunks = [self.finishing(finished.finish_reason)]
-        if with_usage:
-            chunks.append(self.chunk_type(choices=[], usage=usage(finished.stats), **self.fields()))
-        return chunks
+    def usage_chunk(self, stats: GenerationStats):
+        return self.chunk_type(choices=[], usage=usage(stats), **self.fields())
 
 
 class ChatShape(Envelope):
@@ -90,7 +92,13 @@ class ChatShape(Envelope):
 
     chunk_type, chunk_object = ChatCompletionChunk, "chat.completion.chunk"
 
-    def whole(self, completion: Completion) -> ChatCompletion:
+    def whole(self, completions: list[Completion], stats: GenerationStats) -> ChatCompletion:
+        choices = [self._choice(index, c) for index, c in enumerate(completions)]
+        whole = {**self.fields(), "object": "chat.completion"}
+        return ChatCompletion(choices=choices, usage=usage(stats), **whole)
+
+    @staticmethod
+    def _choice(index: int, completion: Completion) -> ChatChoice:
         calls = [
             ToolCall(
                 id=c.id, type="function", function=FunctionCall(name=c.name, arguments=c.arguments)
@@ -104,79 +112,80 @@ class ChatShape(Envelope):
             message.reasoning_content = completion.reasoning
         if calls:
             message.tool_calls = calls
-        choice = ChatChoice(
-            index=0,
+        return ChatChoice(
+            index=index,
             message=message,
             logprobs=chat_logprobs(completion.logprobs) if self.logprobs else None,
             finish_reason=completion.finish_reason,
         )
-        whole = {**self.fields(), "object": "chat.completion"}
-        return ChatCompletion(choices=[choice], usage=usage(completion.stats), **whole)
 
-    def opening(self) -> list[ChatCompletionChunk]:
-        return [self.chunk(ChatDelta(role="assistant", content=""))]
+    def opening(self, index: int) -> list[ChatCompletionChunk]:
+        return [self.chunk(index, ChatDelta(role="assistant", content=""))]
 
     def chunk(
-        self, delta: ChatDelta, finish_reason: str | None = None, logprobs=None
+        self, index: int, delta: ChatDelta, finish_reason: str | None = None, logprobs=None
     ) -> ChatCompletionChunk:
-        choice = ChunkChoice(index=0, delta=delta, logprobs=logprobs, finish_reason=finish_reason)
+        choice = ChunkChoice(
+            index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason
+        )
         return ChatCompletionChunk(choices=[choice], **self.fields())
 
-    def chunks_of(self, event: OutputEvent) -> list[ChatCompletionChunk]:
+    def chunks_of(self, index: int, event: OutputEvent) -> list[ChatCompletionChunk]:
         if isinstance(event, TextDelta):
             logprobs = chat_logprobs(event.logprobs) if self.logprobs else None
-            return [self.chunk(ChatDelta(content=event.text), logprobs=logprobs)]
+            return [self.chunk(index, ChatDelta(content=event.text), logprobs=logprobs)]
         if isinstance(event, ReasoningDelta):
-            return [self.chunk(ChatDelta(reasoning_content=event.text))]
+            return [self.chunk(index, ChatDelta(reasoning_content=event.text))]
         if isinstance(event, ToolCallStart):
             function = FunctionDelta(name=event.name, arguments="")
             call = ToolCallDelta(index=event.index, id=event.id, type="function", function=function)
-            return [self.chunk(ChatDelta(tool_calls=[call]))]
+            return [self.chunk(index, ChatDelta(tool_calls=[call]))]
         if isinstance(event, ToolArgumentsDelta):
             call = ToolCallDelta(index=event.index, function=FunctionDelta(arguments=event.delta))
-            return [self.chunk(ChatDelta(tool_calls=[call]))]
+            return [self.chunk(index, ChatDelta(tool_calls=[call]))]
         return []
 
-    def finishing(self, finish_reason: str) -> ChatCompletionChunk:
-        return self.chunk(ChatDelta(), finish_reason)
+    def finishing(self, index: int, finish_reason: str) -> ChatCompletionChunk:
+        return self.chunk(index, ChatDelta(), finish_reason)
 
 
 class TextShape(Envelope):
     """A text_completion, whole or streamed (its chunks are text_completion objects too)."""
 
     chunk_type, chunk_object = TextCompletion, "text_completion"
-    sent = 0  # characters streamed so far: where the next chunk's tokens start
 
-    def whole(self, completion: Completion) -> TextCompletion:
-        answer = self.chunk(completion.content, completion.finish_reason, usage(completion.stats))
-        if self.logprobs:
-            answer.choices[0].logprobs = text_logprobs(completion.logprobs)
-        return answer
+    def whole(self, completions: list[Completion], stats: GenerationStats) -> TextCompletion:
+        choices = [
+            TextChoice(
+                index=index,
+                text=c.content,
+                logprobs=text_logprobs(c.logprobs) if self.logprobs else None,
+                finish_reason=c.finish_reason,
+            )
+            for index, c in enumerate(completions)
+        ]
+        return TextCompletion(choices=choices, usage=usage(stats), **self.fields())
 
-    def opening(self) -> list[TextCompletion]:
+    def opening(self, index: int) -> list[TextCompletion]:
         return []
 
-    def chunk(
-        self, text: str, finish_reason: str | None = None, usage_: Usage | None = None
-    ) -> TextCompletion:
-        choice = TextChoice(index=0, text=text, logprobs=None, finish_reason=finish_reason)
-        completion = TextCompletion(choices=[choice], **self.fields())
-        if usage_ is not None:
-            completion.usage = usage_
-        return completion
+    def chunk(self, index: int, text: str, finish_reason: str | None = None) -> TextCompletion:
+        choice = TextChoice(index=index, text=text, logprobs=None, finish_reason=finish_reason)
+        return TextCompletion(choices=[choice], **self.fields())
 
-    def chunks_of(self, event: OutputEvent) -> list[TextCompletion]:
+    def chunks_of(self, index: int, event: OutputEvent) -> list[TextCompletion]:
         # A text completion has nowhere to put reasoning or calls: only its text.
         if not isinstance(event, TextDelta):
             return []
-        chunk = self.chunk(event.text)
+        chunk = self.chunk(index, event.text)
         if self.logprobs:
-            chunk.choices[0].logprobs = text_logprobs(event.logprobs, self.sent)
-        self.sent += len(event.text)
+            sent = self.sent.get(index, 0)
+            chunk.choices[0].logprobs = text_logprobs(event.logprobs, sent)
+            self.sent[index] = sent + len(event.text)
         return [chunk]
 
-    def finishing(self, finish_reason: str) -> TextCompletion:
-        return self.chunk("", finish_reason)
+    def finishing(self, index: int, finish_reason: str) -> TextCompletion:
+        return self.chunk(index, "", finish_reason)
 
 
 Shape = ChatShape | TextShape
@@ -185,41 +194,62 @@ SHAPES = {"chat": ChatShape, "text": TextShape}
 
 async def stream_chunks(
     shape: Shape,
-    events: AsyncIterator[OutputEvent],
+    events: AsyncIterator[tuple[int, OutputEvent]],
+    choices: int,
+    n: int,
     include_usage: bool,
     extras: Extras | None = None,
 ) -> AsyncIterator[str | dict]:
-    """Each chunk as JSON text; the last ones with /api/v0's extras when there are any."""
-    for chunk in shape.opening():
-        yield chunk.json_text()
+    """Each chunk as JSON text, every choice's (`events` tag each with its index) as they come;
+    the last ones (the last choice's finish, then usage) with /api/v0's extras when any."""
+    for index in range(choices):
+        for chunk in shape.opening(index):
+            yield chunk.json_text()
+    finished: dict[int, GenerationStats] = {}
     async with aclosing(events):
-        async for event in events:
-            if isinstance(event, Finished):
-                added = extras(event.stats) if extras else {}
-                for chunk in shape.ending(event, include_usage):
-                    yield {**chunk.as_dict(), **added}
+        async for index, event in events:
+            if not isinstance(event, Finished):
+                for chunk in shape.chunks_of(index, event):
+                    yield chunk.json_text()
                 continue
-            for chunk in shape.chunks_of(event):
-                yield chunk.json_text()
+            finished[index] = event.stats
+            last = shape.finishing(index, event.finish_reason)
+            if len(finished) < choices:
+                yield last.json_text()
+                continue
+            stats = combined_stats([finished[i] for i in range(choices)], n)
+            added = extras(stats) if extras else {}
+            ending = [last, shape.usage_chunk(stats)] if include_usage else [last]
+            for chunk in ending:
+                yield {**chunk.as_dict(), **added}
 
 
-def full_body(shape: Shape, completion: Completion, extras: Extras | None = None) -> dict:
-    body = shape.whole(completion).as_dict()
-    return {**body, **(extras(completion.stats) if extras else {})}
+def full_body(
+    shape: Shape, completions: list[Completion], n: int, extras: Extras | None = None
+) -> dict:
+    stats = combined_stats([c.stats for c in completions], n)
+    body = shape.whole(completions, stats).as_dict()
+    return {**body, **(extras(stats) if extras else {})}
 
 
 async def openai_response(
     kind: str,
-    neutral: GenerateRequest,
+    requests: list[GenerateRequest],
+    n: int,
     stream: bool,
     include_usage: bool,
     extras: ModelExtras | None = None,
 ) -> Response:
-    """Prepare and run a chat ("chat") or text ("text") completion, streamed or whole."""
+    """Prepare and run a chat ("chat") or text ("text") completion, streamed or whole: the n
+    choices of each request, generated together (choice index = request index * n + i)."""
     state = server_state()
-    prepared = await prepare(state.registry, neutral, state.limits)
-    shape = SHAPES[kind](neutral.response_id, prepared.model, neutral.top_logprobs is not None)
-    added = functools.partial(extras, prepared.loaded) if extras else None
+    choices = await prepare_choices(state.registry, requests, n, state.limits)
+    logprobs = requests[0].top_logprobs is not None
+    shape = SHAPES[kind](requests[0].response_id, choices[0].model, logprobs)
+    added = functools.partial(extras, choices[0].loaded) if extras else None
     if stream:
-        return await sse_response(stream_chunks(shape, generate(prepared), include_usage, added))
-    return jsonify(full_body(shape, await complete(prepared), added))
+        events = generate_choices(choices)
+        return await sse_response(
+            stream_chunks(shape, events, len(choices), n, include_usage, added)
+        )
+    return jsonify(full_body(shape, await complete_choices(choices), n, added))

@@ -43,7 +43,7 @@ class SamplingFields(OpenAIModel):
     stream_options: StreamOptions | None = None
     temperature: Temperature = None
     top_p: TopP = None
-    n: int = Field(1, ge=1, le=1)
+    n: int = 1  # choices per prompt, bounded by the pipeline (a 400 naming `n`)
     user: str | None = None
     # LM Studio extensions
     top_k: TopK = None
@@ -193,7 +193,8 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[int] | list[str] = Field(min_length=1)
+    # One prompt (text or token ids), or a list of them, each answered as its own choices.
+    prompt: str | list[int] | list[str] | list[list[int]] = Field(min_length=1)
     echo: bool = False
     max_tokens: int | None = 16  # OpenAI's default for completions
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)  # alternatives per token
@@ -211,12 +212,16 @@ class CompletionRequest(SamplingFields):
 
     @field_validator("prompt")
     @classmethod
-    def _single_prompt(cls, value):
-        if isinstance(value, list) and value and isinstance(value[0], str):
-            if len(value) != 1:
-                raise ValueError("one prompt per request is supported; send a string")
-            return value[0]
+    def _no_empty_prompt(cls, value):
+        if isinstance(value, list) and any(prompt in ("", []) for prompt in value):
+            raise ValueError("the list holds an empty prompt")
         return value
+
+    @property
+    def prompts(self) -> list[str | list[int]]:
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
+            return [self.prompt]
+        return list(self.prompt)
 
 
 def tool_choice(value, function_of) -> tuple[str, str | None]:

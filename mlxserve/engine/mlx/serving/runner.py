@@ -327,6 +327,9 @@ class BatchRunner:
             self._retire(sequence, list(cache))
             return
         self._join_batch([sequence], [type(c).merge([c]) for c in cache])
+        # Kept now, not only when the reply ends: the same prompt waiting (the other choices of
+        # a request with `n`) reads it from here; the reply's own entry replaces it later.
+        self._prompt_cache.insert_cache(CACHE_KEY, sequence.prompt_key, list(cache))
 
     def _join_batch(self, sequences: list[Sequence], batch_cache: list) -> None:
         if self._batch_cache is None:
