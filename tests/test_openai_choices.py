@@ -12,9 +12,6 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ENGINES
-from tests.server import ServerProcess
-
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Name a colour."}]
 # Gemma's end-of-text and end-of-turn tokens, kept from ending a reply that must run on.
@@ -22,14 +19,6 @@ NO_END = {"1": -100, "106": -100}
 # Why sampled text is compared on MLX only: llama.cpp's logits depend on which slots decode
 # together and what each slot had cached, which two runs need not share.
 LLAMACPP_SUMS = "llama.cpp's sampled replies depend on its slots' state"
-
-
-@pytest.fixture(scope="module", params=ENGINES)
-def server(request, models_dir, default_ids):
-    engine = request.param
-    with ServerProcess(models_dir, model=default_ids[engine], engine=engine) as running:
-        running.engine = engine
-        yield running
 
 
 @pytest.fixture
@@ -62,14 +51,16 @@ def streamed_texts(chunks) -> tuple[dict[int, str], dict[int, str], list]:
     return texts, reasons, usages
 
 
-def test_n_greedy_choices_equal_the_single_answer(client, model):
+def test_n_greedy_choices_equal_the_single_answer(client, model, server):
     alone = chat(client, model, temperature=0)
     three = chat(client, model, temperature=0, n=3)
     assert [c.index for c in three.choices] == [0, 1, 2]
-    assert {c.message.content for c in three.choices} == {alone.choices[0].message.content}
     assert three.usage.prompt_tokens == alone.usage.prompt_tokens
-    assert three.usage.completion_tokens == 3 * alone.usage.completion_tokens
     assert three.usage.total_tokens == three.usage.prompt_tokens + three.usage.completion_tokens
+    if server.engine != "mlx":
+        pytest.skip(LLAMACPP_SUMS)  # greedy too, at a near tie
+    assert {c.message.content for c in three.choices} == {alone.choices[0].message.content}
+    assert three.usage.completion_tokens == 3 * alone.usage.completion_tokens
 
 
 def test_n_seeded_choices_differ_and_repeat(client, model, server):
@@ -105,25 +96,31 @@ def complete(client, model, prompt, **fields):
     )
 
 
-def test_prompt_list_answers_prompt_major(client, model):
+def test_prompt_list_answers_prompt_major(client, model, server):
     prompts = ["The sky is", "One, two,"]
     alone = [complete(client, model, p) for p in prompts]
     listed = complete(client, model, prompts, n=2)
     assert [c.index for c in listed.choices] == [0, 1, 2, 3]
+    assert listed.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
+    texts, reasons, _ = streamed_texts(complete(client, model, prompts, n=2, stream=True))
+    assert sorted(texts) == sorted(reasons) == [0, 1, 2, 3]
+    if server.engine != "mlx":
+        pytest.skip(LLAMACPP_SUMS)  # greedy too, at a near tie
     expected = [alone[0].choices[0].text] * 2 + [alone[1].choices[0].text] * 2
     assert [c.text for c in listed.choices] == expected
-    assert listed.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
     assert listed.usage.completion_tokens == 2 * sum(a.usage.completion_tokens for a in alone)
-    texts, reasons, _ = streamed_texts(complete(client, model, prompts, n=2, stream=True))
     assert texts == dict(enumerate(expected))
     assert reasons == {c.index: c.finish_reason for c in listed.choices}
 
 
-def test_prompt_list_of_token_ids(client, model):
+def test_prompt_list_of_token_ids(client, model, server):
     prompts = [[2, 651, 7217, 603], [2, 4038, 235269, 1378]]
-    alone = [complete(client, model, p).choices[0].text for p in prompts]
+    alone = [complete(client, model, p) for p in prompts]
     listed = complete(client, model, prompts)
-    assert [c.text for c in listed.choices] == alone
+    assert listed.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
+    if server.engine != "mlx":
+        pytest.skip(LLAMACPP_SUMS)  # greedy too, at a near tie
+    assert [c.text for c in listed.choices] == [a.choices[0].text for a in alone]
 
 
 def test_n_over_the_limit_is_refused(client, model):

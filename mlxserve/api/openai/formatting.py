@@ -97,8 +97,7 @@ class ChatShape(Envelope):
         whole = {**self.fields(), "object": "chat.completion"}
         return ChatCompletion(choices=choices, usage=usage(stats), **whole)
 
-    @staticmethod
-    def _choice(index: int, completion: Completion) -> ChatChoice:
+    def _choice(self, index: int, completion: Completion) -> ChatChoice:
         calls = [
             ToolCall(
                 id=c.id, type="function", function=FunctionCall(name=c.name, arguments=c.arguments)
