@@ -3,6 +3,7 @@
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
                              | structured | vision | stall | speculative | cache
                              | concurrency | agents | distributed | families | profile
+                             | ollama
                              [--iterations N]
                              [--models-dir DIR]
 
@@ -39,6 +40,7 @@ BENCHMARKS = {
     "distributed": "scripts.benchmarks.distributed",
     "families": "scripts.benchmarks.families",
     "profile": "scripts.benchmarks.profile",
+    "ollama": "scripts.benchmarks.ollama",
 }
 
 

@@ -1,4 +1,5 @@
-"""The Node `openai` package, a second real client, streams a chat reply."""
+"""Node's `openai` and `ollama` packages, second real clients: a streamed chat reply, and
+Ollama's chat and generate, whole and streamed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 NODE_DIR = Path(__file__).parent / "node"
+PACKAGES = ("openai", "ollama")
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +21,7 @@ def node_client_dir() -> Path:
         if os.environ.get("CI"):  # CI installs Node (.ci/run): a skip would hide a lost client
             pytest.fail("node and npm are missing in CI")
         pytest.skip("npm is not installed; the Node client test needs node and npm")
-    if not (NODE_DIR / "node_modules" / "openai").is_dir():
+    if not all((NODE_DIR / "node_modules" / name).is_dir() for name in PACKAGES):
         subprocess.run(
             ["npm", "install", "--no-audit", "--no-fund"],
             cwd=NODE_DIR,
@@ -57,3 +59,23 @@ def test_node_openai_package_streams_a_chat_reply(node_client_dir, server, model
     if server.engine == "mlx":
         # llama.cpp's greedy text can vary with which slot's prompt cache serves a request.
         assert result["text"] == expected.choices[0].message.content
+
+
+def test_node_ollama_package_streams_what_it_gets_whole(node_client_dir, server, model_id):
+    done = subprocess.run(
+        ["node", "ollama_chat.mjs", server.base_url, model_id],
+        cwd=node_client_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    for call in ("chat", "generate"):
+        whole, streamed = result[call], result[f"{call}Stream"]
+        assert whole["text"] and streamed["text"] == whole["text"]
+        assert streamed["chunks"] >= 2 and not streamed["doneEarly"]
+        for final in (whole, streamed):
+            assert final["done"] is True and final["done_reason"] == "length"
+            assert final["eval_count"] == 3 and final["eval_duration"] > 0
+        assert streamed["prompt_eval_count"] == whole["prompt_eval_count"] > 3
