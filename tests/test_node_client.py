@@ -32,16 +32,17 @@ def node_client_dir() -> Path:
     return NODE_DIR
 
 
-def test_node_openai_package_streams_a_chat_reply(node_client_dir, server, model_id, client):
+def run_script(folder, script: str, *args: str) -> dict:
+    """A Node client script's one line of JSON."""
     done = subprocess.run(
-        ["node", "stream_chat.mjs", f"{server.base_url}/v1", model_id],
-        cwd=node_client_dir,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        ["node", script, *args], cwd=folder, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_node_openai_package_streams_a_chat_reply(node_client_dir, server, model_id, client):
+    result = run_script(node_client_dir, "stream_chat.mjs", f"{server.base_url}/v1", model_id)
     expected = client.chat.completions.create(
         model=model_id,
         temperature=0,
@@ -62,15 +63,7 @@ def test_node_openai_package_streams_a_chat_reply(node_client_dir, server, model
 
 
 def test_node_ollama_package_streams_what_it_gets_whole(node_client_dir, server, model_id):
-    done = subprocess.run(
-        ["node", "ollama_chat.mjs", server.base_url, model_id],
-        cwd=node_client_dir,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = run_script(node_client_dir, "ollama_chat.mjs", server.base_url, model_id)
     for call in ("chat", "generate"):
         whole, streamed = result[call], result[f"{call}Stream"]
         assert whole["text"] and streamed["text"] == whole["text"]

@@ -3,14 +3,12 @@ engines: `n` on chat and text completions, and a list of prompts on /v1/completi
 
 from __future__ import annotations
 
-import json
-import queue
-import threading
 import time
 
-import httpx
 import openai
 import pytest
+
+from tests.log_stream import log_records
 
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Name a colour."}]
@@ -150,33 +148,13 @@ def test_n_choices_count_in_the_queue_and_leave_with_the_client(client, model, s
     assert active_requests(server) == 0
 
 
-def response_records(server, count: int, call) -> list[dict]:
-    """The log stream's `response` records of the next `count` generations, after `call`."""
-    records: queue.Queue = queue.Queue()
-
-    def listen() -> None:
-        with httpx.stream("GET", f"{server.base_url}/api/v0/log/stream", timeout=120) as reply:
-            for line in reply.iter_lines():
-                if line == ": subscribed":
-                    records.put("subscribed")
-                elif line.startswith("data: "):
-                    record = json.loads(line.removeprefix("data: "))
-                    if record["type"] == "response":
-                        records.put(record)
-
-    threading.Thread(target=listen, daemon=True).start()
-    assert records.get(timeout=10) == "subscribed"
-    call()
-    return [records.get(timeout=120) for _ in range(count)]
-
-
 def test_n_choices_of_a_long_prompt_read_it_once(client, model, server):
     if server.engine != "mlx":
         pytest.skip("llama.cpp's slots each read the prompt")
     # Past one prefill chunk (so the choices are read one after another, not in one batch) and
     # within the sliding window (so a cached prompt can be trimmed to a prefix).
     prompt = " ".join(f"item {i}" for i in range(45))
-    records = response_records(server, 3, lambda: complete(client, model, prompt, n=3))
+    records, _ = log_records(server, "response", 3, lambda: complete(client, model, prompt, n=3))
     cached = sorted(record["stats"]["cached_prompt_tokens"] for record in records)
     prompt_tokens = records[0]["stats"]["prompt_tokens"]
     assert cached[0] < prompt_tokens // 2  # the first read it

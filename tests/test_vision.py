@@ -20,8 +20,7 @@ import pytest
 
 from mlxserve.models.convert import convert_model
 from tests.server import ServerProcess
-from tests.tiny_models import make_tiny_gemma
-from tests.tiny_vision import IMAGE_TOKENS, make_tiny_vlm, png_bytes
+from tests.tiny_vision import IMAGE_TOKENS, make_vision_store, png_bytes
 
 pytestmark = pytest.mark.e2e
 FAMILIES = ("gemma3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
@@ -46,11 +45,7 @@ def user(*images: bytes, text: str = QUESTION) -> dict:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vision-store")
-    for family in FAMILIES:
-        make_tiny_vlm(root / "test" / family, family)
-    make_tiny_gemma(root / "test" / "text-only")
-    return root
+    return make_vision_store(tmp_path_factory.mktemp("vision-store"), FAMILIES)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

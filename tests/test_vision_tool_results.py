@@ -12,8 +12,7 @@ import pytest
 
 from tests.log_stream import rendered_prompt
 from tests.server import ServerProcess
-from tests.tiny_models import make_tiny_gemma
-from tests.tiny_vision import IMAGE_TOKENS, make_tiny_vlm, png_bytes
+from tests.tiny_vision import IMAGE_TOKENS, make_vision_store, png_bytes
 
 pytestmark = pytest.mark.e2e
 FAMILIES = ("gemma3", "qwen2_5_vl")  # a template without a tool turn, and one with
@@ -24,11 +23,7 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "shot", "argume
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vision-tools")
-    for family in FAMILIES:
-        make_tiny_vlm(root / "test" / family, family)
-    make_tiny_gemma(root / "test" / "text-only")
-    return root
+    return make_vision_store(tmp_path_factory.mktemp("vision-tools"), FAMILIES)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

@@ -15,6 +15,7 @@ from PIL import Image
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from mlxserve.models.store import ModelRecord, write_manifest
+from tests.tiny_models import make_tiny_gemma
 
 WORDS = [f"w{i}" for i in range(60)]
 GEMMA_SPECIAL = [
@@ -219,3 +220,12 @@ def png_bytes(color: tuple[int, int, int] | None = None, size=(48, 48), seed: in
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def make_vision_store(root: Path, families) -> Path:
+    """A store of tiny vision models of `families` (as test/<family>) and a text-only Gemma
+    (test/text-only)."""
+    for family in families:
+        make_tiny_vlm(root / "test" / family, family)
+    make_tiny_gemma(root / "test" / "text-only")
+    return root

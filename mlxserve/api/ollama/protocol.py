@@ -17,6 +17,7 @@ from mlxserve.api.shared.protocol import (
     Temperature,
     TopK,
     TopP,
+    checked_function_tools,
     sampling_params,
 )
 from mlxserve.pipeline.errors import RequestError
@@ -146,14 +147,7 @@ class ChatRequest(GenerationFields):
     @field_validator("tools")
     @classmethod
     def _tools_are_functions(cls, tools: list[dict[str, Any]] | None):
-        for index, tool in enumerate(tools or []):
-            function = tool.get("function")
-            if not isinstance(function, dict) or not function.get("name"):
-                raise ValueError(f'[{index}] must be {{"type": "function", "function": '
-                                 '{"name": ..., "parameters": {...}}}')  # fmt: skip
-            if not isinstance(function.get("parameters") or {}, dict):
-                raise ValueError(f"[{index}].function.parameters must be a JSON schema object")
-        return tools
+        return checked_function_tools(tools, only_functions=True)
 
     def constraints(self) -> Constraints:
         return Constraints(

@@ -15,6 +15,7 @@ from mlxserve.api.shared.protocol import (
     Temperature,
     TopK,
     TopP,
+    checked_function_tools,
     response_schema,
     sampling_params,
 )
@@ -150,17 +151,7 @@ class ChatCompletionRequest(SamplingFields):
     @field_validator("tools")
     @classmethod
     def _tools_are_functions(cls, tools: list[dict[str, Any]] | None):
-        """Function tools need a name and a schema object; other tool types pass untouched."""
-        for index, tool in enumerate(tools or []):
-            if "function" not in tool and tool.get("type", "function") != "function":
-                continue
-            function = tool.get("function")
-            if not isinstance(function, dict) or not function.get("name"):
-                raise ValueError(f'[{index}] must be {{"type": "function", "function": '
-                                 '{"name": ..., "parameters": {...}}}')  # fmt: skip
-            if not isinstance(function.get("parameters") or {}, dict):
-                raise ValueError(f"[{index}].function.parameters must be a JSON schema object")
-        return tools
+        return checked_function_tools(tools, only_functions=False)
 
     def constraints(self) -> Constraints:
         choice, forced = tool_choice(self.tool_choice, lambda c: c.get("function", {}))

@@ -57,6 +57,22 @@ class Answer(BaseModel):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+def checked_function_tools(tools: list[dict] | None, only_functions: bool) -> list[dict] | None:
+    """Function tools need a name and a schema object; with `only_functions` False, tools of
+    other types (OpenAI's hosted ones) pass untouched."""
+    for index, tool in enumerate(tools or []):
+        hosted = "function" not in tool and tool.get("type", "function") != "function"
+        if hosted and not only_functions:
+            continue
+        function = tool.get("function")
+        if not isinstance(function, dict) or not function.get("name"):
+            raise ValueError(f'[{index}] must be {{"type": "function", "function": '
+                             '{"name": ..., "parameters": {...}}}')  # fmt: skip
+        if not isinstance(function.get("parameters") or {}, dict):
+            raise ValueError(f"[{index}].function.parameters must be a JSON schema object")
+    return tools
+
+
 def sampling_params(**fields) -> SamplingParams:
     """SamplingParams from request fields; a field left out or None takes LM Studio's default."""
     defaults = {
