@@ -150,6 +150,37 @@ def test_a_reply_streams_in_and_stop_ends_its_generation(browser, server, screen
     assert text(browser, "#conversations button") == "Hello"
 
 
+def test_first_paint_and_frames_while_a_long_reply_streams(browser, server):
+    """The page paints within a second, and 1,000 streamed tokens leave the browser drawing
+    frames: the reply is redrawn once per frame, never per token."""
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(server.base_url)
+    wait(browser, lambda: find(browser, "#model option").get_attribute("value") == MODEL)
+    paint = browser.execute_script(
+        "return performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null;"
+    )
+    assert paint is not None and paint < 1000, paint
+    find(browser, "#new-chat").click()
+    for field, value in (("#max_tokens", "1000"), ("#extra", '{"logit_bias": {"2": -100}}')):
+        find(browser, field).clear()
+        find(browser, field).send_keys(value)
+    browser.execute_script(
+        "window.frameTimes = []; const tick = (t) => { window.frameTimes.push(t); "
+        "requestAnimationFrame(tick); }; requestAnimationFrame(tick);"
+    )
+    started = browser.execute_script("return performance.now();")
+    find(browser, "#prompt").send_keys("Stream", Keys.ENTER)
+    wait(browser, lambda: "finish: length" in text(browser, ".message.assistant .stats"), 120)
+    times = browser.execute_script("return window.frameTimes;")
+    streamed = [t for t in times if t >= started]
+    seconds = (streamed[-1] - streamed[0]) / 1000
+    gaps = [later - earlier for earlier, later in zip(streamed, streamed[1:], strict=False)]
+    fps, longest = len(gaps) / seconds, max(gaps)
+    print(f"\nfirst paint {paint:.0f} ms; {fps:.0f} frames/s streaming; longest {longest:.0f} ms")
+    assert fps >= 20 and longest < 500
+
+
 def test_a_model_loads_and_unloads_from_the_models_view(browser, server, screenshots):
     find(browser, "#tab-models").click()
     load = f'[data-model="{OTHER}"] button[aria-label="Load {OTHER}"]'
