@@ -28,6 +28,7 @@ async def respond(body: CompletionRequest, extras: ModelExtras | None = None):
         sampling=body.to_sampling_params(),
         speculation=body.speculation(),
         prompt=body.prompt,
+        fill_in=body.fill_in(),
         max_tokens=body.token_limit,
         stop=body.stop_list,
         ttl=body.ttl,
