@@ -1,11 +1,12 @@
 """Fill-in-the-middle end to end: scripted models whose vocabularies hold Qwen2.5-Coder's and
 Codestral's FIM tokens, served by the real server and asked through the `openai` SDK's
-`suffix`; each checked by
+`suffix` and the `ollama` client's `suffix`; each checked by
 the exact prompt the model saw, read off the request log. The real default Gemma, which has no
 FIM tokens, refuses `suffix` with a 400 that names the model and the field."""
 
 from __future__ import annotations
 
+import ollama
 import openai
 import pytest
 
@@ -83,6 +84,22 @@ def test_suffix_first_family_puts_the_suffix_first(coders):
     )
     assert prompt == f"[SUFFIX]{SUFFIX}[PREFIX]{PREFIX}"
     assert answer.choices[0].text == MIDDLE
+
+
+def test_ollama_generate_with_suffix(coders):
+    client = ollama.Client(host=coders.base_url)
+    prompt, answer = rendered_prompt(
+        coders,
+        lambda: client.generate(
+            model=QWEN,
+            prompt=PREFIX,
+            suffix=SUFFIX,
+            options={"temperature": 0, "num_predict": 3},
+            stream=False,
+        ),
+    )
+    assert prompt == QWEN_PROMPT
+    assert answer.response == MIDDLE and answer.done_reason == "stop"
 
 
 def test_model_without_fim_tokens_refuses_suffix(gemma):
