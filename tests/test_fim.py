@@ -1,11 +1,14 @@
 """Fill-in-the-middle end to end: scripted models whose vocabularies hold Qwen2.5-Coder's and
 Codestral's FIM tokens, served by the real server and asked through the `openai` SDK's
-`suffix` and the `ollama` client's `suffix`; each checked by
+`suffix`, the `ollama` client's `suffix` and llama-server's `/infill` (httpx); each checked by
 the exact prompt the model saw, read off the request log. The real default Gemma, which has no
 FIM tokens, refuses `suffix` with a 400 that names the model and the field."""
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import ollama
 import openai
 import pytest
@@ -102,6 +105,30 @@ def test_ollama_generate_with_suffix(coders):
     assert answer.response == MIDDLE and answer.done_reason == "stop"
 
 
+def test_infill_route_answers_as_llama_server(coders):
+    body = {
+        "model": QWEN,  # two models are loaded: llama-server's clients leave it out with one
+        "input_prefix": PREFIX,
+        "input_suffix": SUFFIX,
+        "prompt": "    ",  # the cursor's line so far: the middle goes on from it
+        "n_predict": 3,
+        "temperature": 0,
+    }
+    url = f"{coders.base_url}/infill"
+    prompt, reply = rendered_prompt(coders, lambda: httpx.post(url, json=body, timeout=60))
+    assert prompt == QWEN_PROMPT + "    "
+    assert reply.status_code == 200
+    answer = reply.json()
+    assert answer["content"] == MIDDLE and answer["stop"] is True
+    assert answer["stop_type"] == "eos" and answer["model"] == QWEN
+    assert answer["tokens_predicted"] == 2 and answer["timings"]["predicted_n"] == 2
+    with httpx.stream("POST", url, json={**body, "stream": True}, timeout=60) as streamed:
+        lines = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines]
+    assert "".join(chunk["content"] for chunk in chunks) == MIDDLE
+    assert [chunk["stop"] for chunk in chunks][-1] is True and not chunks[0]["stop"]
+
+
 def test_model_without_fim_tokens_refuses_suffix(gemma):
     server, model_id = gemma
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
@@ -110,3 +137,9 @@ def test_model_without_fim_tokens_refuses_suffix(gemma):
     error = refused.value.body
     assert error["param"] == "suffix" and model_id in error["message"]
     assert "`suffix`" in error["message"]
+    infill = httpx.post(
+        f"{server.base_url}/infill", json={"input_prefix": PREFIX, "input_suffix": SUFFIX}
+    )
+    assert infill.status_code == 400
+    assert infill.json()["error"]["param"] == "input_suffix"
+    assert model_id in infill.json()["error"]["message"]
