@@ -143,7 +143,8 @@ def test_errors_are_ollama_shaped(served):
     assert hot.value.status_code == 400 and "temperature" in hot.value.error
     with pytest.raises(ollama.ResponseError) as fim:
         client.generate(model=model, prompt="def f(", suffix="return 1", stream=False)
-    assert fim.value.status_code == 400 and model in fim.value.error
+    assert fim.value.status_code == 400 and model in fim.value.error  # no FIM tokens
+    assert "`suffix`" in fim.value.error
     created = httpx.post(f"{server.base_url}/api/create", json={"model": "x", "from": model})
     assert created.status_code == 400 and "not supported" in created.json()["error"]
     foreign = httpx.post(

@@ -15,6 +15,7 @@ from mlxserve.api.http.errors import register_error_handlers
 from mlxserve.api.http.guard import GuardOptions, has_key, install_guard
 from mlxserve.api.http.openapi import openapi_document
 from mlxserve.api.http.parsing import answers
+from mlxserve.api.llamacpp import infill as llamacpp_infill
 from mlxserve.api.lmstudio import v0 as lmstudio_v0
 from mlxserve.api.lmstudio import v1 as lmstudio_v1
 from mlxserve.api.lmstudio import v1_downloads as lmstudio_v1_downloads
@@ -60,7 +61,7 @@ def create_app(config: AppConfig) -> Quart:
     )
     state.attach(app)
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
-    natives = (lmstudio_v1, lmstudio_v1_downloads)
+    natives = (lmstudio_v1, lmstudio_v1_downloads, llamacpp_infill)
     ollama = (ollama_generation, ollama_embed, ollama_models, ollama_pull)
     for adapter in (*adapters, *natives, *ollama, anthropic_messages, embeddings, metrics):
         app.register_blueprint(adapter.blueprint)

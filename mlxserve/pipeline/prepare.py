@@ -18,6 +18,7 @@ from mlxserve.models.store import ModelRecord
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.draft_model import resolve_speculation
 from mlxserve.pipeline.errors import RequestError
+from mlxserve.pipeline.fim import fim_prompt
 from mlxserve.pipeline.reasoning import ReasoningSplitter, opened_in_prompt, reasoning_family
 from mlxserve.pipeline.request import GenerateRequest
 from mlxserve.pipeline.templates import (
@@ -107,9 +108,9 @@ async def _prepare_admitted(
     if not request.clamp_max_tokens:
         _check_token_limit(request.max_tokens, loaded.engine.context_length)
     syntax = thinking = None
+    ends: tuple[str, ...] = ()  # markers that end a fill-in-the-middle answer
     if request.conversation is None:
-        prompt, add_special_tokens = request.prompt, True
-        _check_token_ids(prompt, loaded.engine.vocab_size)
+        (prompt, ends), add_special_tokens = await _raw_prompt(loaded, request), True
     else:
         # Rendering a long conversation takes a while: in a thread, off the event loop.
         if request.constraints.wants_tools:
@@ -120,7 +121,7 @@ async def _prepare_admitted(
         prompt=prompt,
         sampling=request.sampling,
         max_tokens=_reply_limit(request.max_tokens, limits.max_tokens),
-        stop=request.stop,
+        stop=[*request.stop, *ends],
         add_special_tokens=add_special_tokens,
         # A schema's check and grammar validation take a while: off the event loop.
         grammar=await _grammar(loaded, request, syntax),
@@ -154,6 +155,7 @@ async def _prepare_admitted(
     visible = (thinking.syntax.special_pieces if thinking else ()) + (
         syntax.markers if syntax else ()
     )
+    visible += ends  # shown so that the stop strings above can end the answer on them
     engine_request.visible_specials = tuple(dict.fromkeys(visible))
     return Prepared(
         request, loaded, engine_request, release, tool_syntax=syntax, reasoning=thinking
@@ -181,6 +183,17 @@ async def _grammar(loaded: LoadedModel, request: GenerateRequest, syntax: ToolSy
         special = {m: i for i, m in (await loaded.engine.special_ids(syntax.markers)).items()}
     # A schema's check and grammar validation take a while: off the event loop.
     return await asyncio.to_thread(compile_constraints, request.constraints, syntax, special)
+
+
+async def _raw_prompt(
+    loaded: LoadedModel, request: GenerateRequest
+) -> tuple[str | list[int], tuple[str, ...]]:
+    """The raw prompt as sent, or the text around a cursor in the model's fill-in-the-middle
+    tokens; with the markers that end the answer besides end-of-text."""
+    if request.fill_in is not None:
+        return await fim_prompt(loaded, request.fill_in)
+    _check_token_ids(request.prompt, loaded.engine.vocab_size)
+    return request.prompt, ()
 
 
 def _chat_prompt(

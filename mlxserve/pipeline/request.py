@@ -91,6 +91,17 @@ class Constraints:
         return self.wants_tools and (self.tool_choice == "required" or bool(self.forced_tool))
 
 
+@dataclass(frozen=True)
+class FillInMiddle:
+    """Code around an editor's cursor: the model writes what goes between `prefix` and `suffix`,
+    going on from `middle`, the part of the gap already typed."""
+
+    prefix: str
+    suffix: str
+    middle: str = ""
+    param: str = "suffix"  # the field a model without fill-in-the-middle tokens is blamed on
+
+
 @dataclass
 class GenerateRequest:
     """What an API adapter makes of its client's request; prepare.py turns it into the engine's
@@ -98,8 +109,9 @@ class GenerateRequest:
 
     model: str
     sampling: SamplingParams
-    conversation: list[Turn] | None = None  # a chat; or else a raw `prompt`
+    conversation: list[Turn] | None = None  # a chat; or else a raw `prompt`, or `fill_in`
     prompt: str | list[int] | None = None
+    fill_in: FillInMiddle | None = None  # rendered in the model's own fill-in-the-middle tokens
     max_tokens: int | None = None  # None: until the context is full
     # none | minimal | low | medium | high: passed to thinking models' chat templates (their
     # enable_thinking and reasoning_effort switches); None leaves the template's default.

@@ -44,13 +44,13 @@ async def chat(body: ChatRequest):
 @answers(GenerateChunk)
 @with_body(GenerateRequest)
 async def generate_text(body: GenerateRequest):
-    """Ollama's completion of a prompt (through the chat template unless `raw`)."""
+    """Ollama's completion of a prompt (through the chat template unless `raw`); with a `suffix`,
+    the code between prompt and suffix, in the model's fill-in-the-middle tokens."""
     if body.suffix:
-        message = (
-            f"model '{body.model}' has no fill-in-the-middle tokens known to this server; "
-            "suffix is not supported"
-        )
-        raise RequestError(400, message, "suffix", "suffix_not_supported")
+        if body.images:
+            message = "suffix (fill-in-the-middle) takes text only; send the images without it"
+            raise RequestError(400, message, "suffix", "invalid_value")
+        return await respond(body, None, body.prompt or "")
     if not body.prompt and not body.images:
         return await respond(body, None)
     if body.raw:
@@ -111,6 +111,7 @@ def to_request(
         sampling=settings.to_sampling_params(),
         conversation=conversation,
         prompt=prompt,
+        fill_in=_fill_in(body, prompt),
         max_tokens=settings.token_limit,
         clamp_max_tokens=True,  # Ollama cuts num_predict to the context rather than refuse it
         stop=settings.stop or [],
@@ -120,6 +121,14 @@ def to_request(
         response_id=new_id("ollama"),
         endpoint=request.path,
     )
+
+
+def _fill_in(
+    body: ChatRequest | GenerateRequest, prompt: str | None
+) -> neutral.FillInMiddle | None:
+    if isinstance(body, GenerateRequest) and body.suffix and prompt is not None:
+        return neutral.FillInMiddle(prefix=prompt, suffix=body.suffix)
+    return None
 
 
 def to_turn(message: ChatMessage) -> neutral.Turn:

@@ -32,6 +32,7 @@ async def respond(body: CompletionRequest, extras: ModelExtras | None = None):
             sampling=body.to_sampling_params(),
             speculation=body.speculation(),
             prompt=prompt,
+            fill_in=body.fill_in(prompt),
             max_tokens=body.token_limit,
             stop=body.stop_list,
             ttl=body.ttl,

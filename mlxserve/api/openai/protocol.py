@@ -21,7 +21,7 @@ from mlxserve.api.shared.protocol import (
 )
 from mlxserve.engine.base import Speculation
 from mlxserve.pipeline.errors import RequestError
-from mlxserve.pipeline.request import Constraints
+from mlxserve.pipeline.request import Constraints, FillInMiddle
 from mlxserve.sampling.params import SamplingParams
 from mlxserve.sampling.sampler import MAX_TOP_LOGPROBS
 
@@ -189,6 +189,20 @@ class CompletionRequest(SamplingFields):
     echo: bool = False
     max_tokens: int | None = 16  # OpenAI's default for completions
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)  # alternatives per token
+    suffix: str | None = None  # the text after the insertion point: fill-in-the-middle
+
+    @model_validator(mode="after")
+    def _suffix_needs_text(self):
+        if self.suffix is not None and not isinstance(self.prompt, str):
+            message = "suffix needs the prompt as text (the code before the insertion point)"
+            raise RequestError(400, message, "suffix", "invalid_value")
+        return self
+
+    def fill_in(self, prompt: str | list[int]) -> FillInMiddle | None:
+        """A prompt and `suffix` as the text around a cursor, or None without a suffix."""
+        if self.suffix is None:
+            return None
+        return FillInMiddle(prefix=str(prompt), suffix=self.suffix)
 
     @model_validator(mode="after")
     def _no_prompt_logprobs(self):
