@@ -73,7 +73,9 @@ def test_prefill_interleaves_with_a_running_stream(model_dir):
     assert run["chunks"] >= chunks
     assert run["max_chunks_between_decodes"] == 1  # never two chunks without a decode step
     assert run["tokens_during_prefill"] >= chunks - 1  # a token for the stream between chunks
-    assert run["worst_gap"] < run["prefill_seconds"] / 3
+    # Read whole, the prompt would leave one gap as long as its prefill; the margin is wide
+    # because a busy two-core machine can stall any one step.
+    assert run["worst_gap"] < run["prefill_seconds"] / 2
 
 
 def test_a_burst_of_short_prompts_is_read_in_one_pass(model_dir):
