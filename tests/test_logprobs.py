@@ -101,9 +101,6 @@ def test_logprobs_are_refused_where_they_cannot_be_given(client, model_id):
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model=model_id, messages=ASK, top_logprobs=2, **GREEDY)
     assert refused.value.body["param"] == "top_logprobs"
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.completions.create(model=model_id, prompt="Hi", echo=True, logprobs=1, **GREEDY)
-    assert refused.value.body["param"] == "echo"
     plain = client.chat.completions.create(model=model_id, messages=ASK, **GREEDY)
     assert plain.choices[0].logprobs is None
 

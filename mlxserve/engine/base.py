@@ -42,6 +42,12 @@ class InvalidRequest(EngineError):
         self.param = param
 
 
+class Unsupported(InvalidRequest):
+    """A valid request this model or engine cannot serve as asked."""
+
+    status = 400
+
+
 class ContextLengthExceeded(InvalidRequest):
     """The prompt alone fills the loaded context window."""
 
@@ -137,7 +143,7 @@ class TokenLogprob:
 
     text: str
     bytes: bytes
-    logprob: float
+    logprob: float | None  # None: a prompt's first token, which nothing before it predicts
     top: tuple[TokenLogprob, ...] = ()
 
 
@@ -202,6 +208,10 @@ class EngineModel(abc.ABC):
     async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """Token ids exactly as generate() would see them."""
 
+    async def detokenize(self, tokens: list[int]) -> str:
+        """The text of token ids, as a prompt of them reads."""
+        raise Unsupported(f"{self.engine_name} models here have no text to give back")
+
     async def prompt_and_budget(self, request: EngineRequest) -> tuple[list[int], int]:
         """The prompt's token ids and how many tokens may follow them: max_tokens, capped by
         the room left in the context. A prompt that leaves no room is refused. The ids are kept
@@ -216,6 +226,12 @@ class EngineModel(abc.ABC):
         if room <= 0 or not prompt:
             raise ContextLengthExceeded(len(prompt), self.context_length)
         return prompt, min(request.max_tokens or room, room)
+
+    async def prompt_logprobs(self, tokens: list[int], top: int) -> list[TokenLogprob]:
+        """Each prompt token's log-probability after the ones before it, with the `top` likeliest
+        tokens at its place; the first token has none."""
+        message = "the prompt's log-probabilities (echo with logprobs) need the MLX engine; "
+        raise Unsupported(message + f"this model runs on {self.engine_name}", param="echo")
 
     async def special_ids(self, markers: Collection[str]) -> dict[int, str]:
         """The markers that are one token in this vocabulary, by token id (asked once each)."""

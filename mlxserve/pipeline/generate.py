@@ -10,6 +10,7 @@ from contextlib import aclosing
 from mlxserve import logstream
 from mlxserve.pipeline.constraints import output_checks
 from mlxserve.pipeline.deadline import within_deadline
+from mlxserve.pipeline.echo import echoed_prompt, prompt_only
 from mlxserve.pipeline.events import Completion, LogprobsOfText, OutputEvent, fold
 from mlxserve.pipeline.output import OutputStage
 from mlxserve.pipeline.prepare import Prepared
@@ -27,6 +28,11 @@ async def generate(prepared: Prepared) -> AsyncIterator[OutputEvent]:
     logprobs = LogprobsOfText()
     reasoning_tokens = 0
     try:
+        if request.echo:
+            yield await echoed_prompt(prepared)
+        if request.max_tokens == 0:  # only an echo may ask for no new tokens
+            yield prompt_only(prepared)
+            return
         with logstream.GenerationLog(header, prepared.engine_request) as log_entry:
             engine_events = loaded.engine.generate(prepared.engine_request)
             timed = within_deadline(engine_events, prepared.deadline, prepared.timeout)

@@ -118,6 +118,7 @@ class GenerateRequest:
     reasoning_effort: str | None = None
     clamp_max_tokens: bool = False  # a max_tokens beyond the context is cut to fit, not refused
     top_logprobs: int | None = None  # each token's log-probability and its likeliest rivals
+    echo: bool = False  # the reply starts with the prompt (with its tokens' log-probabilities)
     stop: list[str] = field(default_factory=list)
     constraints: Constraints = field(default_factory=Constraints)
     ttl: int | None = None  # idle seconds for a model this request loads

@@ -37,6 +37,7 @@ async def respond(body: CompletionRequest, extras: ModelExtras | None = None):
             stop=body.stop_list,
             ttl=body.ttl,
             top_logprobs=body.requested_logprobs,
+            echo=body.echo,
             prompt_param="prompt",
             response_id=response_id,
             endpoint=request.path,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from mlxserve.api.openai.objects import ChatLogprobs, TextLogprobs
 from mlxserve.api.shared.logprobs import content_logprobs, finite
+from mlxserve.engine.base import TokenLogprob
 
 
 def chat_logprobs(entries) -> ChatLogprobs:
@@ -13,14 +14,21 @@ def chat_logprobs(entries) -> ChatLogprobs:
 
 
 def text_logprobs(entries, offset: int = 0) -> TextLogprobs:
-    """`offset`: where the first token's text starts in the whole reply."""
+    """`offset`: where the first token's text starts in the whole reply. An echoed prompt's
+    first token, which nothing predicts, has null for its log-probability and alternatives."""
     offsets = []
     for entry in entries:
         offsets.append(offset)
         offset += len(entry.text)
     return TextLogprobs(
         tokens=[entry.text for entry in entries],
-        token_logprobs=[finite(entry.logprob) for entry in entries],
-        top_logprobs=[{alt.text: finite(alt.logprob) for alt in entry.top} for entry in entries],
+        token_logprobs=[None if e.logprob is None else finite(e.logprob) for e in entries],
+        top_logprobs=[_alternatives(entry) for entry in entries],
         text_offset=offsets,
     )
+
+
+def _alternatives(entry: TokenLogprob) -> dict[str, float] | None:
+    if entry.logprob is None:
+        return None
+    return {alt.text: finite(alt.logprob) for alt in entry.top}

@@ -72,8 +72,8 @@ class ChatLogprobs(OpenAIObject):
 
 class TextLogprobs(OpenAIObject):
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
 
 

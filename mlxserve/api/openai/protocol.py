@@ -204,11 +204,18 @@ class CompletionRequest(SamplingFields):
             return None
         return FillInMiddle(prefix=str(prompt), suffix=self.suffix)
 
+    @field_validator("max_tokens")
+    @classmethod
+    def _max_tokens_positive(cls, value: int | None) -> int | None:
+        if value is not None and value != -1 and value < 0:
+            raise ValueError("must be -1 (until the context is full), 0 (with echo) or more")
+        return value
+
     @model_validator(mode="after")
-    def _no_prompt_logprobs(self):
-        if self.echo and self.logprobs is not None:
-            message = "echo with logprobs (the prompt's log-probabilities) is not supported"
-            raise RequestError(400, message, "echo", "unsupported_value")
+    def _no_tokens_only_with_echo(self):
+        if self.max_tokens == 0 and not self.echo:
+            message = "max_tokens 0 (the prompt alone) needs echo: true"
+            raise RequestError(422, message, "max_tokens", "invalid_value")
         return self
 
     @property

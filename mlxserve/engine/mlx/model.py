@@ -17,6 +17,8 @@ from mlxserve.engine.base import (
     EngineModel,
     EngineRequest,
     GenerationEvent,
+    TokenLogprob,
+    Unsupported,
     config_vocab_size,
 )
 from mlxserve.engine.mlx.architectures.text_model import TextModel
@@ -26,7 +28,9 @@ from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler
 from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
 from mlxserve.engine.mlx.serving.event_handoff import EventHandoff
+from mlxserve.engine.mlx.serving.prompt_scoring import score_prompt
 from mlxserve.engine.mlx.serving.runner import BatchRunner
+from mlxserve.engine.mlx.serving.runner_job import RunnerJob
 from mlxserve.engine.mlx.serving.sequence import Sequence
 from mlxserve.engine.mlx.serving.step_profile import StepProfile
 from mlxserve.sampling.sampler import Sampler
@@ -111,6 +115,9 @@ class MLXModel(EngineModel):
         encode = self.tokenizer.encode
         return await asyncio.to_thread(encode, text, add_special_tokens=add_special_tokens)
 
+    async def detokenize(self, tokens: list[int]) -> str:
+        return await asyncio.to_thread(self.tokenizer.decode, tokens)
+
     async def prompt_and_budget(self, request: EngineRequest) -> tuple[list[int], int]:
         """As for any engine; a prompt with images goes through the model's processor, which
         expands each image into its image tokens (so they count toward the context)."""
@@ -151,6 +158,15 @@ class MLXModel(EngineModel):
                     return
         finally:
             sequence.cancel()
+
+    async def prompt_logprobs(self, tokens: list[int], top: int) -> list[TokenLogprob]:
+        if self.distributed is not None or not isinstance(self._runner.model, TextModel):
+            kind = "a model split across machines" if self.distributed else "a vision model"
+            message = "the prompt's log-probabilities (echo with logprobs) are not served for "
+            raise Unsupported(message + kind, param="echo")
+        job = RunnerJob(lambda model, tokenizer: score_prompt(model, tokenizer, tokens, top))
+        self._runner.submit(job)
+        return await asyncio.wrap_future(job.done)
 
     def _compiler(self) -> GrammarCompiler:
         if self._grammars is None:

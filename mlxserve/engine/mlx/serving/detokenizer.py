@@ -42,7 +42,7 @@ def token_bytes(tokenizer, token_id: int) -> bytes:
     return tokenizer.decode([token_id]).encode()
 
 
-def token_logprob(tokenizer, token_id: int, logprob: float, top=()) -> TokenLogprob:
+def token_logprob(tokenizer, token_id: int, logprob: float | None, top=()) -> TokenLogprob:
     raw = token_bytes(tokenizer, token_id)
     alternatives = tuple(token_logprob(tokenizer, i, value) for i, value in top)
     return TokenLogprob(raw.decode("utf-8", "replace"), raw, logprob, alternatives)

@@ -25,6 +25,7 @@ from mlxserve.engine.mlx.serving.disk_prompt_cache import (
     DiskPromptCache,
     block_names,
 )
+from mlxserve.engine.mlx.serving.runner_job import RunnerJob
 from mlxserve.engine.mlx.serving.sequence import Sequence
 from mlxserve.engine.mlx.serving.speculative_decoding import (
     DraftSources,
@@ -68,7 +69,7 @@ class BatchRunner:
         self._drafts = DraftSources(prompt_lookup, PREFILL_CHUNK)
         self.profile = profile or NoProfile()  # where decode steps spend their time
         self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
-        self._inbox: queue.Queue[Sequence | None] = queue.Queue()
+        self._inbox: queue.Queue[Sequence | RunnerJob | None] = queue.Queue()
         self._waiting: list[Sequence] = []
         self._prefilling: Prefill | None = None  # the prompt being read, a chunk per step
         self._active: list[Sequence] = []
@@ -119,8 +120,9 @@ class BatchRunner:
             "disk_cache_blocks_read": self._disk_cache.blocks_read if self._disk_cache else 0,
         }
 
-    def submit(self, sequence: Sequence) -> None:
-        """Queue a sequence; refused at once when the runner thread has stopped."""
+    def submit(self, sequence: Sequence | RunnerJob) -> None:
+        """Queue a sequence (or a job, run between two steps); refused at once when the runner
+        thread has stopped."""
         if self.stopped_by is not None:
             raise EngineUnavailable(f"the model's runner stopped ({self.stopped_by}); reload it")
         self._inbox.put(sequence)
@@ -183,7 +185,10 @@ class BatchRunner:
             while True:
                 if item is None:
                     return False
-                self._waiting.append(item)
+                if isinstance(item, RunnerJob):
+                    item.run(self.model, self.tokenizer)
+                else:
+                    self._waiting.append(item)
                 item = self._inbox.get_nowait()
         except queue.Empty:
             return True
