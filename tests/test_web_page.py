@@ -1,7 +1,8 @@
 """The web page in a real headless Chromium against the real server: chat streams and stops,
-models load and unload, the live log shows the prompt, the API key is asked for once, `--no-ui`
-turns the page off and Ollama's clients still get their answer at `/`. Screenshots of each view
-land in the run's temporary folder (printed with `-s`)."""
+models load and unload, the live log shows the prompt, the Server view the options, the API key
+is asked for once, the system's dark theme is followed, every control is named and reached by
+keyboard, `--no-ui` turns the page off and Ollama's clients still get their answer at `/`.
+Screenshots of each view land in the run's temporary folder (printed with `-s`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,16 @@ OTHER = "test/tiny-gemma-b"
 KEY = "page-key"
 PAGE_WEIGHT_LIMIT = 300_000
 WAIT = 30
+MIN_CONTRAST = 4.5  # WCAG AA for body text
+CONTROLS = "input, select, textarea, button"
+# A control's accessible name, from the sources a screen reader reads first.
+NAME_OF = """const nameOf = (el) => [el.getAttribute("aria-label"),
+  ...(el.getAttribute("aria-labelledby") || "").split(" ")
+    .map((id) => id && document.getElementById(id)?.textContent),
+  ...[...(el.labels || [])].map((label) => label.textContent),
+  el.tagName === "BUTTON" ? el.textContent : "", el.title]
+  .map((text) => (text || "").trim()).find(Boolean) || "";
+"""
 
 
 def browser_paths() -> tuple[str, str]:
@@ -86,6 +97,15 @@ def text(browser, selector: str) -> str:
     """Read in the page, at once: a streaming reply replaces its nodes every frame."""
     script = "return document.querySelector(arguments[0])?.innerText ?? '';"
     return browser.execute_script(script, selector)
+
+
+def options_shown(browser) -> dict[str, str]:
+    """The Server view's options, as its definition list shows them."""
+    script = (
+        "return Object.fromEntries([...document.querySelectorAll('#server-options dt')]"
+        ".map((term) => [term.textContent, term.nextElementSibling.textContent]));"
+    )
+    return browser.execute_script(script)
 
 
 def model_state(server, model: str) -> str:
@@ -181,6 +201,125 @@ def test_first_paint_and_frames_while_a_long_reply_streams(browser, server):
     assert fps >= 20 and longest < 500
 
 
+def relative_luminance(css_colour: str) -> float:
+    """WCAG's relative luminance of a computed `rgb(r, g, b)` colour."""
+    red, green, blue = (
+        float(part) for part in css_colour[css_colour.index("(") + 1 : -1].split(",")[:3]
+    )
+
+    def linear(channel: float) -> float:
+        channel /= 255
+        return channel / 12.92 if channel <= 0.04045 else ((channel + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * linear(red) + 0.7152 * linear(green) + 0.0722 * linear(blue)
+
+
+def contrast(foreground: str, background: str) -> float:
+    lighter, darker = sorted((relative_luminance(foreground), relative_luminance(background)))[::-1]
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def computed_colours(browser) -> dict[str, tuple[str, str]]:
+    """Text and background colours of body text, a muted label on its panel, the Send button."""
+    return browser.execute_script(
+        "const style = (selector) => getComputedStyle(document.querySelector(selector));"
+        "return {body: [style('body').color, style('body').backgroundColor],"
+        "label: [style('label[for=system]').color, style('.settings').backgroundColor],"
+        "send: [style('#send').color, style('#send').backgroundColor]};"
+    )
+
+
+def test_a_reply_without_spaces_wraps_and_leaves_the_settings_in_view(browser, server):
+    wide = {"role": "assistant", "content": "x" * 3000}  # what a tiny model often writes
+    conversation = {"id": "wide", "title": "Wide", "updated": 0, "messages": [wide]}
+    store = "localStorage.setItem('mlxserve.conversations', JSON.stringify([arguments[0]]));"
+    browser.execute_script(store, conversation)
+    browser.refresh()
+    wait(browser, lambda: len(text(browser, ".message.assistant .content")) == 3000)
+    right = "return document.querySelector('.settings').getBoundingClientRect().right;"
+    width = "return document.documentElement.clientWidth;"
+    assert browser.execute_script(right) <= browser.execute_script(width)
+
+
+def test_the_page_follows_the_systems_light_and_dark_theme(browser, server, screenshots):
+    def emulate(scheme: str) -> dict[str, tuple[str, str]]:
+        feature = {"name": "prefers-color-scheme", "value": scheme}
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [feature]})
+        return computed_colours(browser)
+
+    browser.get(server.base_url)
+    wait(browser, lambda: find(browser, "#model option").get_attribute("value") == MODEL)
+    try:
+        light = emulate("light")
+        dark = emulate("dark")
+        browser.save_screenshot(str(screenshots / "chat-dark.png"))
+    finally:
+        emulate("light")
+    assert light["body"][1] != dark["body"][1]
+    assert relative_luminance(dark["body"][1]) < relative_luminance(light["body"][1])
+    for scheme, colours in (("light", light), ("dark", dark)):
+        for part, (foreground, background) in colours.items():
+            ratio = contrast(foreground, background)
+            assert ratio >= MIN_CONTRAST, (
+                f"{scheme} {part}: {foreground} on {background} {ratio:.2f}"
+            )
+
+
+def press_tab(browser) -> str:
+    """Tab once; the accessible name of the control that has the focus then."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    return browser.execute_script(NAME_OF + "return nameOf(document.activeElement);")
+
+
+def test_every_control_is_named_and_reached_by_tab_on_each_view(browser, server):
+    """Screen readers read each control's name; keyboard users reach every enabled one with Tab
+    (the two tabs not selected are reached with the arrow keys, as ARIA's tabs pattern says)."""
+    controls = NAME_OF + (
+        "return [...document.querySelectorAll(arguments[0])].filter((el) => el.checkVisibility())"
+        ".map((el) => [nameOf(el), !el.disabled && el.ariaSelected !== 'false', el.outerHTML"
+        ".slice(0, 120)]);"
+    )
+    browser.get(server.base_url)
+    wait(browser, lambda: find(browser, "#model option").get_attribute("value") == MODEL)
+    for view, ready in (("chat", ".message"), ("models", "#model-rows button"), ("server", "dd")):
+        find(browser, f"#tab-{view}").click()
+        wait(browser, lambda ready=ready: browser.find_elements("css selector", ready))
+        shown = browser.execute_script(controls, CONTROLS)
+        assert [html for name, _, html in shown if not name] == [], view
+        reached = {press_tab(browser) for _ in range(len(shown) + 3)}
+        missed = {name for name, focusable, _ in shown if focusable} - reached
+        assert missed == set(), view
+
+
+def test_a_message_is_written_and_sent_by_keyboard_alone(browser, server):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(server.base_url)
+    wait(browser, lambda: find(browser, "#model option").get_attribute("value") == MODEL)
+    browser.execute_script("document.getElementById('max_tokens').value = '6';")  # a short reply
+    replies = len(browser.find_elements("css selector", ".message.assistant"))
+    for _ in range(60):  # from the page's start, in Tab order
+        if press_tab(browser) == "Message":
+            break
+    assert browser.execute_script("return document.activeElement.id;") == "prompt"
+    ring = browser.execute_script(
+        "const style = getComputedStyle(document.activeElement);"
+        "return [style.outlineStyle, parseFloat(style.outlineWidth)];"
+    )
+    assert ring[0] != "none" and ring[1] >= 2, ring  # the focus stays visible
+    ActionChains(browser).send_keys("Keys only", Keys.ENTER).perform()
+    last = ".message.assistant:last-child"
+    wait(
+        browser, lambda: len(browser.find_elements("css selector", ".message.assistant")) > replies
+    )
+    wait(browser, lambda: "finish: length" in text(browser, f"{last} .stats"), 60)
+    assert text(browser, f"{last} .content") and "6 tokens" in text(browser, f"{last} .stats")
+
+
 def test_a_model_loads_and_unloads_from_the_models_view(browser, server, screenshots):
     find(browser, "#tab-models").click()
     load = f'[data-model="{OTHER}"] button[aria-label="Load {OTHER}"]'
@@ -203,6 +342,10 @@ def test_the_server_view_shows_each_prompt_and_the_metrics(browser, server, scre
     wait(browser, lambda: "log me" in text(browser, "#log"))
     wait(browser, lambda: "generated" in text(browser, "#log .stats"))
     wait(browser, lambda: "mlxserve_requests_active" in text(browser, "#metric-rows"))
+    wait(browser, lambda: "--port" in options_shown(browser))
+    options = options_shown(browser)
+    assert options["--port"] == str(server.port) and options["--model"] == MODEL
+    assert (options["--engine"], options["--api-key"], options["--no-ui"]) == ("mlx", "none", "off")
     browser.save_screenshot(str(screenshots / "server.png"))
     find(browser, "#log-filter").send_keys("no such text")
     assert not find(browser, "#log li").is_displayed()
@@ -212,6 +355,10 @@ def test_with_an_api_key_the_page_asks_for_it_once(browser, store, screenshots):
     with ServerProcess(store, model=MODEL, extra_args=["--api-key", KEY]) as keyed:
         assert httpx.get(f"{keyed.base_url}/api/v0/models").status_code == 401
         assert httpx.get(f"{keyed.base_url}/ui/main.js").status_code == 200
+        assert httpx.get(f"{keyed.base_url}/api/v0/server").status_code == 401
+        authorized = {"Authorization": f"Bearer {KEY}"}
+        shown = httpx.get(f"{keyed.base_url}/api/v0/server", headers=authorized)
+        assert shown.json()["options"]["api_key"] == "set" and KEY not in shown.text
         browser.get(keyed.base_url)
         wait(browser, lambda: find(browser, "#key-dialog").get_attribute("open") is not None)
         browser.save_screenshot(str(screenshots / "api-key.png"))
@@ -221,6 +368,8 @@ def test_with_an_api_key_the_page_asks_for_it_once(browser, store, screenshots):
         browser.refresh()  # kept for the tab: not asked again
         wait(browser, lambda: find(browser, "#model option").get_attribute("value") == MODEL)
         assert find(browser, "#key-dialog").get_attribute("open") is None
+        find(browser, "#tab-server").click()
+        wait(browser, lambda: options_shown(browser).get("--api-key") == "set")
 
 
 def test_no_ui_serves_no_page(store):

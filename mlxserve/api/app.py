@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from quart import Quart
 
@@ -49,6 +50,7 @@ class AppConfig:
     limits: ServerLimits = field(default_factory=ServerLimits)
     mcp: McpSettings = field(default_factory=McpSettings)  # which MCP servers requests may use
     ui: bool = True  # the web page at / for browsers (`serve --no-ui` turns it off)
+    options: dict[str, Any] = field(default_factory=dict)  # serve's, as /api/v0/server shows them
 
 
 def create_app(config: AppConfig) -> Quart:
@@ -58,6 +60,7 @@ def create_app(config: AppConfig) -> Quart:
         registry=ModelRegistry(config.models_dir, config.registry),
         limits=config.limits,
         mcp_servers=McpServers(config.mcp),
+        options=config.options,
     )
     state.attach(app)
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)

@@ -1,12 +1,13 @@
 """The server's state, made once by the app factory and read by routes through `server_state()`:
-the model registry and download jobs, the limits every request obeys, the MCP servers, the
-stored conversations of the stateful APIs, and the background tasks that live as long as the
-server."""
+the model registry and download jobs, the limits every request obeys, the options it was
+started with, the MCP servers, the stored conversations of the stateful APIs, and the
+background tasks that live as long as the server."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from quart import Quart, current_app
 
@@ -25,6 +26,7 @@ class ServerState:
     registry: ModelRegistry
     limits: ServerLimits
     mcp_servers: McpServers
+    options: dict[str, Any] = field(default_factory=dict)  # `serve`'s, for /api/v0/server
     downloads: Downloads = field(default_factory=Downloads)
     loop_monitor: LoopStallMonitor = field(default_factory=LoopStallMonitor)
     response_store: ConversationStore = field(default_factory=ConversationStore)  # /v1/responses

@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import NoReturn
 
-from mlxserve.cli.serve_options import build_parser, registry_options
+from mlxserve.cli.serve_options import build_parser, registry_options, shown_options
 from mlxserve.media.images import ImageLimits
 from mlxserve.models.store import default_models_dir
 from mlxserve.redact import scrub_logs
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         mcp=mcp,
         ui=not args.no_ui,
+        options=shown_options(args, engine=engine, model=model_id, models_dir=models_dir),
     )
     app = create_app(config)
     print(

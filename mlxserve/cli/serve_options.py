@@ -42,6 +42,7 @@ class Option:
     const: Any = None  # the value of the flag given alone, without one of its own
     registry: str | None = None  # the RegistryOptions field it sets, if any
     inverted: bool = False  # --no-jit sets jit to False
+    secret: bool = False  # shown by the server only as set or not, never its value
 
     @property
     def dest(self) -> str:
@@ -126,6 +127,7 @@ OPTIONS = (
         "none: any key is accepted",
         "require this key, as `Authorization: Bearer KEY` or `x-api-key: KEY` (by default any "
         "key is accepted)",
+        secret=True,
     ),
     Option(
         "--cors",
@@ -362,6 +364,21 @@ def registry_options(args: argparse.Namespace) -> RegistryOptions:
 def _value(option: Option, args: argparse.Namespace) -> Any:
     value = getattr(args, option.dest)
     return not value if option.inverted else value
+
+
+def shown_options(args: argparse.Namespace, **resolved: Any) -> dict[str, Any]:
+    """Each option as the server runs with it, by name, for `GET /api/v0/server`: `resolved`
+    replaces defaults chosen at start (engine, model), a secret is only "set" or None."""
+    values = {option.dest: _shown(option, getattr(args, option.dest)) for option in OPTIONS}
+    return values | {name: _shown(None, value) for name, value in resolved.items()}
+
+
+def _shown(option: Option | None, value: Any) -> Any:
+    if option is not None and option.secret:
+        return "set" if value else None
+    if isinstance(value, Path):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def options_table() -> str:

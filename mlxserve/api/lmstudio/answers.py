@@ -82,6 +82,16 @@ class V0Stats(Answer):
     ignored_draft_tokens_count: int | None = None
 
 
+OptionValue = str | int | float | bool | list[str] | None
+
+
+class V0ServerOptions(Answer):
+    """mlxserve's own: the options of `mlxserve serve` this server runs with, by name (`port`,
+    `api_key`...), the API key only as "set" or null."""
+
+    options: dict[str, OptionValue]
+
+
 class V0ModelInfo(Answer):
     arch: str
     quant: str

@@ -1,5 +1,6 @@
 """The native REST API (/api/v0, LM Studio's shape): every stored model with its load state,
-generation with stats, model info and runtime, explicit load/unload, and the request log."""
+generation with stats, model info and runtime, explicit load/unload, the request log and the
+server's options."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mlxserve.api.lmstudio.answers import (
     V0LoadResult,
     V0Model,
     V0ModelList,
+    V0ServerOptions,
     V0UnloadResult,
 )
 from mlxserve.api.lmstudio.load import LoadOptions, load_instance
@@ -124,6 +126,13 @@ async def chat_completions(body: ChatCompletionRequest):
 async def completions(body: CompletionRequest):
     """OpenAI's text completion, plus stats, model_info and runtime once it has ended."""
     return await openai_completions.respond(body, native_extras)
+
+
+@blueprint.get("/server")
+@answers(V0ServerOptions)
+async def server_options():
+    """mlxserve's own: the options this server was started with; the API key only as set."""
+    return V0ServerOptions(options=server_state().options).as_dict()
 
 
 @blueprint.get("/log/stream")

@@ -2,7 +2,7 @@
 import { say } from "./api.js";
 import { refreshModels, setUpChat } from "./chat.js";
 import { refreshModelTable, setUpModels } from "./models.js";
-import { setUpServer, showMetrics } from "./server.js";
+import { setUpServer, showMetrics, showServerOptions } from "./server.js";
 
 const tabs = [...document.querySelectorAll("[role=tab]")];
 
@@ -20,6 +20,7 @@ function select(tab) {
   const view = tab.id.replace("tab-", "");
   if (view === "chat") report(refreshModels());
   if (view === "models") report(refreshModelTable());
+  if (view === "server") report(showServerOptions());
   showMetrics(view === "server");
   location.hash = view;
 }

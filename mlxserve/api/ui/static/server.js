@@ -1,6 +1,6 @@
-// The Server view: /metrics while the view is open, and the live request log
-// (/api/v0/log/stream) from the moment the page opened, filterable.
-import { call, events } from "./api.js";
+// The Server view: the options it runs with (/api/v0/server), /metrics while the view is open,
+// and the live request log (/api/v0/log/stream) from the moment the page opened, filterable.
+import { call, events, json } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 const entries = new Map(); // a generation's id -> its list item
@@ -29,6 +29,24 @@ export function showMetrics(visible) {
   if (!visible) return;
   refreshMetrics().catch(() => {});
   metricsTimer = setInterval(() => refreshMetrics().catch(() => {}), 2000);
+}
+
+function optionText(value) {
+  if (value === null || value === "") return "none";
+  if (typeof value === "boolean") return value ? "on" : "off";
+  return Array.isArray(value) ? value.join(", ") || "none" : String(value);
+}
+
+export async function showServerOptions() {
+  const { options } = await json("/api/v0/server");
+  const pairs = Object.entries(options).flatMap(([name, value]) => {
+    const term = document.createElement("dt");
+    term.textContent = `--${name.replaceAll("_", "-")}`;
+    const detail = document.createElement("dd");
+    detail.textContent = optionText(value);
+    return [term, detail];
+  });
+  $("server-options").replaceChildren(...pairs);
 }
 
 function block(title, text) {
