@@ -25,6 +25,7 @@ from openai.types.audio import (
     TranslationVerbose,
 )
 
+from mlxserve.engine.whisper.audio import SAMPLE_RATE, AudioTooLong, decode_audio
 from mlxserve.models.convert import convert_model
 from mlxserve.models.discovery import Roots, discover
 from mlxserve.models.speech import (
@@ -323,3 +324,12 @@ def test_get_whisper_base_joins_the_pypi_parts_into_a_store(tmp_path):
     parts = [weight_package_folder(name) for name in WHISPER_BASE_PARTS]
     pieces = sum(p.stat().st_size for folder in parts for p in folder.glob("model.bin.part*"))
     assert (record.directory / "model.bin").stat().st_size == pieces
+
+
+def test_decoding_stops_at_the_length_limit(clips):
+    """A small upload may hold hours of audio: decoding refuses it once past the limit, before
+    the samples fill memory (a 413, as for a file over the size limit)."""
+    assert len(decode_audio(clips["fox"])) / SAMPLE_RATE == pytest.approx(2.78, abs=0.05)
+    with pytest.raises(AudioTooLong) as refused:
+        decode_audio(clips["fox"], max_seconds=1)
+    assert refused.value.status == 413

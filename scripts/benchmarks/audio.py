@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from mlxserve.engine.whisper.model import BEAM_SIZE, CPU_COMPUTE_TYPE, decode_audio
+from mlxserve.engine.whisper.audio import SAMPLE_RATE, decode_audio
+from mlxserve.engine.whisper.model import BEAM_SIZE, CPU_COMPUTE_TYPE
 from mlxserve.models.speech import ensure_whisper_base
 from tests.server import ServerProcess
 
@@ -95,7 +96,7 @@ def run(args) -> dict:
     model_id = ensure_whisper_base(models_dir)
     audio_path = spoken_paragraph(folder)
     audio = audio_path.read_bytes()
-    duration = len(decode_audio(audio)) / 16_000
+    duration = len(decode_audio(audio)) / SAMPLE_RATE
     timings: dict[str, list[float]] = {"server": [], "direct": []}
     direct = start_direct(models_dir / model_id, audio_path)
     with direct, ServerProcess(models_dir, model=model_id, engine="auto") as server:

@@ -8,7 +8,6 @@ hands each window's segments back as it finishes them."""
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -16,27 +15,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from mlxserve.engine.base import EngineError, EngineModel, InvalidRequest
+from mlxserve.engine.whisper.audio import decode_audio
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000  # what Whisper's feature extractor expects
 # 8-bit weights: faster on a CPU than float32, and half the memory, for the same words.
 CPU_COMPUTE_TYPE = "int8"
 BEAM_SIZE = 5  # faster-whisper's default, kept so answers match it called directly
 # Whisper's decoding fallback: hotter when a window's text repeats or reads as unlikely.
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 _END = object()
-
-
-class AudioDecodeError(EngineError):
-    """The upload is not audio PyAV can read, or holds none."""
-
-    status = 400
-    param = "file"
-    code = "invalid_audio"
 
 
 @dataclass(frozen=True)
@@ -167,22 +156,6 @@ class WhisperModel(EngineModel):
 
         version = faster_whisper.__version__
         return {"name": self.engine_name, "version": version, "supported_formats": ["ctranslate2"]}
-
-
-def decode_audio(data: bytes) -> np.ndarray:
-    """16 kHz mono float32 samples from any container and codec PyAV reads."""
-    import av
-    from faster_whisper.audio import decode_audio as decode_with_av
-
-    if not data:
-        raise AudioDecodeError("file: the uploaded file is empty")
-    try:
-        samples = decode_with_av(io.BytesIO(data), sampling_rate=SAMPLE_RATE)
-    except (av.FFmpegError, IndexError, ValueError, OSError, EOFError) as exc:
-        raise AudioDecodeError(f"file: not a readable audio file ({exc})") from exc
-    if samples.size == 0:
-        raise AudioDecodeError("file: the file holds no audio samples (truncated?)")
-    return samples
 
 
 def _load_whisper(path: Path):
