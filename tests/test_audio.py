@@ -333,3 +333,16 @@ def test_decoding_stops_at_the_length_limit(clips):
     with pytest.raises(AudioTooLong) as refused:
         decode_audio(clips["fox"], max_seconds=1)
     assert refused.value.status == 413
+
+
+def test_transcription_obeys_the_request_timeout(models_dir, whisper_id, clips):
+    """--request-timeout stops a transcription as it stops a generation: a 504, and the request
+    is counted out of the model's queue."""
+    args = ["--request-timeout", "0.05"]
+    with ServerProcess(models_dir, model=whisper_id, engine="auto", extra_args=args) as server:
+        url = f"{server.base_url}/v1/audio/transcriptions"
+        upload = {"files": {"file": ("speech.wav", clips["stella"])}, "data": {"model": whisper_id}}
+        stopped = httpx.post(url, timeout=300, **upload)
+        assert stopped.status_code == 504, stopped.text
+        assert stopped.json()["error"]["code"] == "request_timeout"
+        assert server.health()["active_requests"] == 0

@@ -67,8 +67,10 @@ async def _answer(task: str):
     fields, audio = await _read_upload()
     body = TranscriptionRequest.model_validate(fields)
     options = body.options(task)
-    registry = server_state().registry
-    transcript, segments = await transcribe(registry, body.model, audio, options)
+    state = server_state()
+    transcript, segments = await transcribe(
+        state.registry, body.model, audio, options, state.limits
+    )
     if body.stream:
         return await sse_response(_stream_events(segments), done_marker=False)
     collected = [segment async for segment in segments]
