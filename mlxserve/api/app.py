@@ -24,6 +24,7 @@ from mlxserve.api.ollama import embed as ollama_embed
 from mlxserve.api.ollama import generation as ollama_generation
 from mlxserve.api.ollama import models as ollama_models
 from mlxserve.api.ollama import pull as ollama_pull
+from mlxserve.api.openai import audio as openai_audio
 from mlxserve.api.openai import chat as openai_chat
 from mlxserve.api.openai import completions as openai_completions
 from mlxserve.api.openai import embeddings
@@ -66,7 +67,8 @@ def create_app(config: AppConfig) -> Quart:
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
     natives = (lmstudio_v1, lmstudio_v1_downloads, llamacpp_infill)
     ollama = (ollama_generation, ollama_embed, ollama_models, ollama_pull)
-    for adapter in (*adapters, *natives, *ollama, anthropic_messages, embeddings, metrics):
+    endpoints = (anthropic_messages, embeddings, openai_audio, metrics)
+    for adapter in (*adapters, *natives, *ollama, *endpoints):
         app.register_blueprint(adapter.blueprint)
     register_error_handlers(app)
     if config.ui:

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="mlxserve convert",
         description="Convert a .gguf file or a Hugging Face model directory (config.json, "
-        "*.safetensors, tokenizer files) into an MLX model in the store. No PyTorch needed.",
+        "*.safetensors, tokenizer files) into an MLX model in the store. No PyTorch needed. "
+        "A CTranslate2 Whisper folder (model.bin, config.json, tokenizer) is copied as is.",
     )
     parser.add_argument("source", type=Path, help="a .gguf file or a Hugging Face model directory")
     parser.add_argument(

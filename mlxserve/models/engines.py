@@ -13,6 +13,7 @@ from mlxserve.models import memory
 from mlxserve.models.catalog import ModelCatalog
 from mlxserve.models.loaded import RegistryError
 from mlxserve.models.options import RegistryOptions
+from mlxserve.models.speech import SPEECH_TYPE
 from mlxserve.models.store import ModelRecord
 
 ENGINE_FOR_FORMAT = {"mlx": "mlx", "gguf": "llamacpp"}
@@ -27,6 +28,9 @@ class EngineStarter:
         self, record: ModelRecord, context_length: int, in_use_bytes: int
     ) -> EngineModel:
         """`in_use_bytes`: what the models already loaded take, for sizing the MLX batch."""
+        if record.type == SPEECH_TYPE:  # Whisper runs on its own engine, whatever serves text
+            module = await _import("mlxserve.engine.whisper.model")
+            return await module.WhisperModel.load(record.id, record.directory)
         engine = self._engine_for(record)
         embedding = record.type == "embeddings"
         # An engine's first import (mlx-lm, transformers) takes about a second: in a thread, so

@@ -240,6 +240,9 @@ def _generative(loaded: LoadedModel) -> LoadedModel:
     if loaded.record.type == "embeddings":
         message = f"model '{loaded.identifier}' is an embedding model; use /v1/embeddings"
         raise RequestError(400, message, "model", "model_not_generative")
+    if loaded.record.type == "speech":
+        message = f"model '{loaded.identifier}' is a speech model; use /v1/audio/transcriptions"
+        raise RequestError(400, message, "model", "model_not_generative")
     return loaded
 
 

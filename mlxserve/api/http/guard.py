@@ -4,9 +4,10 @@ Any page the user opens can send requests to 127.0.0.1:1234. A browser marks the
 `Origin`, may send a "simple" cross-site POST (text/plain, no preflight), and DNS rebinding
 makes a foreign site's name resolve to 127.0.0.1 (its requests then carry that name as `Host`).
 So, before any route runs: a request from a foreign Origin is refused (403) unless CORS lists
-it, POST bodies must be JSON (415), the Host must be a loopback name or one the user allows
-(403), and with an API key every route but a bare liveness `/health` (and the web page's files,
-which hold no data) needs it (401), compared in constant time. Loopback origins (a local app on
+it, POST bodies must be JSON (415; audio uploads may be multipart forms), the Host must be a
+loopback name or one the user allows (403), and with an API key every route but a bare liveness
+`/health` (and the web page's files, which hold no data) needs it (401), compared in constant
+time. Loopback origins (a local app on
 another port) and the server's own origin (its page, on a Host that passed the check) are allowed.
 """
 
@@ -24,6 +25,8 @@ from mlxserve.pipeline.errors import RequestError
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
+# Audio uploads come as multipart forms, as OpenAI's SDK sends them; every other POST is JSON.
+FORM_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
 
 
 @dataclass
@@ -85,7 +88,7 @@ def refusal_of(
         )
     if request.method == "OPTIONS":
         return None
-    if request.method == "POST" and request.mimetype != "application/json":
+    if request.method == "POST" and not _accepted_body(request.path, request.mimetype):
         return RequestError(
             415,
             f"POST bodies must be application/json, got '{request.mimetype or 'none'}'",
@@ -104,6 +107,12 @@ def has_key(api_key: str) -> bool:
     if bearer.startswith("Bearer "):
         sent = bearer.removeprefix("Bearer ")
     return hmac.compare_digest(sent.encode(), api_key.encode())
+
+
+def _accepted_body(path: str, mimetype: str) -> bool:
+    return mimetype == "application/json" or (
+        path in FORM_PATHS and mimetype == "multipart/form-data"
+    )
 
 
 def _is_liveness(path: str) -> bool:

@@ -16,7 +16,8 @@ from mlxserve.models.convert.gguf_convert import ConvertedModel, convert_gguf
 from mlxserve.models.convert.gguf_reader import GGUFFile, read_gguf
 from mlxserve.models.convert.quantize import parse_quantize
 from mlxserve.models.convert.writer import directory_size, staged_model_dir
-from mlxserve.models.store import ModelRecord, model_dir_for, write_manifest
+from mlxserve.models.speech import import_whisper_folder, is_whisper_folder
+from mlxserve.models.store import ModelRecord, find_model, model_dir_for, write_manifest
 
 __all__ = ["ConversionError", "convert_model", "default_model_id"]
 
@@ -35,7 +36,8 @@ def convert_model(
     overwrite: bool = False,
 ) -> ModelRecord:
     """Convert `source` (a .gguf file or a Hugging Face model directory) into
-    `models_dir/<publisher>/<name>/` and return its manifest record.
+    `models_dir/<publisher>/<name>/` and return its manifest record. A CTranslate2 Whisper
+    folder is copied unchanged (the speech engine reads that format; `quantize` is ignored).
 
     quantize: "4" or "8" (MLX affine, `group_size` 32/64/128, unquantized layers in bf16),
     "bf16", "f16", or "none" (float32 for GGUF, the checkpoint's dtype for Hugging Face).
@@ -48,6 +50,8 @@ def convert_model(
     quant = parse_quantize(quantize, group_size)
     if not source.exists():
         raise ConversionError(f"{source} does not exist")
+    if source.is_dir() and is_whisper_folder(source):
+        return _import_whisper(source, models_dir, model_id, overwrite)
     gguf = None if source.is_dir() else read_gguf(source)
     model_id = _checked_id(model_id or default_model_id(source, gguf))
     final_dir = model_dir_for(models_dir, model_id)
@@ -68,6 +72,16 @@ def convert_model(
         record.quantization,
     )
     return record
+
+
+def _import_whisper(
+    source: Path, models_dir: Path, model_id: str | None, overwrite: bool
+) -> ModelRecord:
+    """A CTranslate2 Whisper folder is copied as it is: faster-whisper serves that format."""
+    model_id = _checked_id(model_id or default_model_id(source))
+    if find_model(models_dir, model_id) is not None and not overwrite:
+        raise ConversionError(f"model {model_id} exists; pass --overwrite to replace it")
+    return import_whisper_folder(source, models_dir, model_id)
 
 
 def _record(model_id: str, result: ConvertedModel, source: Path, final_dir: Path) -> ModelRecord:
