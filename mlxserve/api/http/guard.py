@@ -7,8 +7,8 @@ So, before any route runs: a request from a foreign Origin is refused (403) unle
 it, POST bodies must be JSON (415; audio uploads may be multipart forms), the Host must be a
 loopback name or one the user allows (403), and with an API key every route but a bare liveness
 `/health` (and the web page's files, which hold no data) needs it (401), compared in constant
-time. Loopback origins (a local app on
-another port) and the server's own origin (its page, on a Host that passed the check) are allowed.
+time. Loopback origins (a local app on another port) and the server's own origin (its page, on a
+Host that passed the check) are allowed.
 """
 
 from __future__ import annotations
