@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import http.server
 import io
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ import pytest
 from PIL import Image
 
 from mlxserve.media.images import ImageLimits, load_images
+from mlxserve.net.hosts import HostPolicy
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import ImagePart, TextPart, Turn
 from tests.tiny_vision import png_bytes
@@ -106,15 +109,68 @@ def image_host(tmp_path):
     server.shutdown()
 
 
+LOCAL = HostPolicy.of(["127.0.0.1"])  # the test's image host, listed by the operator
+
+
 def test_image_remote_urls_only_when_allowed(image_host):
     url = f"{image_host}/blue.png"
     assert refusal(url).code == "remote_images_disabled"
-    remote = ImageLimits(remote=True)
+    remote = ImageLimits(remote=True, hosts=LOCAL)
     (image,) = read(url, limits=remote)
     assert image.pixels.getpixel((0, 0)) == (0, 0, 255)
-    big = ImageLimits(max_bytes=50_000, remote=True)
+    big = ImageLimits(max_bytes=50_000, remote=True, hosts=LOCAL)
     assert refusal(f"{image_host}/big.png", limits=big).status == 413
     assert refusal(f"{image_host}/missing.png", limits=remote).code == "image_fetch_failed"
+
+
+@pytest.fixture
+def watched_port():
+    """A listening socket that records every connection made to it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.2)
+    yield listener
+    listener.close()
+
+
+def connections(listener: socket.socket) -> int:
+    count = 0
+    with contextlib.suppress(TimeoutError):
+        while True:
+            listener.accept()[0].close()
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "169.254.169.254", "10.0.0.1"])
+def test_a_remote_image_on_a_private_address_is_refused_before_any_connection(host, watched_port):
+    port = watched_port.getsockname()[1]
+    refused = refusal(f"http://{host}:{port}/x.png", limits=ImageLimits(remote=True))
+    assert refused.code == "image_host_not_allowed" and refused.status == 400
+    assert connections(watched_port) == 0
+
+
+def test_a_redirect_to_a_private_address_is_refused_before_any_connection(watched_port):
+    """A listed host that redirects to a name for loopback: each hop is checked, that one refused
+    (127.0.0.1 is listed, `localhost` is not)."""
+    target = f"http://localhost:{watched_port.getsockname()[1]}/x.png"
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's name
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.end_headers()
+
+    redirector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=redirector.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{redirector.server_address[1]}/x.png"
+        refused = refusal(url, limits=ImageLimits(remote=True, hosts=LOCAL))
+    finally:
+        redirector.shutdown()
+    assert refused.code == "image_host_not_allowed"
+    assert connections(watched_port) == 0
 
 
 def test_image_convert_mmproj_must_be_a_projector(tmp_path):

@@ -15,6 +15,7 @@ LAYERS = {
     "pipeline": 3,
     "media": 3,  # a request's images, read for pipeline/prepare.py in the pipeline's terms
     "mcp": 3,
+    "net": 0,  # connections to the hosts a request may reach (MCP servers, remote images)
     "families": 3,
     "models": 2,
     "logstream": 2,  # the request log's bus: the pipeline publishes, api and cli subscribe

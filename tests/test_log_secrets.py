@@ -32,7 +32,7 @@ def image_host(tmp_path_factory):
 def server(tmp_path_factory):
     store = tmp_path_factory.mktemp("store")
     make_tiny_vlm(store / "test" / "gemma3", "gemma3")
-    extra = ("--allow-remote-images",)
+    extra = ("--allow-remote-images", "--image-allowed-hosts", "127.0.0.1")
     with ServerProcess(store, model="test/gemma3", extra_args=extra) as running:
         yield running
 
@@ -49,7 +49,7 @@ def test_a_fetched_image_url_is_logged_without_its_query(server, image_host):
     reply = ask_about(server, f"http://{image_host}/blue.png?X-Signature={SECRET}")
     assert reply.status_code == 200, reply.text
     log = server.log_text()
-    assert f"GET http://{image_host}/blue.png?<redacted>" in log  # httpx names what it fetched
+    assert f"GET http://{image_host}/blue.png?<redacted>" in log  # each fetch is logged
     assert SECRET not in log
 
 

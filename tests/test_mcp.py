@@ -17,7 +17,6 @@ from mcp.types import Tool, ToolAnnotations
 
 from mlxserve.api.responses.items import item_turns
 from mlxserve.api.responses.mcp import _allowed, _approval, approved_calls
-from mlxserve.mcp.hosts import HostNotAllowed, HostPolicy, is_public
 from mlxserve.mcp.pool import McpConfigError, McpServers, McpSettings, mcp_settings
 from mlxserve.mcp.servers import (
     MAX_OUTPUT_CHARS,
@@ -27,6 +26,7 @@ from mlxserve.mcp.servers import (
     capped,
 )
 from mlxserve.mcp.tools import McpTool, McpToolbox
+from mlxserve.net.hosts import HostNotAllowed, HostPolicy, is_public
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import ToolCallPart, ToolResultPart
 from mlxserve.redact import scrub

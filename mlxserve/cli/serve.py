@@ -14,6 +14,7 @@ from typing import NoReturn
 from mlxserve.cli.serve_options import build_parser, registry_options, shown_options
 from mlxserve.media.images import ImageLimits
 from mlxserve.models.store import default_models_dir
+from mlxserve.net.hosts import HostPolicy
 from mlxserve.redact import scrub_logs
 
 log = logging.getLogger("mlxserve")
@@ -62,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         limits=ServerLimits(
             args.max_tokens,
             args.request_timeout or None,
-            ImageLimits(int(args.max_image_bytes), remote=args.allow_remote_images),
+            ImageLimits(
+                int(args.max_image_bytes),
+                remote=args.allow_remote_images,
+                hosts=HostPolicy.of(split_list(args.image_allowed_hosts)),
+            ),
         ),
         mcp=mcp,
         ui=not args.no_ui,

@@ -175,9 +175,17 @@ OPTIONS = (
     Option(
         "--allow-remote-images",
         "off: only `data:` URLs",
-        "fetch http(s) image URLs in requests (default: only data: URLs, so a web page cannot "
-        "make the server fetch arbitrary addresses)",
+        "fetch http(s) image URLs in requests, from public addresses only (default: only data: "
+        "URLs, so a web page cannot make the server fetch arbitrary addresses)",
         switch=True,
+    ),
+    Option(
+        "--image-allowed-hosts",
+        "none: remote images must be on public addresses",
+        "hosts (comma-separated names or addresses) remote images may be fetched from although "
+        "they are not public: loopback, LAN, link-local (default: none)",
+        default="",
+        metavar="HOSTS",
     ),
     Option(
         "--allow-request-mcp",

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mlxserve.mcp.hosts import HostNotAllowed, HostPolicy
 from mlxserve.mcp.servers import Connection, McpServerError, ServerSpec
 from mlxserve.mcp.specs import ServerChoice
 from mlxserve.models.store import mlxserve_home
+from mlxserve.net.hosts import HostNotAllowed, HostPolicy
 from mlxserve.pipeline.errors import RequestError
 
 PLUGIN_PREFIX = "mcp/"  # LM Studio's ids for mcp.json servers: mcp/<name>

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from mlxserve.mcp.hosts import HostPolicy
+from mlxserve.net.hosts import HostPolicy
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.redact import scrub
 
@@ -208,7 +208,7 @@ class Connection:
         timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=300)  # the SDK's own defaults
         transport = None
         if self.hosts is not None and self.spec.url is not None:
-            from mlxserve.mcp.transport import PinnedTransport
+            from mlxserve.net.pinned_transport import PinnedTransport
 
             transport = PinnedTransport(self.hosts, httpx2.URL(self.spec.url).host)
         return httpx2.AsyncClient(headers=self.spec.headers, timeout=timeout, transport=transport)

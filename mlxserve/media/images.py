@@ -9,15 +9,20 @@ import base64
 import binascii
 import hashlib
 import io
+import logging
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 from PIL import Image, UnidentifiedImageError
 
 from mlxserve.engine.base import PromptImage
+from mlxserve.net.hosts import HostNotAllowed, HostPolicy
+from mlxserve.net.pinned_transport import PinnedTransport
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import ImagePart, Turn
 from mlxserve.redact import scrub
+
+log = logging.getLogger(__name__)
 
 MAX_IMAGE_BYTES = 20 * 1024**2  # per image, as OpenAI's API documents
 MAX_IMAGE_PIXELS = 50_000_000  # width x height; past this decoding alone takes seconds
@@ -33,6 +38,8 @@ class ImageLimits:
     max_bytes: int = MAX_IMAGE_BYTES
     max_pixels: int = MAX_IMAGE_PIXELS
     remote: bool = False  # fetch http(s) image URLs; off: a page could make us fetch any URL
+    # Fetched from public addresses only, but for the hosts --image-allowed-hosts lists.
+    hosts: HostPolicy = HostPolicy()
     max_images: int = MAX_IMAGES
     max_total_pixels: int = MAX_TOTAL_PIXELS
 
@@ -136,20 +143,30 @@ def _base64_payload(payload: str, param: str) -> bytes:
 
 
 async def _fetch(url: str, param: str, limits: ImageLimits) -> bytes:
+    """Each hop (redirects too) to a public address, or a listed host's, checked before any
+    connection: a request cannot make the server reach its own loopback, LAN or cloud metadata."""
     data = bytearray()
+    transport = PinnedTransport(limits.hosts)
     try:
-        async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=True) as client:
+        async with httpx2.AsyncClient(
+            timeout=FETCH_TIMEOUT, follow_redirects=True, transport=transport
+        ) as client:
             async with client.stream("GET", url) as response:
                 response.raise_for_status()
                 async for chunk in response.aiter_bytes():
                     data += chunk
                     if len(data) > limits.max_bytes:
                         raise _too_large(f"over the {limits.max_bytes}-byte limit", param)
-    except httpx.HTTPError as exc:
+    except HostNotAllowed as exc:
+        message = f"the image at {param} is on a host this server may not fetch from ({exc}): "
+        message += "not a public address (the operator may list it with --image-allowed-hosts)"
+        raise RequestError(400, message, param, "image_host_not_allowed") from exc
+    except (httpx2.HTTPError, OSError) as exc:
         reason = scrub(str(exc))  # a signed URL's token stays out of the answer
         raise RequestError(
             400, f"the image at {param} could not be fetched: {reason}", param, "image_fetch_failed"
         ) from exc
+    log.info("image fetched: GET %s, %d bytes", url, len(data))  # the log scrubs its query
     return bytes(data)
 
 

@@ -1,25 +1,26 @@
-"""The HTTP transport of servers named in requests: every request (each message, each redirect
-hop the SDK follows) resolves its host, checks each address against the host policy, and
-connects to a checked address itself, so a name that resolves elsewhere a moment later (DNS
-rebinding) cannot slip a connection through. Imported with the SDK, on first use."""
+"""The HTTP transport of connections a request makes the server open (its MCP servers, its remote
+images): every request (each message, each redirect hop followed) resolves its host, checks each
+address against the host policy, and connects to a checked address itself, so a name that
+resolves elsewhere a moment later (DNS rebinding) cannot slip a connection through."""
 
 from __future__ import annotations
 
 import httpx2
 
-from mlxserve.mcp.hosts import HostNotAllowed, HostPolicy, normal_host
+from mlxserve.net.hosts import HostNotAllowed, HostPolicy, normal_host
 
 
 class PinnedTransport(httpx2.AsyncBaseTransport):
-    """Requests to one host only, each sent to an address the policy allows."""
+    """Requests each sent to an address the policy allows; given a `host`, to that host only
+    (a redirect elsewhere is never followed)."""
 
-    def __init__(self, policy: HostPolicy, host: str):
-        self.policy, self.host = policy, normal_host(host)
+    def __init__(self, policy: HostPolicy, host: str | None = None):
+        self.policy, self.host = policy, host and normal_host(host)
         self._inner = httpx2.AsyncHTTPTransport()  # no proxy: the proxy would pick the address
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         url = request.url
-        if normal_host(url.host) != self.host:  # a redirect elsewhere: never followed
+        if self.host is not None and normal_host(url.host) != self.host:
             raise HostNotAllowed(url.host)
         addresses = await self.policy.addresses(url.host, url.port or _default_port(url))
         extensions = dict(request.extensions)
