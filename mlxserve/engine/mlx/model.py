@@ -11,17 +11,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 
 from mlxserve.engine.base import (
     PROMPT_CACHE_BYTES,
     EngineModel,
     EngineRequest,
     GenerationEvent,
+    InvalidRequest,
+    RelevanceJob,
     config_vocab_size,
 )
 from mlxserve.engine.mlx.architectures.text_model import TextModel
 from mlxserve.engine.mlx.architectures.vision import VisionLanguageModel, is_vision_model
 from mlxserve.engine.mlx.distributed.lockstep_runners import LeaderRunner
+from mlxserve.engine.mlx.relevance import RelevanceScorer, score_batches
 from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler
 from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
@@ -151,6 +155,21 @@ class MLXModel(EngineModel):
                     return
         finally:
             sequence.cancel()
+
+    async def score_relevance(self, job: RelevanceJob) -> np.ndarray:
+        """P(yes) of each continuation (pipeline/rerank.py), on the runner thread between two
+        decode steps. Only a text model whose cache holds one entry per token can pad rows."""
+        model = self._runner.model
+        if self.distributed or not (isinstance(model, TextModel) and model.per_token_cache):
+            raise InvalidRequest("rerank needs a text model without recurrent layers", "model")
+        scorer = await self._on_runner(lambda model: RelevanceScorer(model, job))
+        scores = np.zeros(len(job.continuations), dtype=np.float32)
+        for rows in score_batches(job.continuations):
+            scores[rows] = await self._on_runner(lambda _, rows=rows: scorer.score(rows))
+        return scores
+
+    async def _on_runner(self, work):
+        return await asyncio.wrap_future(self._runner.run_task(work))
 
     def _compiler(self) -> GrammarCompiler:
         if self._grammars is None:
