@@ -35,7 +35,7 @@ def test_openapi_document_lists_every_route_with_its_request_model(server):
     completion = document["components"]["schemas"]["ChatCompletion"]
     assert {"choices", "usage", "model"} <= set(completion["required"])
     assert "/api/v0/models/{model_id}" in document["paths"]
-    for path in ("/v1/responses", "/v1/embeddings", "/api/v0/models/load", "/health"):
+    for path in ("/v1/responses", "/v1/embeddings", "/v1/rerank", "/api/v0/models/load", "/health"):
         assert path in document["paths"]
 
 
@@ -52,6 +52,7 @@ def _answer_calls(model: str) -> list[tuple[str, str, dict | None]]:
     return [
         ("post", "/v1/messages", chat),
         ("post", "/v1/messages/count_tokens", chat),
+        ("post", "/v1/rerank", {"model": model, "query": "Hi", "documents": ["a", "b"]}),
         ("post", "/v1/responses", {"model": model, "input": "Hi", "max_output_tokens": 3}),
         ("post", "/api/v1/chat", {"model": model, "input": "Hi", "max_output_tokens": 3}),
         ("get", "/api/v1/models", None),

@@ -29,6 +29,7 @@ from mlxserve.api.openai import chat as openai_chat
 from mlxserve.api.openai import completions as openai_completions
 from mlxserve.api.openai import embeddings
 from mlxserve.api.openai import models as openai_models
+from mlxserve.api.openai import rerank as openai_rerank
 from mlxserve.api.openai.objects import Health
 from mlxserve.api.responses import route as openai_responses
 from mlxserve.api.state import ServerState
@@ -67,7 +68,7 @@ def create_app(config: AppConfig) -> Quart:
     adapters = (openai_models, openai_chat, openai_completions, openai_responses, lmstudio_v0)
     natives = (lmstudio_v1, lmstudio_v1_downloads, llamacpp_infill)
     ollama = (ollama_generation, ollama_embed, ollama_models, ollama_pull)
-    endpoints = (anthropic_messages, embeddings, openai_audio, metrics)
+    endpoints = (anthropic_messages, embeddings, openai_rerank, openai_audio, metrics)
     for adapter in (*adapters, *natives, *ollama, *endpoints):
         app.register_blueprint(adapter.blueprint)
     register_error_handlers(app)

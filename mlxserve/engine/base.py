@@ -137,6 +137,17 @@ class EngineRequest:
 
 
 @dataclass(frozen=True)
+class RelevanceJob:
+    """Documents to score by a model's yes-or-no answer (rerank): P(yes) over {yes, no} after
+    `shared` followed by each continuation."""
+
+    shared: list[int]  # the prompt's start: instruction and query, the same for every document
+    continuations: list[list[int]]  # each non-empty: a document and the prompt's close
+    yes_token: int
+    no_token: int
+
+
+@dataclass(frozen=True)
 class TokenLogprob:
     """A token as logprobs report it: its text, its bytes (part of a character, at times) and
     its log-probability; for a sampled token, the likeliest alternatives too."""

@@ -29,11 +29,13 @@ from mlxserve.engine.base import (
     GenerationEvent,
     Grammar,
     InvalidRequest,
+    RelevanceJob,
 )
 from mlxserve.engine.llamacpp import client, protocol
 from mlxserve.engine.llamacpp.embedding import fit_to_window
 from mlxserve.engine.llamacpp.grammar_check import GrammarProbe
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
+from mlxserve.engine.llamacpp.relevance import score_on_child
 from mlxserve.gguf_header import read_scalar_fields
 
 logger = logging.getLogger("mlxserve.llamacpp")
@@ -275,6 +277,10 @@ class LlamaCppModel(EngineModel):
                 "its own end token"
             )
             self.end_tokens = ()
+
+    async def score_relevance(self, job: RelevanceJob) -> np.ndarray:
+        """P(yes) of each continuation (pipeline/rerank.py), a document per slot."""
+        return await score_on_child(self._probe_completion, job)
 
     async def _probe_completion(self, body: dict) -> dict:
         async with self._slots:  # a slot of its own, like any request

@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import mlx.core as mx
+import numpy as np
 
 from mlxserve.engine.base import (
     PROMPT_CACHE_BYTES,
     EngineModel,
     EngineRequest,
     GenerationEvent,
+    InvalidRequest,
+    RelevanceJob,
     TokenLogprob,
     Unsupported,
     config_vocab_size,
@@ -24,13 +27,13 @@ from mlxserve.engine.base import (
 from mlxserve.engine.mlx.architectures.text_model import TextModel
 from mlxserve.engine.mlx.architectures.vision import VisionLanguageModel, is_vision_model
 from mlxserve.engine.mlx.distributed.lockstep_runners import LeaderRunner
+from mlxserve.engine.mlx.relevance import RelevanceScorer, score_batches
 from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler
 from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
 from mlxserve.engine.mlx.serving.event_handoff import EventHandoff
 from mlxserve.engine.mlx.serving.prompt_scoring import score_prompt
 from mlxserve.engine.mlx.serving.runner import BatchRunner
-from mlxserve.engine.mlx.serving.runner_job import RunnerJob
 from mlxserve.engine.mlx.serving.sequence import Sequence
 from mlxserve.engine.mlx.serving.step_profile import StepProfile
 from mlxserve.sampling.sampler import Sampler
@@ -164,9 +167,23 @@ class MLXModel(EngineModel):
             kind = "a model split across machines" if self.distributed else "a vision model"
             message = "the prompt's log-probabilities (echo with logprobs) are not served for "
             raise Unsupported(message + kind, param="echo")
-        job = RunnerJob(lambda model, tokenizer: score_prompt(model, tokenizer, tokens, top))
-        self._runner.submit(job)
-        return await asyncio.wrap_future(job.done)
+        tokenizer = self.tokenizer
+        return await self._on_runner(lambda model: score_prompt(model, tokenizer, tokens, top))
+
+    async def score_relevance(self, job: RelevanceJob) -> np.ndarray:
+        """P(yes) of each continuation (pipeline/rerank.py), on the runner thread between two
+        decode steps. Only a text model whose cache holds one entry per token can pad rows."""
+        model = self._runner.model
+        if self.distributed or not (isinstance(model, TextModel) and model.per_token_cache):
+            raise InvalidRequest("rerank needs a text model without recurrent layers", "model")
+        scorer = await self._on_runner(lambda model: RelevanceScorer(model, job))
+        scores = np.zeros(len(job.continuations), dtype=np.float32)
+        for rows in score_batches(job.continuations):
+            scores[rows] = await self._on_runner(lambda _, rows=rows: scorer.score(rows))
+        return scores
+
+    async def _on_runner(self, work):
+        return await asyncio.wrap_future(self._runner.run_task(work))
 
     def _compiler(self) -> GrammarCompiler:
         if self._grammars is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -25,7 +26,6 @@ from mlxserve.engine.mlx.serving.disk_prompt_cache import (
     DiskPromptCache,
     block_names,
 )
-from mlxserve.engine.mlx.serving.runner_job import RunnerJob
 from mlxserve.engine.mlx.serving.sequence import Sequence
 from mlxserve.engine.mlx.serving.speculative_decoding import (
     DraftSources,
@@ -33,6 +33,7 @@ from mlxserve.engine.mlx.serving.speculative_decoding import (
     propose_drafts,
 )
 from mlxserve.engine.mlx.serving.step_profile import NoProfile, StepProfile
+from mlxserve.engine.mlx.serving.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,9 @@ class BatchRunner:
         self._drafts = DraftSources(prompt_lookup, PREFILL_CHUNK)
         self.profile = profile or NoProfile()  # where decode steps spend their time
         self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
-        self._inbox: queue.Queue[Sequence | RunnerJob | None] = queue.Queue()
+        self._inbox: queue.Queue[Sequence | Task | None] = queue.Queue()
         self._waiting: list[Sequence] = []
+        self._tasks: list[Task] = []  # whole computations run between two steps (rerank)
         self._prefilling: Prefill | None = None  # the prompt being read, a chunk per step
         self._active: list[Sequence] = []
         self._batch_cache: list | None = None
@@ -120,12 +122,19 @@ class BatchRunner:
             "disk_cache_blocks_read": self._disk_cache.blocks_read if self._disk_cache else 0,
         }
 
-    def submit(self, sequence: Sequence | RunnerJob) -> None:
-        """Queue a sequence (or a job, run between two steps); refused at once when the runner
-        thread has stopped."""
+    def submit(self, sequence: Sequence) -> None:
+        """Queue a sequence; refused at once when the runner thread has stopped."""
         if self.stopped_by is not None:
             raise EngineUnavailable(f"the model's runner stopped ({self.stopped_by}); reload it")
         self._inbox.put(sequence)
+
+    def run_task(self, work: Callable) -> Future:
+        """Run `work(model)` on this thread between two steps; the future has its result."""
+        if self.stopped_by is not None:
+            raise EngineUnavailable(f"the model's runner stopped ({self.stopped_by}); reload it")
+        task = Task(work)
+        self._inbox.put(task)
+        return task.result
 
     def stop(self) -> None:
         self._inbox.put(None)
@@ -148,6 +157,7 @@ class BatchRunner:
 
     def _serve(self) -> None:
         while self._collect_new(block=not self._active and self._prefilling is None):
+            self._run_tasks()
             self._drop_cancelled_waiting()
             if self._prefilling is None and self._waiting and self._fits([self._waiting[0]]):
                 group = self._short_prompts()
@@ -185,13 +195,15 @@ class BatchRunner:
             while True:
                 if item is None:
                     return False
-                if isinstance(item, RunnerJob):
-                    item.run(self.model, self.tokenizer)
-                else:
-                    self._waiting.append(item)
+                (self._tasks if isinstance(item, Task) else self._waiting).append(item)
                 item = self._inbox.get_nowait()
         except queue.Empty:
             return True
+
+    def _run_tasks(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.run(self.model)
 
     def _drop_cancelled_waiting(self) -> None:
         """Requests whose clients left before they had a slot leave at once, not when a slot
@@ -445,6 +457,8 @@ class BatchRunner:
         prefilling = [self._prefilling.sequence] if self._prefilling else []
         for sequence in self._active + prefilling + self._waiting:
             sequence.emit(exc)
+        for task in self._tasks:
+            task.emit(exc)
         while not self._inbox.empty():
             item = self._inbox.get_nowait()
             if item is not None:
