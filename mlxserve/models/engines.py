@@ -38,6 +38,9 @@ class EngineStarter:
         if engine == "mlx" and embedding:
             module = await _import("mlxserve.engine.mlx.embedding")
             return await module.MLXEmbeddingModel.load(record.id, record.directory, context_length)
+        if engine == "mlx" and record.type == "rerank":  # a cross-encoder: BERT, as embeddings
+            module = await _import("mlxserve.engine.mlx.cross_encoder")
+            return await module.MLXCrossEncoder.load(record.id, record.directory, context_length)
         if engine == "mlx":
             module = await _import("mlxserve.engine.mlx.model")
             cache_bytes = self.options.prompt_cache_bytes

@@ -131,7 +131,7 @@ def estimate_memory(record: ModelRecord, context: int, ranks: int = 1) -> Memory
     weights = record.size_bytes // ranks
     shape = attention_shape(record)
     kv_cache = 0
-    if shape is not None and record.type != "embeddings":
+    if shape is not None and record.type not in ("embeddings", "rerank"):
         element_bytes = kv_element_bytes(record)
         per_token = shape.layers * shape.kv_heads * shape.head_dim * 2 * element_bytes
         kv_cache = per_token * context * sequences // ranks

@@ -236,12 +236,17 @@ def _check_vision(record: ModelRecord, engine_vision: bool = True) -> None:
     )
 
 
+# Models that write no text, and the route that serves each kind.
+ROUTE_OF_KIND = {
+    "embeddings": ("an embedding", "/v1/embeddings"),
+    "speech": ("a speech", "/v1/audio/transcriptions"),
+    "rerank": ("a reranker", "/v1/rerank"),
+}
+
+
 def _generative(loaded: LoadedModel) -> LoadedModel:
-    if loaded.record.type == "embeddings":
-        message = f"model '{loaded.identifier}' is an embedding model; use /v1/embeddings"
-        raise RequestError(400, message, "model", "model_not_generative")
-    if loaded.record.type == "speech":
-        message = f"model '{loaded.identifier}' is a speech model; use /v1/audio/transcriptions"
+    if (kind := ROUTE_OF_KIND.get(loaded.record.type)) is not None:
+        message = f"model '{loaded.identifier}' is {kind[0]} model; use {kind[1]}"
         raise RequestError(400, message, "model", "model_not_generative")
     return loaded
 

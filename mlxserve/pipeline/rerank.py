@@ -1,4 +1,5 @@
-"""Rerank with a chat model: each document is judged by the model's next-token answer to "does
+"""Rerank with a cross-encoder (a BERT classifier reads the query and each document together), or
+with a chat model: each document is judged by the model's next-token answer to "does
 this document meet the query? yes or no", as the Qwen3-Reranker recipe asks it, and scored by
 P(yes) over {yes, no}. The prompt goes through the model's own chat template; the part before
 the document (instruction and query) is read once per request, the documents in batches.
@@ -62,17 +63,21 @@ async def rerank(
     started = asyncio.get_running_loop().time()
     check_request(query, documents)
     loaded = await registry.resolve(model)
-    if loaded.record.type != "llm" or not hasattr(loaded.engine, "score_relevance"):
+    if loaded.record.type == "rerank":
+        score = _scored_by_cross_encoder
+    elif loaded.record.type == "llm" and hasattr(loaded.engine, "score_relevance"):
+        score = _scored
+    else:
         message = (
-            f"model '{loaded.identifier}' cannot rerank: rerank needs a chat model (this one "
-            f"is a {loaded.record.type} model on {loaded.engine.engine_name})"
+            f"model '{loaded.identifier}' cannot rerank: rerank needs a reranker or a chat model "
+            f"(this one is a {loaded.record.type} model on {loaded.engine.engine_name})"
         )
         raise RequestError(400, message, "model", "rerank_not_supported")
     release = loaded.admit()
     timeout = limits.request_timeout
     try:
         async with asyncio.timeout_at(started + timeout if timeout else None):
-            return await _scored(loaded, query, documents)
+            return await score(loaded, query, documents)
     except TimeoutError:
         raise timeout_error(timeout) from None
     finally:
@@ -100,6 +105,13 @@ async def _scored(loaded: LoadedModel, query: str, documents: list[str]) -> Rank
     scores = await engine.score_relevance(job)
     read = len(shared) + sum(len(tokens) for tokens in continuations)
     return Ranked(loaded, scores, truncated, read)
+
+
+async def _scored_by_cross_encoder(loaded: LoadedModel, query: str, documents: list[str]):
+    """A cross-encoder reads each (query, document) pair in its own window, cut to fit."""
+    cut = [text[: MAX_DOCUMENT_TOKENS * CHARACTERS_PER_TOKEN_CUT] for text in documents]
+    pairs = await loaded.engine.score_pairs(query, cut)
+    return Ranked(loaded, pairs.scores, pairs.truncated, pairs.tokens)
 
 
 def _prompt_around_document(loaded: LoadedModel, query: str) -> tuple[str, str]:

@@ -93,8 +93,8 @@ def description(record: ModelRecord) -> ModelDescription:
 def capabilities(record: ModelRecord, template: str) -> list[str]:
     if record.type == "embeddings":
         return ["embedding"]
-    if record.type == "speech":
-        return []  # Ollama has no word for speech to text; it cannot chat or complete
+    if record.type in ("speech", "rerank"):
+        return []  # Ollama has no word for these; they cannot chat or complete
     found = {
         "completion": True,
         "tools": renders_tools(template, record.architecture),

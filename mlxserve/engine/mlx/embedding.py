@@ -26,7 +26,7 @@ class MLXEmbeddingModel(EngineModel):
         path: Path,
         context_length: int,
         executor: ThreadPoolExecutor,
-        model: BertModel,
+        model,
     ):
         self.model_id = model_id
         self._executor = executor  # its single thread owns every MLX call for this model
@@ -40,8 +40,16 @@ class MLXEmbeddingModel(EngineModel):
     async def load(cls, model_id: str, path: Path, context_length: int) -> MLXEmbeddingModel:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-embed")
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(executor, _load_bert, path)
+        model = await loop.run_in_executor(executor, cls._load_model, path)
         return cls(model_id, path, context_length, executor, model)
+
+    @staticmethod
+    def _load_model(path: Path) -> BertModel:
+        model = BertModel(BertConfig.from_dict(json.loads((path / "config.json").read_text())))
+        weights = BertModel.sanitize(mx.load(str(path / "model.safetensors")))
+        model.load_weights(list(weights.items()))
+        mx.eval(model.parameters())
+        return model
 
     async def embed(self, inputs: list[str] | list[list[int]]) -> tuple[np.ndarray, int]:
         """Unit-length vectors, one row per input, and the number of tokens read."""
@@ -86,10 +94,3 @@ class MLXEmbeddingModel(EngineModel):
 
     def runtime_info(self) -> dict:
         return {"name": "mlx", "version": mx.__version__, "supported_formats": ["safetensors"]}
-
-
-def _load_bert(path: Path) -> BertModel:
-    model = BertModel(BertConfig.from_dict(json.loads((path / "config.json").read_text())))
-    model.load_weights(list(BertModel.sanitize(mx.load(str(path / "model.safetensors"))).items()))
-    mx.eval(model.parameters())
-    return model

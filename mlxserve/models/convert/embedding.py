@@ -1,4 +1,6 @@
-"""Importing a sentence-transformers BERT model (such as all-MiniLM-L6-v2) into the store."""
+"""Importing a BERT encoder into the store: a sentence-transformers embedding model (such as
+all-MiniLM-L6-v2), or a one-label sequence classifier read as a cross-encoder reranker (such as
+the ms-marco MiniLM cross-encoders)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from mlxserve.engine.mlx.architectures.bert import BertModel
+from mlxserve.engine.mlx.architectures.bert import BertCrossEncoder, BertModel
 from mlxserve.models.convert.errors import ConversionError
 
 TOKENIZER_FILES = (
@@ -29,7 +31,11 @@ def import_embedding_model(source: Path, target_dir: Path) -> dict:
         raise ConversionError(f"{source} has no model.safetensors")
     if not (source / "tokenizer.json").is_file():
         raise ConversionError(f"{source} has no tokenizer.json")
-    weights = BertModel.sanitize(mx.load(str(weights_file)))
+    reranker = "BertForSequenceClassification" in config.get("architectures", [])
+    if reranker and len(config.get("id2label", {0: "score"})) != 1:
+        raise ConversionError(f"{source}: a reranker scores with one label; this one has more")
+    kept = BertCrossEncoder.sanitize if reranker else BertModel.sanitize
+    weights = kept(mx.load(str(weights_file)))
     mx.save_safetensors(
         str(target_dir / "model.safetensors"),
         {name: value.astype(mx.float32) for name, value in weights.items()},
@@ -42,7 +48,7 @@ def import_embedding_model(source: Path, target_dir: Path) -> dict:
     (target_dir / "config.json").write_text(json.dumps(config, indent=2))
     return {
         "architecture": "bert",
-        "type": "embeddings",
+        "type": "rerank" if reranker else "embeddings",
         "max_context_length": window,
         "quantization": "f32",
     }

@@ -16,7 +16,7 @@ let models = [];
 let running = null; // the AbortController of the reply in flight
 
 export async function refreshModels() {
-  const listed = (await json("/api/v0/models")).data.filter((m) => !["embeddings", "speech"].includes(m.type));
+  const listed = (await json("/api/v0/models")).data.filter((m) => !["embeddings", "speech", "rerank"].includes(m.type));
   models = listed.sort((a, b) => (a.state === "loaded" ? 0 : 1) - (b.state === "loaded" ? 0 : 1));
   const select = $("model");
   const chosen = select.value || store.loadSettings().model;

@@ -1,6 +1,8 @@
-"""A BERT encoder in MLX with sentence-transformers' mean pooling, for embedding models.
+"""A BERT encoder in MLX: with sentence-transformers' mean pooling for embedding models, and with
+a classifier head for cross-encoder rerankers.
 
-Weight names follow Hugging Face's BertModel, so a sentence-transformers checkpoint loads as is.
+Weight names follow Hugging Face's BertModel and BertForSequenceClassification, so their
+checkpoints load as they are.
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ class Embeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def __call__(self, input_ids: mx.array) -> mx.array:
+    def __call__(self, input_ids: mx.array, token_types: mx.array | None = None) -> mx.array:
+        """`token_types`: which segment each token is in (a cross-encoder's query 0, document
+        1); one segment when None."""
         positions = mx.arange(input_ids.shape[1])[None]
+        types = mx.zeros_like(input_ids) if token_types is None else token_types
         summed = (
             self.word_embeddings(input_ids)
             + self.position_embeddings(positions)
-            + self.token_type_embeddings(mx.zeros_like(input_ids))
+            + self.token_type_embeddings(types)
         )
         return self.LayerNorm(summed)
 
@@ -122,14 +127,21 @@ class BertModel(nn.Module):
 
     def __call__(self, input_ids: mx.array, attention_mask: mx.array) -> mx.array:
         """Unit-length mean-pooled sentence vectors for a padded batch."""
-        # Padding positions get -inf-like scores so attention never looks at them.
-        additive = (1.0 - attention_mask[:, None, None, :].astype(mx.float32)) * -1e9
-        hidden = self.embeddings(input_ids)
-        for layer in self.encoder.layer:
-            hidden = layer(hidden, additive)
+        hidden = self.encode(input_ids, attention_mask)
         weights = attention_mask[..., None].astype(hidden.dtype)
         pooled = (hidden * weights).sum(axis=1) / mx.maximum(weights.sum(axis=1), 1e-9)
         return pooled / mx.maximum(mx.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+
+    def encode(
+        self, input_ids: mx.array, attention_mask: mx.array, token_types: mx.array | None = None
+    ) -> mx.array:
+        """Every position's last hidden state for a padded batch."""
+        # Padding positions get -inf-like scores so attention never looks at them.
+        additive = (1.0 - attention_mask[:, None, None, :].astype(mx.float32)) * -1e9
+        hidden = self.embeddings(input_ids, token_types)
+        for layer in self.encoder.layer:
+            hidden = layer(hidden, additive)
+        return hidden
 
     @staticmethod
     def sanitize(weights: dict) -> dict:
@@ -139,3 +151,33 @@ class BertModel(nn.Module):
             for name, value in weights.items()
             if name.startswith(("embeddings.", "encoder.")) and not name.endswith("position_ids")
         }
+
+
+class Pooler(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def __call__(self, first: mx.array) -> mx.array:
+        return mx.tanh(self.dense(first))
+
+
+class BertCrossEncoder(nn.Module):
+    """A BERT sequence classifier read as a reranker (Hugging Face's
+    BertForSequenceClassification, as the ms-marco cross-encoders are): the query and a
+    document read together, one relevance logit from the first token's pooled state."""
+
+    def __init__(self, config: BertConfig, labels: int = 1):
+        super().__init__()
+        self.bert = BertModel(config)
+        self.bert.pooler = Pooler(config)
+        self.classifier = nn.Linear(config.hidden_size, labels)
+
+    def __call__(self, input_ids: mx.array, mask: mx.array, token_types: mx.array) -> mx.array:
+        """The relevance logit of each padded (query, document) row."""
+        hidden = self.bert.encode(input_ids, mask, token_types)
+        return self.classifier(self.bert.pooler(hidden[:, 0]))[:, 0]
+
+    @staticmethod
+    def sanitize(weights: dict) -> dict:
+        return {name: value for name, value in weights.items() if not name.endswith("position_ids")}
