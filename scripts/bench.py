@@ -3,7 +3,7 @@
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
                              | structured | vision | stall | speculative | cache
                              | concurrency | agents | distributed | families | profile
-                             | ollama | audio | rerank
+                             | ollama | audio | rerank | logprobs
                              [--iterations N]
                              [--models-dir DIR]
 
@@ -43,6 +43,7 @@ BENCHMARKS = {
     "ollama": "scripts.benchmarks.ollama",
     "audio": "scripts.benchmarks.audio",
     "rerank": "scripts.benchmarks.rerank",
+    "logprobs": "scripts.benchmarks.logprobs",
 }
 
 
