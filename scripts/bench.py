@@ -3,7 +3,7 @@
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
                              | structured | vision | stall | speculative | cache
                              | concurrency | agents | distributed | families | profile
-                             | ollama
+                             | ollama | memory
                              [--iterations N]
                              [--models-dir DIR]
 
@@ -41,6 +41,7 @@ BENCHMARKS = {
     "families": "scripts.benchmarks.families",
     "profile": "scripts.benchmarks.profile",
     "ollama": "scripts.benchmarks.ollama",
+    "memory": "scripts.benchmarks.memory",
 }
 
 
