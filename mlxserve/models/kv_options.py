@@ -4,12 +4,15 @@ the server's `--kv-bits`; refused with the reason when the engine cannot quantiz
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from mlxserve.engine.kv_quantization import check_kv_options
 from mlxserve.models import memory
 from mlxserve.models.loaded import RegistryError
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.store import ModelRecord
+
+log = logging.getLogger(__name__)
 
 
 def with_kv_options(
@@ -31,6 +34,9 @@ def with_kv_options(
             "kv_bits_unsupported",
             param="kv_bits",
         )
+    if bits and record.format == "mlx" and record.type == "vlm":
+        log.warning("%s: a vision model keeps a full-precision KV cache", record.id)
+        bits = None
     if bits and record.format == "mlx":
         _check_head_size(record, group_size)
     return dataclasses.replace(

@@ -179,11 +179,10 @@ class MLXModel(EngineModel):
 
 def _load_weights(path: Path, config: dict, kv_quantization: KVQuantization | None):
     """Called on the runner thread, which will own the arrays. A vision model without mlx-vlm
-    installed still serves text: mlx-lm loads its language model alone."""
+    installed still serves text: mlx-lm loads its language model alone. Only mlx-lm's caches
+    are quantized (mlx-vlm keeps its own)."""
     if is_vision_model(config):
         if importlib.util.find_spec("mlx_vlm") is not None:
-            if kv_quantization is not None:
-                log.warning("%s: mlx-vlm keeps a full-precision KV cache; kv bits ignored", path)
             return VisionLanguageModel.load(path, config)
         log.warning("%s: images need mlx-vlm (pip install 'mlxserve[vision]'); text only", path)
     from mlx_lm import load

@@ -137,9 +137,7 @@ class BatchQuantizedKVCache(_BaseCache):
         end = max(self._idx, other._idx)
         template = self.keys_and_values() if self.keys is not None else other.keys_and_values()
         mine, theirs = (cache._aligned(end, template) for cache in (self, other))
-        self.keys, self.values = tree_map(
-            lambda a, b: mx.concatenate([a, b]), (mine[0], mine[1]), (theirs[0], theirs[1])
-        )
+        self.keys, self.values = tree_map(lambda a, b: mx.concatenate([a, b]), mine, theirs)
         self.offset = mx.concatenate([self.offset, other.offset])
         self.left_padding = mx.concatenate(
             [self.left_padding + end - self._idx, other.left_padding + end - other._idx]
@@ -151,7 +149,7 @@ class BatchQuantizedKVCache(_BaseCache):
         rows = self.offset.shape[0]
         if self.keys is None:
             return tree_map(
-                lambda part: mx.zeros((rows, *part.shape[1:2], end, part.shape[3]), part.dtype),
+                lambda part: mx.zeros((rows, part.shape[1], end, part.shape[3]), part.dtype),
                 template,
             )
         pad = [(0, 0), (0, 0), (end - self._idx, 0), (0, 0)]
