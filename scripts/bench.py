@@ -3,7 +3,7 @@
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
                              | structured | vision | stall | speculative | cache
                              | concurrency | agents | distributed | families | profile
-                             | ollama | audio | rerank | logprobs
+                             | ollama | audio | rerank | logprobs | memory
                              [--iterations N]
                              [--models-dir DIR]
 
@@ -44,6 +44,7 @@ BENCHMARKS = {
     "audio": "scripts.benchmarks.audio",
     "rerank": "scripts.benchmarks.rerank",
     "logprobs": "scripts.benchmarks.logprobs",
+    "memory": "scripts.benchmarks.memory",
 }
 
 

@@ -19,11 +19,16 @@ CALL_MARKERS = ["<tool_call>", "</tool_call>"]  # added tokens, as in Qwen's voc
 
 
 def make_tiny_gemma(
-    directory: Path, seed: int = 0, bytes_vocabulary: bool = False, architecture: str = "gemma3"
+    directory: Path,
+    seed: int = 0,
+    bytes_vocabulary: bool = False,
+    architecture: str = "gemma3",
+    head_dim: int = 16,
 ) -> ModelRecord:
     """A 2-layer Gemma 3 text model with sliding window 8, over a 96-word vocabulary or, with
     `bytes_vocabulary`, over single bytes and Qwen's call markers (so it can write any JSON).
-    `architecture` is what the store records, which picks the chat template and call syntax."""
+    `architecture` is what the store records, which picks the chat template and call syntax;
+    `head_dim` 64 or more lets its keys and values be quantized in groups of 64."""
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = _byte_tokenizer() if bytes_vocabulary else _word_tokenizer()
     context = 4096 if bytes_vocabulary else 512  # a byte per token makes long prompts
@@ -33,7 +38,7 @@ def make_tiny_gemma(
         "num_hidden_layers": 4,
         "intermediate_size": 128,
         "num_attention_heads": 4,
-        "head_dim": 16,
+        "head_dim": head_dim,
         "rms_norm_eps": 1e-6,
         "vocab_size": tokenizer.get_vocab_size(),
         "num_key_value_heads": 1,

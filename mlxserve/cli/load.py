@@ -19,6 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", help="model id, e.g. google/gemma-3-270m")
     parser.add_argument("--context-length", type=int, help="context tokens to load")
     parser.add_argument("--ttl", type=float, help="unload after this many idle seconds")
+    parser.add_argument(
+        "--kv-bits", type=int, choices=(8, 4), help="quantize the KV cache to 8 or 4 bits"
+    )
+    parser.add_argument(
+        "--kv-group-size", type=int, choices=(32, 64, 128), help="elements per scale (MLX)"
+    )
     parser.add_argument("--identifier", help="the name requests use (default: the model id)")
     parser.add_argument(
         "--tool-format",
@@ -39,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         "ttl": args.ttl,
         "identifier": args.identifier,
         "tool_format": args.tool_format,
+        "kv_bits": args.kv_bits,
+        "kv_group_size": args.kv_group_size,
     }
     body = {name: value for name, value in fields.items() if value is not None}
     result = Client(args).post("/api/v0/models/load", body, timeout=LOAD_TIMEOUT_SECONDS)
@@ -48,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{result['identifier']} is already loaded")
     else:
         ttl = f", ttl {result['ttl']:g} s" if result["ttl"] else ""
+        kv = f", {result['kv_bits']}-bit KV" if result.get("kv_bits") else ""
         print(
             f"loaded {result['model']} as {result['identifier']} on {result['engine']} "
-            f"(context {result['context_length']}{ttl}) in {result['load_time']:.1f} s"
+            f"(context {result['context_length']}{ttl}{kv}) in {result['load_time']:.1f} s"
         )
     return 0
 

@@ -37,7 +37,7 @@ class Option:
     type: Callable | None = None
     default: Any = None  # when neither the flag nor the environment sets it
     switch: bool = False  # a yes/no flag (store_true); its variable takes 1/true/yes/on
-    choices: tuple[str, ...] | None = None
+    choices: tuple | None = None
     metavar: str | None = None
     const: Any = None  # the value of the flag given alone, without one of its own
     registry: str | None = None  # the RegistryOptions field it sets, if any
@@ -255,6 +255,25 @@ OPTIONS = (
         "cannot hold their prompts and longest replies)",
         type=int,
         registry="max_batch_size",
+    ),
+    Option(
+        "--kv-bits",
+        "none: keys and values at the model's precision",
+        "keep every model's KV cache at 8 or 4 bits (MLX: grouped quantization, batching kept; "
+        "llama.cpp: q8_0/q4_0 with flash attention); a load's kv_bits overrides it",
+        type=int,
+        choices=(8, 4),
+        registry="kv_bits",
+    ),
+    Option(
+        "--kv-group-size",
+        "`64` elements share one scale (MLX)",
+        "elements of a quantized MLX KV cache that share one scale and bias: 32, 64 or 128 "
+        "(default: 64)",
+        type=int,
+        choices=(32, 64, 128),
+        default=_registry_default("kv_group_size"),
+        registry="kv_group_size",
     ),
     Option(
         "--disk-cache-bytes",

@@ -209,6 +209,7 @@ class EngineModel(abc.ABC):
     # constrained replies are all checked after sampling.
     grammar_may_lapse: bool = False
     draft_model: str | None = None  # llama.cpp: the draft model its server was started with
+    kv_bits: int | None = None  # bits per cached key and value element; None: full precision
 
     @abc.abstractmethod
     def generate(self, request: EngineRequest) -> AsyncIterator[GenerationEvent]:

@@ -9,6 +9,7 @@ import importlib
 from pathlib import Path
 
 from mlxserve.engine.base import EngineError, EngineModel
+from mlxserve.engine.kv_quantization import kv_quantization
 from mlxserve.models import memory
 from mlxserve.models.catalog import ModelCatalog
 from mlxserve.models.loaded import RegistryError
@@ -57,6 +58,7 @@ class EngineStarter:
                 prompt_lookup=self.options.prompt_lookup,
                 disk_cache=None if shard_as else await self._disk_cache(record),
                 shard_as=shard_as,
+                kv_quantization=kv_quantization(record.kv_bits, record.kv_group_size),
             )
         module = await _import("mlxserve.engine.llamacpp.model")
         draft = await asyncio.to_thread(self._llamacpp_draft, record)
@@ -71,6 +73,7 @@ class EngineStarter:
             mmproj=record.directory / record.mmproj_file if record.mmproj_file else None,
             prompt_lookup=self.options.prompt_lookup,
             draft=draft,
+            kv_bits=record.kv_bits,
         )
 
     def _engine_for(self, record: ModelRecord) -> str:
@@ -134,12 +137,15 @@ class EngineStarter:
 
     async def _disk_cache(self, record: ModelRecord):
         """The model's prompt cache on disk, in the store: one folder per model and version of
-        its weights, so a changed model never reads another's state; one bound for them all."""
+        its weights and KV cache bits, so a model never reads state of another kind; one bound
+        for them all."""
         if self.options.disk_cache_bytes <= 0:
             return None
         module = await _import("mlxserve.engine.mlx.serving.disk_prompt_cache")
         config = record.directory / "config.json"
         version = f"{record.directory.resolve()}:{config.stat().st_mtime_ns}"
+        if record.kv_bits:
+            version += f":kv{record.kv_bits}g{record.kv_group_size}"
         folder = hashlib.sha256(version.encode()).hexdigest()[:16]
         root, bound = self.models_dir / DISK_CACHE_FOLDER, self.options.disk_cache_bytes
         return await asyncio.to_thread(module.DiskPromptCache, root, folder, bound, config)

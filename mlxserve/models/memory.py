@@ -1,7 +1,8 @@
 """How much memory a model needs once loaded, and how much the machine has to give.
 
 The estimate is weights (their size on disk) + the KV cache for the loaded context
-(layers x kv_heads x head_dim x context x 2 for keys and values x bytes per element) + overhead.
+(layers x kv_heads x head_dim x context x 2 for keys and values x bytes per element, fewer bytes
+when the model loads with `kv_bits`) + overhead.
 `MLXSERVE_MEMORY_LIMIT_BYTES` caps what all loaded models together may use, in place of the
 memory the operating system reports as available.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import psutil
 
+from mlxserve.engine.kv_quantization import LLAMACPP_BLOCK_BYTES, kv_quantization
 from mlxserve.gguf_header import read_scalar_fields
 from mlxserve.models.store import ModelRecord
 
@@ -134,7 +136,7 @@ def estimate_memory(record: ModelRecord, context: int, ranks: int = 1) -> Memory
     if shape is not None and record.type not in ("embeddings", "rerank"):
         element_bytes = kv_element_bytes(record)
         per_token = shape.layers * shape.kv_heads * shape.head_dim * 2 * element_bytes
-        kv_cache = per_token * context * sequences // ranks
+        kv_cache = int(per_token * context * sequences) // ranks
     overhead = FIXED_OVERHEAD_BYTES + int(weights * WEIGHTS_OVERHEAD_RATIO)
     return MemoryEstimate(weights, kv_cache, overhead, context)
 
@@ -158,11 +160,14 @@ def mlx_kv_budget_tokens(
     return context_length + spare // per_token
 
 
-def kv_element_bytes(record: ModelRecord) -> int:
+def kv_element_bytes(record: ModelRecord) -> float:
+    """Bytes per cached key or value element, the scales of a quantized cache included."""
     # llama.cpp keeps an f16 cache; MLX caches in the weights' compute dtype (f32 when unquantized).
     if record.format == "gguf":
-        return 2
-    return 4 if record.quantization.lower() in ("none", "f32", "float32", "") else 2
+        return LLAMACPP_BLOCK_BYTES[record.kv_bits] if record.kv_bits else 2
+    full = 4 if record.quantization.lower() in ("none", "f32", "float32", "") else 2
+    quantization = kv_quantization(record.kv_bits, record.kv_group_size)
+    return quantization.mlx_element_bytes(full) if quantization else full
 
 
 def attention_shape(record: ModelRecord) -> AttentionShape | None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES
+from mlxserve.engine.kv_quantization import DEFAULT_KV_GROUP_SIZE
 from mlxserve.models.loaded import MAX_QUEUED
 
 DISK_CACHE_BYTES = 4 * 1024**3  # long prompts' KV state each MLX model keeps on disk
@@ -31,3 +32,5 @@ class RegistryOptions:
     # model across its processes; None: each model is served by this process alone
     distributed: str | None = None
     ranks: int = 1  # the processes of that group, each holding its share of a model
+    kv_bits: int | None = None  # 8 or 4: every model's KV cache quantized; None: full precision
+    kv_group_size: int = DEFAULT_KV_GROUP_SIZE  # elements sharing one scale in that cache

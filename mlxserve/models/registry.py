@@ -18,6 +18,7 @@ from mlxserve.models import memory
 from mlxserve.models.catalog import ModelCatalog
 from mlxserve.models.engines import EngineStarter
 from mlxserve.models.idle import IdleUnloader
+from mlxserve.models.kv_options import with_kv_options
 from mlxserve.models.loaded import LoadedModel, RegistryError
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.resize import ContextResizer
@@ -108,6 +109,8 @@ class ModelRegistry:
         identifier: str | None = None,
         jit: bool = False,
         tool_format: str | None = None,
+        kv_bits: int | None = None,
+        kv_group_size: int | None = None,
     ) -> LoadedModel:
         identifier = identifier or model_id
         if identifier in self.loaded:
@@ -120,6 +123,7 @@ class ModelRegistry:
         record = await self.find(model_id)
         if record is None:
             raise RegistryError(404, self._not_found_message(model_id), "model_not_found")
+        record = with_kv_options(record, kv_bits, kv_group_size, self.options)
         requested = context_length or self.options.context_length
         task = asyncio.create_task(self._make_room_and_start(record, requested))
         self._loading[identifier] = task

@@ -76,4 +76,6 @@ class ContextResizer:
             ttl=loaded.ttl,
             identifier=loaded.identifier,
             jit=loaded.jit,
+            kv_bits=record.kv_bits,
+            kv_group_size=record.kv_group_size,
         )

@@ -46,11 +46,16 @@ class ModelRecord:
     mmproj_file: str = ""  # a GGUF vision model's projector, next to its weights
     origin: str = "store"  # store | huggingface | lmstudio: where it was found (not stored)
     tool_format: str = ""  # a tool-call family named by hand, for a template that hides its own
+    kv_bits: int | None = None  # a quantized KV cache (4 or 8 bits) to load with; None: full
+    kv_group_size: int | None = None  # elements sharing a scale in that cache; None: 64
 
     def manifest(self) -> dict:
         data = asdict(self)
         data.pop("path")
         data.pop("origin")
+        for option in ("kv_bits", "kv_group_size"):  # written only when set by hand
+            if data[option] is None:
+                data.pop(option)
         return data
 
     @property

@@ -26,6 +26,7 @@ class V0Model(Answer):
     source: str  # store | huggingface | lmstudio (models found in place)
     loaded_context_length: int | None = None  # only when loaded
     tool_format: str | None = None  # the tool-call family: named by hand, or found once loaded
+    kv_bits: int | None = None  # loaded with a quantized KV cache of this many bits
 
 
 class V0ModelList(Answer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -21,6 +22,8 @@ class LoadOptions(OpenAIModel):
     ttl: float | None = Field(None, gt=0)
     identifier: str | None = Field(None, min_length=1)
     tool_format: str | None = None  # a tool-call family, for a template that hides its own
+    kv_bits: Literal[4, 8] | None = None  # a quantized KV cache; None: mlxserve.json's or --kv-bits
+    kv_group_size: Literal[32, 64, 128] | None = None  # elements sharing one scale (MLX)
 
     @field_validator("tool_format")
     @classmethod
@@ -52,5 +55,7 @@ async def load_instance(
         ttl=options.ttl,
         identifier=identifier,
         tool_format=options.tool_format,
+        kv_bits=options.kv_bits,
+        kv_group_size=options.kv_group_size,
     )
     return LoadOutcome(loaded, time.monotonic() - started, holder is not None)

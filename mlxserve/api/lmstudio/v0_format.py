@@ -34,6 +34,8 @@ def v0_model(record: ModelRecord, loaded: LoadedModel | None, model_id: str = ""
     )
     if loaded:
         entry.loaded_context_length = loaded.engine.context_length
+        if loaded.engine.kv_bits:
+            entry.kv_bits = loaded.engine.kv_bits
     tool_format = (loaded.family or loaded.tool_format if loaded else "") or record.tool_format
     if tool_format:
         entry.tool_format = tool_format

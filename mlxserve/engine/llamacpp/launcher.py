@@ -33,6 +33,8 @@ READY_MARKER = "mlxserve-llamacpp-listening"
 # binaries read the same variable.
 API_KEY_VARIABLE = "LLAMA_API_KEY"
 PR_SET_PDEATHSIG = 1
+CACHE_TYPES = ("f16", "q8_0", "q4_0")  # llama-server's -ctk/-ctv values that mlxserve uses
+FLASH_ATTENTION = {"on": "ENABLED", "off": "DISABLED", "auto": "AUTO"}
 LINUX = sys.platform.startswith("linux")
 
 
@@ -75,6 +77,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-nocb", "--no-cont-batching", dest="cont_batching", action="store_false")
     parser.add_argument("--kv-unified", action="store_true")
     parser.add_argument("--cache-ram", type=int, default=None)
+    parser.add_argument("-ctk", "--cache-type-k", choices=CACHE_TYPES, default=None)
+    parser.add_argument("-ctv", "--cache-type-v", choices=CACHE_TYPES, default=None)
+    parser.add_argument("-fa", "--flash-attn", choices=("on", "off", "auto"), default=None)
     parser.add_argument("--spec-type", choices=("ngram-simple", "draft-simple"), default=None)
     parser.add_argument("-md", "--model-draft", default="")
     parser.add_argument("--embedding", "--embeddings", action="store_true")
@@ -111,6 +116,7 @@ def build_params(args: argparse.Namespace):
         params.api_keys = [os.environ[API_KEY_VARIABLE]]
     if args.cache_ram is not None:
         params.cache_ram_mib = args.cache_ram
+    set_cache_types(params, args, xllamacpp)
     if args.model_draft:
         params.speculative.draft.mparams.path = args.model_draft
     if args.spec_type:
@@ -135,6 +141,18 @@ def build_params(args: argparse.Namespace):
         pooling = f"LLAMA_POOLING_TYPE_{args.pooling.upper()}"
         params.pooling_type = xllamacpp.llama_pooling_type[pooling]
     return params
+
+
+def set_cache_types(params, args: argparse.Namespace, xllamacpp) -> None:
+    """The KV cache's element types (f16 unless set) and flash attention, which a quantized V
+    cache needs."""
+    if args.cache_type_k:
+        params.cache_type_k = xllamacpp.ggml_type[f"GGML_TYPE_{args.cache_type_k.upper()}"]
+    if args.cache_type_v:
+        params.cache_type_v = xllamacpp.ggml_type[f"GGML_TYPE_{args.cache_type_v.upper()}"]
+    if args.flash_attn:
+        kind = f"LLAMA_FLASH_ATTN_TYPE_{FLASH_ATTENTION[args.flash_attn]}"
+        params.flash_attn_type = xllamacpp.llama_flash_attn_type[kind]
 
 
 def serve_builtin(args: argparse.Namespace) -> None:

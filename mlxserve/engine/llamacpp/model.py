@@ -31,6 +31,7 @@ from mlxserve.engine.base import (
     InvalidRequest,
     RelevanceJob,
 )
+from mlxserve.engine.kv_quantization import llamacpp_cache_args
 from mlxserve.engine.llamacpp import client, protocol
 from mlxserve.engine.llamacpp.embedding import fit_to_window
 from mlxserve.engine.llamacpp.grammar_check import GrammarProbe
@@ -85,12 +86,14 @@ class LlamaCppModel(EngineModel):
         mmproj: Path | None = None,
         prompt_lookup: bool = False,
         draft: tuple[str, Path] | None = None,
+        kv_bits: int | None = None,
     ) -> LlamaCppModel:
         """Start a llama.cpp server for a GGUF file; `embedding` serves /v1/embeddings
         (mean pooling) instead of completions; `mmproj`, a vision model's projector, lets
         prompts hold images; `prompt_lookup` makes every request decode speculatively with
         llama.cpp's n-gram drafts, `draft` (id, GGUF path) with a draft model instead (llama.cpp
-        sets speculation per server, not per request)."""
+        sets speculation per server, not per request); `kv_bits` (8 or 4) quantizes its KV cache
+        (q8_0 or q4_0, with flash attention, which a quantized V cache needs)."""
         extra_args = embedding_args(context_length) if embedding else ()
         if mmproj is not None:
             extra_args = ("--mmproj", str(mmproj))
@@ -105,6 +108,8 @@ class LlamaCppModel(EngineModel):
             )
         elif prompt_lookup and not embedding:
             extra_args = (*extra_args, "--spec-type", "ngram-simple")
+        if kv_bits and not embedding:
+            extra_args = (*extra_args, *llamacpp_cache_args(kv_bits))
         process = LlamaServerProcess(
             gguf_path,
             context_length=context_length,
@@ -118,6 +123,7 @@ class LlamaCppModel(EngineModel):
         model = cls(process, model_id, process.context_length)
         model.vision = mmproj is not None
         model.draft_model = draft[0] if draft is not None else None
+        model.kv_bits = None if embedding else kv_bits
         try:
             await model._read_model_info()
         except BaseException:

@@ -24,6 +24,7 @@ from mlxserve.engine.base import (
     Unsupported,
     config_vocab_size,
 )
+from mlxserve.engine.kv_quantization import KVQuantization
 from mlxserve.engine.mlx.architectures.text_model import TextModel
 from mlxserve.engine.mlx.architectures.vision import VisionLanguageModel, is_vision_model
 from mlxserve.engine.mlx.distributed.lockstep_runners import LeaderRunner
@@ -72,14 +73,16 @@ class MLXModel(EngineModel):
         kv_budget_tokens: int | None = None,
         shard_as: str | None = None,
         profile: StepProfile | None = None,
+        kv_quantization: KVQuantization | None = None,
     ) -> MLXModel:
         """Load an MLX model directory; `context_length` is decided by the caller's policy.
         `shard_as`: the model's id, under which every rank of a distributed server (`mlxserve
         serve --distributed`) loads its part; this process serves as rank 0. `profile`: where
-        the decode steps' timings go (scripts/bench.py profile)."""
+        the decode steps' timings go (scripts/bench.py profile). `kv_quantization`: keys and values
+        kept at that many bits (a text model's full-context layers; None: full precision)."""
         config = json.loads((path / "config.json").read_text())
         if shard_as is None:
-            load = functools.partial(_load_weights, path, config)
+            load = functools.partial(_load_weights, path, config, kv_quantization)
             runner = BatchRunner(
                 load,
                 max_batch_size,
@@ -100,7 +103,10 @@ class MLXModel(EngineModel):
                 kv_budget_tokens=kv_budget_tokens,
             )
         model, tokenizer = await asyncio.wrap_future(runner.start())
-        return cls(runner, tokenizer, config, context_length)
+        loaded = cls(runner, tokenizer, config, context_length)
+        if isinstance(model, TextModel) and model.kv_quantization is not None:
+            loaded.kv_bits = model.kv_quantization.bits
+        return loaded
 
     @property
     def prompt_cache_bytes(self) -> int:
@@ -204,9 +210,10 @@ class MLXModel(EngineModel):
         }
 
 
-def _load_weights(path: Path, config: dict):
+def _load_weights(path: Path, config: dict, kv_quantization: KVQuantization | None):
     """Called on the runner thread, which will own the arrays. A vision model without mlx-vlm
-    installed still serves text: mlx-lm loads its language model alone."""
+    installed still serves text: mlx-lm loads its language model alone. Only mlx-lm's caches
+    are quantized (mlx-vlm keeps its own)."""
     if is_vision_model(config):
         if importlib.util.find_spec("mlx_vlm") is not None:
             return VisionLanguageModel.load(path, config)
@@ -214,4 +221,4 @@ def _load_weights(path: Path, config: dict):
     from mlx_lm import load
 
     model, tokenizer = load(str(path))
-    return TextModel(model), tokenizer
+    return TextModel(model, kv_quantization), tokenizer

@@ -12,17 +12,27 @@ from mlx_lm.models.cache import (
     make_prompt_cache,
 )
 
+from mlxserve.engine.kv_quantization import KVQuantization
+from mlxserve.engine.mlx.serving.quantized_cache import (
+    BatchQuantizedKVCache,
+    QuantizedPromptCache,
+    quantize_layers,
+)
 from mlxserve.engine.mlx.serving.sequence import Sequence
 
 
 class TextModel:
     """An mlx-lm model as the runner drives it: prefill over prompt positions, batched decode."""
 
-    def __init__(self, model):
+    def __init__(self, model, kv_quantization: KVQuantization | None = None):
         self.model = model
+        self.kv_quantization = kv_quantization  # None: keys and values at full precision
 
     def make_cache(self) -> list:
-        return make_prompt_cache(self.model)
+        cache = make_prompt_cache(self.model)
+        if self.kv_quantization is None:
+            return cache
+        return quantize_layers(cache, self.kv_quantization)
 
     def prefill(self, sequence: Sequence, start: int, end: int, cache: list) -> mx.array:
         return self.model(mx.array([sequence.prompt_tokens[start:end]]), cache=cache)
@@ -34,16 +44,20 @@ class TextModel:
     def per_token_cache(self) -> bool:
         """Every layer keeps one key and value per token (no recurrent state), so prompts can
         be read together in one padded batch and their state stored in blocks."""
-        return all(type(layer) in (KVCache, RotatingKVCache) for layer in self.make_cache())
+        per_token = (KVCache, RotatingKVCache, QuantizedPromptCache)
+        return all(type(layer) in per_token for layer in self.make_cache())
 
     def make_batch_cache(self, left_padding: list[int]) -> list:
         """An empty cache for prompts read together, each row left-padded to the longest."""
-        return [
-            BatchRotatingKVCache(layer.max_size, left_padding)
-            if isinstance(layer, RotatingKVCache)
-            else BatchKVCache(left_padding)
-            for layer in self.make_cache()
-        ]
+        return [self._batch_layer(layer, left_padding) for layer in self.make_cache()]
+
+    @staticmethod
+    def _batch_layer(layer, left_padding: list[int]):
+        if isinstance(layer, RotatingKVCache):
+            return BatchRotatingKVCache(layer.max_size, left_padding)
+        if isinstance(layer, QuantizedPromptCache):
+            return BatchQuantizedKVCache(left_padding, layer.group_size, layer.bits)
+        return BatchKVCache(left_padding)
 
 
 def logits_as_numpy(logits: mx.array) -> np.ndarray:

@@ -6,7 +6,9 @@ layer's keys and values for its own tokens only, so a prefix of n tokens costs n
 however many blocks it has. A file is named by the hash of all tokens up to its block's end, so
 it only ever matches the exact prefix it was computed from. A new prompt starts from the longest
 run of stored blocks at its start when that is longer than what the memory cache holds: their
-keys and values are read into a fresh cache, where a sliding-window layer keeps its window.
+keys and values are read into a fresh cache, where a sliding-window layer keeps its window. A
+quantized layer's blocks hold its quantized parts (`kv_bits` names the folder, so a block is only
+ever read back into the kind of layer that wrote it).
 
 Each file carries a CRC32 of its arrays; a file that fails to load or to check is deleted and
 ignored. Every model's folder sits under one root, bounded in bytes all together, the least
@@ -26,7 +28,8 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.cache import KVCache
+from mlx.utils import tree_map
+from mlx_lm.models.cache import KVCache, QuantizedKVCache
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +71,28 @@ class DiskPromptCache:
         for index, layer in enumerate(cache):
             if not blocks:
                 break
-            keys = mx.concatenate([block[f"{index}.keys"] for block in blocks], axis=2)
-            values = mx.concatenate([block[f"{index}.values"] for block in blocks], axis=2)
-            layer.update_and_fetch(keys, values)
+            keys, values = (
+                _concatenate([_stored(block, f"{index}.{part}") for block in blocks])
+                for part in ("keys", "values")
+            )
+            if isinstance(keys, tuple):
+                layer.fill(keys, values)
+            else:
+                layer.update_and_fetch(keys, values)
         mx.eval([layer.state for layer in cache])
         self.blocks_read += len(blocks)
         return len(blocks) * BLOCK
 
-    def write(self, name: str, layers: list[tuple[mx.array, mx.array]]) -> None:
-        """Store one block's keys and values (layer by layer), then keep within the bound."""
+    def write(self, name: str, layers: list[tuple]) -> None:
+        """Store one block's keys and values (layer by layer; a quantized layer's as its three
+        parts), then keep within the bound."""
         arrays = {}
         for index, (keys, values) in enumerate(layers):
-            arrays[f"{index}.keys"], arrays[f"{index}.values"] = keys, values
+            for part, stored in (("keys", keys), ("values", values)):
+                if isinstance(stored, tuple):
+                    arrays |= {f"{index}.{part}.{j}": array for j, array in enumerate(stored)}
+                else:
+                    arrays[f"{index}.{part}"] = stored
         mx.eval(arrays)
         staged = self.directory / f".{name}.{os.getpid()}.tmp{SUFFIX}"
         metadata = {"prefix": name, "crc32": str(_crc32(arrays))}
@@ -166,7 +179,7 @@ class BlockWriter:
         self.store = store
         self.names = names  # the prompt's block_names
         self.first = -(-start // BLOCK)  # the first block that starts at or after `start`
-        self._chunks: list[list[tuple[mx.array, mx.array]]] = []
+        self._chunks: list[list[tuple]] = []  # per chunk, each layer's (keys, values)
 
     def add(self, cache: list, start: int, end: int) -> None:
         block = start // BLOCK
@@ -175,10 +188,7 @@ class BlockWriter:
         # Copied: the layer writes its next tokens into the same buffer.
         self._chunks.append([_copy(_newest(layer, end - start)) for layer in cache])
         if end % BLOCK == 0:
-            layers = [
-                tuple(mx.concatenate([c[i][part] for c in self._chunks], axis=2) for part in (0, 1))
-                for i in range(len(cache))
-            ]
+            layers = [_concatenate([c[i] for c in self._chunks]) for i in range(len(cache))]
             self._chunks = []
             self.store.write(self.names[block], layers)
 
@@ -193,17 +203,30 @@ def block_names(tokens: list[int]) -> list[str]:
     return names
 
 
-def _newest(layer, count: int) -> tuple[mx.array, mx.array]:
+def _newest(layer, count: int) -> tuple:
     """The keys and values of the last `count` tokens a prefill step added to a layer (after a
     multi-token step, a sliding-window layer holds its tokens in order, the newest last)."""
-    end = layer.offset if isinstance(layer, KVCache) else layer.keys.shape[2]
-    return layer.keys[..., end - count : end, :], layer.values[..., end - count : end, :]
+    growing = isinstance(layer, (KVCache, QuantizedKVCache))
+    end = layer.offset if growing else layer.keys.shape[2]
+    return tree_map(lambda part: part[..., end - count : end, :], (layer.keys, layer.values))
 
 
-def _copy(pair: tuple[mx.array, mx.array]) -> tuple[mx.array, mx.array]:
-    copied = tuple(mx.array(array) for array in pair)
+def _copy(pair: tuple) -> tuple:
+    copied = tree_map(mx.array, pair)
     mx.eval(copied)
     return copied
+
+
+def _concatenate(runs: list):
+    """Runs of positions (arrays, or quantized parts alike) joined along the token axis."""
+    return tree_map(lambda *parts: mx.concatenate(parts, axis=2), *runs)
+
+
+def _stored(block: dict, name: str):
+    """A layer's keys or values in a block: one array, or a quantized layer's three parts."""
+    if name in block:
+        return block[name]
+    return tuple(block[f"{name}.{j}"] for j in range(3))
 
 
 def _crc32(arrays: dict[str, mx.array]) -> int:
