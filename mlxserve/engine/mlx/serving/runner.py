@@ -74,6 +74,7 @@ class BatchRunner:
         self._waiting: list[Sequence] = []
         self._tasks: list[Task] = []  # whole computations run between two steps (rerank)
         self._prefilling: Prefill | None = None  # the prompt being read, a chunk per step
+        self._reading = 0  # short prompts being read together, taken from the waiting list
         self._active: list[Sequence] = []
         self._batch_cache: list | None = None
         self._prompt_cache = LRUPromptCache(PROMPT_CACHE_ENTRIES, prompt_cache_bytes)
@@ -99,7 +100,8 @@ class BatchRunner:
     def active_count(self) -> int:
         """Sequences admitted or waiting; read from other threads for status reports."""
         prefilling = self._prefilling is not None
-        return len(self._active) + prefilling + len(self._waiting) + self._inbox.qsize()
+        queued = len(self._waiting) + self._inbox.qsize()
+        return len(self._active) + prefilling + self._reading + queued
 
     @property
     def prompt_cache_bytes(self) -> int:
@@ -244,6 +246,13 @@ class BatchRunner:
         one more over their last tokens gives each its first token. Reading them again costs
         less than the passes a cached prefix would save, so the prompt cache is not asked."""
         self._waiting = self._waiting[len(group) :]
+        self._reading = len(group)  # counted as sequences while out of every list
+        try:
+            self._read_group(group)
+        finally:
+            self._reading = 0
+
+    def _read_group(self, group: list[Sequence]) -> None:
         for sequence in group:
             self._prepare(sequence)
         width = max(len(s.prompt_tokens) for s in group) - 1
@@ -337,13 +346,14 @@ class BatchRunner:
             self.prefill_chunks += 1
             self._chunks_since_decode += bool(self._active)  # streams waited on this chunk
             return
-        self._prefilling = None
         mx.clear_cache()  # the prompt's chunk-sized buffers are not needed again soon
         self._sample([sequence], self.model.prefill(sequence, last, last + 1, cache)[:, -1, :])
         if sequence.finished:
+            self._prefilling = None
             self._retire(sequence, list(cache))
             return
         self._join_batch([sequence], [type(c).merge([c]) for c in cache])
+        self._prefilling = None  # counted as prefilling until it holds its place in the batch
         # Kept now, not only when the reply ends: the same prompt waiting (the other choices of
         # a request with `n`) reads it from here; the reply's own entry replaces it later.
         self._prompt_cache.insert_cache(CACHE_KEY, sequence.prompt_key, list(cache))
