@@ -11,7 +11,7 @@ import pytest
 
 from mlxserve.engine.base import EngineRequest
 from mlxserve.engine.mlx.model import MLXModel
-from mlxserve.engine.mlx.serving.runner import PREFILL_CHUNK
+from mlxserve.engine.mlx.serving.prompt_reading import PREFILL_CHUNK
 from mlxserve.sampling.params import SamplingParams
 from tests.tiny_models import make_tiny_gemma
 
