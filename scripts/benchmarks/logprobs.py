@@ -8,13 +8,10 @@ in alternating order each round. The ratio is with over without (target: at leas
 from __future__ import annotations
 
 import statistics
-import tempfile
-from pathlib import Path
 
 import httpx
 
-from mlxserve.models.defaults import ensure_default_model
-from tests.server import ServerProcess
+from scripts.benchmarks import default_model_servers
 
 TOKENS = 96
 PROMPT = "Count from 1 to 1000, one number per line:\n1\n2\n"
@@ -45,12 +42,9 @@ def measure(base_url: str, model: str, rounds: int) -> dict:
 
 def run(args) -> dict:
     rounds = getattr(args, "iterations", None) or 5
-    models_dir = getattr(args, "models_dir", None) or Path(tempfile.mkdtemp(prefix="bench-store-"))
     results = {}
-    for engine in getattr(args, "engines", None) or ("llamacpp", "mlx"):
-        model_id = ensure_default_model(models_dir, engine)
-        with ServerProcess(models_dir, model=model_id, engine=engine) as server:
-            results[engine] = row = measure(server.base_url, model_id, rounds)
+    for engine, server, model_id in default_model_servers(args):
+        results[engine] = row = measure(server.base_url, model_id, rounds)
         print(f"{engine}, {TOKENS} tokens, median of {rounds} rounds: with logprobs "
               f"{row['with_tok_s']:.1f} tok/s, without {row['without_tok_s']:.1f}, "
               f"ratio {row['ratio']:.3f}", flush=True)  # fmt: skip

@@ -16,15 +16,13 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import psutil
 
-from mlxserve.models.defaults import ensure_default_model
+from scripts.benchmarks import default_model_servers
 from tests.server import ServerProcess
 
 TOKENS = 128
@@ -111,12 +109,9 @@ def measure(server: ServerProcess, model: str, rounds: int) -> dict:
 
 def run(args) -> dict:
     rounds = getattr(args, "iterations", None) or 5
-    models_dir = getattr(args, "models_dir", None) or Path(tempfile.mkdtemp(prefix="bench-store-"))
     results = {}
-    for engine in getattr(args, "engines", None) or ("llamacpp", "mlx"):
-        model_id = ensure_default_model(models_dir, engine)
-        with ServerProcess(models_dir, model=model_id, engine=engine) as server:
-            results[engine] = rows = measure(server, model_id, rounds)
+    for engine, server, model_id in default_model_servers(args):
+        results[engine] = rows = measure(server, model_id, rounds)
         print(f"{engine}, {TOKENS} tokens a chat, median of {rounds} rounds:")
         print(f"  {'':10}{'/api/chat':>22}{'/v1/chat/completions':>24}{'ratio':>8}")
         for n in STREAMS:
