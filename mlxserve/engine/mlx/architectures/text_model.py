@@ -12,6 +12,7 @@ from mlx_lm.models.cache import (
     make_prompt_cache,
 )
 
+from mlxserve.engine.mlx.adapters import AdapterBank
 from mlxserve.engine.mlx.serving.sequence import Sequence
 
 
@@ -20,14 +21,22 @@ class TextModel:
 
     def __init__(self, model):
         self.model = model
+        self.adapters: AdapterBank | None = None  # LoRA adapters, once one is loaded
+
+    def _route(self, sequences: list[Sequence]) -> None:
+        """Each row's adapter for the next pass (none for a draft model's own passes)."""
+        if self.adapters is not None:
+            self.adapters.route([sequence.request.adapter for sequence in sequences])
 
     def make_cache(self) -> list:
         return make_prompt_cache(self.model)
 
     def prefill(self, sequence: Sequence, start: int, end: int, cache: list) -> mx.array:
+        self._route([sequence])
         return self.model(mx.array([sequence.prompt_tokens[start:end]]), cache=cache)
 
     def decode(self, inputs: mx.array, cache: list, sequences: list[Sequence]) -> mx.array:
+        self._route(sequences)
         return self.model(inputs, cache=cache)
 
     @property

@@ -44,7 +44,6 @@ PROMPT_CACHE_ENTRIES = 8
 # it meets: it is given back after a prompt is read, when idle and every so many decode steps.
 FREE_BUFFERS_EVERY = 256
 STOP_TIMEOUT_SECONDS = 30  # a long prefill chunk or decode step ends well within this
-CACHE_KEY = "model"  # one runner serves one model, so every entry shares this key
 
 
 class BatchRunner:
@@ -257,10 +256,10 @@ class BatchRunner:
     def _start_prefill(self, sequence: Sequence) -> None:
         """Begin reading a prompt, from the longest prefix of it cached in memory or on disk."""
         key = sequence.prompt_key[:-1]  # the last token is read when the first is sampled
-        cache, remaining = self._prompt_cache.fetch_nearest_cache(CACHE_KEY, key)
+        cache, remaining = self._prompt_cache.fetch_nearest_cache(sequence.cache_model, key)
         cached = len(key) - len(remaining)
         writer = None
-        if self._disk_cache is not None:
+        if self._disk_cache is not None and sequence.request.adapter is None:
             names = block_names(key)
             stored = self._disk_cache.stored_prefix(names)
             if len(stored) * BLOCK > cached:
@@ -334,7 +333,7 @@ class BatchRunner:
         self._join_batch([sequence], [type(c).merge([c]) for c in cache])
         # Kept now, not only when the reply ends: the same prompt waiting (the other choices of
         # a request with `n`) reads it from here; the reply's own entry replaces it later.
-        self._prompt_cache.insert_cache(CACHE_KEY, sequence.prompt_key, list(cache))
+        self._prompt_cache.insert_cache(sequence.cache_model, sequence.prompt_key, list(cache))
 
     def _join_batch(self, sequences: list[Sequence], batch_cache: list) -> None:
         if self._batch_cache is None:
@@ -437,7 +436,7 @@ class BatchRunner:
         if sequence.failed:
             return
         try:
-            self._prompt_cache.insert_cache(CACHE_KEY, sequence.processed_key, cache)
+            self._prompt_cache.insert_cache(sequence.cache_model, sequence.processed_key, cache)
         finally:
             sequence.finish()
 
