@@ -15,6 +15,8 @@ from pathlib import Path
 
 from mlxserve.engine.base import EngineModel
 from mlxserve.models import memory
+from mlxserve.models.adapter_models import adapters_of, load_adapter_model
+from mlxserve.models.adapters import split_adapter_id
 from mlxserve.models.catalog import ModelCatalog
 from mlxserve.models.engines import EngineStarter
 from mlxserve.models.idle import IdleUnloader
@@ -59,7 +61,7 @@ class ModelRegistry:
         record = await self.find(requested)
         if record is not None and self.options.jit:
             return record
-        if len(self.loaded) == 1:
+        if len(self.loaded) == 1 and split_adapter_id(requested) is None:
             return next(iter(self.loaded.values())).record
         return None
 
@@ -77,6 +79,8 @@ class ModelRegistry:
         loaded = await self.load_on_request(requested, ttl=ttl)
         if loaded is not None:
             return self._touch(loaded)
+        if split_adapter_id(requested) is not None:  # the base alone would answer as if adapted
+            raise RegistryError(404, self._not_found_message(requested), "model_not_found")
         if len(self.loaded) == 1:
             return self._touch(next(iter(self.loaded.values())))
         if self._loading and not self.loaded:
@@ -120,6 +124,8 @@ class ModelRegistry:
         record = await self.find(model_id)
         if record is None:
             raise RegistryError(404, self._not_found_message(model_id), "model_not_found")
+        if record.type == "adapter":
+            return await load_adapter_model(self, record, identifier, ttl, jit)
         requested = context_length or self.options.context_length
         task = asyncio.create_task(self._make_room_and_start(record, requested))
         self._loading[identifier] = task
@@ -153,6 +159,8 @@ class ModelRegistry:
         loaded = self.loaded.pop(identifier, None)
         if loaded is None:
             raise RegistryError(404, f"model '{identifier}' is not loaded", "model_not_found")
+        for adapter in adapters_of(self, loaded):  # they go with the base's engine
+            self.loaded.pop(adapter)
         await loaded.engine.close()
         log.info("unloaded %s", identifier)
 

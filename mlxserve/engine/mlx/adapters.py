@@ -10,7 +10,6 @@ the batch: every row takes the slot of its sequence's adapter.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapters.safetensors"
+from mlxserve.models.adapters import ADAPTER_WEIGHTS, read_adapter_config
+
 NO_ADAPTER = 0  # the slot of rows that use the base weights alone
 
 
@@ -199,11 +198,3 @@ def read_adapter(name: str, directory: Path) -> LoadedAdapter:
         if leaf == "lora_a":
             weights[path] = (tensors[key], tensors[f"{path}.lora_b"])
     return LoadedAdapter(name, float(parameters["scale"]), weights)
-
-
-def read_adapter_config(directory: Path) -> dict:
-    return json.loads((directory / ADAPTER_CONFIG).read_text())
-
-
-def is_adapter_folder(directory: Path) -> bool:
-    return (directory / ADAPTER_CONFIG).is_file() and (directory / ADAPTER_WEIGHTS).is_file()
