@@ -3,7 +3,7 @@
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
                              | structured | vision | stall | speculative | cache
                              | concurrency | agents | distributed | families | profile
-                             | ollama | audio
+                             | ollama | audio | lora
                              [--iterations N]
                              [--models-dir DIR]
 
@@ -42,6 +42,7 @@ BENCHMARKS = {
     "profile": "scripts.benchmarks.profile",
     "ollama": "scripts.benchmarks.ollama",
     "audio": "scripts.benchmarks.audio",
+    "lora": "scripts.benchmarks.lora",
 }
 
 
