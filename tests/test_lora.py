@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mlxserve.engine.base import EngineRequest
+from mlxserve.engine.base import EngineRequest, EngineUnavailable
 from mlxserve.engine.mlx.model import MLXModel
 from mlxserve.sampling.params import SamplingParams
 from tests.lora_adapters import MLP, make_adapter, mlx_lm_greedy
@@ -103,3 +103,24 @@ def test_unloaded_adapter_frees_its_weights_and_the_base_answers(tiny, adapters)
 
     base, after, left, names = asyncio.run(with_adapters(tiny, {"a": adapters["a"]}, scenario))
     assert after == base and left == 0 and names == []
+
+
+def test_unloading_an_adapter_mid_reply_ends_only_its_own_requests(tiny, adapters):
+    long = SamplingParams(temperature=0, repeat_penalty=1.0, logit_bias={2: -100.0})  # no EOS
+
+    async def reply(model, adapter):
+        request = EngineRequest(prompt=PROMPT, sampling=long, max_tokens=400, adapter=adapter)
+        return [token async for event in model.generate(request) for token in event.token_ids]
+
+    async def scenario(model):
+        base_alone = await reply(model, None)
+        base, adapted = (asyncio.ensure_future(reply(model, name)) for name in (None, "a"))
+        while (await model.engine_counters())["decoding"] < 2:
+            await asyncio.sleep(0.001)
+        await model.unload_adapter("a")
+        with pytest.raises(EngineUnavailable, match="unloaded during the request"):
+            await adapted
+        return base_alone, await base
+
+    base_alone, base = asyncio.run(with_adapters(tiny, {"a": adapters["a"]}, scenario))
+    assert base == base_alone

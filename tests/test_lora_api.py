@@ -80,3 +80,11 @@ def test_an_unknown_adapter_is_a_404_naming_model(server):
     response = complete(server, f"{BASE}@missing")
     assert response.status_code == 404
     assert response.json()["error"]["param"] == "model"
+
+
+def test_chat_and_ollama_routes_serve_the_adapter(server):
+    body = {"model": ADAPTER, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 4}
+    chat = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=120)
+    assert chat.status_code == 200, chat.text
+    for route in ("/api/tags", "/api/ps", "/api/v1/models"):
+        assert httpx.get(f"{server.base_url}{route}", timeout=30).status_code == 200, route

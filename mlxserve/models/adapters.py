@@ -37,9 +37,10 @@ def split_adapter_id(model_id: str) -> tuple[str, str] | None:
 
 
 def adapter_records(base: ModelRecord) -> list[ModelRecord]:
-    """The adapters stored beside an MLX base model, as records of their own."""
+    """The adapters stored beside a language model, as records of their own (one beside a GGUF
+    model is listed too: its engine refuses it with a reason)."""
     folder = base.directory / ADAPTERS_DIR
-    if base.format != "mlx" or base.type != "llm" or not folder.is_dir():
+    if base.type != "llm" or not folder.is_dir():
         return []
     found = sorted(d for d in folder.iterdir() if d.is_dir() and is_adapter_folder(d))
     return [adapter_record(base, directory) for directory in found]

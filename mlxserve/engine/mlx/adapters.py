@@ -17,6 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
+from mlxserve.engine.base import EngineUnavailable
 from mlxserve.models.adapters import ADAPTER_WEIGHTS, read_adapter_config
 
 NO_ADAPTER = 0  # the slot of rows that use the base weights alone
@@ -44,6 +45,9 @@ class LayerAdapters:
     scales: list[float]  # by slot
     present: set[int] = field(default_factory=set)  # the slots that adapt this layer
 
+    def __post_init__(self):
+        self.row_scales = mx.array(self.scales)  # gathered by the rows of a mixed batch
+
 
 class MixedLoRALinear(nn.Module):
     """A linear layer with any number of LoRA adapters, applied per row as routed."""
@@ -70,7 +74,7 @@ class MixedLoRALinear(nn.Module):
             return y + (adapters.scales[slot] * z).astype(x.dtype)
         slots = routing.slots
         z = (x @ adapters.lora_a[slots]) @ adapters.lora_b[slots]
-        scales = mx.array(adapters.scales)[slots].astype(z.dtype)
+        scales = adapters.row_scales[slots].astype(z.dtype)
         return y + (scales[:, None, None] * z).astype(x.dtype)
 
 
@@ -121,21 +125,26 @@ class AdapterBank:
         self._restack()
         return True
 
-    def route(self, adapter_names: list[str | None]) -> None:
-        """Set each row's slot for the next forward pass; an adapter not loaded is an error."""
-        slots = [self._slot(name) for name in adapter_names]
+    def route(self, sequences: list) -> None:
+        """Set each row's slot for the next forward pass, a row per sequence."""
+        slots = [self._slot_of(sequence) for sequence in sequences]
         if len(set(slots)) <= 1:
             self.routing.slots, self.routing.uniform = None, slots[0] if slots else NO_ADAPTER
         else:
             self.routing.slots, self.routing.uniform = mx.array(slots), NO_ADAPTER
 
-    def _slot(self, name: str | None) -> int:
+    def _slot_of(self, sequence) -> int:
+        """A sequence whose adapter was unloaded under it ends alone; its row runs unadapted
+        and is never sampled."""
+        name = sequence.request.adapter
         if name is None:
             return NO_ADAPTER
         for index, adapter in enumerate(self._adapters):
             if adapter.name == name:
                 return index + 1
-        raise AdapterError(f"adapter '{name}' is not loaded")
+        if not sequence.finished:
+            sequence.fail(EngineUnavailable(f"adapter '{name}' was unloaded during the request"))
+        return NO_ADAPTER
 
     def _wrap(self, path: str, modules: dict[str, nn.Module]) -> None:
         if path in self._layers:

@@ -26,7 +26,7 @@ class TextModel:
     def _route(self, sequences: list[Sequence]) -> None:
         """Each row's adapter for the next pass (none for a draft model's own passes)."""
         if self.adapters is not None:
-            self.adapters.route([sequence.request.adapter for sequence in sequences])
+            self.adapters.route(sequences)
 
     def make_cache(self) -> list:
         return make_prompt_cache(self.model)
