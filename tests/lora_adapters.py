@@ -7,7 +7,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from mlxserve.models.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from mlxserve.engine.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 ATTENTION = ("self_attn.q_proj", "self_attn.v_proj")
 MLP = ("mlp.gate_proj", "mlp.down_proj")

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import httpx
 import pytest
 
 from mlxserve.cli.convert import main as convert
+from mlxserve.models.adapter_models import LoadedAdapter
+from mlxserve.models.loaded import LoadedModel, RegistryError
 from tests.lora_adapters import make_adapter, mlx_lm_greedy
 from tests.server import ServerProcess
 from tests.tiny_models import make_tiny_gemma
@@ -74,6 +78,9 @@ def test_unloading_the_adapter_keeps_the_base_answering(server):
     loaded = models(server, "/v1/models")
     assert ADAPTER not in loaded and BASE in loaded
     assert complete(server, BASE).json()["choices"][0]["text"] == base_text
+    load = httpx.post(f"{server.base_url}/api/v0/models/load", json={"model": ADAPTER}, timeout=60)
+    assert load.status_code == 200, load.text
+    assert models(server, "/v1/models")[ADAPTER]["type"] == "adapter"
 
 
 def test_an_unknown_adapter_is_a_404_naming_model(server):
@@ -88,3 +95,31 @@ def test_chat_and_ollama_routes_serve_the_adapter(server):
     assert chat.status_code == 200, chat.text
     for route in ("/api/tags", "/api/ps", "/api/v1/models"):
         assert httpx.get(f"{server.base_url}{route}", timeout=30).status_code == 200, route
+
+
+def test_an_adapter_beside_a_gguf_model_is_refused_by_llama_cpp(models_dir, default_ids, tmp_path):
+    gguf_id = default_ids["llamacpp"]
+    beside = models_dir / gguf_id / "adapters" / "x"
+    if not beside.exists():
+        shutil.copytree(make_adapter(tmp_path / "x", 1), beside)
+    with ServerProcess(models_dir, model=gguf_id, engine="llamacpp") as running:
+        response = complete(running, f"{gguf_id}@x")
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "model" and "MLX engine" in error["message"]
+
+
+def test_an_adapter_request_counts_as_its_base_models_too(store):
+    """So a TTL never unloads the base under a running adapter request, and the two share the
+    base's queue limit."""
+    base = LoadedModel(store[1], engine=None, identifier=BASE)
+    adapter = LoadedAdapter(store[1], engine=None, identifier=ADAPTER, base=base)
+    release = adapter.admit()
+    assert (adapter.active_requests, base.active_requests) == (1, 1)
+    release()
+    release()  # counted out once
+    assert (adapter.active_requests, base.active_requests) == (0, 0)
+    base.max_requests = 0
+    with pytest.raises(RegistryError, match="queue|limit"):
+        adapter.admit()
+    assert (adapter.active_requests, base.active_requests) == (0, 0)

@@ -3,15 +3,11 @@ adapter, and an unload that frees the adapter alone (the base stays loaded)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from mlxserve.engine.base import EngineModel, EngineRequest, GenerationEvent, Unsupported
 from mlxserve.models.loaded import LoadedModel
-from mlxserve.models.store import ModelRecord
-
-if TYPE_CHECKING:
-    from mlxserve.models.registry import ModelRegistry
 
 
 class AdapterEngine:
@@ -36,31 +32,32 @@ class AdapterEngine:
         await self.base.unload_adapter(self.adapter)
 
 
-async def load_adapter_model(
-    registry: ModelRegistry,
-    record: ModelRecord,
-    identifier: str,
-    ttl: float | None,
-    jit: bool,
-) -> LoadedModel:
-    """Load the adapter's base model if it is not loaded (as any load would), then the adapter
-    into it; the adapter is registered under `identifier`."""
-    base = await registry.load(record.source, ttl=ttl, jit=jit)
-    name = record.directory.name
-    nbytes = await base.engine.load_adapter(name, record.directory)
-    if identifier in registry.loaded:  # another request loaded it meanwhile
-        return registry.loaded[identifier]
-    engine = AdapterEngine(base.engine, name)
-    loaded = LoadedModel(record, engine, identifier, ttl, jit=jit, memory_bytes=nbytes)
-    registry.loaded[identifier] = loaded
-    registry.idle.watch()
-    return loaded
+@dataclass
+class LoadedAdapter(LoadedModel):
+    """An adapter's registry entry: its requests count as its base model's too, so the base is
+    never unloaded as idle while they run, and they share its queue limit."""
+
+    base: LoadedModel | None = None
+
+    def admit(self) -> Callable[[], None]:
+        release_base = self.base.admit()
+        try:
+            release_own = super().admit()
+        except Exception:
+            release_base()
+            raise
+
+        def release() -> None:
+            release_own()
+            release_base()
+
+        return release
 
 
-def adapters_of(registry: ModelRegistry, base: LoadedModel) -> list[str]:
-    """The identifiers of the adapters loaded into `base`'s engine."""
+def adapters_of(loaded_models: dict[str, LoadedModel], base: LoadedModel) -> list[str]:
+    """The identifiers of the adapters loaded into `base`."""
     return [
         identifier
-        for identifier, loaded in registry.loaded.items()
-        if isinstance(loaded.engine, AdapterEngine) and loaded.engine.base is base.engine
+        for identifier, loaded in loaded_models.items()
+        if isinstance(loaded, LoadedAdapter) and loaded.base is base
     ]

@@ -1,33 +1,23 @@
 """LoRA adapters in the store, each beside its base model: `<base dir>/adapters/<name>/`.
 
-An adapter folder is mlx-lm's (`adapter_config.json` and `adapters.safetensors`, as
-`mlx_lm.lora` writes it). Clients name one `<base id>@<name>`; it is listed with type "adapter".
+An adapter folder is mlx-lm's (engine/adapter_format.py). Clients name one `<base id>@<name>`;
+it is listed with type "adapter".
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import shutil
 from pathlib import Path
 
+from mlxserve.engine.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS, is_adapter_folder
 from mlxserve.models.store import ModelRecord
 
 ADAPTERS_DIR = "adapters"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapters.safetensors"
 SEPARATOR = "@"
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def is_adapter_folder(directory: Path) -> bool:
-    return (directory / ADAPTER_CONFIG).is_file() and (directory / ADAPTER_WEIGHTS).is_file()
-
-
-def read_adapter_config(directory: Path) -> dict:
-    return json.loads((directory / ADAPTER_CONFIG).read_text())
 
 
 def split_adapter_id(model_id: str) -> tuple[str, str] | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mlxserve.engine.base import EngineModel
 from mlxserve.models import memory
-from mlxserve.models.adapter_models import adapters_of, load_adapter_model
+from mlxserve.models.adapter_models import AdapterEngine, LoadedAdapter, adapters_of
 from mlxserve.models.adapters import split_adapter_id
 from mlxserve.models.catalog import ModelCatalog
 from mlxserve.models.engines import EngineStarter
@@ -125,7 +125,7 @@ class ModelRegistry:
         if record is None:
             raise RegistryError(404, self._not_found_message(model_id), "model_not_found")
         if record.type == "adapter":
-            return await load_adapter_model(self, record, identifier, ttl, jit)
+            return await self._load_adapter(record, identifier, ttl, jit)
         requested = context_length or self.options.context_length
         task = asyncio.create_task(self._make_room_and_start(record, requested))
         self._loading[identifier] = task
@@ -149,6 +149,25 @@ class ModelRegistry:
         )
         return loaded
 
+    async def _load_adapter(
+        self, record: ModelRecord, identifier: str, ttl: float | None, jit: bool
+    ) -> LoadedModel:
+        """Load the adapter's base model if it is not loaded (as any load would), then the
+        adapter into it, registered under `identifier`."""
+        base = await self.load(record.source, ttl=ttl, jit=jit)
+        name = record.directory.name
+        nbytes = await base.engine.load_adapter(name, record.directory)
+        if identifier in self.loaded:  # another request loaded it meanwhile
+            return self.loaded[identifier]
+        engine = AdapterEngine(base.engine, name)
+        loaded = LoadedAdapter(
+            record, engine, identifier, ttl, jit=jit, memory_bytes=nbytes, base=base
+        )
+        self.loaded[identifier] = loaded
+        self.idle.watch()
+        log.info("loaded adapter %s into %s (%d bytes)", identifier, base.identifier, nbytes)
+        return loaded
+
     async def grow_context(
         self, loaded: LoadedModel, prompt_tokens: int, param: str
     ) -> LoadedModel:
@@ -159,7 +178,7 @@ class ModelRegistry:
         loaded = self.loaded.pop(identifier, None)
         if loaded is None:
             raise RegistryError(404, f"model '{identifier}' is not loaded", "model_not_found")
-        for adapter in adapters_of(self, loaded):  # they go with the base's engine
+        for adapter in adapters_of(self.loaded, loaded):  # they go with the base's engine
             self.loaded.pop(adapter)
         await loaded.engine.close()
         log.info("unloaded %s", identifier)

@@ -18,6 +18,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
+from mlxserve.engine.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from mlxserve.models.adapters import import_adapter
 from mlxserve.models.defaults import ensure_default_model
 from mlxserve.models.store import find_model
@@ -46,10 +47,10 @@ def write_adapter(model, directory: Path, seed: int) -> Path:
             weights[f"{prefix}.lora_a"] = mx.random.normal((in_dims, RANK)) * 0.01
             weights[f"{prefix}.lora_b"] = mx.random.normal((RANK, out_dims)) * 0.01
     directory.mkdir(parents=True)
-    mx.save_safetensors(str(directory / "adapters.safetensors"), weights)
+    mx.save_safetensors(str(directory / ADAPTER_WEIGHTS), weights)
     parameters = {"rank": RANK, "scale": SCALE, "dropout": 0.0}
     config = {"fine_tune_type": "lora", "num_layers": LAYERS, "lora_parameters": parameters}
-    (directory / "adapter_config.json").write_text(json.dumps(config))
+    (directory / ADAPTER_CONFIG).write_text(json.dumps(config))
     return directory
 
 

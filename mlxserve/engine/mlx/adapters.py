@@ -17,8 +17,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
+from mlxserve.engine.adapter_format import ADAPTER_WEIGHTS, read_adapter_config
 from mlxserve.engine.base import EngineUnavailable
-from mlxserve.models.adapters import ADAPTER_WEIGHTS, read_adapter_config
 
 NO_ADAPTER = 0  # the slot of rows that use the base weights alone
 
