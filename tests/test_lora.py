@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mlxserve.engine.base import EngineRequest, EngineUnavailable
+from mlxserve.engine.base import EngineRequest, EngineUnavailable, Speculation
 from mlxserve.engine.mlx.model import MLXModel
 from mlxserve.sampling.params import SamplingParams
 from tests.lora_adapters import MLP, make_adapter, mlx_lm_greedy
@@ -124,3 +124,29 @@ def test_unloading_an_adapter_mid_reply_ends_only_its_own_requests(tiny, adapter
 
     base_alone, base = asyncio.run(with_adapters(tiny, {"a": adapters["a"]}, scenario))
     assert base == base_alone
+
+
+def test_adapter_requests_decode_without_drafts(tiny, adapters):
+    """A draft's check and rewind would run the base weights: adapter rows decode plainly."""
+    repeating = "w5 w6 w7 w8 w5 w6 w7 w8 w5 w6 w7 w8 w5 w6 w7"  # prompt lookup finds drafts
+
+    async def speculative_steps(model, adapter):
+        before = (await model.engine_counters())["speculative_steps"]
+        request = EngineRequest(
+            prompt=repeating,
+            sampling=GREEDY,
+            max_tokens=TOKENS,
+            adapter=adapter,
+            speculation=Speculation(prompt_lookup=True),
+        )
+        tokens = [token async for event in model.generate(request) for token in event.token_ids]
+        return tokens, (await model.engine_counters())["speculative_steps"] - before
+
+    async def scenario(model):
+        return await speculative_steps(model, None), await speculative_steps(model, "a")
+
+    (_, base_steps), (tokens, adapter_steps) = asyncio.run(
+        with_adapters(tiny, {"a": adapters["a"]}, scenario)
+    )
+    assert base_steps > 0 and adapter_steps == 0
+    assert tokens == mlx_lm_greedy(tiny.directory, adapters["a"], repeating, TOKENS)[: len(tokens)]
