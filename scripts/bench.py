@@ -3,7 +3,7 @@
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
                              | structured | vision | stall | speculative | cache
                              | concurrency | agents | distributed | families | profile
-                             | ollama | audio | rerank | logprobs | memory
+                             | ollama | audio | rerank | logprobs | memory | lora
                              [--iterations N]
                              [--models-dir DIR]
 
@@ -45,6 +45,7 @@ BENCHMARKS = {
     "rerank": "scripts.benchmarks.rerank",
     "logprobs": "scripts.benchmarks.logprobs",
     "memory": "scripts.benchmarks.memory",
+    "lora": "scripts.benchmarks.lora",
 }
 
 

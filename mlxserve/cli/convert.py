@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a GGUF vision model's projector file: the .gguf SOURCE and it are registered "
         "together for the llama.cpp engine (not converted)",
     )
+    parser.add_argument(
+        "--base",
+        metavar="PUBLISHER/NAME",
+        help="SOURCE is an mlx-lm LoRA adapter folder (adapter_config.json, "
+        "adapters.safetensors): store it beside this base model, served as BASE@NAME "
+        "(NAME: --id, else the folder's name)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a model with this id")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -97,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     models_dir = args.models_dir or default_models_dir()
     started = time.monotonic()
     try:
+        if args.base is not None:
+            record = _import_adapter(args, models_dir)
+            print(f"imported adapter {record.id}\n  path:         {record.path}")
+            return 0
         if args.mmproj is not None:
             record = _register_vision_gguf(args, models_dir)
             print(f"registered {record.id} for llama.cpp (vision)\n  path:         {record.path}")
@@ -125,6 +136,20 @@ def main(argv: list[str] | None = None) -> int:
         f"  time:         {time.monotonic() - started:.1f} s"
     )
     return 0
+
+
+def _import_adapter(args, models_dir: Path):
+    from mlxserve.models.adapters import import_adapter
+    from mlxserve.models.catalog import ModelCatalog
+    from mlxserve.models.convert import ConversionError
+
+    base = ModelCatalog(models_dir, discover_models=False).find(args.base)
+    if base is None:
+        raise ConversionError(f"no model {args.base} in {models_dir} to put the adapter beside")
+    try:
+        return import_adapter(args.source, base, args.model_id, overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as error:
+        raise ConversionError(str(error)) from error
 
 
 def _register_vision_gguf(args, models_dir: Path):

@@ -10,6 +10,7 @@ import abc
 import time
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mlxserve.sampling.params import SamplingParams
@@ -129,6 +130,7 @@ class EngineRequest:
     images: list[PromptImage] = field(default_factory=list)  # in the order the prompt marks them
     engine_inputs: Any = None  # what an engine made of the images, kept with prompt_tokens
     speculation: Speculation = field(default_factory=Speculation)
+    adapter: str | None = None  # a LoRA adapter loaded into the model, by name
     # Log-probabilities of each sampled token and of this many likeliest alternatives
     # (0 to 20); None: not asked for.
     top_logprobs: int | None = None
@@ -253,6 +255,16 @@ class EngineModel(abc.ABC):
                 tokens = await self.tokenize(marker, add_special_tokens=False)
                 known[marker] = tokens[0] if len(tokens) == 1 else None
         return {known[m]: m for m in markers if known[m] is not None}
+
+    async def load_adapter(self, name: str, directory: Path) -> int:
+        """Load a LoRA adapter beside the base weights; returns its bytes."""
+        engine = self.engine_name
+        message = f"LoRA adapters are served by the MLX engine; this model runs on {engine}"
+        raise Unsupported(message, param="model")
+
+    async def unload_adapter(self, name: str) -> None:
+        """Free a LoRA adapter's weights; the base model stays loaded."""
+        raise Unsupported(f"{self.engine_name} models here have no adapters", param="model")
 
     async def engine_counters(self) -> dict[str, int]:
         """What the engine itself reports about its work (for /metrics), such as `sequences`,

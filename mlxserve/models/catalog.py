@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+from mlxserve.models.adapters import adapter_records, find_adapter, split_adapter_id
 from mlxserve.models.discovery import Roots, default_roots, discover
 from mlxserve.models.store import ModelRecord, find_model, list_models
 
@@ -24,11 +25,20 @@ class ModelCatalog:
         self._scanning = threading.Lock()  # lookups run in threads: one scan at a time
 
     def list(self) -> list[ModelRecord]:
+        """Every model, each followed by the adapters stored beside it."""
         stored = list_models(self.models_dir)
         ids = {record.id for record in stored}
-        return stored + [r for r in self._discovered_now() if r.id not in ids]
+        models = stored + [r for r in self._discovered_now() if r.id not in ids]
+        return [entry for model in models for entry in [model, *adapter_records(model)]]
 
     def find(self, model_id: str) -> ModelRecord | None:
+        """The model of that id, or the adapter a `base@adapter` id names."""
+        adapter = split_adapter_id(model_id)
+        if adapter is not None:
+            return find_adapter(self._find_model(adapter[0]), adapter[1])
+        return self._find_model(model_id)
+
+    def _find_model(self, model_id: str) -> ModelRecord | None:
         record = find_model(self.models_dir, model_id)
         if record is None:
             record = self._discovered_by_id(model_id, RESCAN_SECONDS)

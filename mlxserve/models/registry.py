@@ -15,6 +15,8 @@ from pathlib import Path
 
 from mlxserve.engine.base import EngineModel
 from mlxserve.models import memory
+from mlxserve.models.adapter_models import AdapterEngine, LoadedAdapter, adapters_of
+from mlxserve.models.adapters import split_adapter_id
 from mlxserve.models.catalog import ModelCatalog
 from mlxserve.models.engines import EngineStarter
 from mlxserve.models.idle import IdleUnloader
@@ -60,7 +62,7 @@ class ModelRegistry:
         record = await self.find(requested)
         if record is not None and self.options.jit:
             return record
-        if len(self.loaded) == 1:
+        if len(self.loaded) == 1 and split_adapter_id(requested) is None:
             return next(iter(self.loaded.values())).record
         return None
 
@@ -78,6 +80,8 @@ class ModelRegistry:
         loaded = await self.load_on_request(requested, ttl=ttl)
         if loaded is not None:
             return self._touch(loaded)
+        if split_adapter_id(requested) is not None:  # the base alone would answer as if adapted
+            raise RegistryError(404, self._not_found_message(requested), "model_not_found")
         if len(self.loaded) == 1:
             return self._touch(next(iter(self.loaded.values())))
         if self._loading and not self.loaded:
@@ -123,6 +127,8 @@ class ModelRegistry:
         record = await self.find(model_id)
         if record is None:
             raise RegistryError(404, self._not_found_message(model_id), "model_not_found")
+        if record.type == "adapter":
+            return await self._load_adapter(record, identifier, ttl, jit)
         record = with_kv_options(record, kv_bits, kv_group_size, self.options)
         requested = context_length or self.options.context_length
         task = asyncio.create_task(self._make_room_and_start(record, requested))
@@ -147,6 +153,25 @@ class ModelRegistry:
         )
         return loaded
 
+    async def _load_adapter(
+        self, record: ModelRecord, identifier: str, ttl: float | None, jit: bool
+    ) -> LoadedModel:
+        """Load the adapter's base model if it is not loaded (as any load would), then the
+        adapter into it, registered under `identifier`."""
+        base = await self.load(record.source, ttl=ttl, jit=jit)
+        name = record.directory.name
+        nbytes = await base.engine.load_adapter(name, record.directory)
+        if identifier in self.loaded:  # another request loaded it meanwhile
+            return self.loaded[identifier]
+        engine = AdapterEngine(base.engine, name)
+        loaded = LoadedAdapter(
+            record, engine, identifier, ttl, jit=jit, memory_bytes=nbytes, base=base
+        )
+        self.loaded[identifier] = loaded
+        self.idle.watch()
+        log.info("loaded adapter %s into %s (%d bytes)", identifier, base.identifier, nbytes)
+        return loaded
+
     async def grow_context(
         self, loaded: LoadedModel, prompt_tokens: int, param: str
     ) -> LoadedModel:
@@ -157,6 +182,8 @@ class ModelRegistry:
         loaded = self.loaded.pop(identifier, None)
         if loaded is None:
             raise RegistryError(404, f"model '{identifier}' is not loaded", "model_not_found")
+        for adapter in adapters_of(self.loaded, loaded):  # they go with the base's engine
+            self.loaded.pop(adapter)
         await loaded.engine.close()
         log.info("unloaded %s", identifier)
 

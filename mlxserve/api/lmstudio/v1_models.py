@@ -22,6 +22,7 @@ def v1_models(registry: ModelRegistry, instances: list[LoadedModel]) -> list[V1M
     return [
         v1_model(record, [i for i in instances if i.record.id == record.id])
         for record in registry.servable()
+        if record.type != "adapter"  # LM Studio's listing has no kind for them
     ]
 
 

@@ -25,6 +25,7 @@ from mlxserve.engine.base import (
     config_vocab_size,
 )
 from mlxserve.engine.kv_quantization import KVQuantization
+from mlxserve.engine.mlx.adapters import AdapterBank, AdapterError
 from mlxserve.engine.mlx.architectures.text_model import TextModel
 from mlxserve.engine.mlx.architectures.vision import VisionLanguageModel, is_vision_model
 from mlxserve.engine.mlx.distributed.lockstep_runners import LeaderRunner
@@ -57,6 +58,8 @@ class MLXModel(EngineModel):
         self.bos_token = tokenizer.bos_token or ""
         self.eos_token = tokenizer.eos_token or ""
         self._grammars: GrammarCompiler | None = None  # made by the first constrained request
+        self._adapter_loads: dict[str, int] = {}  # loaded adapters, each with its load's number
+        self._adapter_load_count = 0
         # The group's mode, backend and ranks when the model is split across processes.
         self.distributed = runner.status if isinstance(runner, LeaderRunner) else None
 
@@ -155,6 +158,7 @@ class MLXModel(EngineModel):
             visible_specials=await self.special_ids(request.visible_specials),
             image_inputs=request.engine_inputs,
             cache_key=request.engine_inputs.cache_key if request.engine_inputs else None,
+            adapter_generation=self._adapter_generation(request.adapter),
         )
         self._runner.submit(sequence)
         try:
@@ -167,6 +171,33 @@ class MLXModel(EngineModel):
                     return
         finally:
             sequence.cancel()
+
+    async def load_adapter(self, name: str, directory: Path) -> int:
+        """Load a LoRA adapter into the runner beside the base weights (once); its bytes."""
+        if self.distributed is not None or not isinstance(self._runner.model, TextModel):
+            kind = "a model split across machines" if self.distributed else "a vision model"
+            raise Unsupported(f"LoRA adapters are not served for {kind}", param="model")
+        try:
+            nbytes = await self._on_runner(lambda model: _load_adapter(model, name, directory))
+        except AdapterError as exc:
+            raise InvalidRequest(str(exc), param="model") from exc
+        if name not in self._adapter_loads:
+            self._adapter_load_count += 1
+            self._adapter_loads[name] = self._adapter_load_count
+        return nbytes
+
+    async def unload_adapter(self, name: str) -> None:
+        if self._adapter_loads.pop(name, None) is None:
+            return
+        await self._on_runner(lambda model: model.adapters.unload(name))
+        mx.clear_cache()
+
+    def _adapter_generation(self, adapter: str | None) -> int:
+        if adapter is None:
+            return 0
+        if adapter not in self._adapter_loads:
+            raise Unsupported(f"adapter '{adapter}' is not loaded into this model", param="model")
+        return self._adapter_loads[adapter]
 
     async def prompt_logprobs(self, tokens: list[int], top: int) -> list[TokenLogprob]:
         if self.distributed is not None or not isinstance(self._runner.model, TextModel):
@@ -208,6 +239,14 @@ class MLXModel(EngineModel):
             "device": str(mx.default_device()),
             "supported_formats": ["safetensors"],
         }
+
+
+def _load_adapter(model: TextModel, name: str, directory: Path) -> int:
+    """On the runner thread, between steps: the layers' stacks change while nothing runs."""
+    if model.adapters is None:
+        model.adapters = AdapterBank(model.model)
+    model.adapters.load(name, directory)
+    return model.adapters.nbytes_of(name)
 
 
 def _load_weights(path: Path, config: dict, kv_quantization: KVQuantization | None):

@@ -13,6 +13,7 @@ from mlx_lm.models.cache import (
 )
 
 from mlxserve.engine.kv_quantization import KVQuantization
+from mlxserve.engine.mlx.adapters import AdapterBank
 from mlxserve.engine.mlx.serving.quantized_cache import (
     BatchQuantizedKVCache,
     QuantizedPromptCache,
@@ -27,6 +28,12 @@ class TextModel:
     def __init__(self, model, kv_quantization: KVQuantization | None = None):
         self.model = model
         self.kv_quantization = kv_quantization  # None: keys and values at full precision
+        self.adapters: AdapterBank | None = None  # LoRA adapters, once one is loaded
+
+    def _route(self, sequences: list[Sequence]) -> None:
+        """Each row's adapter for the next pass (none for a draft model's own passes)."""
+        if self.adapters is not None:
+            self.adapters.route(sequences)
 
     def make_cache(self) -> list:
         cache = make_prompt_cache(self.model)
@@ -35,9 +42,11 @@ class TextModel:
         return quantize_layers(cache, self.kv_quantization)
 
     def prefill(self, sequence: Sequence, start: int, end: int, cache: list) -> mx.array:
+        self._route([sequence])
         return self.model(mx.array([sequence.prompt_tokens[start:end]]), cache=cache)
 
     def decode(self, inputs: mx.array, cache: list, sequences: list[Sequence]) -> mx.array:
+        self._route(sequences)
         return self.model(inputs, cache=cache)
 
     @property

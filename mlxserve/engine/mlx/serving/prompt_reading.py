@@ -14,7 +14,6 @@ from mlxserve.engine.mlx.serving.sequence import Sequence
 # Prompt tokens read between two decode steps: bounds memory, and how long a running stream
 # waits for a new prompt (docs/engines.md has the measurement behind it).
 PREFILL_CHUNK = 128
-CACHE_KEY = "model"  # one runner serves one model, so every entry shares this key
 
 
 class PromptReading:
@@ -72,10 +71,10 @@ class PromptReading:
     def _start_prefill(self, sequence: Sequence) -> None:
         """Begin reading a prompt, from the longest prefix of it cached in memory or on disk."""
         key = sequence.prompt_key[:-1]  # the last token is read when the first is sampled
-        cache, remaining = self._prompt_cache.fetch_nearest_cache(CACHE_KEY, key)
+        cache, remaining = self._prompt_cache.fetch_nearest_cache(sequence.cache_model, key)
         cached = len(key) - len(remaining)
         writer = None
-        if self._disk_cache is not None:
+        if self._disk_cache is not None and sequence.request.adapter is None:
             names = block_names(key)
             stored = self._disk_cache.stored_prefix(names)
             if len(stored) * BLOCK > cached:
@@ -134,7 +133,7 @@ class PromptReading:
         self._prefilling = None  # counted as prefilling until it holds its place in the batch
         # Kept now, not only when the reply ends: the same prompt waiting (the other choices of
         # a request with `n`) reads it from here; the reply's own entry replaces it later.
-        self._prompt_cache.insert_cache(CACHE_KEY, sequence.prompt_key, list(cache))
+        self._prompt_cache.insert_cache(sequence.cache_model, sequence.prompt_key, list(cache))
 
 
 @dataclass

@@ -21,7 +21,6 @@ from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineUnavailable
 from mlxserve.engine.mlx.architectures.text_model import TextModel, logits_as_numpy
 from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
 from mlxserve.engine.mlx.serving.prompt_reading import (
-    CACHE_KEY,
     PREFILL_CHUNK,
     Prefill,
     PromptReading,
@@ -339,7 +338,7 @@ class BatchRunner(PromptReading):
         if sequence.failed:
             return
         try:
-            self._prompt_cache.insert_cache(CACHE_KEY, sequence.processed_key, cache)
+            self._prompt_cache.insert_cache(sequence.cache_model, sequence.processed_key, cache)
         finally:
             sequence.finish()
 

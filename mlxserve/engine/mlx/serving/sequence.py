@@ -43,6 +43,7 @@ class Sequence:
     embedded: Any = None  # a vision model's prompt embeddings, made at prefill
     rope_delta: int | None = None  # Qwen-VL: positions behind the token count after images
     drafter: Any = None  # a speculative.Drafter when the sequence decodes speculatively
+    adapter_generation: int = 0  # which load of its adapter: a reloaded one may differ
 
     def __post_init__(self):
         self.stops = StopStringMatcher(self.request.stop)
@@ -68,6 +69,12 @@ class Sequence:
     @property
     def last_token(self) -> int:
         return self.generated[-1]
+
+    @property
+    def cache_model(self) -> str:
+        """Whose weights made this sequence's KV state: an adapter's never serves another."""
+        adapter = self.request.adapter
+        return "model" if adapter is None else f"model@{adapter}#{self.adapter_generation}"
 
     @property
     def prompt_key(self) -> list[int]:

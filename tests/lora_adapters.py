@@ -1,0 +1,64 @@
+"""LoRA adapters with random low-rank weights, written in mlx-lm's folder format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+
+from mlxserve.engine.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+ATTENTION = ("self_attn.q_proj", "self_attn.v_proj")
+MLP = ("mlp.gate_proj", "mlp.down_proj")
+SHAPES = {  # (in, out) of the tiny Gemma's layers
+    "self_attn.q_proj": (64, 64),
+    "self_attn.v_proj": (64, 16),
+    "mlp.gate_proj": (64, 128),
+    "mlp.down_proj": (128, 64),
+}
+
+
+def make_adapter(
+    directory: Path,
+    seed: int,
+    *,
+    base: str = "",
+    keys: tuple[str, ...] = ATTENTION,
+    rank: int = 4,
+    scale: float = 4.0,
+    layers: int = 2,
+    total_layers: int = 4,
+) -> Path:
+    """An adapter of the last `layers` layers of the tiny Gemma, with a nonzero `lora_b` (a
+    trained adapter's; mlx-lm starts it at zero) so that it changes the model's output."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mx.random.seed(seed)
+    weights = {}
+    for layer in range(total_layers - layers, total_layers):
+        for key in keys:
+            in_dims, out_dims = SHAPES[key]
+            prefix = f"model.layers.{layer}.{key}"
+            weights[f"{prefix}.lora_a"] = mx.random.normal((in_dims, rank)) * 0.2
+            weights[f"{prefix}.lora_b"] = mx.random.normal((rank, out_dims)) * 0.2
+    mx.save_safetensors(str(directory / ADAPTER_WEIGHTS), weights)
+    config = {
+        "fine_tune_type": "lora",
+        "num_layers": layers,
+        "lora_parameters": {"rank": rank, "scale": scale, "dropout": 0.0, "keys": list(keys)},
+    }
+    if base:
+        config["model"] = base
+    (directory / ADAPTER_CONFIG).write_text(json.dumps(config))
+    return directory
+
+
+def mlx_lm_greedy(model_dir: Path, adapter_dir: Path | None, prompt: str, tokens: int) -> list[int]:
+    """mlx-lm's own greedy tokens, the adapter loaded by `mlx_lm.load(adapter_path=...)`."""
+    from mlx_lm import load
+    from mlx_lm.generate import generate_step
+
+    model, tokenizer = load(str(model_dir), adapter_path=str(adapter_dir) if adapter_dir else None)
+    prompt_ids = mx.array(tokenizer.encode(prompt))
+    steps = generate_step(prompt_ids, model, max_tokens=tokens, sampler=lambda x: x.argmax(-1))
+    return [int(token) for token, _ in steps]
