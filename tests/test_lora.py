@@ -150,3 +150,17 @@ def test_adapter_requests_decode_without_drafts(tiny, adapters):
     )
     assert base_steps > 0 and adapter_steps == 0
     assert tokens == mlx_lm_greedy(tiny.directory, adapters["a"], repeating, TOKENS)[: len(tokens)]
+
+
+def test_scoring_after_an_adapters_reply_uses_the_base_weights(tiny, adapters):
+    """A prompt scored (echo's logprobs) right after an adapter's reply gets the base model's
+    figures: the reply's routing is not left on for the scoring pass."""
+    tokens = list(range(3, 40))
+
+    async def scenario(model):
+        before = await model.prompt_logprobs(tokens, 0)
+        await tokens_of(model, "a")
+        return before, await model.prompt_logprobs(tokens, 0)
+
+    before, after = asyncio.run(with_adapters(tiny, {"a": adapters["a"]}, scenario))
+    assert [e.logprob for e in after][1:] == pytest.approx([e.logprob for e in before][1:])

@@ -27,6 +27,7 @@ class RelevanceScorer:
     def __init__(self, model: TextModel, job: RelevanceJob):
         self.model, self.job = model, job
         self.shared = model.make_batch_cache([0])
+        model.route([])  # the base model judges, whatever adapters the batch last used
         if job.shared:
             model.model(mx.array([job.shared]), cache=self.shared)
             mx.eval([layer.state for layer in self.shared])
@@ -34,6 +35,7 @@ class RelevanceScorer:
     def score(self, rows: list[int]) -> np.ndarray:
         """P(yes) over {yes, no} after each of these continuations."""
         batch = [self.job.continuations[i] for i in rows]
+        self.model.route([])  # decode steps between two batches route their own rows
         return _score_batch(self.model, self.shared, batch, self.job.yes_token, self.job.no_token)
 
 

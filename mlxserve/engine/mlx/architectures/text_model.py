@@ -30,8 +30,9 @@ class TextModel:
         self.kv_quantization = kv_quantization  # None: keys and values at full precision
         self.adapters: AdapterBank | None = None  # LoRA adapters, once one is loaded
 
-    def _route(self, sequences: list[Sequence]) -> None:
-        """Each row's adapter for the next pass (none for a draft model's own passes)."""
+    def route(self, sequences: list[Sequence]) -> None:
+        """Each row's adapter for the next pass (none for a draft model's own passes); with no
+        sequences, none for every row: a pass of the base model's own (scoring, rerank)."""
         if self.adapters is not None:
             self.adapters.route(sequences)
 
@@ -42,11 +43,11 @@ class TextModel:
         return quantize_layers(cache, self.kv_quantization)
 
     def prefill(self, sequence: Sequence, start: int, end: int, cache: list) -> mx.array:
-        self._route([sequence])
+        self.route([sequence])
         return self.model(mx.array([sequence.prompt_tokens[start:end]]), cache=cache)
 
     def decode(self, inputs: mx.array, cache: list, sequences: list[Sequence]) -> mx.array:
-        self._route(sequences)
+        self.route(sequences)
         return self.model(inputs, cache=cache)
 
     @property
