@@ -18,6 +18,7 @@ def score_prompt(model: TextModel, tokenizer, tokens: list[int], top: int) -> li
     each later one with its own and the `top` likeliest tokens' at its position. Read with a
     cache of its own, so no running stream's state is touched."""
     cache = model.make_cache()
+    model.route([])  # the base model's own figures, whatever adapters the batch last used
     entries = [token_logprob(tokenizer, tokens[0], None)]
     for start in range(0, len(tokens) - 1, SCORING_CHUNK):
         end = min(start + SCORING_CHUNK, len(tokens) - 1)
