@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import mlx.core as mx
 import pytest
 
 from mlxserve.engine.base import ContextLengthExceeded, EngineRequest
@@ -252,3 +253,21 @@ def test_the_step_profile_accounts_for_the_whole_step(tiny):
     timed = [name for name, ms in summary["phases_ms"].items() if ms > 0]
     assert timed == list(PHASES)
     assert abs(summary["phases_sum_ms"] - summary["step_ms"]) <= 0.1 * summary["step_ms"]
+
+
+def test_an_unloaded_model_leaves_no_memory_behind(tiny):
+    """After close, MLX's active memory and its pool of freed buffers are back where they were
+    before the load, though the closed model object is still referenced."""
+
+    async def scenario():
+        mx.clear_cache()
+        before = mx.get_active_memory(), mx.get_cache_memory()
+        model = await MLXModel.load(tiny.directory, 512)
+        await collect(model, PROMPTS[0], max_tokens=20)
+        loaded = mx.get_active_memory()
+        await model.close()
+        return before, loaded, (mx.get_active_memory(), mx.get_cache_memory()), model
+
+    before, loaded, after, _still_held = run(scenario())
+    held = loaded - before[0]  # the weights and the prompt cache
+    assert after[0] - before[0] < held / 100 and after[1] - before[1] < held / 100

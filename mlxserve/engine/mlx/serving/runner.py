@@ -149,8 +149,19 @@ class BatchRunner(PromptReading):
             log.exception("the MLX runner stopped")
             self.stopped_by = exc
             self._fail_all(EngineUnavailable(f"the model's runner stopped ({exc}); reload it"))
-            return
-        self._fail_all(EngineUnavailable("the model was unloaded during the request"))
+        else:
+            self._fail_all(EngineUnavailable("the model was unloaded during the request"))
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """The model's arrays and every state kept for it let go, and MLX's pool of freed
+        buffers given back: an unloaded model leaves no memory behind, whoever still holds
+        this runner."""
+        self.model = self._drafts = self._batch_cache = self._prefilling = None
+        self._active, self._prompt_cache = [], LRUPromptCache(PROMPT_CACHE_ENTRIES, 0)
+        self.ready = Future()  # its result held the model too
+        mx.clear_cache()
 
     def _serve(self) -> None:
         while self._collect_new(block=not self._active and self._prefilling is None):
