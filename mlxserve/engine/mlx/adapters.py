@@ -136,7 +136,7 @@ class AdapterBank:
     def _slot_of(self, sequence) -> int:
         """A sequence whose adapter was unloaded under it ends alone; its row runs unadapted
         and is never sampled."""
-        name = sequence.request.adapter
+        name = sequence.adapter
         if name is None:
             return NO_ADAPTER
         for index, adapter in enumerate(self._adapters):

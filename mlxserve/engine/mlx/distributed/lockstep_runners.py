@@ -23,7 +23,7 @@ from mlx_lm.models.cache import LRUPromptCache
 from mlxserve.engine.base import EngineUnavailable
 from mlxserve.engine.mlx.distributed.control_channel import HEARTBEAT_SECONDS, Link, Session
 from mlxserve.engine.mlx.serving.runner import PROMPT_CACHE_ENTRIES, BatchRunner
-from mlxserve.engine.mlx.serving.sequence import Sequence
+from mlxserve.engine.mlx.serving.sequence import BASE_CACHE_MODEL, Sequence
 
 log = logging.getLogger(__name__)
 FAILED_TOKEN = -1  # said for a sequence that failed alone on rank 0 instead of its token
@@ -200,6 +200,8 @@ class MirroredSequence:
     drafter = None
     tokens_after_cancel = 0
     cached_prompt_tokens = 0
+    adapter = None  # a model split across machines serves no adapters
+    cache_model = BASE_CACHE_MODEL
 
     def __init__(self, prompt_tokens: list[int]):
         self.prompt_tokens = self.prompt_key = prompt_tokens

@@ -74,7 +74,7 @@ class PromptReading:
         cache, remaining = self._prompt_cache.fetch_nearest_cache(sequence.cache_model, key)
         cached = len(key) - len(remaining)
         writer = None
-        if self._disk_cache is not None and sequence.request.adapter is None:
+        if self._disk_cache is not None and sequence.adapter is None:
             names = block_names(key)
             stored = self._disk_cache.stored_prefix(names)
             if len(stored) * BLOCK > cached:

@@ -160,7 +160,8 @@ class BatchRunner(PromptReading):
         this runner."""
         self.model = self._drafts = self._batch_cache = self._prefilling = None
         self._active, self._prompt_cache = [], LRUPromptCache(PROMPT_CACHE_ENTRIES, 0)
-        self.ready = Future()  # its result held the model too
+        self.ready = Future()  # its result held the model too; the load did succeed
+        self.ready.set_result(None)
         mx.clear_cache()
 
     def _serve(self) -> None:

@@ -17,6 +17,8 @@ from mlxserve.sampling.sampler import Sampler
 Emit = Callable[[GenerationEvent | BaseException], None]
 FAILED = "failed"  # the stop reason of a sequence that ended with its own error
 
+BASE_CACHE_MODEL = "model"  # the prompt cache's key for the base weights' KV state
+
 
 @dataclass
 class Sequence:
@@ -71,10 +73,14 @@ class Sequence:
         return self.generated[-1]
 
     @property
+    def adapter(self) -> str | None:
+        return self.request.adapter
+
+    @property
     def cache_model(self) -> str:
         """Whose weights made this sequence's KV state: an adapter's never serves another."""
-        adapter = self.request.adapter
-        return "model" if adapter is None else f"model@{adapter}#{self.adapter_generation}"
+        adapter = self.adapter
+        return BASE_CACHE_MODEL if adapter is None else f"model@{adapter}#{self.adapter_generation}"
 
     @property
     def prompt_key(self) -> list[int]:

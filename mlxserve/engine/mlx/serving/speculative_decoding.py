@@ -38,7 +38,7 @@ class DraftSources:
 
     def drafter_for(self, sequence) -> Drafter | None:
         speculation = sequence.request.speculation
-        if sequence.request.adapter is not None:
+        if sequence.adapter is not None:
             return None  # a draft's check and rewind run the base weights alone
         if speculation.draft_path is not None:
             model = self._model(speculation.draft_path)
