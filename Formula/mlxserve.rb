@@ -17,10 +17,12 @@ class Mlxserve < Formula
 
   def install
     venv = virtualenv_create(libexec, "python3.12")
-    # mlx, mlx-lm, mlx-vlm (the `vision` extra, as scripts/install.sh installs it) and their
-    # dependencies are binary wheels from PyPI, installed with the package rather than listed as
-    # ~40 resources; the C sampler is compiled here with clang.
-    system venv.root/"bin/python", "-m", "pip", "install", "--no-cache-dir", "#{buildpath}[vision]"
+    # mlx, mlx-lm, mlx-vlm and faster-whisper (the `vision` and `speech` extras, as
+    # scripts/install.sh installs them) and their dependencies are binary wheels from PyPI,
+    # installed with the package rather than listed as ~40 resources; the C sampler is compiled
+    # here with clang.
+    system venv.root/"bin/python", "-m", "pip", "install", "--no-cache-dir",
+           "#{buildpath}[speech,vision]"
     bin.install_symlink libexec/"bin/mlxserve"
   end
 

@@ -32,11 +32,13 @@ class ModelCatalog:
         return [entry for model in models for entry in [model, *adapter_records(model)]]
 
     def find(self, model_id: str) -> ModelRecord | None:
-        """The model of that id, or the adapter a `base@adapter` id names."""
+        """The model of that id, or else the adapter a `base@adapter` id names (a model's own id
+        may hold an `@` too: a discovered GGUF's quantization, `repo@Q4_K_M`)."""
+        record = self._find_model(model_id)
         adapter = split_adapter_id(model_id)
-        if adapter is not None:
+        if record is None and adapter is not None:
             return find_adapter(self._find_model(adapter[0]), adapter[1])
-        return self._find_model(model_id)
+        return record
 
     def _find_model(self, model_id: str) -> ModelRecord | None:
         record = find_model(self.models_dir, model_id)
