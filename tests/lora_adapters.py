@@ -62,3 +62,36 @@ def mlx_lm_greedy(model_dir: Path, adapter_dir: Path | None, prompt: str, tokens
     prompt_ids = mx.array(tokenizer.encode(prompt))
     steps = generate_step(prompt_ids, model, max_tokens=tokens, sampler=lambda x: x.argmax(-1))
     return [int(token) for token, _ in steps]
+
+
+def write_peft(
+    mlx_adapter: Path, directory: Path, *, rslora: bool = False, prefix: str = "model."
+) -> Path:
+    """The same adapter in Hugging Face PEFT's layout, as `save_pretrained` writes it: torch
+    Linear weights (`lora_A` r x in, `lora_B` out x r) under `base_model.model.<path>`, and the
+    scale given as `lora_alpha` over the rank (over its square root with rsLoRA). `prefix`
+    stands for the model's own path above the decoder layers in transformers."""
+    config = json.loads((mlx_adapter / ADAPTER_CONFIG).read_text())
+    rank, scale = config["lora_parameters"]["rank"], config["lora_parameters"]["scale"]
+    weights = {}
+    for key, tensor in mx.load(str(mlx_adapter / ADAPTER_WEIGHTS)).items():
+        path, _, leaf = key.rpartition(".")
+        torch_leaf = {"lora_a": "lora_A", "lora_b": "lora_B"}[leaf]
+        path = prefix + path.removeprefix("model.")
+        weights[f"base_model.model.{path}.{torch_leaf}.weight"] = tensor.T
+    directory.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(directory / "adapter_model.safetensors"), weights)
+    peft_config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": rank,
+        "lora_alpha": scale * (rank**0.5 if rslora else rank),
+        "use_rslora": rslora,
+        "lora_dropout": 0.0,
+        "target_modules": config["lora_parameters"]["keys"],
+        "use_dora": False,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    }
+    (directory / ADAPTER_CONFIG).write_text(json.dumps(peft_config))
+    return directory

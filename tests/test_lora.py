@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
-from mlxserve.engine.base import EngineRequest, EngineUnavailable, Speculation
+from mlxserve.engine.adapter_format import ADAPTER_CONFIG
+from mlxserve.engine.base import EngineRequest, EngineUnavailable, InvalidRequest, Speculation
 from mlxserve.engine.mlx.model import MLXModel
 from mlxserve.sampling.params import SamplingParams
-from tests.lora_adapters import MLP, make_adapter, mlx_lm_greedy
+from tests.lora_adapters import MLP, make_adapter, mlx_lm_greedy, write_peft
 from tests.tiny_models import make_tiny_gemma
 
 GREEDY = SamplingParams(temperature=0, repeat_penalty=1.0)
@@ -164,3 +166,34 @@ def test_scoring_after_an_adapters_reply_uses_the_base_weights(tiny, adapters):
 
     before, after = asyncio.run(with_adapters(tiny, {"a": adapters["a"]}, scenario))
     assert [e.logprob for e in after][1:] == pytest.approx([e.logprob for e in before][1:])
+
+
+def test_peft_adapters_give_the_tokens_of_the_same_mlx_lm_adapter(tiny, adapters, tmp_path):
+    """PEFT's layout: transposed matrices, alpha over rank (or its root with rsLoRA), and a
+    multimodal model's transformers paths (`model.language_model.layers.N`)."""
+    peft = {
+        "a": write_peft(adapters["a"], tmp_path / "a"),
+        "b": write_peft(adapters["b"], tmp_path / "b", rslora=True),
+        "c": write_peft(adapters["c"], tmp_path / "c", prefix="model.language_model."),
+    }
+
+    async def scenario(model):
+        return {name: await tokens_of(model, name) for name in peft}
+
+    ours = asyncio.run(with_adapters(tiny, peft, scenario))
+    for name, tokens in ours.items():
+        reference = mlx_lm_greedy(tiny.directory, adapters[name], PROMPT, TOKENS)
+        assert len(tokens) > 4 and tokens == reference[: len(tokens)], name
+
+
+def test_peft_adapters_beyond_plain_lora_are_refused_naming_the_option(tiny, adapters, tmp_path):
+    folder = write_peft(adapters["a"], tmp_path / "dora")
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())
+    (folder / ADAPTER_CONFIG).write_text(json.dumps({**config, "use_dora": True}))
+
+    async def scenario(model):
+        with pytest.raises(InvalidRequest, match="use_dora") as refused:
+            await model.load_adapter("dora", folder)
+        return refused.value.param, model._runner.model.adapters.names
+
+    assert asyncio.run(with_adapters(tiny, {}, scenario)) == ("model", [])

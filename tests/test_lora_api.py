@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 from mlxserve.cli.convert import main as convert
 from mlxserve.models.adapter_models import LoadedAdapter
 from mlxserve.models.loaded import LoadedModel, RegistryError
-from tests.lora_adapters import make_adapter, mlx_lm_greedy
+from tests.lora_adapters import make_adapter, mlx_lm_greedy, write_peft
 from tests.server import ServerProcess
 from tests.tiny_models import make_tiny_gemma
 
@@ -27,6 +28,8 @@ def store(tmp_path_factory):
     base = make_tiny_gemma(models_dir / "local" / "tiny")
     folder = make_adapter(tmp_path_factory.mktemp("trained") / "formal", 7)
     assert convert([str(folder), "--base", BASE, "--models-dir", str(models_dir)]) == 0
+    peft = write_peft(folder, tmp_path_factory.mktemp("trained") / "formal-peft")
+    assert convert([str(peft), "--base", BASE, "--models-dir", str(models_dir)]) == 0
     return models_dir, base, folder
 
 
@@ -67,6 +70,24 @@ def test_a_request_names_the_adapter_and_gets_mlx_lm_tokens(server, store):
     assert text == tokenizer.decode(shown)
     assert text != complete(server, BASE).json()["choices"][0]["text"]
     assert models(server, "/v1/models")[ADAPTER]["type"] == "adapter"
+
+
+def test_an_imported_peft_adapter_answers_as_the_same_mlx_lm_adapter(server, store):
+    peft_id = f"{BASE}@formal-peft"
+    assert models(server, "/api/v0/models")[peft_id]["type"] == "adapter"
+    stored = store[1].directory / "adapters" / "formal-peft" / "adapter_model.safetensors"
+    assert stored.is_file()
+    texts = [complete(server, model).json()["choices"][0]["text"] for model in (ADAPTER, peft_id)]
+    assert texts[0] == texts[1] != complete(server, BASE).json()["choices"][0]["text"]
+
+
+def test_a_dora_adapter_is_refused_at_import_naming_the_option(store, tmp_path, capsys):
+    folder = write_peft(store[2], tmp_path / "dora")
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    assert convert([str(folder), "--base", BASE, "--models-dir", str(store[0])]) != 0
+    assert "use_dora" in capsys.readouterr().err
+    assert not (store[1].directory / "adapters" / "dora").exists()
 
 
 def test_unloading_the_adapter_keeps_the_base_answering(server):

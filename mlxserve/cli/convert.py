@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--base",
         metavar="PUBLISHER/NAME",
-        help="SOURCE is an mlx-lm LoRA adapter folder (adapter_config.json, "
-        "adapters.safetensors): store it beside this base model, served as BASE@NAME "
-        "(NAME: --id, else the folder's name)",
+        help="SOURCE is a LoRA adapter folder, mlx-lm's (adapter_config.json, "
+        "adapters.safetensors) or PEFT's (adapter_model.safetensors): store it beside this base "
+        "model, served as BASE@NAME (NAME: --id, else the folder's name)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a model with this id")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

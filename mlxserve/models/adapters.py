@@ -1,7 +1,7 @@
 """LoRA adapters in the store, each beside its base model: `<base dir>/adapters/<name>/`.
 
-An adapter folder is mlx-lm's (engine/adapter_format.py). Clients name one `<base id>@<name>`;
-it is listed with type "adapter".
+An adapter folder is mlx-lm's or PEFT's (engine/adapter_format.py). Clients name one
+`<base id>@<name>`; it is listed with type "adapter".
 """
 
 from __future__ import annotations
@@ -12,7 +12,15 @@ import re
 import shutil
 from pathlib import Path
 
-from mlxserve.engine.adapter_format import ADAPTER_CONFIG, ADAPTER_WEIGHTS, is_adapter_folder
+from mlxserve.engine.adapter_format import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    PEFT_WEIGHTS,
+    is_adapter_folder,
+    lora_scale,
+    read_adapter_config,
+    weights_file,
+)
 from mlxserve.models.store import ModelRecord
 
 ADAPTERS_DIR = "adapters"
@@ -57,10 +65,17 @@ def find_adapter(base: ModelRecord | None, name: str) -> ModelRecord | None:
 def import_adapter(
     source: Path, base: ModelRecord, name: str | None = None, overwrite: bool = False
 ) -> ModelRecord:
-    """Copy an mlx-lm adapter folder beside its base model in the store; the folder appears
-    whole or not at all."""
+    """Copy an adapter folder (mlx-lm's or PEFT's) beside its base model in the store; the folder
+    appears whole or not at all."""
     if not is_adapter_folder(source):
-        raise ValueError(f"{source} is not an adapter folder ({ADAPTER_CONFIG}, {ADAPTER_WEIGHTS})")
+        raise ValueError(
+            f"{source} is not an adapter folder ({ADAPTER_CONFIG} with {ADAPTER_WEIGHTS} or "
+            f"{PEFT_WEIGHTS})"
+        )
+    try:
+        lora_scale(read_adapter_config(source))
+    except ValueError as exc:
+        raise ValueError(f"adapter {source} {exc}") from exc
     if base.format != "mlx" or base.type != "llm":
         raise ValueError(f"'{base.id}' is not an MLX language model: adapters need one")
     name = name or source.resolve().name
@@ -71,8 +86,8 @@ def import_adapter(
         raise FileExistsError(f"adapter '{base.id}{SEPARATOR}{name}' already exists")
     staging = target.with_name(f".{name}.{os.getpid()}.tmp")
     staging.mkdir(parents=True)
-    for file_name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        shutil.copy2(source / file_name, staging / file_name)
+    for path in (source / ADAPTER_CONFIG, weights_file(source)):
+        shutil.copy2(path, staging / path.name)
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)

@@ -17,7 +17,13 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
-from mlxserve.engine.adapter_format import ADAPTER_WEIGHTS, read_adapter_config
+from mlxserve.engine.adapter_format import (
+    is_peft,
+    lora_scale,
+    peft_layer_path,
+    read_adapter_config,
+    weights_file,
+)
 from mlxserve.engine.base import EngineUnavailable
 
 NO_ADAPTER = 0  # the slot of rows that use the base weights alone
@@ -111,8 +117,9 @@ class AdapterBank:
             return
         adapter = read_adapter(name, directory)
         modules = dict(self.model.named_modules())
-        for path in adapter.weights:
-            self._wrap(path, modules)
+        adapter.weights = {
+            self._wrap(path, modules): matrices for path, matrices in adapter.weights.items()
+        }
         self._adapters.append(adapter)
         self._restack()
 
@@ -146,9 +153,11 @@ class AdapterBank:
             sequence.fail(EngineUnavailable(f"adapter '{name}' was unloaded during the request"))
         return NO_ADAPTER
 
-    def _wrap(self, path: str, modules: dict[str, nn.Module]) -> None:
+    def _wrap(self, path: str, modules: dict[str, nn.Module]) -> str:
+        """Wrap the layer an adapter's path names (once); the layer's path in this model."""
+        path = _module_path(path, modules)
         if path in self._layers:
-            return
+            return path
         layer = modules.get(path)
         if not isinstance(layer, (nn.Linear, nn.QuantizedLinear)):
             found = type(layer).__name__ if layer is not None else "nothing"
@@ -156,6 +165,7 @@ class AdapterBank:
         wrapped = MixedLoRALinear(layer, self.routing)
         self.model.update_modules(tree_unflatten([(path, wrapped)]))
         self._layers[path] = wrapped
+        return path
 
     def _restack(self) -> None:
         """Rebuild every wrapped layer's stacks from the loaded adapters (on load and unload)."""
@@ -166,6 +176,17 @@ class AdapterBank:
                 continue
             layer.adapters = _stack(path, self._adapters, present)
         mx.eval([layer.adapters.lora_a for layer in self._layers.values() if layer.adapters])
+
+
+def _module_path(path: str, modules: dict[str, nn.Module]) -> str:
+    """A layer path as this model names it. Transformers' paths (a PEFT adapter's) and mlx-lm's
+    can differ above the decoder layers (`model.language_model.layers.N` against
+    `language_model.model.layers.N`), so a path missing here is matched from `layers.` down."""
+    if path in modules or "layers." not in path:
+        return path
+    tail = path[path.index("layers.") :]
+    matches = [name for name in modules if name == tail or name.endswith(f".{tail}")]
+    return matches[0] if len(matches) == 1 else path
 
 
 def _stack(path: str, adapters: list[LoadedAdapter], present: set[int]) -> LayerAdapters:
@@ -190,20 +211,27 @@ def _stack(path: str, adapters: list[LoadedAdapter], present: set[int]) -> Layer
 
 
 def read_adapter(name: str, directory: Path) -> LoadedAdapter:
-    """An mlx-lm adapter folder's matrices by layer path, checked to be plain LoRA."""
+    """An adapter folder's matrices by layer path (mlx-lm's orientation), checked to be plain
+    LoRA."""
     config = read_adapter_config(directory)
-    kind = config.get("fine_tune_type", "lora")
-    if kind != "lora":
-        raise AdapterError(f"adapter '{name}' is {kind}; only LoRA adapters are served")
-    parameters = config.get("lora_parameters") or {}
-    if "scale" not in parameters:
-        raise AdapterError(f"adapter '{name}': lora_parameters has no 'scale'")
-    tensors = mx.load(str(directory / ADAPTER_WEIGHTS))
-    weights: dict[str, tuple[mx.array, mx.array]] = {}
-    for key in tensors:
-        path, _, leaf = key.rpartition(".")
-        if leaf not in ("lora_a", "lora_b"):
+    try:
+        scale = lora_scale(config)
+    except ValueError as exc:
+        raise AdapterError(f"adapter '{name}' {exc}") from exc
+    tensors = mx.load(str(weights_file(directory)))
+    pairs: dict[str, dict[str, mx.array]] = {}
+    for key, tensor in tensors.items():
+        if is_peft(config):
+            found = peft_layer_path(key)
+            # PEFT stores B A's factors as torch's Linear weights (out x in): transposed here.
+            found, tensor = (found, tensor.T) if found else (None, tensor)
+        else:
+            path, _, leaf = key.rpartition(".")
+            found = (path, leaf) if leaf in ("lora_a", "lora_b") else None
+        if found is None:
             raise AdapterError(f"adapter '{name}': '{key}' is not a LoRA matrix")
-        if leaf == "lora_a":
-            weights[path] = (tensors[key], tensors[f"{path}.lora_b"])
-    return LoadedAdapter(name, float(parameters["scale"]), weights)
+        pairs.setdefault(found[0], {})[found[1]] = tensor
+    if any(len(pair) != 2 for pair in pairs.values()):
+        raise AdapterError(f"adapter '{name}': a layer has lora_a or lora_b but not both")
+    weights = {path: (pair["lora_a"], pair["lora_b"]) for path, pair in pairs.items()}
+    return LoadedAdapter(name, scale, weights)
