@@ -34,6 +34,7 @@ class LoadedModel:
     rejected_requests: int = 0  # refused because the queue was full
     tool_format: str = ""  # the tool-call family this load was told to use
     family: str = ""  # the tool-call family found for it, once a request asked
+    drafts: set[str] = field(default_factory=set)  # draft models counted in memory_bytes
     _active_requests: int = field(default=0, repr=False)
 
     @property

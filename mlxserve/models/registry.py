@@ -238,11 +238,26 @@ class ModelRegistry:
             )
         return idle[:excess]
 
+    async def admit_draft(self, loaded: LoadedModel, draft: ModelRecord) -> None:
+        """A draft model loads into its target's runner when a request first names it: its
+        weights are checked against free memory first (507 naming draft_model), then counted
+        with the target's."""
+        if draft.id in loaded.drafts:
+            return
+        needed = memory.estimate_memory(draft, 0).total_bytes
+        available = await asyncio.to_thread(memory.available_memory_bytes, self.in_use_bytes())
+        self._check_memory(draft, needed, available, param="draft_model")
+        if draft.id not in loaded.drafts:  # another request may have counted it meanwhile
+            loaded.drafts.add(draft.id)
+            loaded.memory_bytes += needed
+
     def in_use_bytes(self) -> int:
         """What the loaded models were admitted with, by their estimates."""
         return sum(m.memory_bytes for m in self.loaded.values())
 
-    def _check_memory(self, record: ModelRecord, needed: int, available: int | None) -> None:
+    def _check_memory(
+        self, record: ModelRecord, needed: int, available: int | None, param: str = "model"
+    ) -> None:
         if available is None:
             return
         if needed > available:
@@ -251,6 +266,7 @@ class ModelRegistry:
                 f"model '{record.id}' needs ~{memory.format_gib(needed)} GiB, only "
                 f"{memory.format_gib(available)} GiB available",
                 "insufficient_memory",
+                param,
             )
 
     def _touch(self, loaded: LoadedModel) -> LoadedModel:

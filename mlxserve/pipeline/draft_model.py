@@ -3,9 +3,10 @@
 On the MLX engine, a request's `draft_model` (else the server's `--draft-model`) is an MLX
 language model of the same vocabulary that the operator offers (`--draft-model`,
 `--draft-models`): a request must not make the server load any model of the store. One named
-by the request that does not fit is refused; the server's default is then left out. llama.cpp
-sets its draft model per server child, when the model loads, so there a request may only name
-the one loaded with it.
+by the request that does not fit is refused; the server's default is then left out. A draft's
+weights are checked against free memory and counted with its target's before it first loads.
+llama.cpp sets its draft model per server child, when the model loads, so there a request may
+only name the one loaded with it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mlxserve.engine.base import Speculation
-from mlxserve.models.loaded import LoadedModel
+from mlxserve.models.loaded import LoadedModel, RegistryError
 from mlxserve.models.registry import ModelRegistry
+from mlxserve.models.store import ModelRecord
 from mlxserve.pipeline.errors import RequestError
 
 
@@ -48,15 +50,16 @@ async def resolve_speculation(
             "draft_model_not_offered",
         )
     try:
-        path = await _mlx_draft_path(registry, loaded, name)
-        return replace(asked, draft_model=name, draft_path=path)
-    except RequestError:
+        draft = await _mlx_draft(registry, loaded, name)
+        await registry.admit_draft(loaded, draft)
+        return replace(asked, draft_model=name, draft_path=str(draft.directory))
+    except (RequestError, RegistryError):
         if asked.draft_model is None:
-            return asked  # the server's default does not fit this model: no drafts
+            return asked  # the server's default does not fit this model or memory: no drafts
         raise
 
 
-async def _mlx_draft_path(registry: ModelRegistry, loaded: LoadedModel, name: str) -> str:
+async def _mlx_draft(registry: ModelRegistry, loaded: LoadedModel, name: str) -> ModelRecord:
     record = await registry.find(name)
     if record is None or record.format != "mlx" or record.type == "embeddings":
         raise RequestError(
@@ -73,4 +76,4 @@ async def _mlx_draft_path(registry: ModelRegistry, loaded: LoadedModel, name: st
             "draft_model",
             "invalid_draft_model",
         )
-    return str(record.directory)
+    return record
