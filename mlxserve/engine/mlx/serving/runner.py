@@ -18,6 +18,7 @@ import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineUnavailable
+from mlxserve.engine.mlx import wired_memory
 from mlxserve.engine.mlx.architectures.text_model import TextModel, logits_as_numpy
 from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
 from mlxserve.engine.mlx.serving.prompt_reading import (
@@ -153,6 +154,7 @@ class BatchRunner(PromptReading):
             self._fail_all(EngineUnavailable("the model was unloaded during the request"))
         finally:
             self._release()
+            wired_memory.unwire()
 
     def _release(self) -> None:
         """The model's arrays and every state kept for it let go, and MLX's pool of freed
@@ -190,6 +192,7 @@ class BatchRunner(PromptReading):
             self.ready.set_exception(exc)
             return False
         self.ready.set_result((self.model, self.tokenizer))
+        wired_memory.wire()
         # Only a text model whose layers keep one key and value per token (no recurrent state,
         # no images) reads prompts together, stores them on disk and takes drafts back.
         self._per_token = isinstance(self.model, TextModel) and self.model.per_token_cache
