@@ -72,7 +72,7 @@ def concurrent_throughput(base_url: str, model: str, streams: int, tokens: int) 
 class MlxLmServer:
     """mlx-lm's reference server on the same model directory, with the same BLAS."""
 
-    def __init__(self, model_path: str):
+    def __init__(self, model_path: str, extra_args: tuple[str, ...] = ()):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ}
@@ -87,6 +87,7 @@ class MlxLmServer:
                 model_path,
                 "--port",
                 str(self.port),
+                *extra_args,
             ],
             env=env,
             stdout=subprocess.DEVNULL,
