@@ -17,6 +17,12 @@ SHAPES = {  # (in, out) of the tiny Gemma's layers
     "mlp.gate_proj": (64, 128),
     "mlp.down_proj": (128, 64),
 }
+GEMMA_270M_SHAPES = {  # the real Gemma 3 270M's: 640 wide, 4 query heads and 1 KV head of 256
+    "self_attn.q_proj": (640, 1024),
+    "self_attn.v_proj": (640, 256),
+    "mlp.gate_proj": (640, 2048),
+    "mlp.down_proj": (2048, 640),
+}
 
 
 def make_adapter(
@@ -29,6 +35,8 @@ def make_adapter(
     scale: float = 4.0,
     layers: int = 2,
     total_layers: int = 4,
+    shapes: dict = SHAPES,
+    spread: float = 0.2,
 ) -> Path:
     """An adapter of the last `layers` layers of the tiny Gemma, with a nonzero `lora_b` (a
     trained adapter's; mlx-lm starts it at zero) so that it changes the model's output."""
@@ -37,10 +45,10 @@ def make_adapter(
     weights = {}
     for layer in range(total_layers - layers, total_layers):
         for key in keys:
-            in_dims, out_dims = SHAPES[key]
+            in_dims, out_dims = shapes[key]
             prefix = f"model.layers.{layer}.{key}"
-            weights[f"{prefix}.lora_a"] = mx.random.normal((in_dims, rank)) * 0.2
-            weights[f"{prefix}.lora_b"] = mx.random.normal((rank, out_dims)) * 0.2
+            weights[f"{prefix}.lora_a"] = mx.random.normal((in_dims, rank)) * spread
+            weights[f"{prefix}.lora_b"] = mx.random.normal((rank, out_dims)) * spread
     mx.save_safetensors(str(directory / ADAPTER_WEIGHTS), weights)
     config = {
         "fine_tune_type": "lora",

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import httpx
 import pytest
@@ -116,18 +115,6 @@ def test_chat_and_ollama_routes_serve_the_adapter(server):
     assert chat.status_code == 200, chat.text
     for route in ("/api/tags", "/api/ps", "/api/v1/models"):
         assert httpx.get(f"{server.base_url}{route}", timeout=30).status_code == 200, route
-
-
-def test_an_adapter_beside_a_gguf_model_is_refused_by_llama_cpp(models_dir, default_ids, tmp_path):
-    gguf_id = default_ids["llamacpp"]
-    beside = models_dir / gguf_id / "adapters" / "x"
-    if not beside.exists():
-        shutil.copytree(make_adapter(tmp_path / "x", 1), beside)
-    with ServerProcess(models_dir, model=gguf_id, engine="llamacpp") as running:
-        response = complete(running, f"{gguf_id}@x")
-    assert response.status_code == 400, response.text
-    error = response.json()["error"]
-    assert error["param"] == "model" and "MLX engine" in error["message"]
 
 
 def test_an_adapter_request_counts_as_its_base_models_too(store):

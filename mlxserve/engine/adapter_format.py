@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+import mlx.core as mx
+
 ADAPTER_CONFIG = "adapter_config.json"  # both layouts name their config so
 ADAPTER_WEIGHTS = "adapters.safetensors"  # mlx-lm: <layer path>.lora_a (in x r) and .lora_b
 PEFT_WEIGHTS = "adapter_model.safetensors"  # PEFT: <prefix><layer path>.lora_A.weight (r x in)
@@ -41,18 +43,18 @@ def lora_scale(config: dict) -> float:
     if not is_peft(config):
         kind = config.get("fine_tune_type", "lora")
         if kind != "lora":
-            raise ValueError(f"is {kind}; only LoRA adapters are served")
+            raise ValueError(f"fine_tune_type is {kind}; only LoRA adapters are served")
         parameters = config.get("lora_parameters") or {}
         if "scale" not in parameters:
             raise ValueError("lora_parameters has no 'scale'")
         return float(parameters["scale"])
     if config["peft_type"] != "LORA":
-        raise ValueError(f"is PEFT {config['peft_type']}; only LoRA adapters are served")
+        raise ValueError(f"peft_type is {config['peft_type']}; only LoRA adapters are served")
     unserved = [option for option in PEFT_UNSERVED if config.get(option)]
     if unserved:
-        raise ValueError(f"uses PEFT's {', '.join(unserved)}, which is not served")
+        raise ValueError(f"PEFT's {', '.join(unserved)} is not served")
     if not config.get("r"):
-        raise ValueError("has no LoRA rank 'r'")
+        raise ValueError("the PEFT config has no LoRA rank 'r'")
     rank, alpha = float(config["r"]), float(config.get("lora_alpha", config["r"]))
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
@@ -63,3 +65,26 @@ def peft_layer_path(key: str) -> tuple[str, str] | None:
     path, _, leaf = stem.rpartition(".")
     leaf = {"lora_A": "lora_a", "lora_B": "lora_b"}.get(leaf)
     return (path, leaf) if leaf and key.endswith(".weight") else None
+
+
+def read_lora(directory: Path) -> tuple[float, dict[str, tuple[mx.array, mx.array]]]:
+    """An adapter folder's scale and matrices by layer path, in mlx-lm's orientation (`lora_a`
+    in x rank, `lora_b` rank x out) whichever layout it has; ValueError naming what does not
+    fit."""
+    config = read_adapter_config(directory)
+    scale = lora_scale(config)
+    pairs: dict[str, dict[str, mx.array]] = {}
+    for key, tensor in mx.load(str(weights_file(directory))).items():
+        if is_peft(config):
+            found = peft_layer_path(key)
+            # PEFT stores the factors as torch's Linear weights (out x in): transposed here.
+            found, tensor = (found, tensor.T) if found else (None, tensor)
+        else:
+            path, _, leaf = key.rpartition(".")
+            found = (path, leaf) if leaf in ("lora_a", "lora_b") else None
+        if found is None:
+            raise ValueError(f"'{key}' is not a LoRA matrix")
+        pairs.setdefault(found[0], {})[found[1]] = tensor
+    if any(len(pair) != 2 for pair in pairs.values()):
+        raise ValueError("a layer has lora_a or lora_b but not both")
+    return scale, {path: (pair["lora_a"], pair["lora_b"]) for path, pair in pairs.items()}

@@ -258,9 +258,7 @@ class EngineModel(abc.ABC):
 
     async def load_adapter(self, name: str, directory: Path) -> int:
         """Load a LoRA adapter beside the base weights; returns its bytes."""
-        engine = self.engine_name
-        message = f"LoRA adapters are served by the MLX engine; this model runs on {engine}"
-        raise Unsupported(message, param="model")
+        raise Unsupported(f"{self.engine_name} models here have no adapters", param="model")
 
     async def unload_adapter(self, name: str) -> None:
         """Free a LoRA adapter's weights; the base model stays loaded."""

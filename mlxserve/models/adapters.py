@@ -35,8 +35,7 @@ def split_adapter_id(model_id: str) -> tuple[str, str] | None:
 
 
 def adapter_records(base: ModelRecord) -> list[ModelRecord]:
-    """The adapters stored beside a language model, as records of their own (one beside a GGUF
-    model is listed too: its engine refuses it with a reason)."""
+    """The adapters stored beside a language model (MLX or GGUF), as records of their own."""
     folder = base.directory / ADAPTERS_DIR
     if base.type != "llm" or not folder.is_dir():
         return []
@@ -75,9 +74,9 @@ def import_adapter(
     try:
         lora_scale(read_adapter_config(source))
     except ValueError as exc:
-        raise ValueError(f"adapter {source} {exc}") from exc
-    if base.format != "mlx" or base.type != "llm":
-        raise ValueError(f"'{base.id}' is not an MLX language model: adapters need one")
+        raise ValueError(f"adapter {source}: {exc}") from exc
+    if base.type != "llm":
+        raise ValueError(f"'{base.id}' is not a language model: adapters need one")
     name = name or source.resolve().name
     if not ADAPTER_NAME.match(name):
         raise ValueError(f"adapter name must be letters, digits, '.', '_' or '-', got {name!r}")

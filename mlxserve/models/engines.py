@@ -11,6 +11,7 @@ from pathlib import Path
 from mlxserve.engine.base import EngineError, EngineModel
 from mlxserve.engine.kv_quantization import kv_quantization
 from mlxserve.models import memory
+from mlxserve.models.adapters import adapter_records
 from mlxserve.models.catalog import ModelCatalog
 from mlxserve.models.loaded import RegistryError
 from mlxserve.models.options import RegistryOptions
@@ -62,6 +63,7 @@ class EngineStarter:
             )
         module = await _import("mlxserve.engine.llamacpp.model")
         draft = await asyncio.to_thread(self._llamacpp_draft, record)
+        adapters = await asyncio.to_thread(_llamacpp_adapters, record)
         return await module.LlamaCppModel.load(
             record.id,
             gguf_file_of(record),
@@ -74,6 +76,7 @@ class EngineStarter:
             prompt_lookup=self.options.prompt_lookup,
             draft=draft,
             kv_bits=record.kv_bits,
+            adapters=adapters,
         )
 
     def _engine_for(self, record: ModelRecord) -> str:
@@ -165,3 +168,12 @@ def gguf_file_of(record: ModelRecord) -> Path:
     if record.format != "gguf" or len(candidates) != 1 or not candidates[0].is_file():
         raise EngineError(f"model '{record.id}' has no single GGUF file in {record.directory}")
     return candidates[0]
+
+
+def _llamacpp_adapters(record: ModelRecord):
+    """The GGUF LoRA files of the adapters stored beside a language model (written on first use),
+    and why each of the others cannot be served; llama-server reads them when it starts."""
+    from mlxserve.engine.llamacpp.lora import child_adapters
+
+    folders = [Path(adapter.path) for adapter in adapter_records(record)]
+    return child_adapters(folders, gguf_file_of(record)) if folders else None

@@ -82,6 +82,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-fa", "--flash-attn", choices=("on", "off", "auto"), default=None)
     parser.add_argument("--spec-type", choices=("ngram-simple", "draft-simple"), default=None)
     parser.add_argument("-md", "--model-draft", default="")
+    parser.add_argument("--lora", action="append", default=[])
+    parser.add_argument("--lora-init-without-apply", action="store_true")
     parser.add_argument("--embedding", "--embeddings", action="store_true")
     parser.add_argument("--pooling", choices=("none", "mean", "cls", "last", "rank"))
     parser.add_argument("--metrics", action="store_true")
@@ -119,6 +121,9 @@ def build_params(args: argparse.Namespace):
     set_cache_types(params, args, xllamacpp)
     if args.model_draft:
         params.speculative.draft.mparams.path = args.model_draft
+    scale = 0.0 if args.lora_init_without_apply else 1.0  # llama-server's startup scales
+    params.lora_adapters = [xllamacpp.CommonAdapterLoraInfo(path, scale) for path in args.lora]
+    params.lora_init_without_apply = args.lora_init_without_apply
     if args.spec_type:
         kind = f"COMMON_SPECULATIVE_TYPE_{args.spec_type.upper().replace('-', '_')}"
         params.speculative.types = [xllamacpp.common_speculative_type[kind]]

@@ -35,6 +35,7 @@ from mlxserve.engine.kv_quantization import llamacpp_cache_args
 from mlxserve.engine.llamacpp import client, protocol
 from mlxserve.engine.llamacpp.embedding import fit_to_window
 from mlxserve.engine.llamacpp.grammar_check import GrammarProbe
+from mlxserve.engine.llamacpp.lora import ChildAdapters
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.engine.llamacpp.relevance import score_on_child
 from mlxserve.gguf_header import read_scalar_fields
@@ -71,6 +72,7 @@ class LlamaCppModel(EngineModel):
         # Requests beyond the child's slots wait here, where a client that leaves is dropped at
         # once; in llama.cpp's own queue they would still be read when a slot came free.
         self._slots = asyncio.Semaphore(self.parallel)
+        self.adapters = ChildAdapters()
 
     @classmethod
     async def load(
@@ -87,13 +89,16 @@ class LlamaCppModel(EngineModel):
         prompt_lookup: bool = False,
         draft: tuple[str, Path] | None = None,
         kv_bits: int | None = None,
+        adapters: ChildAdapters | None = None,
     ) -> LlamaCppModel:
         """Start a llama.cpp server for a GGUF file; `embedding` serves /v1/embeddings
         (mean pooling) instead of completions; `mmproj`, a vision model's projector, lets
         prompts hold images; `prompt_lookup` makes every request decode speculatively with
         llama.cpp's n-gram drafts, `draft` (id, GGUF path) with a draft model instead (llama.cpp
         sets speculation per server, not per request); `kv_bits` (8 or 4) quantizes its KV cache
-        (q8_0 or q4_0, with flash attention, which a quantized V cache needs)."""
+        (q8_0 or q4_0, with flash attention, which a quantized V cache needs); `adapters`, the
+        GGUF LoRA files the child holds (each applied only to the requests that name it) and
+        why the others are refused."""
         extra_args = embedding_args(context_length) if embedding else ()
         if mmproj is not None:
             extra_args = ("--mmproj", str(mmproj))
@@ -110,6 +115,9 @@ class LlamaCppModel(EngineModel):
             extra_args = (*extra_args, "--spec-type", "ngram-simple")
         if kv_bits and not embedding:
             extra_args = (*extra_args, *llamacpp_cache_args(kv_bits))
+        adapters = None if embedding else adapters
+        if adapters is not None:
+            extra_args = (*extra_args, *adapters.server_args())
         process = LlamaServerProcess(
             gguf_path,
             context_length=context_length,
@@ -124,6 +132,7 @@ class LlamaCppModel(EngineModel):
         model.vision = mmproj is not None
         model.draft_model = draft[0] if draft is not None else None
         model.kv_bits = None if embedding else kv_bits
+        model.adapters = adapters or ChildAdapters()
         try:
             await model._read_model_info()
         except BaseException:
@@ -198,6 +207,8 @@ class LlamaCppModel(EngineModel):
             self.end_tokens,
             request.top_logprobs,
         )
+        if self.adapters.usable:
+            body["lora"] = self.adapters.request_field(request.adapter)
         async with self._slots, aclosing(self._relay(request, body, visible)) as events:
             async for event in events:
                 yield event
@@ -228,6 +239,13 @@ class LlamaCppModel(EngineModel):
                         return
                     yield _event(chunk, visible, request)
         raise await self._unavailable(None)
+
+    async def load_adapter(self, name: str, directory: Path) -> int:
+        """The child started with every adapter then stored beside the model; its bytes."""
+        return self.adapters.served(name, self.model_id).nbytes
+
+    async def unload_adapter(self, name: str) -> None:
+        """llama.cpp keeps an adapter's matrices until its server stops: nothing to free."""
 
     @property
     def child_pid(self) -> int | None:

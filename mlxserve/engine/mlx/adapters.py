@@ -17,13 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
-from mlxserve.engine.adapter_format import (
-    is_peft,
-    lora_scale,
-    peft_layer_path,
-    read_adapter_config,
-    weights_file,
-)
+from mlxserve.engine.adapter_format import read_lora
 from mlxserve.engine.base import EngineUnavailable
 
 NO_ADAPTER = 0  # the slot of rows that use the base weights alone
@@ -211,27 +205,9 @@ def _stack(path: str, adapters: list[LoadedAdapter], present: set[int]) -> Layer
 
 
 def read_adapter(name: str, directory: Path) -> LoadedAdapter:
-    """An adapter folder's matrices by layer path (mlx-lm's orientation), checked to be plain
-    LoRA."""
-    config = read_adapter_config(directory)
+    """An adapter folder's matrices by layer path, checked to be plain LoRA."""
     try:
-        scale = lora_scale(config)
+        scale, weights = read_lora(directory)
     except ValueError as exc:
-        raise AdapterError(f"adapter '{name}' {exc}") from exc
-    tensors = mx.load(str(weights_file(directory)))
-    pairs: dict[str, dict[str, mx.array]] = {}
-    for key, tensor in tensors.items():
-        if is_peft(config):
-            found = peft_layer_path(key)
-            # PEFT stores B A's factors as torch's Linear weights (out x in): transposed here.
-            found, tensor = (found, tensor.T) if found else (None, tensor)
-        else:
-            path, _, leaf = key.rpartition(".")
-            found = (path, leaf) if leaf in ("lora_a", "lora_b") else None
-        if found is None:
-            raise AdapterError(f"adapter '{name}': '{key}' is not a LoRA matrix")
-        pairs.setdefault(found[0], {})[found[1]] = tensor
-    if any(len(pair) != 2 for pair in pairs.values()):
-        raise AdapterError(f"adapter '{name}': a layer has lora_a or lora_b but not both")
-    weights = {path: (pair["lora_a"], pair["lora_b"]) for path, pair in pairs.items()}
+        raise AdapterError(f"adapter '{name}': {exc}") from exc
     return LoadedAdapter(name, scale, weights)
