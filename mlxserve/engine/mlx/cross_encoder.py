@@ -1,6 +1,7 @@
-"""Cross-encoder rerankers on MLX: a BERT classifier reads the query and each document together
-and gives one relevance logit, P(relevant) by its sigmoid (as sentence-transformers' CrossEncoder
-scores a one-label model). On the embedding engine's own thread, batched by length."""
+"""Cross-encoder rerankers on MLX: a BERT or XLM-RoBERTa classifier reads the query and each
+document together and gives one relevance logit, P(relevant) by its sigmoid (as
+sentence-transformers' CrossEncoder scores a one-label model). On the embedding engine's own
+thread, batched by length."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 
-from mlxserve.engine.mlx.architectures.bert import BertConfig, BertCrossEncoder
+from mlxserve.engine.mlx.architectures.bert import BertConfig, cross_encoder_class
 from mlxserve.engine.mlx.embedding import BATCH_SIZE, MLXEmbeddingModel
 
 
@@ -25,10 +27,11 @@ class PairScores:
 
 class MLXCrossEncoder(MLXEmbeddingModel):
     @staticmethod
-    def _load_model(path: Path) -> BertCrossEncoder:
+    def _load_model(path: Path) -> nn.Module:
         config = json.loads((path / "config.json").read_text())
-        model = BertCrossEncoder(BertConfig.from_dict(config))
-        weights = BertCrossEncoder.sanitize(mx.load(str(path / "model.safetensors")))
+        architecture = cross_encoder_class(config)
+        model = architecture(BertConfig.from_dict(config))
+        weights = architecture.sanitize(mx.load(str(path / "model.safetensors")))
         model.load_weights(list(weights.items()))
         mx.eval(model.parameters())
         return model

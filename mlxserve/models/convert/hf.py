@@ -37,7 +37,7 @@ TOKENIZER_FILES = (
     "chat_template.json",
     "generation_config.json",
 )
-EMBEDDING_MODEL_TYPES = ("bert",)
+EMBEDDING_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")  # encoders, with rerankers
 # mlx-lm model_type to the GGUF/llama.cpp architecture name the manifest uses
 ARCHITECTURE_NAMES = {"gemma3_text": "gemma3", "gemma3": "gemma3"}
 

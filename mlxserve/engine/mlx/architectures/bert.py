@@ -1,8 +1,9 @@
 """A BERT encoder in MLX: with sentence-transformers' mean pooling for embedding models, and with
-a classifier head for cross-encoder rerankers.
+a classifier head for cross-encoder rerankers (BERT's, and XLM-RoBERTa's such as the BGE
+rerankers).
 
-Weight names follow Hugging Face's BertModel and BertForSequenceClassification, so their
-checkpoints load as they are.
+Weight names follow Hugging Face's BertModel, BertForSequenceClassification and
+XLMRobertaForSequenceClassification, so their checkpoints load as they are.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
+
+ROBERTA_TYPES = ("roberta", "xlm-roberta")
 
 
 @dataclass
@@ -23,10 +26,15 @@ class BertConfig:
     max_position_embeddings: int = 512
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
+    # RoBERTa numbers positions after its padding id: the first token is at pad_token_id + 1.
+    position_offset: int = 0
 
     @classmethod
     def from_dict(cls, config: dict) -> BertConfig:
-        return cls(**{k: config[k] for k in cls.__dataclass_fields__ if k in config})
+        fields = {k: config[k] for k in cls.__dataclass_fields__ if k in config}
+        if config.get("model_type") in ROBERTA_TYPES:
+            fields["position_offset"] = int(config.get("pad_token_id", 1)) + 1
+        return cls(**fields)
 
 
 class Embeddings(nn.Module):
@@ -36,12 +44,18 @@ class Embeddings(nn.Module):
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.position_offset = config.position_offset
+        # RoBERTa has one segment: a tokenizer that numbers the document's tokens 1 must not
+        # index past its table.
+        self.segments = config.type_vocab_size
 
     def __call__(self, input_ids: mx.array, token_types: mx.array | None = None) -> mx.array:
         """`token_types`: which segment each token is in (a cross-encoder's query 0, document
-        1); one segment when None."""
-        positions = mx.arange(input_ids.shape[1])[None]
-        types = mx.zeros_like(input_ids) if token_types is None else token_types
+        1); one segment when None. Rows are padded on the right, so a row's tokens are numbered
+        from its start."""
+        positions = mx.arange(input_ids.shape[1])[None] + self.position_offset
+        one = token_types is None or self.segments == 1
+        types = mx.zeros_like(input_ids) if one else token_types
         summed = (
             self.word_embeddings(input_ids)
             + self.position_embeddings(positions)
@@ -181,3 +195,36 @@ class BertCrossEncoder(nn.Module):
     @staticmethod
     def sanitize(weights: dict) -> dict:
         return {name: value for name, value in weights.items() if not name.endswith("position_ids")}
+
+
+class ClassificationHead(nn.Module):
+    """RoBERTa's: a dense layer and tanh on the first token, then the labels' projection."""
+
+    def __init__(self, config: BertConfig, labels: int):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, labels)
+
+    def __call__(self, first: mx.array) -> mx.array:
+        return self.out_proj(mx.tanh(self.dense(first)))
+
+
+class RobertaCrossEncoder(nn.Module):
+    """An (XLM-)RoBERTa sequence classifier read as a reranker (Hugging Face's
+    XLMRobertaForSequenceClassification, as BAAI's bge-reranker models are): one relevance logit
+    of the first token, `<s>`, after `<s> query </s></s> document </s>`."""
+
+    def __init__(self, config: BertConfig, labels: int = 1):
+        super().__init__()
+        self.roberta = BertModel(config)
+        self.classifier = ClassificationHead(config, labels)
+
+    def __call__(self, input_ids: mx.array, mask: mx.array, token_types: mx.array) -> mx.array:
+        hidden = self.roberta.encode(input_ids, mask, token_types)
+        return self.classifier(hidden[:, 0])[:, 0]
+
+    sanitize = BertCrossEncoder.sanitize
+
+
+def cross_encoder_class(config: dict) -> type[BertCrossEncoder] | type[RobertaCrossEncoder]:
+    return RobertaCrossEncoder if config.get("model_type") in ROBERTA_TYPES else BertCrossEncoder
