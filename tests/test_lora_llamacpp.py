@@ -130,3 +130,48 @@ def test_the_adapter_unloads_and_loads_again_without_the_base_reloading(server, 
         base_entry["loaded_at"]
         == next(e for e in pid["data"] if e["identifier"] == gguf_id)["loaded_at"]
     )
+
+
+def test_llama_query_and_key_adapters_follow_llama_cpps_row_order(tmp_path):
+    """llama.cpp's converter reorders a LLaMA model's query and key rows; an adapter's
+    `lora_b` rows must be reordered alike. A tiny LLaMA in float32, adapted on exactly those
+    layers, gives mlx-lm's greedy tokens with the same adapter (and others without it)."""
+    from mlx_lm.utils import load_adapters
+
+    from mlxserve.engine.llamacpp.lora import gguf_adapter
+    from mlxserve.engine.llamacpp.process import LlamaServerProcess
+    from tests.gguf_fixtures import TINY_ARCHS, reference_model, write_tiny_gguf
+    from tests.test_convert_llamacpp import greedy, llamacpp_tokenize
+
+    arch = TINY_ARCHS["llama"]
+    model, config, weights = reference_model(arch, seed=3)
+    gguf_path = tmp_path / "llama.gguf"
+    write_tiny_gguf(gguf_path, arch, weights, config)
+    shapes = {"self_attn.q_proj": (64, 64), "self_attn.k_proj": (64, 32)}  # 4 and 2 heads of 16
+    adapter = make_adapter(
+        tmp_path / "qk", 4, keys=tuple(shapes), shapes=shapes, layers=2, total_layers=2, spread=0.5
+    )
+    child = LlamaServerProcess(
+        gguf_path,
+        context_length=256,
+        parallel=1,
+        extra_args=("--lora", str(gguf_adapter(adapter, gguf_path)), "--lora-init-without-apply"),
+    )
+    child.start(timeout=60)
+    body = {"n_predict": 12, "temperature": 0, "top_k": 1, "samplers": ["top_k"],
+            "cache_prompt": False, "return_tokens": True}  # fmt: skip
+    try:
+        with httpx.Client(base_url=child.base_url, timeout=120) as client:
+            ids = llamacpp_tokenize(client, " hello world and the model code in the", True)
+            replies = {
+                scale: client.post(
+                    "/completion",
+                    json={**body, "prompt": ids, "lora": [{"id": 0, "scale": scale}]},
+                ).json()["tokens"]
+                for scale in (0.0, 1.0)
+            }
+    finally:
+        child.stop()
+    assert replies[0.0] == greedy(model, ids, len(replies[0.0]))
+    load_adapters(model, str(adapter))
+    assert replies[1.0] == greedy(model, ids, len(replies[1.0])) != replies[0.0]
