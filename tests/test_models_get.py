@@ -116,7 +116,9 @@ def test_get_mlx_repo_serves_on_mlx(home):
     store = Path(home["MLXSERVE_MODELS_DIR"])
     with ServerProcess(store, model=MLX_REPO, engine="mlx", env=env) as server:
         client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
-        reply = client.completions.create(model=MLX_REPO, prompt="w1 w2", max_tokens=3)
+        reply = client.completions.create(  # the random model's EOS (id 2) banned: 3 tokens
+            model=MLX_REPO, prompt="w1 w2", max_tokens=3, logit_bias={"2": -100}
+        )
         assert reply.usage.completion_tokens == 3
 
 
