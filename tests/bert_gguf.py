@@ -1,5 +1,7 @@
-"""all-MiniLM-L6-v2 written as a float32 BERT GGUF, the layout llama.cpp's converter produces:
-a GGUF embedding model for the llama.cpp engine's tests and benchmark."""
+"""BERT checkpoints written as float32 GGUFs, the layout llama.cpp's converter produces:
+all-MiniLM-L6-v2 as a GGUF embedding model for the llama.cpp engine's tests and benchmark, and a
+BertForSequenceClassification as a GGUF reranker (rank pooling: the pooler and classifier
+become llama.cpp's `cls` and `cls.output`)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ from pathlib import Path
 import gguf
 from safetensors.numpy import load_file
 
+RANK_HEAD = {"pooler.dense": "cls", "classifier": "cls.output"}
 
-def write_bert_gguf(source: Path, out: Path) -> None:
-    """float32 BERT GGUF with mean pooling, WordPiece vocabulary in llama.cpp's spelling."""
+
+def write_bert_gguf(source: Path, out: Path, reranker: bool = False) -> None:
+    """float32 BERT GGUF with mean pooling (rank pooling for a reranker), WordPiece vocabulary
+    in llama.cpp's spelling."""
     config = json.loads((source / "config.json").read_text())
     writer = gguf.GGUFWriter(str(out), "bert")
     writer.add_context_length(config["max_position_embeddings"])
@@ -22,13 +27,16 @@ def write_bert_gguf(source: Path, out: Path) -> None:
     writer.add_layer_norm_eps(config["layer_norm_eps"])
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     writer.add_causal_attention(False)
-    writer.add_pooling_type(gguf.PoolingType.MEAN)
+    writer.add_pooling_type(gguf.PoolingType.RANK if reranker else gguf.PoolingType.MEAN)
     _add_vocab(writer, source, config)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.BERT, config["num_hidden_layers"])
     for name, value in load_file(str(source / "model.safetensors")).items():
-        if name.startswith(("pooler.", "embeddings.position_ids")):
-            continue  # mean pooling reads neither
-        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), value)
+        name = name.removeprefix("bert.")
+        layer, _, kind = name.rpartition(".")
+        if reranker and layer in RANK_HEAD:
+            writer.add_tensor(f"{RANK_HEAD[layer]}.{kind}", value)
+        elif not name.startswith(("pooler.", "embeddings.position_ids")):  # mean pooling: unread
+            writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), value)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

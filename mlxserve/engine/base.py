@@ -149,6 +149,15 @@ class RelevanceJob:
     no_token: int
 
 
+@dataclass
+class PairScores:
+    """A cross-encoder's answer to a rerank: each (query, document) pair read together."""
+
+    scores: Any  # numpy float array: P(relevant) of each document, in the documents' order
+    tokens: int  # tokens read: each pair's query and document
+    truncated: list[int]  # documents cut so that the pair fits the model's window
+
+
 @dataclass(frozen=True)
 class TokenLogprob:
     """A token as logprobs report it: its text, its bytes (part of a character, at times) and

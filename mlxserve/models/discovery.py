@@ -14,7 +14,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from mlxserve.checkpoints import DTYPE_LABELS, VISION_MODEL_TYPES
-from mlxserve.models.gguf_import import gguf_metadata
+from mlxserve.models.gguf_import import gguf_metadata, gguf_model_type
 from mlxserve.models.speech import is_whisper_folder, speech_record
 from mlxserve.models.store import ModelRecord
 
@@ -126,13 +126,12 @@ def _gguf_records(
         meta = _header_of(path.resolve(), stat.st_mtime_ns, stat.st_size)
         quant = meta["quantization"] or path.stem.rsplit("-", 1)[-1]
         record_id = model_id if len(weights) == 1 else f"{model_id}@{quant}"
-        kind = "embeddings" if meta["pooling"] else "vlm" if projector else "llm"
         records.append(
             ModelRecord(
                 id=record_id,
                 format="gguf",
                 architecture=meta["architecture"],
-                type=kind,
+                type=gguf_model_type(meta["pooling"], projector),
                 quantization=quant,
                 max_context_length=meta["context_length"],
                 path=str(path.parent),

@@ -40,7 +40,7 @@ class EngineStarter:
         if engine == "mlx" and embedding:
             module = await _import("mlxserve.engine.mlx.embedding")
             return await module.MLXEmbeddingModel.load(record.id, record.directory, context_length)
-        if engine == "mlx" and record.type == "rerank":  # a cross-encoder: BERT, as embeddings
+        if engine == "mlx" and record.type == "rerank":  # a cross-encoder, as embeddings are
             module = await _import("mlxserve.engine.mlx.cross_encoder")
             return await module.MLXCrossEncoder.load(record.id, record.directory, context_length)
         if engine == "mlx":
@@ -70,7 +70,8 @@ class EngineStarter:
             context_length,
             server_binary=self.options.llama_server,
             parallel=memory.LLAMACPP_SLOTS,
-            embedding=embedding,
+            embedding=embedding or record.type == "rerank",
+            pooling="rank" if record.type == "rerank" else "mean",
             prompt_cache_bytes=self.options.prompt_cache_bytes,
             mmproj=record.directory / record.mmproj_file if record.mmproj_file else None,
             prompt_lookup=self.options.prompt_lookup,
@@ -113,6 +114,12 @@ class EngineStarter:
                 "distributed_model_loaded",
             )
         return record.id
+
+    def draft_bytes(self, record: ModelRecord) -> int:
+        """What a llama.cpp model's draft model adds to its load: the child loads both."""
+        draft = self._llamacpp_draft(record) if record.format == "gguf" else None
+        found = self.catalog.find(draft[0]) if draft else None
+        return memory.estimate_memory(found, 0).total_bytes if found else 0
 
     def _llamacpp_draft(self, record: ModelRecord) -> tuple[str, Path] | None:
         """The server's draft model for a llama.cpp model: a GGUF of the same architecture

@@ -26,6 +26,9 @@ def gguf_metadata(path: Path) -> dict:
     }
 
 
+RANK_POOLING = 4  # llama.cpp's LLAMA_POOLING_TYPE_RANK
+
+
 class NotAProjector(ValueError):
     pass
 
@@ -46,7 +49,7 @@ def register_gguf(
         id=model_id,
         format="gguf",
         architecture=meta["architecture"],
-        type="embeddings" if meta["pooling"] else "vlm" if mmproj else "llm",
+        type=gguf_model_type(meta["pooling"], mmproj),
         quantization=meta["quantization"],
         max_context_length=meta["context_length"],
         source=str(path),
@@ -74,3 +77,11 @@ def _link(source: Path, linked: Path) -> None:
             os.link(source, linked)
         except OSError:
             shutil.copy2(source, linked)
+
+
+def gguf_model_type(pooling: int | None, mmproj: Path | None) -> str:
+    """A pooling model embeds, or reranks with rank pooling (a classifier's score); any other is
+    a language model, with images when it has a projector."""
+    if pooling == RANK_POOLING:
+        return "rerank"
+    return "embeddings" if pooling else "vlm" if mmproj else "llm"

@@ -207,7 +207,8 @@ class ModelRegistry:
         choice, estimate, available = await asyncio.to_thread(
             memory.size_for_load, record, requested, in_use, freed, self.options.ranks
         )
-        self._check_memory(record, estimate.total_bytes, available)
+        needed = estimate.total_bytes + await asyncio.to_thread(self.engines.draft_bytes, record)
+        self._check_memory(record, needed, available)
         for victim in victims:
             log.info("evicting %s (least recently used) to load %s", victim.identifier, record.id)
             await self.unload(victim.identifier)
@@ -219,7 +220,7 @@ class ModelRegistry:
             log.exception("loading %s failed", record.id)
             message = f"model '{record.id}' could not be loaded from {record.directory}: {exc}"
             raise RegistryError(500, message, "model_load_failed") from exc
-        return engine, estimate.total_bytes, choice.reason
+        return engine, needed, choice.reason
 
     def _eviction_victims(self) -> list[LoadedModel]:
         limit = self.options.max_loaded

@@ -29,10 +29,12 @@ from mlxserve.engine.base import (
     GenerationEvent,
     Grammar,
     InvalidRequest,
+    PairScores,
     RelevanceJob,
 )
 from mlxserve.engine.kv_quantization import llamacpp_cache_args
 from mlxserve.engine.llamacpp import client, protocol
+from mlxserve.engine.llamacpp.cross_encoder import score_pairs_on_child
 from mlxserve.engine.llamacpp.embedding import fit_to_window
 from mlxserve.engine.llamacpp.grammar_check import GrammarProbe
 from mlxserve.engine.llamacpp.lora import ChildAdapters
@@ -43,10 +45,10 @@ from mlxserve.gguf_header import read_scalar_fields
 logger = logging.getLogger("mlxserve.llamacpp")
 
 
-def embedding_args(context_length: int) -> tuple[str, ...]:
-    # An embedding input must fit one batch, so the batch spans the whole context.
+def embedding_args(context_length: int, pooling: str) -> tuple[str, ...]:
+    # An embedding input (or a reranker's pair) must fit one batch: the batch spans the context.
     size = str(context_length)
-    return ("--embedding", "--pooling", "mean", "--batch-size", size, "--ubatch-size", size)
+    return ("--embedding", "--pooling", pooling, "--batch-size", size, "--ubatch-size", size)
 
 
 class ChildStopped(EngineUnavailable):
@@ -84,6 +86,7 @@ class LlamaCppModel(EngineModel):
         server_binary: Path | None = None,
         parallel: int = 4,
         embedding: bool = False,
+        pooling: str = "mean",
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
         mmproj: Path | None = None,
         prompt_lookup: bool = False,
@@ -99,7 +102,7 @@ class LlamaCppModel(EngineModel):
         (q8_0 or q4_0, with flash attention, which a quantized V cache needs); `adapters`, the
         GGUF LoRA files the child holds (each applied only to the requests that name it) and
         why the others are refused."""
-        extra_args = embedding_args(context_length) if embedding else ()
+        extra_args = embedding_args(context_length, pooling) if embedding else ()
         if mmproj is not None:
             extra_args = ("--mmproj", str(mmproj))
         draft = None if embedding else draft
@@ -301,6 +304,10 @@ class LlamaCppModel(EngineModel):
                 "its own end token"
             )
             self.end_tokens = ()
+
+    async def score_pairs(self, query: str, documents: list[str]) -> PairScores:
+        """A GGUF cross-encoder's scores (its child started with rank pooling)."""
+        return await score_pairs_on_child(self, query, documents)
 
     async def score_relevance(self, job: RelevanceJob) -> np.ndarray:
         """P(yes) of each continuation (pipeline/rerank.py), a document per slot."""

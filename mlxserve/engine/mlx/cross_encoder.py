@@ -7,22 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from mlxserve.engine.base import PairScores
 from mlxserve.engine.mlx.architectures.bert import BertConfig, cross_encoder_class
 from mlxserve.engine.mlx.embedding import BATCH_SIZE, MLXEmbeddingModel
-
-
-@dataclass
-class PairScores:
-    scores: np.ndarray  # P(relevant) of each document, in the documents' order
-    tokens: int  # tokens read: each pair's query and document
-    truncated: list[int]  # documents cut so that the pair fits the model's window
 
 
 class MLXCrossEncoder(MLXEmbeddingModel):
