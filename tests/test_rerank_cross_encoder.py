@@ -80,8 +80,8 @@ def server(tmp_path_factory):
         yield running
 
 
-def rerank(server, documents: list[str], **fields) -> dict:
-    body = {"model": RERANKER, "query": QUERY, "documents": documents, **fields}
+def rerank(server, documents: list[str], model: str = RERANKER, **fields) -> dict:
+    body = {"model": model, "query": QUERY, "documents": documents, **fields}
     reply = httpx.post(f"{server.base_url}/v1/rerank", json=body, timeout=60)
     assert reply.status_code == 200, reply.text
     return reply.json()

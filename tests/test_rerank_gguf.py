@@ -16,7 +16,8 @@ from mlxserve.engine.mlx.cross_encoder import MLXCrossEncoder
 from mlxserve.models.gguf_import import register_gguf
 from tests.bert_gguf import write_bert_gguf
 from tests.server import ServerProcess
-from tests.test_rerank_cross_encoder import DOCUMENTS, QUERY, random_cross_encoder
+from tests.test_rerank_cross_encoder import DOCUMENTS, QUERY, random_cross_encoder, scores
+from tests.test_rerank_cross_encoder import rerank as rerank_on
 
 RERANKER = "test/tiny-cross-encoder-gguf"
 CLS, SEP = 101, 102
@@ -38,14 +39,7 @@ def server(checkpoint, tmp_path_factory):
 
 
 def rerank(server, documents: list[str]) -> dict:
-    body = {"model": RERANKER, "query": QUERY, "documents": documents}
-    reply = httpx.post(f"{server.base_url}/v1/rerank", json=body, timeout=60)
-    assert reply.status_code == 200, reply.text
-    return reply.json()
-
-
-def scores(answer: dict) -> dict[int, float]:
-    return {result["index"]: result["relevance_score"] for result in answer["results"]}
+    return rerank_on(server, documents, model=RERANKER)
 
 
 def test_the_gguf_reranker_is_listed_as_one(server):
