@@ -238,16 +238,18 @@ def test_ctrl_c_leaves_nothing(tmp_path, real_gguf):
     assert_store_empty(models)
 
 
-def test_a_crash_while_overwriting_leaves_the_old_model(tmp_path, real_gguf):
-    """SIGKILL (no cleanup can run) while `convert --overwrite` replaces a model: the store
-    still lists the old model, with its manifest and weights untouched."""
+def test_a_crash_while_overwriting_leaves_the_old_model(tmp_path, tiny_gguf, real_gguf):
+    """SIGKILL (no cleanup can run) while `convert --overwrite` replaces a model (a tiny one,
+    by the real Gemma, whose tensor loop lasts long enough to be killed in): the store still
+    lists the old model, with its manifest and weights untouched."""
     models = tmp_path / "models"
-    command = [sys.executable, "-m", "mlxserve.cli.convert", str(real_gguf)]
-    command += ["--models-dir", str(models), "--id", "t/gemma"]
-    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    place = ["--models-dir", str(models), "--id", "t/gemma"]
+    command = [sys.executable, "-m", "mlxserve.cli.convert"]
+    subprocess.run([*command, str(tiny_gguf), *place], check=True, capture_output=True, timeout=300)
     model_dir = models / "t" / "gemma"
     before = {path.name: path.read_bytes() for path in model_dir.iterdir()}
-    process = subprocess.Popen([*command, "--overwrite"], stderr=subprocess.PIPE)
+    overwrite = [*command, str(real_gguf), *place, "--overwrite"]
+    process = subprocess.Popen(overwrite, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not list(models.glob(".converting-*/tokenizer.json")) and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
