@@ -316,8 +316,10 @@ def test_a_message_is_written_and_sent_by_keyboard_alone(browser, server):
     wait(
         browser, lambda: len(browser.find_elements("css selector", ".message.assistant")) > replies
     )
+    # The finish reason and the token count come in separate chunks: wait for both.
     wait(browser, lambda: "finish: length" in text(browser, f"{last} .stats"), 60)
-    assert text(browser, f"{last} .content") and "6 tokens" in text(browser, f"{last} .stats")
+    wait(browser, lambda: "6 tokens" in text(browser, f"{last} .stats"), 10)
+    assert text(browser, f"{last} .content")
 
 
 def test_a_model_loads_and_unloads_from_the_models_view(browser, server, screenshots):
