@@ -70,7 +70,7 @@ def child_adapters(folders: list[Path], base_gguf: Path) -> ChildAdapters:
     for folder in folders:
         try:
             adapters.usable.append(GGUFAdapter(folder.name, gguf_adapter(folder, base_gguf)))
-        except ValueError as exc:
+        except (ValueError, OSError, RuntimeError) as exc:  # an unreadable file is said so too
             log.warning("adapter %s is left out: %s", folder.name, exc)
             adapters.refused[folder.name] = str(exc)
     return adapters
@@ -87,6 +87,15 @@ def gguf_adapter(folder: Path, base_gguf: Path) -> Path:
     architecture = bytes(base.fields["general.architecture"].parts[-1]).decode()
     shapes = {tensor.name: tuple(int(n) for n in tensor.shape) for tensor in base.tensors}
     scale, matrices = read_lora(folder)
+    names = _tensor_names(architecture, shapes)
+    tensors = {}  # every layer checked before anything is written
+    for path, (lora_a, lora_b) in matrices.items():
+        name = _gguf_name(names, path, shapes, lora_a.shape[0], lora_b.shape[1])
+        # ggml's shapes run innermost first: numpy holds A as (rank x in), B as (out x rank).
+        tensors[f"{name}.lora_a"] = _float32(lora_a.T)
+        tensors[f"{name}.lora_b"] = _as_converted(
+            _float32(lora_b.T * scale), name, architecture, base
+        )
     staging = target.with_name(f".{GGUF_ADAPTER}.{os.getpid()}.tmp")
     writer = gguf.GGUFWriter(str(staging), architecture)
     writer.add_string("general.type", "adapter")
@@ -94,13 +103,8 @@ def gguf_adapter(folder: Path, base_gguf: Path) -> Path:
     # Alpha 0 makes llama.cpp apply B A at the request's scale: the adapter's own scale is folded
     # into B, which also holds where ranks differ from layer to layer.
     writer.add_float32("adapter.lora.alpha", 0.0)
-    names = _tensor_names(architecture, shapes)
-    for path, (lora_a, lora_b) in matrices.items():
-        name = _gguf_name(names, path, shapes, lora_a.shape[0], lora_b.shape[1])
-        # ggml's shapes run innermost first: numpy holds A as (rank x in), B as (out x rank).
-        lora_b = _as_converted(_float32(lora_b.T * scale), name, architecture, base)
-        writer.add_tensor(f"{name}.lora_a", _float32(lora_a.T))
-        writer.add_tensor(f"{name}.lora_b", lora_b)
+    for name, tensor in tensors.items():
+        writer.add_tensor(name, tensor)
     try:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
