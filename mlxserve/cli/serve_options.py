@@ -108,7 +108,7 @@ OPTIONS = (
     Option(
         "--engine",
         "`auto`",
-        "auto: MLX on Apple Silicon, llama.cpp elsewhere",
+        "auto: MLX on Apple Silicon, llama.cpp elsewhere (Whisper: MLX where it has a GPU)",
         choices=("auto", "mlx", "llamacpp"),
         default="auto",
         registry="engine",

@@ -13,6 +13,7 @@ from mlxserve.engine.kv_quantization import kv_quantization
 from mlxserve.models import memory
 from mlxserve.models.adapters import adapter_records
 from mlxserve.models.catalog import ModelCatalog
+from mlxserve.models.defaults import is_apple_silicon
 from mlxserve.models.loaded import RegistryError
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.speech import SPEECH_TYPE
@@ -32,7 +33,8 @@ class EngineStarter:
         """`in_use_bytes`: what the models already loaded take, for sizing the MLX batch."""
         if record.type == SPEECH_TYPE:  # Whisper runs on its own engine, whatever serves text
             module = await _import("mlxserve.engine.whisper.model")
-            return await module.WhisperModel.load(record.id, record.directory)
+            on_mlx = await asyncio.to_thread(whisper_on_mlx, self.options.engine)
+            return await module.WhisperModel.load(record.id, record.directory, on_mlx)
         engine = self._engine_for(record)
         embedding = record.type == "embeddings"
         # An engine's first import (mlx-lm, transformers) takes about a second: in a thread, so
@@ -163,6 +165,20 @@ class EngineStarter:
 
 async def _import(module: str):
     return await asyncio.to_thread(importlib.import_module, module)
+
+
+def whisper_on_mlx(engine: str) -> bool:
+    """Whisper's compute on MLX where MLX has a GPU (Metal, CUDA) or `--engine mlx` asks for it;
+    CTranslate2, faster on a CPU, elsewhere and under `--engine llamacpp`."""
+    if engine != "auto":
+        return engine == "mlx"
+    if is_apple_silicon():
+        return True
+    try:
+        import mlx.core as mx
+    except ImportError:
+        return False
+    return mx.cuda.is_available()
 
 
 def gguf_file_of(record: ModelRecord) -> Path:

@@ -1,9 +1,11 @@
-"""Transcription speed: /v1/audio/transcriptions against faster-whisper called directly (in a
+"""Transcription speed: /v1/audio/transcriptions against the same Whisper called directly (in a
 plain Python process of its own), on the same file (about 40 s of espeak-ng speech: two
-30-second windows) and the same Whisper base weights and settings (CPU, int8, beam 5). Runs
-alternate between the two, so a machine busy with other work slows both alike. Reported as
-real-time factors (seconds of work per second of audio, lower is faster) and their ratio,
-direct / server (1.0: no overhead).
+30-second windows) and the same Whisper base weights and settings (beam 5), for each engine:
+the CTranslate2 engine (`--engine llamacpp`, the CPU default) against faster-whisper (int8),
+and the MLX engine (`--engine mlx`, the default where MLX has a GPU) against faster-whisper's
+transcribe() over the project's MLX Whisper. Runs alternate between server and direct, so a
+machine busy with other work slows both alike. Reported as real-time factors (seconds of work
+per second of audio, lower is faster) and their ratio, direct / server (1.0: no overhead).
 
     python scripts/bench.py audio [--iterations N]
 """
@@ -55,13 +57,17 @@ def server_seconds(client: httpx.Client, base_url: str, model: str, audio: bytes
     return time.perf_counter() - start
 
 
-# faster-whisper as a user's script calls it, in a process of its own (nothing of mlxserve
-# imported): each line on stdin starts a run (decode the file, transcribe, read every segment),
-# each line on stdout is its seconds.
+# Whisper as a user's script calls it, in a process of its own: each line on stdin starts a run
+# (decode the file, transcribe, read every segment), each line on stdout is its seconds.
 DIRECT_SCRIPT = """
 import sys, time
-from faster_whisper import WhisperModel
-model = WhisperModel(sys.argv[1], device="cpu", compute_type=sys.argv[2])
+from pathlib import Path
+if sys.argv[5] == "mlx":
+    from mlxserve.engine.whisper.mlx_core import MlxWhisper
+    model = MlxWhisper(Path(sys.argv[1]))
+else:
+    from faster_whisper import WhisperModel
+    model = WhisperModel(sys.argv[1], device="cpu", compute_type=sys.argv[2])
 print("ready", flush=True)
 for _ in sys.stdin:
     start = time.perf_counter()
@@ -69,10 +75,12 @@ for _ in sys.stdin:
     assert "".join(segment.text for segment in segments)
     print(time.perf_counter() - start, flush=True)
 """
+# The server's --engine for each Whisper engine measured.
+ENGINES = {"ctranslate2": "llamacpp", "mlx": "mlx"}
 
 
-def start_direct(model_dir: Path, audio_path: Path) -> subprocess.Popen:
-    args = [str(model_dir), CPU_COMPUTE_TYPE, str(audio_path), str(BEAM_SIZE)]
+def start_direct(model_dir: Path, audio_path: Path, engine: str) -> subprocess.Popen:
+    args = [str(model_dir), CPU_COMPUTE_TYPE, str(audio_path), str(BEAM_SIZE), engine]
     child = subprocess.Popen(
         [sys.executable, "-c", DIRECT_SCRIPT, *args],
         stdin=subprocess.PIPE,
@@ -95,11 +103,20 @@ def run(args) -> dict:
     models_dir = folder / "models"
     model_id = ensure_whisper_base(models_dir)
     audio_path = spoken_paragraph(folder)
+    duration = len(decode_audio(audio_path.read_bytes())) / SAMPLE_RATE
+    print(f"audio: {duration:.1f} s of speech, {repeats} runs each (median)")
+    result = {"audio_seconds": round(duration, 2)}
+    for engine in ENGINES:
+        result[engine] = compare(engine, models_dir, model_id, audio_path, repeats, duration)
+    return result
+
+
+def compare(engine, models_dir, model_id, audio_path, repeats, duration) -> dict:
     audio = audio_path.read_bytes()
-    duration = len(decode_audio(audio)) / SAMPLE_RATE
     timings: dict[str, list[float]] = {"server": [], "direct": []}
-    direct = start_direct(models_dir / model_id, audio_path)
-    with direct, ServerProcess(models_dir, model=model_id, engine="auto") as server:
+    direct = start_direct(models_dir / model_id, audio_path, engine)
+    server_engine = ENGINES[engine]
+    with direct, ServerProcess(models_dir, model=model_id, engine=server_engine) as server:
         client = httpx.Client(timeout=900)
         measure = {
             "server": lambda: server_seconds(client, server.base_url, model_id, audio),
@@ -113,13 +130,13 @@ def run(args) -> dict:
                 timings[name].append(measure[name]())
     factors = {name: statistics.median(times) / duration for name, times in timings.items()}
     result = {
-        "audio_seconds": round(duration, 2),
         "real_time_factor": {name: round(f, 3) for name, f in factors.items()},
         "server_speed_vs_direct": round(factors["direct"] / factors["server"], 3),
         "runs_seconds": {name: [round(t, 2) for t in times] for name, times in timings.items()},
     }
-    print(f"audio: {duration:.1f} s of speech, {repeats} runs each (median)")
+    print(f"  {engine}:")
     for name, factor in factors.items():
-        print(f"  {name:>6}: real-time factor {factor:.3f} ({1 / factor:.1f}x real time)")
-    print(f"  server speed / direct speed: {result['server_speed_vs_direct']:.3f} (target >= 0.95)")
+        print(f"    {name:>6}: real-time factor {factor:.3f} ({1 / factor:.1f}x real time)")
+    ratio = result["server_speed_vs_direct"]
+    print(f"    server speed / direct speed: {ratio:.3f} (target >= 0.95)")
     return result

@@ -77,11 +77,15 @@ class WhisperModel(EngineModel):
         self._model = model
 
     @classmethod
-    async def load(cls, model_id: str, path: Path) -> WhisperModel:
+    async def load(cls, model_id: str, path: Path, on_mlx: bool) -> WhisperModel:
+        """`on_mlx`: Whisper's compute on MLX (`MlxWhisper`), else on CTranslate2."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(executor, _load_whisper, path)
-        return cls(model_id, executor, model)
+        loader = _load_mlx_whisper if on_mlx else _load_whisper
+        model = await loop.run_in_executor(executor, loader, path)
+        whisper = cls(model_id, executor, model)
+        whisper.engine_name = "mlx-whisper" if on_mlx else "faster-whisper"
+        return whisper
 
     async def transcribe(
         self, audio: bytes, options: TranscribeOptions
@@ -155,6 +159,10 @@ class WhisperModel(EngineModel):
         import faster_whisper
 
         version = faster_whisper.__version__
+        if self.engine_name == "mlx-whisper":
+            import mlx.core as mx
+
+            version = f"mlx {mx.__version__}, faster-whisper {version}"
         return {"name": self.engine_name, "version": version, "supported_formats": ["ctranslate2"]}
 
 
@@ -167,6 +175,14 @@ def _load_whisper(path: Path):
 
     ctranslate2.set_log_level(logging.ERROR)  # its notes on weight types are not for users
     return FasterWhisper(str(path), device="cpu", compute_type=CPU_COMPUTE_TYPE)
+
+
+def _load_mlx_whisper(path: Path):
+    try:
+        from mlxserve.engine.whisper.mlx_core import MlxWhisper
+    except ImportError as exc:
+        raise EngineError(f"{exc.name} is not installed: pip install 'mlxserve[speech]'") from exc
+    return MlxWhisper(path)
 
 
 def _spoken(index: int, segment) -> SpokenSegment:
