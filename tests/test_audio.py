@@ -10,6 +10,7 @@ import re
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import av
 import httpx
@@ -231,7 +232,8 @@ def test_imported_folder_is_listed_and_loaded_on_request(
     speech_server, client, whisper_id, models_dir, clips
 ):
     """`mlxserve convert FOLDER` on a CTranslate2 Whisper folder puts it in the store as a
-    speech model; a request naming it loads it."""
+    speech model; requests naming it load it, once: first requests arriving together are
+    answered or told it is still loading (503), never a 500."""
     record = convert_model(models_dir / whisper_id, models_dir, COPY_ID, progress=False)
     assert (record.type, record.format, record.architecture) == (
         "speech",
@@ -241,8 +243,19 @@ def test_imported_folder_is_listed_and_loaded_on_request(
     listed = httpx.get(f"{speech_server.base_url}/api/v0/models").json()["data"]
     copy = next(model for model in listed if model["id"] == COPY_ID)
     assert copy["type"] == "speech" and copy["state"] == "not-loaded"
-    answer = transcribe(client, COPY_ID, clips["fox"])
-    assert word_error_rate(SENTENCES["fox"], answer.text) <= MAX_WORD_ERROR_RATE
+    url = f"{speech_server.base_url}/v1/audio/transcriptions"
+    form = {"files": {"file": ("fox.wav", clips["fox"])}, "data": {"model": COPY_ID}}
+    with ThreadPoolExecutor(3) as pool:
+        replies = list(pool.map(lambda _: httpx.post(url, **form, timeout=300), range(3)))
+    statuses = [reply.status_code for reply in replies]
+    assert 200 in statuses and set(statuses) <= {200, 503}, [reply.text for reply in replies]
+    for reply in replies:
+        if reply.status_code == 503:
+            assert f"model '{COPY_ID}' is still loading" in reply.json()["error"]["message"]
+        else:
+            assert word_error_rate(SENTENCES["fox"], reply.json()["text"]) <= MAX_WORD_ERROR_RATE
+    instances = httpx.get(f"{speech_server.base_url}/api/v0/loaded").json()["data"]
+    assert [entry["identifier"] for entry in instances].count(COPY_ID) == 1
     loaded = {model.id: model for model in client.models.list().data}
     assert COPY_ID in loaded and whisper_id in loaded
     assert loaded[COPY_ID].model_dump()["type"] == "speech"

@@ -89,12 +89,9 @@ def test_gemma_greedy_tokens_with_8_bit_kv_agree_with_full_precision(gemma):
     assert eight_counters["prompt_cache_bytes"] < 0.9 * full_counters["prompt_cache_bytes"]
 
 
-def allocated_bytes_per_token(path: Path, quantization: KVQuantization | None) -> float:
+def allocated_bytes_per_token(model, quantization: KVQuantization | None) -> float:
     """Bytes the cache's full-context layers allocate for each of 256 prompt tokens, read from
     their arrays (a sliding-window layer stays at its window's size, whatever the context)."""
-    from mlx_lm import load
-
-    model, _ = load(str(path))
     text_model = TextModel(model, quantization)
     cache = text_model.make_cache()
     model(mx.arange(256)[None], cache=cache)
@@ -104,9 +101,12 @@ def allocated_bytes_per_token(path: Path, quantization: KVQuantization | None) -
 
 
 def test_kv_bytes_per_token_as_mlx_allocates_them(gemma, models_dir, default_ids):
-    full = allocated_bytes_per_token(gemma, None)
-    eight = allocated_bytes_per_token(gemma, EIGHT) / full
-    four = allocated_bytes_per_token(gemma, FOUR) / full
+    from mlx_lm import load
+
+    model, _ = load(str(gemma))
+    full = allocated_bytes_per_token(model, None)
+    eight = allocated_bytes_per_token(model, EIGHT) / full
+    four = allocated_bytes_per_token(model, FOUR) / full
     assert eight <= 0.55 and four <= 0.3
     # the memory estimate counts the same bytes per element
     record = find_model(Path(models_dir), default_ids["mlx"])

@@ -117,20 +117,17 @@ class ModelRegistry:
         kv_group_size: int | None = None,
     ) -> LoadedModel:
         identifier = identifier or model_id
-        if identifier in self.loaded:
-            return self.loaded[identifier]
-        if self._loading:
-            busy = ", ".join(self._loading)
-            raise RegistryError(
-                503, f"another model is loading ({busy}); retry shortly", "model_loading"
-            )
         record = await self.find(model_id)
+        if identifier in self.loaded:  # checked after the wait: another request may have loaded it
+            return self.loaded[identifier]
         if record is None:
             raise RegistryError(404, self._not_found_message(model_id), "model_not_found")
         if record.type == "adapter":
             return await self._load_adapter(record, identifier, ttl, jit)
+        self._refuse_while_loading(identifier)
         record = with_kv_options(record, kv_bits, kv_group_size, self.options)
         requested = context_length or self.options.context_length
+        # No wait between the check and this: one load at a time, never two of one model.
         task = asyncio.create_task(self._make_room_and_start(record, requested))
         self._loading[identifier] = task
         try:
@@ -152,6 +149,17 @@ class ModelRegistry:
             "none" if ttl is None else f"{ttl:g} s",
         )
         return loaded
+
+    def _refuse_while_loading(self, identifier: str) -> None:
+        if identifier in self._loading:  # two requests for one model while it loads
+            raise RegistryError(
+                503, f"model '{identifier}' is still loading; retry shortly", "model_loading"
+            )
+        if self._loading:
+            busy = ", ".join(self._loading)
+            raise RegistryError(
+                503, f"another model is loading ({busy}); retry shortly", "model_loading"
+            )
 
     async def _load_adapter(
         self, record: ModelRecord, identifier: str, ttl: float | None, jit: bool
