@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import openai
+
 SENTENCES = {
     "fox": "The quick brown fox jumps over the lazy dog.",
     "stella": "Please call Stella and ask her to bring these things with her from the store.",
@@ -29,3 +31,9 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
             current.append(min(previous[j] + 1, current[j - 1] + 1, substitution))
         previous = current
     return previous[-1] / max(len(ref), 1)
+
+
+def speech_client(server) -> openai.OpenAI:
+    """The official client on a running server, patient with a transcription's minutes."""
+    base_url = f"{server.base_url}/v1"
+    return openai.OpenAI(base_url=base_url, api_key="test-key", max_retries=0, timeout=300)

@@ -34,7 +34,7 @@ from mlxserve.models.speech import (
 )
 from mlxserve.models.store import find_model
 from tests.server import ServerProcess
-from tests.speech import MAX_WORD_ERROR_RATE, SENTENCES, word_error_rate
+from tests.speech import MAX_WORD_ERROR_RATE, SENTENCES, speech_client, word_error_rate
 
 pytestmark = pytest.mark.e2e
 
@@ -49,8 +49,7 @@ def speech_server(models_dir, whisper_id):
 
 @pytest.fixture(scope="module")
 def client(speech_server) -> openai.OpenAI:
-    base_url = f"{speech_server.base_url}/v1"
-    return openai.OpenAI(base_url=base_url, api_key="test-key", max_retries=0, timeout=300)
+    return speech_client(speech_server)
 
 
 def transcribe(client, whisper_id, audio: bytes, name: str = "speech.wav", **kwargs):

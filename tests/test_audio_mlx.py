@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import faster_whisper
 import httpx
-import openai
 import pytest
 from faster_whisper.audio import pad_or_trim
 from openai.types.audio import TranscriptionVerbose
@@ -15,7 +14,7 @@ from mlxserve.engine.whisper.audio import decode_audio
 from mlxserve.engine.whisper.mlx_core import MlxWhisper
 from mlxserve.models.store import find_model
 from tests.server import ServerProcess
-from tests.speech import MAX_WORD_ERROR_RATE, SENTENCES, word_error_rate
+from tests.speech import MAX_WORD_ERROR_RATE, SENTENCES, speech_client, word_error_rate
 
 pytestmark = pytest.mark.e2e
 
@@ -33,12 +32,6 @@ def mlx_server(models_dir, whisper_id):
 
 
 @pytest.fixture(scope="module")
-def client(mlx_server) -> openai.OpenAI:
-    base_url = f"{mlx_server.base_url}/v1"
-    return openai.OpenAI(base_url=base_url, api_key="test-key", max_retries=0, timeout=300)
-
-
-@pytest.fixture(scope="module")
 def reference(models_dir, whisper_id, clips):
     """faster-whisper on CTranslate2, float32, called directly on the same WAV and weights."""
     folder = find_model(models_dir, whisper_id).directory
@@ -48,13 +41,9 @@ def reference(models_dir, whisper_id, clips):
 
 
 def test_mlx_whisper_gives_ctranslate2s_tokens_and_word_times(
-    mlx_server,
-    client,
-    whisper_id,
-    clips,
-    reference,
+    mlx_server, whisper_id, clips, reference
 ):
-    answer = client.audio.transcriptions.create(
+    answer = speech_client(mlx_server).audio.transcriptions.create(
         model=whisper_id,
         file=("stella.wav", clips["stella"]),
         response_format="verbose_json",
@@ -74,10 +63,10 @@ def test_mlx_whisper_gives_ctranslate2s_tokens_and_word_times(
     assert {m["model"]: m["engine"] for m in loaded}[whisper_id] == "mlx-whisper"
 
 
-def test_mlx_whisper_samples_at_a_set_temperature(client, whisper_id, clips):
+def test_mlx_whisper_samples_at_a_set_temperature(mlx_server, whisper_id, clips):
     """A temperature above 0 draws five candidates and keeps the likeliest (faster-whisper's
     best_of); sampling at 0.3 still hears the sentence."""
-    answer = client.audio.transcriptions.create(
+    answer = speech_client(mlx_server).audio.transcriptions.create(
         model=whisper_id,
         file=("fox.wav", clips["fox"]),
         response_format="verbose_json",
