@@ -202,7 +202,8 @@ class MlxWhisper(FasterWhisper):
     """faster-whisper's WhisperModel with MLX in place of CTranslate2: the same transcribe(),
     its model attribute an `MlxWhisperCore`."""
 
-    def __init__(self, path: Path):  # noqa: D107 - faster-whisper's loader would start CTranslate2
+    def __init__(self, path: Path):
+        # faster-whisper's own __init__ is not called: it would load the weights in CTranslate2.
         self.logger = get_logger()
         self.model = MlxWhisperCore(path)
         self.hf_tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
