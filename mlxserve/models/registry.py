@@ -74,9 +74,7 @@ class ModelRegistry:
         if requested in self.loaded:
             return self._touch(self.loaded[requested])
         if requested in self._loading:
-            raise RegistryError(
-                503, f"model '{requested}' is still loading; retry shortly", "model_loading"
-            )
+            self._refuse_while_loading(requested)
         loaded = await self.load_on_request(requested, ttl=ttl)
         if loaded is not None:
             return self._touch(loaded)

@@ -48,7 +48,7 @@ class MlxWhisperCore:
         self.dtype = mx.float32 if mx.default_device() == mx.cpu else mx.float16
         self.model = load_ctranslate2_whisper(path, self.dtype)
         config = json.loads((path / "config.json").read_text())
-        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.tokenizer = tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         ids = tokenizer.token_to_id
         self.special = SpecialTokens(
             eot=ids("<|endoftext|>"),
@@ -206,7 +206,7 @@ class MlxWhisper(FasterWhisper):
         # faster-whisper's own __init__ is not called: it would load the weights in CTranslate2.
         self.logger = get_logger()
         self.model = MlxWhisperCore(path)
-        self.hf_tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self.hf_tokenizer = self.model.tokenizer  # the one the core read
         self.feat_kwargs = self._get_feature_kwargs(str(path))
         self.feature_extractor = FeatureExtractor(**self.feat_kwargs)
         self.input_stride = 2
