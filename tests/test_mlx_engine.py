@@ -237,13 +237,17 @@ def test_a_client_that_reads_late_holds_its_text_not_an_event_per_token(tiny):
 
 def test_the_step_profile_accounts_for_the_whole_step(tiny):
     """scripts/bench.py profile's figures: every decode step timed part by part, and the parts
-    add up to the step's own wall time within 10%."""
+    add up to the step's own wall time within 10%. One row has a repeat penalty, so the host
+    samples it while the others' tokens are chosen on the device."""
     profile = StepProfile()
+    penalized = SamplingParams(temperature=0, repeat_penalty=1.3, logit_bias={2: -100.0})
 
     async def batched():
         model = await MLXModel.load(tiny.directory, 512, profile=profile)
         try:
-            await asyncio.gather(*(collect(model, p, max_tokens=24) for p in PROMPTS))
+            replies = [collect(model, p, max_tokens=24) for p in PROMPTS[1:]]
+            host = collect(model, PROMPTS[0], max_tokens=24, sampling=penalized)
+            await asyncio.gather(host, *replies)
         finally:
             await model.close()
 

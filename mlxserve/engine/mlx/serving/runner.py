@@ -19,7 +19,8 @@ from mlx_lm.models.cache import LRUPromptCache
 
 from mlxserve.engine.base import PROMPT_CACHE_BYTES, EngineUnavailable
 from mlxserve.engine.mlx import wired_memory
-from mlxserve.engine.mlx.architectures.text_model import TextModel, logits_as_numpy
+from mlxserve.engine.mlx.architectures.text_model import TextModel
+from mlxserve.engine.mlx.serving.device_sampling import ReadAhead
 from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
 from mlxserve.engine.mlx.serving.prompt_reading import (
     PREFILL_CHUNK,
@@ -34,6 +35,7 @@ from mlxserve.engine.mlx.serving.speculative_decoding import (
 )
 from mlxserve.engine.mlx.serving.step_profile import NoProfile, StepProfile
 from mlxserve.engine.mlx.serving.task import Task
+from mlxserve.engine.mlx.serving.token_choice import TokenChoice
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,11 @@ FREE_BUFFERS_EVERY = 256
 STOP_TIMEOUT_SECONDS = 30  # a long prefill chunk or decode step ends well within this
 
 
-class BatchRunner(PromptReading):
+class BatchRunner(PromptReading, TokenChoice):
+    # Greedy rows take their token on the device and the next step runs ahead of the host
+    # (device_sampling.py); ranks that must agree on every token sample on the host instead.
+    device_sampling = True
+
     def __init__(
         self,
         load_model,
@@ -73,10 +79,12 @@ class BatchRunner(PromptReading):
         self._reading = 0  # short prompts being read together, taken from the waiting list
         self._active: list[Sequence] = []
         self._batch_cache: list | None = None
+        self._ahead = ReadAhead()  # device-chosen tokens the host has not yet taken
         self._prompt_cache = LRUPromptCache(PROMPT_CACHE_ENTRIES, prompt_cache_bytes)
         self._disk_cache = disk_cache  # long prefixes, kept across restarts
         # Written by the runner thread only: what it did, for /metrics and the load tests.
         self.tokens_sampled = 0
+        self.tokens_on_device = 0  # of those, chosen by the device (greedy rows)
         self.sequences_cancelled = 0
         self.max_tokens_after_cancel = 0  # sampled for a sequence after its client left
         self.prefill_chunks = 0
@@ -110,6 +118,7 @@ class BatchRunner(PromptReading):
             "decoding": len(self._active),
             "most_decoding": self.most_decoding,
             "tokens_sampled": self.tokens_sampled,
+            "tokens_on_device": self.tokens_on_device,
             "sequences_cancelled": self.sequences_cancelled,
             "max_tokens_after_cancel": self.max_tokens_after_cancel,
             "prefill_chunks": self.prefill_chunks,
@@ -249,10 +258,12 @@ class BatchRunner(PromptReading):
             sequence.emit(exc)
         if step == self._decode_step:
             self._active, self._batch_cache = [], None
+            self._ahead.clear()
         if step == self._prefill_chunk:
             self._prefilling = None
 
     def _join_batch(self, sequences: list[Sequence], batch_cache: list) -> None:
+        self._ahead.extend(len(sequences))
         if self._batch_cache is None:
             self._batch_cache = batch_cache
         else:
@@ -286,37 +297,21 @@ class BatchRunner(PromptReading):
             if drafts:
                 self._speculative_step(self._active[0], drafts)
                 return
+        if self._ahead_ends_a_reply():
+            self._take_ahead(read=False)  # no step is computed past a reply's last token
+            self._retire_rows([row for row, s in enumerate(self._active) if s.finished])
+            if not self._active:
+                return
         with self.profile.phase("graph"):
-            inputs = mx.array([s.last_token for s in self._active])
+            inputs = self._ahead.inputs(self._active)
             logits = self.model.decode(inputs[:, None], self._batch_cache, self._active)[:, -1, :]
-        self._sample(self._active, logits)
+        self._choose(logits)
         with self.profile.phase("retire"):
             self._retire_rows([row for row, s in enumerate(self._active) if s.finished])
 
     def _departed(self, sequences: list[Sequence]) -> list[int]:
         """The rows whose clients left."""
         return [row for row, sequence in enumerate(sequences) if sequence.cancelled.is_set()]
-
-    def _sample(self, sequences: list[Sequence], logits: mx.array) -> None:
-        """Each row's next token; the grammar masks are made while MLX computes the logits.
-        A row whose own parameters or grammar fail ends alone, with its error."""
-        profile = self.profile
-        with profile.phase("compute"):  # on the CPU, MLX computes much of it here already
-            mx.async_eval(logits)
-        with profile.phase("masks"):
-            masks = [_alone(s, s.next_mask) for s in sequences]
-        with profile.phase("compute"):
-            mx.eval(logits)
-        with profile.phase("to_host"):
-            logits = logits_as_numpy(logits)
-        for row, sequence in enumerate(sequences):
-            if not sequence.failed:
-                with profile.phase("sample"):
-                    token = _alone(sequence, sequence.sample, logits[row], masks[row])
-                if token is not None:
-                    with profile.phase("deliver"):
-                        _alone(sequence, sequence.accept, token)
-        self.tokens_sampled += len(sequences)
 
     def _retire_rows(self, rows: list[int]) -> None:
         for row in rows:
@@ -335,6 +330,7 @@ class BatchRunner(PromptReading):
             return
         keep = [i for i in range(len(self._active)) if i not in rows]
         self._active = [self._active[i] for i in keep]
+        self._ahead.keep(keep)
         if not keep:
             self._batch_cache = None
             return
@@ -367,13 +363,3 @@ class BatchRunner(PromptReading):
             item = self._inbox.get_nowait()
             if item is not None:
                 item.emit(exc)
-
-
-def _alone(sequence: Sequence, step, *args):
-    """`step(*args)` for one sequence; its failure ends that sequence alone (None then)."""
-    try:
-        return step(*args)
-    except Exception as exc:  # noqa: BLE001 - the request's own error, sent to its client
-        log.info("a sequence ended with its own error: %s", exc)
-        sequence.fail(exc)
-        return None

@@ -46,6 +46,9 @@ class Sequence:
     rope_delta: int | None = None  # Qwen-VL: positions behind the token count after images
     drafter: Any = None  # a speculative.Drafter when the sequence decodes speculatively
     adapter_generation: int = 0  # which load of its adapter: a reloaded one may differ
+    # The step that gave it its last token (chosen on the device ahead of the host) had already
+    # read that token into its cache.
+    last_token_read: bool = False
 
     def __post_init__(self):
         self.stops = StopStringMatcher(self.request.stop)
@@ -89,8 +92,8 @@ class Sequence:
     @property
     def processed_key(self) -> list[int]:
         """The cache key of the tokens whose keys and values are in the cache (the last sampled
-        one is not yet)."""
-        return self.prompt_key + self.generated[:-1]
+        one is not yet, unless a step ahead read it)."""
+        return self.prompt_key + (self.generated if self.last_token_read else self.generated[:-1])
 
     def cancel(self) -> None:
         """The client left (called from the event loop): the runner drops the sequence before
