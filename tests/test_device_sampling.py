@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -22,6 +23,8 @@ from mlxserve.engine.mlx.serving.device_sampling import (
 )
 from mlxserve.sampling.params import SamplingParams
 from mlxserve.sampling.sampler import Sampler
+from tests.metrics import model_metric
+from tests.server import ServerProcess
 from tests.tiny_models import make_tiny_gemma
 
 NO_EOS = {1: -100.0, 106: -100.0}  # Gemma's end tokens, so every reply has its full length
@@ -161,7 +164,7 @@ def test_gemma_tokens_on_every_path_alone_and_batched(gemma):
     apply the bias as C does. A sampled request without a seed is drawn on the device."""
 
     async def scenario():
-        model = await MLXModel.load(gemma, 1024)
+        model = await MLXModel.load(gemma, 1024, sample_on="device")
 
         async def on_device() -> int:
             return (await model.engine_counters())["tokens_on_device"]
@@ -210,7 +213,7 @@ def test_a_reply_that_ends_a_step_ahead_is_cached_under_the_tokens_it_holds(tmp_
     prompt = "w5 w6 w7 w8 w9 w10 w11"
 
     async def on_fresh_engine(*requests: EngineRequest) -> list[tuple[list[int], str, object]]:
-        model = await MLXModel.load(tiny.directory, 512)
+        model = await MLXModel.load(tiny.directory, 512, sample_on="device")
         try:
             return [await reply(model, r) for r in requests]
         finally:
@@ -232,3 +235,18 @@ def test_a_reply_that_ends_a_step_ahead_is_cached_under_the_tokens_it_holds(tmp_
     )
     assert fresh_stats.cached_prompt_tokens == 0
     assert cached == fresh
+
+
+@pytest.mark.parametrize("sample_on", ["device", "auto"])
+def test_the_server_option_says_where_tokens_are_chosen(tmp_path, sample_on):
+    """`--sample-on device` takes a greedy reply's tokens on the device through the real server;
+    `auto` leaves them to the C sampler on this CPU backend."""
+    tiny = make_tiny_gemma(tmp_path / "test" / "tiny")
+    args = ["--sample-on", sample_on]
+    with ServerProcess(tmp_path, model=tiny.id, engine="mlx", extra_args=args) as server:
+        body = {"model": tiny.id, "prompt": "w5 w6", "max_tokens": 6, "temperature": 0}
+        body |= {"repeat_penalty": 1.0, "logit_bias": {"2": -100}}
+        answer = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=120)
+        on_device = model_metric(server.base_url, "mlxserve_engine_tokens_on_device", tiny.id)
+    assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 6
+    assert on_device == (5 if sample_on == "device" else 0)

@@ -257,6 +257,16 @@ OPTIONS = (
         registry="max_batch_size",
     ),
     Option(
+        "--sample-on",
+        "`auto`: the device on a GPU, the host's C sampler on MLX's CPU backend",
+        "where an MLX model's rows that need nothing host-only take their token: device (greedy "
+        "and unseeded sampling, the next step built ahead), host (the C sampler), or auto "
+        "(default: the device on a GPU, the host on the CPU backend, where it is cheaper)",
+        choices=("auto", "device", "host"),
+        default=_registry_default("sample_on"),
+        registry="sample_on",
+    ),
+    Option(
         "--kv-bits",
         "none: keys and values at the model's precision",
         "keep every model's KV cache at 8 or 4 bits (MLX: grouped quantization, batching kept; "

@@ -59,6 +59,7 @@ class EngineStarter:
                 kv_budget_tokens=budget,
                 prompt_cache_bytes=cache_bytes,
                 prompt_lookup=self.options.prompt_lookup,
+                sample_on=self.options.sample_on,
                 disk_cache=None if shard_as else await self._disk_cache(record),
                 shard_as=shard_as,
                 kv_quantization=kv_quantization(record.kv_bits, record.kv_group_size),

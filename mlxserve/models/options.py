@@ -26,6 +26,7 @@ class RegistryOptions:
     prompt_lookup: bool = False  # decode speculatively from the prompt when a request does not say
     disk_cache_bytes: int = DISK_CACHE_BYTES  # long prompts' KV state on disk; 0: none
     max_batch_size: int | None = None  # MLX sequences decoded together; None: from memory
+    sample_on: str = "auto"  # auto | device | host: where MLX rows that allow it take their token
     draft_model: str | None = None  # drafts for requests that name none (speculative decoding)
     draft_models: tuple[str, ...] = ()  # what else a request's draft_model may name
     # tensor | pipeline: this server is rank 0 of an `mlx.launch` group that splits each MLX

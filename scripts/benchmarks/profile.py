@@ -5,7 +5,11 @@ a greedy request of the same length (EOS banned), and the runner times each part
 
 The bandwidth bound: a step reads every weight once and each stream's keys and values, so at
 best it takes (weight bytes + KV bytes) / bandwidth, with the bandwidth measured here as the
-fastest a 1 GiB matrix streams through a matrix-vector product (the shape of a decode step)."""
+fastest a 1 GiB matrix streams through a matrix-vector product (the shape of a decode step).
+
+Each stream count runs twice: with the tokens chosen on the device and the next step built ahead
+(`--sample-on device`, engine/mlx/serving/device_sampling.py), and with every row sampled by the
+C sampler on the host (`--sample-on host`), the same greedy tokens either way."""
 
 from __future__ import annotations
 
@@ -43,10 +47,15 @@ def measured_bandwidth(shapes=((16384, 16384), (4096, 65536))) -> float:
     return best
 
 
-async def profile_streams(path: Path, streams: int, tokens: int) -> tuple[dict, float]:
+async def profile_streams(
+    path: Path, streams: int, tokens: int, on_device: bool
+) -> tuple[dict, float]:
     """The profile of `streams` concurrent requests, and their aggregate tok/s."""
     profile = StepProfile()
-    model = await MLXModel.load(path, 2048, max_batch_size=streams, profile=profile)
+    sample_on = "device" if on_device else "host"
+    model = await MLXModel.load(
+        path, 2048, max_batch_size=streams, profile=profile, sample_on=sample_on
+    )
     greedy = SamplingParams(temperature=0, repeat_penalty=1.0, logit_bias=BANNED)
 
     async def one(n: int, max_tokens: int) -> None:
@@ -76,22 +85,30 @@ def run(args) -> dict:
     record = find_model(models_dir, ensure_default_model(models_dir, "mlx"))
     bandwidth = measured_bandwidth()
     print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s on {mx.default_device()}")
-    print(f"{'streams':>8}{'step ms':>9}" + "".join(f"{p:>9}" for p in PHASES) + f"{'sum':>8}")
-    results = {"bandwidth_bytes_per_s": bandwidth, "streams": {}}
+    print(f"{'streams':>10}{'step ms':>9}" + "".join(f"{p:>9}" for p in PHASES) + f"{'sum':>8}")
+    results = {"bandwidth_bytes_per_s": bandwidth, "streams": {}, "host_streams": {}}
     for streams in STREAMS:
-        summary, tok_s = asyncio.run(profile_streams(Path(record.path), streams, tokens))
-        phases = summary["phases_ms"]
-        context = 16 + tokens  # the prompt's tokens and the reply's
-        bound = bound_tok_s(record, streams, context, bandwidth)
-        summary.update(tok_s=tok_s, bound_tok_s=bound, fraction_of_bound=tok_s / bound)
-        results["streams"][streams] = summary
-        print(
-            f"{streams:>8}{summary['step_ms']:9.2f}"
-            + "".join(f"{phases[p]:9.2f}" for p in PHASES)
-            + f"{summary['phases_sum_ms']:8.2f}"
-        )
+        for on_device, key in ((False, "host_streams"), (True, "streams")):
+            summary, tok_s = asyncio.run(
+                profile_streams(Path(record.path), streams, tokens, on_device)
+            )
+            phases = summary["phases_ms"]
+            context = 16 + tokens  # the prompt's tokens and the reply's
+            bound = bound_tok_s(record, streams, context, bandwidth)
+            summary.update(tok_s=tok_s, bound_tok_s=bound, fraction_of_bound=tok_s / bound)
+            results[key][streams] = summary
+            label = f"{streams} {'device' if on_device else 'host'}"
+            print(
+                f"{label:>10}{summary['step_ms']:9.2f}"
+                + "".join(f"{phases[p]:9.2f}" for p in PHASES)
+                + f"{summary['phases_sum_ms']:8.2f}"
+            )
     for streams, summary in results["streams"].items():
         tok_s, bound = summary["tok_s"], summary["bound_tok_s"]
-        share = f"{tok_s / bound:.0%}"
-        print(f"{streams:>3} streams: {tok_s:.1f} tok/s of a bound of {bound:.1f} ({share})")
+        host = results["host_streams"][streams]["tok_s"]
+        print(
+            f"{streams:>3} streams: {tok_s:.1f} tok/s of a bound of {bound:.1f} "
+            f"({tok_s / bound:.0%}); every row on the host {host:.1f} tok/s "
+            f"({tok_s / host:.2f}x)"
+        )
     return results

@@ -32,6 +32,7 @@ from mlxserve.engine.mlx.distributed.lockstep_runners import LeaderRunner
 from mlxserve.engine.mlx.relevance import RelevanceScorer, score_batches
 from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler
 from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer
+from mlxserve.engine.mlx.serving.device_sampling import samples_on_device
 from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
 from mlxserve.engine.mlx.serving.event_handoff import EventHandoff
 from mlxserve.engine.mlx.serving.prompt_scoring import score_prompt
@@ -72,6 +73,7 @@ class MLXModel(EngineModel):
         max_batch_size: int = 8,
         prompt_cache_bytes: int = PROMPT_CACHE_BYTES,
         prompt_lookup: bool = False,
+        sample_on: str = "auto",
         disk_cache: DiskPromptCache | None = None,
         kv_budget_tokens: int | None = None,
         shard_as: str | None = None,
@@ -82,7 +84,8 @@ class MLXModel(EngineModel):
         `shard_as`: the model's id, under which every rank of a distributed server (`mlxserve
         serve --distributed`) loads its part; this process serves as rank 0. `profile`: where
         the decode steps' timings go (scripts/bench.py profile). `kv_quantization`: keys and values
-        kept at that many bits (a text model's full-context layers; None: full precision)."""
+        kept at that many bits (a text model's full-context layers; None: full precision).
+        `sample_on`: auto, device or host (serving/device_sampling.py)."""
         config = json.loads((path / "config.json").read_text())
         if shard_as is None:
             load = functools.partial(_load_weights, path, config, kv_quantization)
@@ -94,6 +97,7 @@ class MLXModel(EngineModel):
                 disk_cache,
                 kv_budget_tokens,
                 profile,
+                samples_on_device(sample_on),
             )
         else:
             from mlxserve.engine.mlx.distributed.ranks import leader_runner

@@ -32,8 +32,6 @@ FAILED_TOKEN = -1  # said for a sequence that failed alone on rank 0 instead of 
 class LeaderRunner(BatchRunner):
     """Rank 0: the runner that serves requests, saying each step to the other ranks."""
 
-    device_sampling = False  # each step's tokens are said to the other ranks before the next
-
     def __init__(self, load_model, session: Session, **options):
         super().__init__(load_model, **options)
         self._session, self._link = session, session.link
@@ -126,8 +124,6 @@ class LeaderStepFailed(Exception):
 
 class FollowerRunner(BatchRunner):
     """Another rank: the runner's steps as rank 0 announces them, on mirrored sequences."""
-
-    device_sampling = False
 
     def __init__(self, load_model, link: Link):
         super().__init__(load_model, prompt_cache_bytes=1 << 62)  # rank 0 says what to evict

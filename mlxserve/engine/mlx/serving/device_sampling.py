@@ -23,6 +23,12 @@ DEVICE_WINDOW = 1024  # repeat-penalty windows up to this many tokens are gather
 BANNED, FORCED = -100.0, 100.0  # the C sampler's bias limits: a token banned, or the choice forced
 
 
+def samples_on_device(sample_on: str) -> bool:
+    """`--sample-on`: auto is the device on a GPU, and the host on MLX's CPU backend, where
+    the C sampler is cheaper than MLX's vocabulary-wide kernels (docs/engines.md)."""
+    return sample_on == "device" or (sample_on == "auto" and mx.default_device() == mx.gpu)
+
+
 def chosen_on_device(sequence: Sequence) -> bool:
     """Whether the row's token needs nothing the host holds (see the module's docstring)."""
     params = sequence.sampler.params

@@ -47,10 +47,6 @@ STOP_TIMEOUT_SECONDS = 30  # a long prefill chunk or decode step ends well withi
 
 
 class BatchRunner(PromptReading, TokenChoice):
-    # Greedy rows take their token on the device and the next step runs ahead of the host
-    # (device_sampling.py); ranks that must agree on every token sample on the host instead.
-    device_sampling = True
-
     def __init__(
         self,
         load_model,
@@ -60,6 +56,7 @@ class BatchRunner(PromptReading, TokenChoice):
         disk_cache: DiskPromptCache | None = None,
         kv_budget_tokens: int | None = None,
         profile: StepProfile | None = None,
+        device_sampling: bool = False,
     ):
         # Called on the runner thread; returns (model, tokenizer), the model a TextModel or a
         # VisionLanguageModel.
@@ -71,6 +68,9 @@ class BatchRunner(PromptReading, TokenChoice):
         self.most_decoding = 0  # the largest batch decoded so far
         self._drafts = DraftSources(prompt_lookup, PREFILL_CHUNK)
         self.profile = profile or NoProfile()  # where decode steps spend their time
+        # Rows that allow it take their token on the device, the next step built ahead of the
+        # host (device_sampling.py); ranks that must agree on every token sample on the host.
+        self.device_sampling = device_sampling
         self.ready: Future = Future()  # resolves to (model, tokenizer) once loaded
         self._inbox: queue.Queue[Sequence | Task | None] = queue.Queue()
         self._waiting: list[Sequence] = []
