@@ -243,7 +243,7 @@ def test_the_step_profile_accounts_for_the_whole_step(tiny):
     penalized = SamplingParams(temperature=0, repeat_penalty=1.3, logit_bias={2: -100.0})
 
     async def batched():
-        model = await MLXModel.load(tiny.directory, 512, profile=profile)
+        model = await MLXModel.load(tiny.directory, 512, profile=profile, sample_on="device")
         try:
             replies = [collect(model, p, max_tokens=24) for p in PROMPTS[1:]]
             host = collect(model, PROMPTS[0], max_tokens=24, sampling=penalized)
