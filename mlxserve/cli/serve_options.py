@@ -258,10 +258,10 @@ OPTIONS = (
     ),
     Option(
         "--sample-on",
-        "`auto`: the device on a Mac's GPU, the host's C sampler elsewhere",
+        "`auto`: the device on a GPU, the host's C sampler on MLX's CPU backend",
         "where an MLX model's rows that need nothing host-only take their token: device (greedy "
         "and unseeded sampling, the next step built ahead), host (the C sampler), or auto "
-        "(default: the device on a Mac's GPU, the host elsewhere)",
+        "(default: the device on a GPU, the host on the CPU backend, where it is cheaper)",
         choices=("auto", "device", "host"),
         default=_registry_default("sample_on"),
         registry="sample_on",

@@ -24,10 +24,10 @@ BANNED, FORCED = -100.0, 100.0  # the C sampler's bias limits: a token banned, o
 
 
 def samples_on_device(sample_on: str) -> bool:
-    """`--sample-on`: auto is the device on a Mac's GPU (Metal), and the host elsewhere: on
-    MLX's CPU backend the C sampler is cheaper than MLX's kernels over the vocabulary
-    (docs/engines.md); on CUDA it is opt-in, untested here."""
-    return sample_on == "device" or (sample_on == "auto" and mx.metal.is_available())
+    """`--sample-on`: auto is the device on a GPU (Metal or CUDA) and the host on MLX's CPU
+    backend, where the C sampler is cheaper than MLX's kernels over the vocabulary (both
+    measured: docs/engines.md)."""
+    return sample_on == "device" or (sample_on == "auto" and mx.default_device() == mx.gpu)
 
 
 def chosen_on_device(sequence: Sequence) -> bool:
