@@ -67,7 +67,7 @@ def device_tokens(
             candidates, weights = candidate_weights(logits[index], [params[r] for r in rows])
             picked = mx.random.categorical(mx.log(weights), axis=-1)[:, None]
             drawn = mx.take_along_axis(candidates, picked, axis=-1)[:, 0].astype(mx.int32)
-            tokens = tokens.at[index].add(drawn - tokens[index])
+            tokens = tokens.at[index].add(drawn - tokens[index])  # those rows set to drawn
     return tokens
 
 

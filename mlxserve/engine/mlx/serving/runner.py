@@ -84,7 +84,7 @@ class BatchRunner(PromptReading, TokenChoice):
         self._disk_cache = disk_cache  # long prefixes, kept across restarts
         # Written by the runner thread only: what it did, for /metrics and the load tests.
         self.tokens_sampled = 0
-        self.tokens_on_device = 0  # of those, chosen by the device (greedy rows)
+        self.tokens_on_device = 0  # of those, chosen on the device (device_sampling.py)
         self.sequences_cancelled = 0
         self.max_tokens_after_cancel = 0  # sampled for a sequence after its client left
         self.prefill_chunks = 0
