@@ -3,9 +3,10 @@
     python scripts/bench.py all | sampler | mlx | llamacpp | embeddings | client
                              | structured | vision | stall | speculative | cache
                              | concurrency | agents | distributed | families | profile
-                             | ollama | audio | rerank | logprobs | memory | lora
+                             | ollama | audio | rerank | logprobs | memory | lora | shapes
                              [--iterations N]
                              [--models-dir DIR]
+                             [--shape gemma3-270m | llama3-8b-4bit]  (shapes)
 
 Not a test: numbers depend on the machine. Results print as tables and are saved as JSON.
 """
@@ -46,6 +47,7 @@ BENCHMARKS = {
     "logprobs": "scripts.benchmarks.logprobs",
     "memory": "scripts.benchmarks.memory",
     "lora": "scripts.benchmarks.lora",
+    "shapes": "scripts.benchmarks.shapes",
 }
 
 
@@ -59,6 +61,7 @@ def main() -> int:
         default=None,
         help="store holding the default model (default: a fresh temporary store)",
     )
+    parser.add_argument("--shape", default=None, help="shapes: the model's shape")
     parser.add_argument("--output", type=Path, default=ROOT / "bench-results.json")
     args = parser.parse_args()
     names = list(BENCHMARKS) if args.benchmark == "all" else [args.benchmark]
