@@ -142,9 +142,9 @@ def penalized(
     index = mx.array(rows)[:, None]
     values = mx.take_along_axis(logits[mx.array(rows)], window, axis=-1)
     penalty = mx.array([sequences[row].sampler.params.repeat_penalty for row in rows])[:, None]
-    penalized = mx.where(values > 0, values / penalty, values * penalty)
-    logits = logits.at[index, window].minimum(mx.where(penalty > 1, penalized, mx.inf))
-    return logits.at[index, window].maximum(mx.where(penalty < 1, penalized, -mx.inf))
+    adjusted = mx.where(values > 0, values / penalty, values * penalty)
+    logits = logits.at[index, window].minimum(mx.where(penalty > 1, adjusted, mx.inf))
+    return logits.at[index, window].maximum(mx.where(penalty < 1, adjusted, -mx.inf))
 
 
 def _tail(sequence: Sequence, count: int) -> list[int]:

@@ -299,7 +299,7 @@ class BatchRunner(PromptReading, TokenChoice):
                 return
         if self._ahead_ends_a_reply():
             self._take_ahead(read=False)  # no step is computed past a reply's last token
-            self._retire_rows([row for row, s in enumerate(self._active) if s.finished])
+            self._retire_finished()
             if not self._active:
                 return
         with self.profile.phase("graph"):
@@ -307,11 +307,14 @@ class BatchRunner(PromptReading, TokenChoice):
             logits = self.model.decode(inputs[:, None], self._batch_cache, self._active)[:, -1, :]
         self._choose(logits)
         with self.profile.phase("retire"):
-            self._retire_rows([row for row, s in enumerate(self._active) if s.finished])
+            self._retire_finished()
 
     def _departed(self, sequences: list[Sequence]) -> list[int]:
         """The rows whose clients left."""
         return [row for row, sequence in enumerate(sequences) if sequence.cancelled.is_set()]
+
+    def _retire_finished(self) -> None:
+        self._retire_rows([row for row, s in enumerate(self._active) if s.finished])
 
     def _retire_rows(self, rows: list[int]) -> None:
         for row in rows:

@@ -1,6 +1,6 @@
-"""How a runner chooses each decode step's tokens: greedy rows on the device, held ahead for the
-next step (device_sampling.py), the others by the C sampler on the host, each row's failure its
-own."""
+"""How a runner chooses each decode step's tokens: rows that need nothing from the host on the
+device, held ahead for the next step (device_sampling.py), the others by the C sampler on the
+host, each row's failure its own."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ class TokenChoice:
         previous step's are taken meanwhile. The other rows are sampled on the host."""
         device = self.device_sampling
         on_device = [row for row, s in enumerate(self._active) if device and chosen_on_device(s)]
-        on_host = [row for row in range(len(self._active)) if row not in set(on_device)]
+        chosen_rows = set(on_device)
+        on_host = [row for row in range(len(self._active)) if row not in chosen_rows]
         if on_device:
             with self.profile.phase("graph"):
                 rows = logits if not on_host else logits[mx.array(on_device)]
