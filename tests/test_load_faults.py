@@ -60,8 +60,8 @@ def test_mlx_engine_under_load_with_disconnects(tmp_path):
 
 
 @pytest.mark.parametrize("engine", ["llamacpp"])
-def test_llamacpp_engine_under_load_with_disconnects(models_dir, default_ids, engine):
-    model = default_ids[engine]
+def test_llamacpp_engine_under_load_with_disconnects(models_dir, twin_ids, engine):
+    model = twin_ids[engine]  # Gemma 3's vocabulary and end tokens, on tiny random weights
     # Without llama.cpp's RAM prompt cache, whose growth up to its bound is by design.
     args = ("--prompt-cache-bytes", "0")
     with ServerProcess(models_dir, model=model, engine=engine, extra_args=args) as server:

@@ -1,6 +1,7 @@
 """Tool calls under tool_choice on both engines through the official SDK: forced calls are always
 valid and match their tool's schema, streamed arguments arrive in pieces, and a call's result
-goes back to the model for an answer (chat completions and responses)."""
+goes back to the model for an answer (chat completions and responses). The calls are sampled
+from a tiny Gemma 3 of random weights with the real one's vocabulary and template."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import jsonschema
+import pytest
 from tokenizers import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def server(twin_server):
+    return twin_server
+
 
 WEATHER = {
     "type": "object",
@@ -165,10 +173,11 @@ def test_responses_round_trip_with_a_forced_call(client, model_id):
 
 
 def test_auto_reply_that_opens_a_json_object_is_a_valid_call(
-    client, model_id, models_dir, default_ids
+    client, model_id, models_dir, twin_ids
 ):
-    """Gemma's call is the whole reply: under "auto" a reply that starts with `{` must be a call."""
-    vocabulary = Tokenizer.from_file(str(models_dir / default_ids["mlx"] / "tokenizer.json"))
+    """Gemma's call is the whole reply: under "auto" a reply that starts with `{` must be a call.
+    The bias makes the random weights open with `{`; what follows is theirs."""
+    vocabulary = Tokenizer.from_file(str(models_dir / twin_ids["mlx"] / "tokenizer.json"))
     brace = vocabulary.token_to_id("{")
     for seed, stream in ((31, False), (32, True)):
         calls, reason = calls_of(
@@ -178,7 +187,7 @@ def test_auto_reply_that_opens_a_json_object_is_a_valid_call(
             seed,
             stream,
             parallel_tool_calls=False,
-            logit_bias={str(brace): 20},
+            logit_bias={str(brace): 40},
         )
         assert reason == "tool_calls" and len(calls) == 1
         name, arguments, *_ = calls[0]
