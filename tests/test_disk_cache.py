@@ -113,11 +113,12 @@ def test_a_folder_of_a_converted_again_model_is_removed(tiny, tmp_path):
     assert list(root.iterdir()) == []
 
 
-def test_the_server_reuses_a_long_system_prompt_after_a_restart(models_dir, default_ids, tmp_path):
-    """On the real model, through the OpenAI SDK: a second server process over the same store
-    reports the stored prefix as cached tokens."""
+def test_the_server_reuses_a_long_system_prompt_after_a_restart(models_dir, twin_ids, tmp_path):
+    """Through the OpenAI SDK, on a store's Gemma 3 (tiny weights, the real vocabulary and
+    template): a second server process over the same store reports the stored prefix as cached
+    tokens."""
     system = " ".join(f"Rule {i}: answer briefly and politely." for i in range(80))
-    model = default_ids["mlx"]
+    model = twin_ids["mlx"]
     store_cache = Path(models_dir) / ".prompt-cache"
     replies = []
     for question in ("What is rule 3?", "What is rule 7?"):
