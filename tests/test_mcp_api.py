@@ -1,8 +1,8 @@
-"""MCP servers the model calls through mlxserve, end to end: the real Gemma 270M on both
-engines, a real MCP server (tests/mcp_server.py) over streamable HTTP and, as an mcp.json
+"""MCP servers the model calls through mlxserve, end to end: a tiny Gemma 3 of random weights
+with the real one's vocabulary and template, on both engines, a real MCP server (tests/mcp_server.py) over streamable HTTP and, as an mcp.json
 plugin, over stdio; the official `openai` SDK on /v1/responses and httpx on /api/v1/chat.
 
-The base model's argument values may be anything: the grammar holds the call to the tool's
+The model's argument values may be anything: the grammar holds the call to the tool's
 schema, and each test checks the server's answer against the arguments the call carried. A
 forced call takes about 20 tokens; the rounds after it share what is left of the request's
 max_output_tokens."""
@@ -42,7 +42,7 @@ def mcp_http(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", params=ENGINES)
-def mcp_serve(request, models_dir, default_ids, tmp_path_factory):
+def mcp_serve(request, models_dir, twin_ids, tmp_path_factory):
     """mlxserve with requests' MCP servers allowed (the test server's host listed, as it is not
     public) and the stdio test server as plugin `mcp/calc`, behind the API key."""
     folder = tmp_path_factory.mktemp(f"mcp-{request.param}")
@@ -52,7 +52,7 @@ def mcp_serve(request, models_dir, default_ids, tmp_path_factory):
     config.write_text(json.dumps({"mcpServers": {"calc": plugin}}))
     args = ["--allow-request-mcp", "--mcp-allowed-hosts", "127.0.0.1", "--api-key", KEY]
     args += ["--mcp-config", str(config)]
-    model = default_ids[request.param]
+    model = twin_ids[request.param]
     with ServerProcess(models_dir, model=model, engine=request.param, extra_args=args) as server:
         server.plugin_calls, server.model = calls, model
         yield server
