@@ -1,10 +1,11 @@
 """MCP servers the model calls through mlxserve, end to end: a tiny Gemma 3 of random weights
-with the real one's vocabulary and template, on both engines, a real MCP server (tests/mcp_server.py) over streamable HTTP and, as an mcp.json
-plugin, over stdio; the official `openai` SDK on /v1/responses and httpx on /api/v1/chat.
+with the real one's vocabulary and template, on both engines, a real MCP server
+(tests/mcp_server.py) over streamable HTTP and, as an mcp.json plugin, over stdio; the official
+`openai` SDK on /v1/responses and httpx on /api/v1/chat.
 
-The model's argument values may be anything: the grammar holds the call to the tool's
-schema, and each test checks the server's answer against the arguments the call carried. A
-forced call takes about 20 tokens; the rounds after it share what is left of the request's
+The model's argument values may be anything: the grammar holds the call to the tool's schema,
+and each test checks the server's answer against the arguments the call carried. A forced call
+takes about 20 tokens; the rounds after it share what is left of the request's
 max_output_tokens."""
 
 from __future__ import annotations
