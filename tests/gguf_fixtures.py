@@ -351,10 +351,10 @@ def write_tiny_gguf(
     qtype: Q = Q.F32,
     chat_template: str | None = None,
     seed: int = 0,
-    tokenizer_of: Path | None = None,
+    tokenizer_of: dict | None = None,
 ) -> dict:
     """Write the GGUF; return {gguf tensor name: (stored array, type)} for reference checks.
-    `tokenizer_of`: a real GGUF whose tokenizer fields are copied in place of the tiny one's."""
+    `tokenizer_of`: a real GGUF's metadata, whose tokenizer fields replace the tiny one's."""
     rng = np.random.default_rng(seed + 1)
     writer = GGUFWriter(str(path), arch.gguf_arch)
     add_metadata(writer, arch, config)
@@ -375,10 +375,9 @@ def write_tiny_gguf(
     return stored
 
 
-def copy_tokenizer(writer: GGUFWriter, source: Path) -> None:
-    """Every tokenizer field of the GGUF at `source` (ids as uint32, as llama.cpp writes them)."""
-    # The project's header reader: gguf.GGUFReader takes 16 s over Gemma's 262k tokens.
-    for key, value in read_gguf(source).metadata.items():
+def copy_tokenizer(writer: GGUFWriter, metadata: dict) -> None:
+    """Every tokenizer field of a GGUF's metadata (ids as uint32, as llama.cpp writes them)."""
+    for key, value in metadata.items():
         if not key.startswith("tokenizer."):
             continue
         if isinstance(value, list):
@@ -395,9 +394,11 @@ def write_twin(source: Path, path: Path, arch: TinyArch, **overrides) -> None:
     """A tiny random-weight model of `arch` that speaks the real GGUF's vocabulary: the same
     tokens, template and special tokens, so it reads the same prompts in a fraction of the
     time where what the model answers proves nothing."""
-    vocab = len(read_gguf(source).metadata["tokenizer.ggml.tokens"])
+    # The project's header reader: gguf.GGUFReader takes 16 s over Gemma's 262k tokens.
+    metadata = read_gguf(source).metadata
+    vocab = len(metadata["tokenizer.ggml.tokens"])
     _, config, weights = reference_model(arch, vocab_size=vocab, **overrides)
-    write_tiny_gguf(path, arch, weights, config, Q.F16, tokenizer_of=source)
+    write_tiny_gguf(path, arch, weights, config, Q.F16, tokenizer_of=metadata)
 
 
 def dequantized(stored: tuple[np.ndarray, Q]) -> np.ndarray:
