@@ -28,17 +28,37 @@ def read_scalar_fields(path: Path) -> dict:
     """The header's scalar and string fields; arrays (the vocabulary) are skipped, which keeps this
     far faster than a full GGUF parse."""
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if buf[:4] != b"GGUF":
-            raise ValueError(f"{path} is not a GGUF file")
-        _version, _tensors, kv_count = struct.unpack_from("<IQQ", buf, 4)
-        offset, fields = 24, {}
-        for _ in range(kv_count):
-            key, offset = _read_string(buf, offset)
-            (value_type,) = struct.unpack_from("<I", buf, offset)
-            value, offset = _read_value(buf, offset + 4, value_type)
-            if value_type != ARRAY:
-                fields[key] = value
-        return fields
+        return _read_fields(buf, path)[0]
+
+
+def read_header(path: Path) -> tuple[dict, dict[str, tuple[int, ...]]]:
+    """The scalar and string fields, and each tensor's dimensions as GGUF lists them (innermost
+    first): `gguf.GGUFReader` takes 16 s over Gemma's vocabulary on a 2-core machine."""
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        fields, offset = _read_fields(buf, path)
+        (tensor_count,) = struct.unpack_from("<Q", buf, 8)
+        shapes = {}
+        for _ in range(tensor_count):
+            name, offset = _read_string(buf, offset)
+            (dims,) = struct.unpack_from("<I", buf, offset)
+            shapes[name] = struct.unpack_from(f"<{dims}Q", buf, offset + 4)
+            offset += 4 + 8 * dims + 4 + 8  # the dimensions, then the type and the data offset
+        return fields, shapes
+
+
+def _read_fields(buf, path: Path) -> tuple[dict, int]:
+    """The fields but arrays, and the offset where the tensors' descriptions start."""
+    if buf[:4] != b"GGUF":
+        raise ValueError(f"{path} is not a GGUF file")
+    _version, _tensors, kv_count = struct.unpack_from("<IQQ", buf, 4)
+    offset, fields = 24, {}
+    for _ in range(kv_count):
+        key, offset = _read_string(buf, offset)
+        (value_type,) = struct.unpack_from("<I", buf, offset)
+        value, offset = _read_value(buf, offset + 4, value_type)
+        if value_type != ARRAY:
+            fields[key] = value
+    return fields, offset
 
 
 def _read_string(buf, offset: int) -> tuple[str, int]:

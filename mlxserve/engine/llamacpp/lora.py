@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from mlxserve.engine.adapter_format import read_lora, weights_file
 from mlxserve.engine.base import Unsupported
+from mlxserve.gguf_header import read_header
 
 log = logging.getLogger("mlxserve.llamacpp")
 GGUF_ADAPTER = "adapter.gguf"  # written beside the adapter's own files
@@ -70,7 +72,7 @@ def child_adapters(folders: list[Path], base_gguf: Path) -> ChildAdapters:
     for folder in folders:
         try:
             adapters.usable.append(GGUFAdapter(folder.name, gguf_adapter(folder, base_gguf)))
-        except (ValueError, OSError, RuntimeError) as exc:  # an unreadable file is said so too
+        except (ValueError, OSError, RuntimeError, struct.error) as exc:  # unreadable too
             log.warning("adapter %s is left out: %s", folder.name, exc)
             adapters.refused[folder.name] = str(exc)
     return adapters
@@ -83,9 +85,8 @@ def gguf_adapter(folder: Path, base_gguf: Path) -> Path:
     source = weights_file(folder)
     if target.is_file() and target.stat().st_mtime_ns >= source.stat().st_mtime_ns:
         return target
-    base = gguf.GGUFReader(base_gguf)
-    architecture = bytes(base.fields["general.architecture"].parts[-1]).decode()
-    shapes = {tensor.name: tuple(int(n) for n in tensor.shape) for tensor in base.tensors}
+    fields, shapes = read_header(base_gguf)
+    architecture = fields["general.architecture"]
     scale, matrices = read_lora(folder)
     names = _tensor_names(architecture, shapes)
     tensors = {}  # every layer checked before anything is written
@@ -94,7 +95,7 @@ def gguf_adapter(folder: Path, base_gguf: Path) -> Path:
         # ggml's shapes run innermost first: numpy holds A as (rank x in), B as (out x rank).
         tensors[f"{name}.lora_a"] = _float32(lora_a.T)
         tensors[f"{name}.lora_b"] = _as_converted(
-            _float32(lora_b.T * scale), name, architecture, base
+            _float32(lora_b.T * scale), name, architecture, fields
         )
     staging = target.with_name(f".{GGUF_ADAPTER}.{os.getpid()}.tmp")
     writer = gguf.GGUFWriter(str(staging), architecture)
@@ -140,15 +141,15 @@ def _gguf_name(names, path: str, shapes: dict, in_dims: int, out_dims: int) -> s
     return weight
 
 
-def _as_converted(lora_b: np.ndarray, name: str, architecture: str, base) -> np.ndarray:
+def _as_converted(lora_b: np.ndarray, name: str, architecture: str, fields: dict) -> np.ndarray:
     """llama.cpp's converter reorders the rows of LLaMA-architecture query and key weights for
     its rotary embedding; B's rows (the same outputs) are reordered alike."""
     if architecture != "llama" or not name.endswith(("attn_q.weight", "attn_k.weight")):
         return lora_b
-    heads = int(base.fields["llama.attention.head_count"].parts[-1][0])
-    kv_heads = base.fields.get("llama.attention.head_count_kv")
+    heads = int(fields["llama.attention.head_count"])
+    kv_heads = fields.get("llama.attention.head_count_kv")
     if name.endswith("attn_k.weight") and kv_heads is not None:
-        heads = int(kv_heads.parts[-1][0])
+        heads = int(kv_heads)
     out_dims = lora_b.shape[0]
     paired = lora_b.reshape(heads, 2, out_dims // heads // 2, *lora_b.shape[1:])
     return np.ascontiguousarray(paired.swapaxes(1, 2).reshape(lora_b.shape))
