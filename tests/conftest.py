@@ -75,10 +75,10 @@ def server(request, models_dir, default_ids):
         yield running
 
 
-@pytest.fixture(scope="module", params=ENGINES)
+@pytest.fixture(scope="session", params=ENGINES)
 def twin_server(request, models_dir, twin_ids):
-    """A server per engine on the tiny Gemma 3 (`twin_ids`), for a module's tests; a module
-    that names it as its `server` runs the shared API fixtures on it."""
+    """A server per engine on the tiny Gemma 3 (`twin_ids`), shared by the modules that name it
+    as their `server`: the API fixtures then run on it."""
     model = twin_ids[request.param]
     with ServerProcess(models_dir, model=model, engine=request.param) as running:
         running.engine = request.param

@@ -16,6 +16,12 @@ from mlxserve.engine.base import GenerationStats
 from mlxserve.pipeline.events import Finished, ReasoningDelta, TextDelta
 from tests.log_stream import rendered_prompt
 
+
+@pytest.fixture(scope="module")
+def server(twin_server):
+    return twin_server
+
+
 MODEL = "claude-local"
 BETAS = [
     "claude-code-20250219",

@@ -11,6 +11,12 @@ import pytest
 from tests.log_stream import rendered_prompt
 from tests.test_anthropic_messages import WEATHER
 
+
+@pytest.fixture(scope="module")
+def server(twin_server):
+    return twin_server
+
+
 MODEL = "claude-local"
 BETAS = ["mid-conversation-tool-changes-2026-07-01", "advanced-tool-use-2025-11-20"]
 CLOCK = {**WEATHER, "name": "get_time", "description": "The local time in a city"}

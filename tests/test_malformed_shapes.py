@@ -10,6 +10,12 @@ import pytest
 
 from mlxserve.api.http.errors import from_exception
 
+
+@pytest.fixture(scope="module")
+def server(twin_server):
+    return twin_server
+
+
 ASK = [{"role": "user", "content": "hi"}]
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 CASES = [

@@ -10,6 +10,12 @@ import pytest
 
 from tests.log_stream import log_records
 
+
+@pytest.fixture(scope="module")
+def server(twin_server):
+    return twin_server
+
+
 pytestmark = pytest.mark.e2e
 HELLO = [{"role": "user", "content": "Name a colour."}]
 # Gemma's end-of-text and end-of-turn tokens, kept from ending a reply that must run on.

@@ -8,6 +8,12 @@ import pydantic
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 
+
+@pytest.fixture(scope="module")
+def server(twin_server):
+    return twin_server
+
+
 STREAM_EVENTS = pydantic.TypeAdapter(ResponseStreamEvent)
 EVENTS = [
     "response.created",

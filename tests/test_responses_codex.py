@@ -22,6 +22,12 @@ from mlxserve.pipeline.request import ImagePart, TextPart, Turn
 from tests.test_reasoning import ASK, thinking_server  # noqa: F401 - a fixture used below
 from tests.test_responses import STREAM_EVENTS
 
+
+@pytest.fixture(scope="module")
+def server(twin_server):
+    return twin_server
+
+
 TICKET = {
     "type": "custom",
     "name": "ticket",
