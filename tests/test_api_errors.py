@@ -10,6 +10,12 @@ import pytest
 
 from tests.server import ServerProcess
 
+
+@pytest.fixture(scope="module")
+def server(twin_server):
+    return twin_server
+
+
 MESSAGES = [{"role": "user", "content": "Hi"}]
 
 
