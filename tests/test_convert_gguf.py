@@ -208,6 +208,12 @@ def test_bpe_tokenizer_and_chat_template(tmp_path):
     assert text == "<|im_start|>user\nhi<|im_end|>\n"
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert json.loads((directory / "config.json").read_text())["eos_token_id"][-1] == im_end
+    # Listed in tokenizer_config.json, so transformers does not parse tokenizer.json twice.
+    config = json.loads((directory / "tokenizer_config.json").read_text())
+    listed = {int(i): token["content"] for i, token in config["added_tokens_decoder"].items()}
+    added = json.loads((directory / "tokenizer.json").read_text())["added_tokens"]
+    assert listed == {token["id"]: token["content"] for token in added}
+    assert listed[im_end] == "<|im_end|>"
 
 
 def test_llama3_rope_freqs_become_rope_scaling(tmp_path):

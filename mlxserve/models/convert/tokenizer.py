@@ -148,6 +148,22 @@ def build_backend(gguf: GGUFFile):
     return backend, add_bos, add_eos
 
 
+def _added_tokens_decoder(backend) -> dict[str, dict]:
+    """The added tokens as transformers saves them: without this list in tokenizer_config.json,
+    transformers parses the whole tokenizer.json a second time to find them (0.9 s for Gemma)."""
+    return {
+        str(token_id): {
+            "content": token.content,
+            "lstrip": token.lstrip,
+            "normalized": token.normalized,
+            "rstrip": token.rstrip,
+            "single_word": token.single_word,
+            "special": token.special,
+        }
+        for token_id, token in sorted(backend.get_added_tokens_decoder().items())
+    }
+
+
 def write_tokenizer(gguf: GGUFFile, out_dir: Path, max_length: int) -> TokenizerInfo:
     """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json and, when the GGUF
     has one, chat_template.jinja."""
@@ -166,6 +182,7 @@ def write_tokenizer(gguf: GGUFFile, out_dir: Path, max_length: int) -> Tokenizer
         "clean_up_tokenization_spaces": False,
         "model_max_length": max_length,
         **special,
+        "added_tokens_decoder": _added_tokens_decoder(backend),
     }
     template = gguf.metadata.get("tokenizer.chat_template")
     if template:
