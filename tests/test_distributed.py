@@ -131,10 +131,10 @@ def test_a_tiny_qwen2_split_both_ways_answers_as_one_process(
 
 
 @pytest.fixture(scope="module")
-def gemma_pair(models_dir, default_ids):
-    """The default model in one process, and split by layer ranges over two ranks (Gemma 3 has
-    no mlx-lm pipeline of its own); started together, as loading is most of their time."""
-    model = default_ids["mlx"]
+def gemma_pair(models_dir, twin_ids):
+    """Gemma 3's architecture and vocabulary (the tiny twin) in one process, and split by layer
+    ranges over two ranks (Gemma 3 has no mlx-lm pipeline of its own); started together."""
+    model = twin_ids["mlx"]
     single = ServerProcess(models_dir, model=model)
     launched = LaunchedServer(models_dir, model, "pipeline")
     with ThreadPoolExecutor(2) as pool:
@@ -152,16 +152,16 @@ def test_gemma_split_by_layer_ranges_answers_as_one_process(gemma_pair, models_d
     expected = answers(single, model, prompts, max_tokens=3)
     assert answers(launched, model, prompts, max_tokens=3) == expected
     assert launched.health()["distributed"]["mode"] == "pipeline"
-    # Each rank holds half the weights (the embedding too), as it says once loaded.
+    # Each rank holds half the weights (the embedding's rows too), as it says once loaded.
     whole = (models_dir / model / "model.safetensors").stat().st_size / 1024**3
     held = re.findall(r"holds its part of .*: ([\d.]+) GiB of weights", launched.log_text())
-    assert len(held) == 2 and all(abs(float(h) - whole / 2) < 0.05 for h in held), (held, whole)
+    assert len(held) == 2 and all(abs(float(h) - whole / 2) < whole / 10 for h in held), held
 
 
 def test_a_killed_rank_ends_requests_with_503_and_stops_rank_0(gemma_pair):
     _, launched, model = gemma_pair
     stream = sdk(launched).completions.create(
-        model=model, prompt="Count from one to a thousand:", max_tokens=500, stream=True
+        model=model, prompt="Count from one to a thousand:", max_tokens=4000, stream=True
     )
     received, killed_at = [], None
     with pytest.raises(openai.APIError) as failure:
