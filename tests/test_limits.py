@@ -1,6 +1,7 @@
-"""Limits that keep the server alive, against the real server and the real Gemma model: a model's
-queue is bounded (429 with Retry-After once full, then admission again), and a request that runs
-past --request-timeout is stopped in the engine and answered with an error its client can read."""
+"""Limits that keep the server alive, against the real server: a model's queue is bounded (429
+with Retry-After once full, then admission again; the real Gemma), and a request that runs past
+--request-timeout is stopped in the engine and answered with an error its client can read (the
+tiny Gemma 3 twin, which writes as long as it is let)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from tests.server import ServerProcess
 
 NO_EOS = {"1": -100, "106": -100}  # Gemma's EOS and end of turn: requests keep generating
 LLAMACPP_SLOTS = 4
+LONGEST = 30000  # tokens the tiny Gemma 3 would write, were it not stopped (its context: 32,768)
 
 
-def long_chat(model: str, stream: bool) -> dict:
+def long_chat(model: str, stream: bool, max_tokens: int = 3000) -> dict:
     return {
         "model": model,
         "messages": [{"role": "user", "content": "Tell a long story."}],
-        "max_tokens": 3000,
+        "max_tokens": max_tokens,
         "logit_bias": NO_EOS,
         "stream": stream,
     }
@@ -74,15 +76,15 @@ def test_a_full_queue_answers_429_with_retry_after_then_admits_again(models_dir,
 
 
 @pytest.mark.parametrize("engine", ["mlx", "llamacpp"])
-def test_a_request_past_the_timeout_is_stopped_in_the_engine(models_dir, default_ids, engine):
-    model = default_ids[engine]
-    # 3 s: room for the short request at the end on a busy machine, none for 3000 tokens.
+def test_a_request_past_the_timeout_is_stopped_in_the_engine(models_dir, twin_ids, engine):
+    model = twin_ids[engine]  # the tiny Gemma 3: quick to start, and it never ends a reply
+    # 3 s: room for the short request at the end on a busy machine, none for 30,000 tokens.
     args = ("--request-timeout", "3")
     with ServerProcess(models_dir, model=model, engine=engine, extra_args=args) as server:
         client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
         started = time.monotonic()
         with pytest.raises(openai.APIStatusError) as failure:
-            client.chat.completions.create(**long_chat(model, False))
+            client.chat.completions.create(**long_chat(model, False, LONGEST))
         assert failure.value.status_code == 504
         assert failure.value.response.headers["x-should-retry"] == "false"
         assert failure.value.body["code"] == "request_timeout"
@@ -92,7 +94,7 @@ def test_a_request_past_the_timeout_is_stopped_in_the_engine(models_dir, default
         with httpx.stream(
             "POST",
             f"{server.base_url}/v1/chat/completions",
-            json=long_chat(model, True),
+            json=long_chat(model, True, LONGEST),
             timeout=60,
         ) as reply:
             for line in reply.iter_lines():
