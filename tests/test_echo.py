@@ -5,6 +5,8 @@ figures mlx-lm's own forward pass gives."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import mlx.core as mx
 import openai
@@ -51,9 +53,9 @@ def test_no_new_tokens_needs_echo(client, model_id):
 
 def mlx_lm_logprobs(directory, tokens: list[int]) -> list[float]:
     """Each token's log-probability after those before it, from mlx-lm's model directly."""
-    from mlx_lm import load
+    from mlx_lm.utils import load_model
 
-    model, _ = load(str(directory))
+    model, _ = load_model(Path(directory))  # its weights alone: the tokens are given
     logits = model(mx.array([tokens]))[0].astype(mx.float32)
     logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
     return [logprobs[i, tokens[i + 1]].item() for i in range(len(tokens) - 1)]

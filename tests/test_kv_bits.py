@@ -101,9 +101,9 @@ def allocated_bytes_per_token(model, quantization: KVQuantization | None) -> flo
 
 
 def test_kv_bytes_per_token_as_mlx_allocates_them(gemma, models_dir, default_ids):
-    from mlx_lm import load
+    from mlx_lm.utils import load_model
 
-    model, _ = load(str(gemma))
+    model, _ = load_model(gemma)
     full = allocated_bytes_per_token(model, None)
     eight = allocated_bytes_per_token(model, EIGHT) / full
     four = allocated_bytes_per_token(model, FOUR) / full
