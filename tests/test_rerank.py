@@ -20,15 +20,13 @@ DOCUMENTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def mlx_server(models_dir, default_ids):
-    with ServerProcess(models_dir, model=default_ids["mlx"], engine="mlx") as running:
-        yield running
+# The suite's MLX server on the real Gemma; the llama.cpp engine is compared in the last test.
+pytestmark = pytest.mark.parametrize("server", ["mlx"], indirect=True)
 
 
 @pytest.fixture(scope="module")
-def api(mlx_server):
-    with httpx.Client(base_url=mlx_server.base_url, timeout=120) as client:
+def api(server):
+    with httpx.Client(base_url=server.base_url, timeout=120) as client:
         yield client
 
 
