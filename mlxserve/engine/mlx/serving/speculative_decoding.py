@@ -11,6 +11,7 @@ only decide how many positions one forward pass covers.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import mlx.core as mx
 
@@ -52,9 +53,11 @@ class DraftSources:
         """None (no drafts) for a model whose recurrent state could not be taken back after a
         rejected draft."""
         if directory not in self._models:
-            from mlx_lm import load
+            from mlx_lm.utils import load_model
 
-            model = TextModel(load(directory)[0])
+            # The weights alone: drafts are token ids, and a tokenizer would cost seconds to
+            # load (262,144 tokens for Gemma) while every stream waits for this step.
+            model = TextModel(load_model(Path(directory))[0])
             if not model.per_token_cache:
                 log.warning(
                     "%s keeps recurrent state: it cannot draft, replies decode plainly", directory
