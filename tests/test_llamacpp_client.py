@@ -172,3 +172,25 @@ async def test_json_request_and_refused_connection():
         assert await client.request_json("POST", url, {"content": "x"}) == {"tokens": [2, 818]}
     with pytest.raises(ConnectionError):
         await client.request_json("GET", url)
+
+
+async def test_a_request_cancelled_as_its_connection_opens_is_cancelled(monkeypatch):
+    """The client leaves just as the connection to the child opens (both in one turn of the
+    event loop): the cancellation must reach the request, which then sends nothing more, and
+    not be lost, which would relay the whole reply to nobody while holding a slot."""
+    data = event_stream_response()
+    server, url = await serve_bytes([data[i : i + 9] for i in range(0, len(data), 9)])
+    loop = asyncio.get_running_loop()
+    connect = loop.create_connection
+
+    async def connect_then_leave(*args, **kwargs):
+        opened = await connect(*args, **kwargs)
+        relay.cancel()  # the client's disconnect, handled in the same turn
+        return opened
+
+    monkeypatch.setattr(loop, "create_connection", connect_then_leave)
+    async with server:
+        relay = asyncio.create_task(collect(url))
+        with pytest.raises(asyncio.CancelledError):
+            await relay
+        assert not server.sent.is_set()  # the reply was not read to its end

@@ -110,9 +110,9 @@ async def _image_bytes(url: str, param: str, limits: ImageLimits, deadline: floa
                 param,
                 "remote_images_disabled",
             )
-        left = deadline - asyncio.get_running_loop().time()
-        try:
-            return await asyncio.wait_for(_fetch(url, param, limits), max(left, 0.001))
+        try:  # asyncio.timeout_at: Python 3.11's wait_for may lose the client's departure
+            async with asyncio.timeout_at(deadline):
+                return await _fetch(url, param, limits)
         except TimeoutError as exc:
             message = f"the image at {param} was not fetched within the {FETCH_BUDGET:g} s the "
             message += "request's remote images have together"

@@ -144,9 +144,10 @@ async def log_stream():
         with logstream.bus.subscribe() as subscription:
             yield b": subscribed\n\n"
             while True:
-                try:
-                    record = await asyncio.wait_for(subscription.next_record(), HEARTBEAT_SECONDS)
-                except asyncio.TimeoutError:
+                try:  # asyncio.timeout: Python 3.11's wait_for may lose a disconnect
+                    async with asyncio.timeout(HEARTBEAT_SECONDS):
+                        record = await subscription.next_record()
+                except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
                 if record is None:

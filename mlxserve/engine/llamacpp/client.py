@@ -187,12 +187,14 @@ async def _exchange(method: str, url: str, body: dict | None, events: bool, api_
     """A connection that has sent one request; closed on leaving."""
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
+    # Not asyncio.wait_for: on Python 3.11 it loses a cancellation that arrives as the
+    # connection opens, and the request would then run on for a client that has left.
     try:
-        transport, response = await asyncio.wait_for(
-            loop.create_connection(lambda: _ResponseProtocol(events), parts.hostname, parts.port),
-            CONNECT_TIMEOUT,
-        )
-    except asyncio.TimeoutError as exc:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            transport, response = await loop.create_connection(
+                lambda: _ResponseProtocol(events), parts.hostname, parts.port
+            )
+    except TimeoutError as exc:
         message = f"{parts.netloc} accepted no connection in {CONNECT_TIMEOUT} s"
         raise ConnectionError(message) from exc
     try:
