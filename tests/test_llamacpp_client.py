@@ -176,8 +176,9 @@ async def test_json_request_and_refused_connection():
 
 async def test_a_request_cancelled_as_its_connection_opens_is_cancelled(monkeypatch):
     """The client leaves just as the connection to the child opens (both in one turn of the
-    event loop): the cancellation must reach the request, which then sends nothing more, and
-    not be lost, which would relay the whole reply to nobody while holding a slot."""
+    event loop): the cancellation must reach the request, which then closes its connection
+    without reading the reply, and not be lost, which would relay the whole reply to nobody
+    while holding a slot."""
     data = event_stream_response()
     server, url = await serve_bytes([data[i : i + 9] for i in range(0, len(data), 9)])
     loop = asyncio.get_running_loop()
