@@ -39,6 +39,7 @@ from mlxserve.engine.mlx.serving.prompt_scoring import score_prompt
 from mlxserve.engine.mlx.serving.runner import BatchRunner
 from mlxserve.engine.mlx.serving.sequence import Sequence
 from mlxserve.engine.mlx.serving.step_profile import StepProfile
+from mlxserve.engine.mlx.tokenizer import load_tokenizer
 from mlxserve.sampling.sampler import Sampler
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ def _load_weights(path: Path, config: dict, kv_quantization: KVQuantization | No
         if importlib.util.find_spec("mlx_vlm") is not None:
             return VisionLanguageModel.load(path, config)
         log.warning("%s: images need mlx-vlm (pip install 'mlxserve[vision]'); text only", path)
-    from mlx_lm import load
+    from mlx_lm.utils import load_model
 
-    model, tokenizer = load(str(path))
-    return TextModel(model, kv_quantization), tokenizer
+    model, _ = load_model(path)
+    return TextModel(model, kv_quantization), load_tokenizer(path)

@@ -15,6 +15,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from mlxserve.checkpoints import VISION_MODEL_TYPES
 from mlxserve.engine.base import IMAGE_MARKER, PromptImage
+from mlxserve.engine.mlx.tokenizer import load_tokenizer
 
 # The text each family's processor turns into its image tokens.
 PROCESSOR_MARKERS = {
@@ -61,13 +62,13 @@ class VisionLanguageModel:
     @classmethod
     def load(cls, path: Path, config: dict):
         """Model and processor from an MLX-format model directory; returns (model, tokenizer)."""
-        from mlx_lm.utils import load_tokenizer
         from mlx_vlm.utils import load_model, load_processor
 
         model = load_model(path)
         processor = load_processor(path, add_detokenizer=False)
         image_token = config.get("image_token_index", config.get("image_token_id"))
-        return cls(model, processor, config["model_type"], int(image_token)), load_tokenizer(path)
+        tokenizer = load_tokenizer(path, processor.tokenizer)
+        return cls(model, processor, config["model_type"], int(image_token)), tokenizer
 
     @property
     def layers(self):

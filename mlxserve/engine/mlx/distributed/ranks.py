@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
-from mlx_lm.utils import load_model, load_tokenizer, sharded_load
+from mlx_lm.utils import load_model, sharded_load
 
 from mlxserve.engine.base import EngineError
 from mlxserve.engine.mlx.architectures.text_model import TextModel
@@ -25,6 +25,7 @@ from mlxserve.engine.mlx.distributed.cluster import Cluster, join
 from mlxserve.engine.mlx.distributed.control_channel import Link, Session
 from mlxserve.engine.mlx.distributed.layer_split import split_layers
 from mlxserve.engine.mlx.distributed.lockstep_runners import FollowerRunner, LeaderRunner
+from mlxserve.engine.mlx.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def load_shard(path: Path, cluster: Cluster, link: Link, model_id: str | None = 
         link.send("load", model_id, watched=False)  # another rank may be slower to get here
     try:
         model = load()
-        tokenizer = load_tokenizer(path, eos_token_ids=_config(path).get("eos_token_id"))
+        tokenizer = load_tokenizer(path)
         cluster.barrier()  # every rank has its part before any serves: a slow disk is no hang
     except Exception as exc:  # noqa: BLE001 - the other ranks cannot go on without this one
         link.fail(f"rank {cluster.rank} could not load {path}: {exc!r}")

@@ -4,13 +4,11 @@ token's own bytes, as logprobs report them."""
 import re
 from functools import cache
 
-from mlx_lm.tokenizer_utils import BPEStreamingDetokenizer, SPMStreamingDetokenizer
-
 from mlxserve.engine.base import TokenLogprob
+from mlxserve.engine.mlx.tokenizer import SPM_SPACE, ModelTokenizer, Pieces
 
 REPLACEMENT_CHAR = "\ufffd"
 BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte fallback
-SPM_SPACE = "\u2581"
 
 
 @cache
@@ -27,22 +25,23 @@ def _bpe_byte_values() -> dict[str, int]:
     return stand_ins
 
 
-def token_bytes(tokenizer, token_id: int) -> bytes:
+def token_bytes(tokenizer: ModelTokenizer, token_id: int) -> bytes:
     """The bytes a token adds to the text (part of a UTF-8 character, at times)."""
     piece = tokenizer.convert_ids_to_tokens(token_id)
-    detokenizer = getattr(tokenizer, "_detokenizer", None)
-    if isinstance(detokenizer, BPEStreamingDetokenizer):
+    if tokenizer.pieces is Pieces.BYTE_LEVEL:
         values = _bpe_byte_values()
         if all(char in values for char in piece):
             return bytes(values[char] for char in piece)
     elif (byte := BYTE_TOKEN.fullmatch(piece)) is not None:
         return bytes([int(byte.group(1), 16)])
-    elif isinstance(detokenizer, SPMStreamingDetokenizer):
+    elif tokenizer.pieces is Pieces.SENTENCEPIECE:
         return piece.replace(SPM_SPACE, " ").encode()
     return tokenizer.decode([token_id]).encode()
 
 
-def token_logprob(tokenizer, token_id: int, logprob: float | None, top=()) -> TokenLogprob:
+def token_logprob(
+    tokenizer: ModelTokenizer, token_id: int, logprob: float | None, top=()
+) -> TokenLogprob:
     raw = token_bytes(tokenizer, token_id)
     alternatives = tuple(token_logprob(tokenizer, i, value) for i, value in top)
     return TokenLogprob(raw.decode("utf-8", "replace"), raw, logprob, alternatives)
