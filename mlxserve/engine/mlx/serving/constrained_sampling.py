@@ -1,7 +1,7 @@
 """Grammar-constrained sampling on the MLX engine, with llguidance.
 
-Each model gets one GrammarCompiler: llguidance's view of its tokenizer (about 3 s to build for
-a 262,144-token vocabulary, so it starts in the background at load) and compiled grammars kept
+Each model gets one GrammarCompiler: llguidance's view of its tokenizer (about 2.5 s to build for
+a 262,144-token vocabulary, made by the first constrained request) and compiled grammars kept
 by their text, so a repeated schema is a copy, not a compile. Each constrained sequence gets an
 OutputConstraint: the token mask for its next step, filled in place, and the matcher that
 advances with every sampled token.
@@ -26,6 +26,16 @@ log = logging.getLogger(__name__)
 COMPILED_GRAMMARS = 64
 
 
+def _llguidance_view(hf_tokenizer, vocab_size: int, eos_token_ids: list[int]) -> LLTokenizer:
+    """llguidance.hf.from_tokenizer first copies the Rust tokenizer to switch off padding and
+    truncation, a serialize-and-parse (1.5 s for Gemma's vocabulary); one without either is
+    serialized as it is."""
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.padding is not None or backend.truncation is not None:
+        return from_tokenizer(hf_tokenizer, n_vocab=vocab_size, eos_token=eos_token_ids)
+    return LLTokenizer(backend.to_str(), n_vocab=vocab_size, eos_token=eos_token_ids)
+
+
 class GrammarCompiler:
     def __init__(self, hf_tokenizer, vocab_size: int, eos_token_ids: list[int]):
         self.vocab_size = vocab_size
@@ -37,8 +47,7 @@ class GrammarCompiler:
 
     def _build(self, hf_tokenizer, vocab_size: int, eos_token_ids: list[int]) -> None:
         try:
-            tokenizer = from_tokenizer(hf_tokenizer, n_vocab=vocab_size, eos_token=eos_token_ids)
-            self._tokenizer.set_result(tokenizer)
+            self._tokenizer.set_result(_llguidance_view(hf_tokenizer, vocab_size, eos_token_ids))
         except Exception as exc:  # noqa: BLE001 - reported to every constrained request
             message = f"this model's tokenizer cannot be used for constrained output: {exc}"
             self._tokenizer.set_exception(InvalidRequest(message))
