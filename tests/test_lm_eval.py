@@ -58,7 +58,7 @@ def evaluate(server, model: str, directory, folder, kind: str, task: str) -> dic
         model=kind,
         model_args=args,
         tasks=[task],
-        task_manager=TaskManager(include_path=str(folder)),
+        task_manager=TaskManager(include_path=str(folder), include_defaults=False),
         log_samples=True,
         apply_chat_template=kind == "local-chat-completions",
     )
