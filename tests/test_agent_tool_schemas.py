@@ -86,15 +86,14 @@ def test_recorded_agent_tools_compile(recording, family):
 
 
 @pytest.fixture(scope="module")
-def gemma_tokenizer(models_dir):
+def gemma_tokenizer(models_dir, default_ids):
     """llguidance's view of the real Gemma 3 vocabulary (262,144 tokens), as the MLX engine
     makes it."""
     from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler
     from mlxserve.engine.mlx.tokenizer import load_tokenizer
-    from mlxserve.models.defaults import ensure_default_model
     from mlxserve.models.store import find_model
 
-    directory = find_model(models_dir, ensure_default_model(models_dir, "mlx")).directory
+    directory = find_model(models_dir, default_ids["mlx"]).directory
     hf = load_tokenizer(Path(directory))._tokenizer
     return GrammarCompiler(hf, 262144, [1, 106]).tokenizer
 

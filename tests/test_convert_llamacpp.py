@@ -5,12 +5,8 @@ Also measures the real conversion: time and peak memory."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -87,52 +83,6 @@ def real_gguf() -> Path:
     return Path(assemble())
 
 
-@dataclass
-class Conversion:
-    path: Path
-    seconds: float
-    peak_rss_bytes: int
-    size_bytes: int
-
-
-# Runs the CLI, then writes its own peak RSS in bytes as the last line of stderr. Read in the child:
-# the kernel's ru_maxrss of a child counts the parent's pages it was forked with, and the test
-# process may hold whole models by then.
-CONVERT_AND_REPORT = """
-import resource, sys
-from pathlib import Path
-from mlxserve.cli.convert import main
-code = main(sys.argv[1:])
-status = Path("/proc/self/status")
-if status.exists():  # Linux: the high-water mark of this program's own memory, in kB
-    peak = int(status.read_text().split("VmHWM:")[1].split()[0]) * 1024
-else:  # macOS: bytes, counted from the program's start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(peak, file=sys.stderr)
-sys.exit(code)
-"""
-
-
-@pytest.fixture(scope="session")
-def converted_gemma(real_gguf, tmp_path_factory) -> Conversion:
-    """Convert once per session with the CLI in a child process, measuring its own peak RSS."""
-    models = tmp_path_factory.mktemp("convert-models")
-    arguments = [str(real_gguf), "--quantize", "none", "--models-dir", str(models),
-                 "--id", "google/gemma-3-270m", "--quiet"]  # fmt: skip
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", CONVERT_AND_REPORT, *arguments], capture_output=True, text=True
-    )
-    seconds = time.monotonic() - started
-    assert result.returncode == 0, result.stdout + result.stderr
-    peak_rss = int(result.stderr.strip().splitlines()[-1])
-    record = read_record(models / "google" / "gemma-3-270m")
-    conversion = Conversion(Path(record.path), seconds, peak_rss, record.size_bytes)
-    rss_mb, size_mb = conversion.peak_rss_bytes / 1e6, conversion.size_bytes / 1e6
-    print(f"\nGemma 3 270M conversion: {seconds:.1f} s, peak RSS {rss_mb:.0f} MB, {size_mb:.0f} MB")
-    return conversion
-
-
 @contextmanager
 def started_llamacpp(gguf_path: Path, context_length: int) -> Iterator[httpx.Client]:
     """llama.cpp on the original GGUF, started as the engine starts it (once: the launcher
@@ -153,11 +103,16 @@ def gemma_llamacpp(real_gguf):
 
 
 @pytest.fixture(scope="module")
-def gemma_mlx(converted_gemma):
-    return load(str(converted_gemma.path))
+def gemma_mlx(gemma_conversion):
+    return load(str(gemma_conversion.path))
 
 
-def test_conversion_time_and_memory(converted_gemma):
+def test_conversion_time_and_memory(gemma_conversion):
+    """The suite's one conversion of the default model (conftest's `gemma_conversion`)."""
+    converted_gemma = gemma_conversion
+    rss_mb, size_mb = converted_gemma.peak_rss_bytes / 1e6, converted_gemma.size_bytes / 1e6
+    seconds = converted_gemma.seconds
+    print(f"\nGemma 3 270M conversion: {seconds:.1f} s, peak RSS {rss_mb:.0f} MB, {size_mb:.0f} MB")
     record = read_record(converted_gemma.path)
     assert (record.architecture, record.quantization) == ("gemma3", "f32")
     assert converted_gemma.seconds < MAX_SECONDS
