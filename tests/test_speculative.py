@@ -192,23 +192,26 @@ def test_structured_output_with_drafts_equals_plain(server, model_id):
     assert looked["stats"]["accepted_draft_tokens_count"] > 0  # drafts were made and kept
 
 
-def test_llamacpp_speculation_is_a_server_option(models_dir, default_ids):
+def memory_bytes(server: ServerProcess, model: str) -> int:
+    loaded = httpx.get(f"{server.base_url}/api/v0/loaded", timeout=30).json()["data"]
+    return next(entry["memory_bytes"] for entry in loaded if entry["identifier"] == model)
+
+
+@pytest.mark.parametrize("server", ["llamacpp"], indirect=True)
+def test_llamacpp_speculation_is_a_server_option(models_dir, default_ids, server):
     """llama.cpp decodes speculatively only when its child starts so: with n-gram drafts, or
-    with the server's draft model (here the model drafting for itself)."""
+    with the server's draft model (here the model drafting for itself). The suite's llama.cpp
+    server, started without either, gives the plain figures."""
     model = default_ids["llamacpp"]
     body = {"model": model, "prompt": REWRITE, "max_tokens": 40, "temperature": 0}
-    stats, counted = {}, {}
-    for name, extra in (
-        ("plain", ()),
-        ("lookup", ("--prompt-lookup",)),
-        ("draft", ("--draft-model", model)),
-    ):
-        with ServerProcess(models_dir, model=model, engine="llamacpp", extra_args=extra) as server:
-            stats[name] = post(server, "/api/v0/completions", body).json()["stats"]
-            loaded = httpx.get(f"{server.base_url}/api/v0/loaded", timeout=30).json()["data"]
-            counted[name] = loaded[0]["memory_bytes"]
+    stats = {"plain": post(server, "/api/v0/completions", body).json()["stats"]}
+    counted = {"plain": memory_bytes(server, model)}
+    for name, extra in (("lookup", ("--prompt-lookup",)), ("draft", ("--draft-model", model))):
+        with ServerProcess(models_dir, model=model, engine="llamacpp", extra_args=extra) as started:
+            stats[name] = post(started, "/api/v0/completions", body).json()["stats"]
+            counted[name] = memory_bytes(started, model)
             if name == "draft":
-                other = post(server, "/api/v0/completions", {**body, "draft_model": "x/y"})
+                other = post(started, "/api/v0/completions", {**body, "draft_model": "x/y"})
     gguf_bytes = sum(f.stat().st_size for f in (Path(models_dir) / model).glob("*.gguf"))
     assert counted["draft"] - counted["plain"] >= gguf_bytes  # the child holds both models
     # llama.cpp's own numerics may change a token of greedy text, so only the drafts are compared
