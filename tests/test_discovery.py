@@ -1,5 +1,5 @@
 """Models found in place: a temporary HOME with a Hugging Face cache (snapshots, refs, links to
-blobs) holding the real Gemma GGUF, and an LM Studio folder holding its MLX conversion. `ls`
+blobs) holding the real Gemma GGUF, and an LM Studio folder holding an MLX Gemma 3. `ls`
 lists them with their sources, one server serves both, and nothing is copied into the store."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def hub_repo(cache: Path, repo: str, files: dict[str, Path | None]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def machine(tmp_path_factory, models_dir, default_ids):
+def machine(tmp_path_factory, models_dir, twin_ids):
     home = tmp_path_factory.mktemp("home")
     cache = home / "hf" / "hub"
     hub_repo(cache, GGUF_ID, {"gemma-3-270m-it-Q4_K_M.gguf": Path(assemble())})
@@ -61,7 +61,7 @@ def machine(tmp_path_factory, models_dir, default_ids):
     (home / ".lmstudio" / "settings.json").write_text(
         json.dumps({"downloadsFolder": str(lmstudio)})
     )
-    converted = find_model(models_dir, default_ids["mlx"]).directory
+    converted = find_model(models_dir, twin_ids["mlx"]).directory  # Gemma 3 in a tiny size
     target = lmstudio / MLX_ID
     target.mkdir(parents=True)
     for path in converted.iterdir():
