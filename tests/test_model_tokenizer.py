@@ -5,6 +5,7 @@ byte-level BPE one."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from mlx_lm.utils import load_tokenizer as mlx_lm_tokenizer
@@ -56,3 +57,15 @@ def test_a_word_vocabulary_spells_each_token_as_it_decodes(tmp_path):
     tokenizer = load_tokenizer(Path(record.path))
     assert tokenizer.pieces is Pieces.OTHER
     assert token_bytes(tokenizer, 10) == tokenizer.decode([10]).encode() == b"w6"
+
+
+def test_a_checkpoint_without_end_tokens_takes_its_architectures(tmp_path):
+    """mlx-lm names end tokens in some architectures' modules (Muse Spark's) for checkpoints
+    whose config.json has none; they end its replies here too."""
+    from mlx_lm.models import muse_spark
+
+    record = make_tiny_gemma(tmp_path / "test" / "words")
+    path = Path(record.path)
+    (path / "config.json").write_text(json.dumps({"model_type": "muse_spark"}))
+    named = set(muse_spark.TOKENIZER_DEFAULTS["eos_token_ids"])
+    assert named and load_tokenizer(path).eos_token_ids >= named

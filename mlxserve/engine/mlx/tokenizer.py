@@ -6,6 +6,7 @@ JSON and maps the whole vocabulary for its own streaming decoder and markers: se
 from __future__ import annotations
 
 import enum
+import importlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,9 +46,23 @@ def load_tokenizer(path: Path, hf_tokenizer=None) -> ModelTokenizer:
     """The tokenizer in the model directory `path`, with the end tokens of its config.json;
     `hf_tokenizer`: one already read from there (a vision model's processor holds one)."""
     hf_tokenizer = hf_tokenizer or AutoTokenizer.from_pretrained(path)
-    eos = json.loads((path / "config.json").read_text()).get("eos_token_id")
-    eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else eos
+    config = json.loads((path / "config.json").read_text())
+    eos = config.get("eos_token_id")
+    eos_ids = _module_end_tokens(config) if eos is None else [eos] if isinstance(eos, int) else eos
     return ModelTokenizer(hf_tokenizer, eos_ids, _pieces(hf_tokenizer))
+
+
+def _module_end_tokens(config: dict) -> list[int]:
+    """The end tokens mlx-lm's module for the architecture names for checkpoints whose config
+    has none (its TOKENIZER_DEFAULTS), as mlx-lm's own loader takes them."""
+    from mlx_lm.utils import _get_classes
+
+    try:
+        model_class, _ = _get_classes(config)
+    except (KeyError, ValueError):
+        return []
+    defaults = getattr(importlib.import_module(model_class.__module__), "TOKENIZER_DEFAULTS", {})
+    return list(defaults.get("eos_token_ids", []))
 
 
 def _pieces(hf_tokenizer) -> Pieces:
