@@ -1,6 +1,6 @@
 """Grammar-constrained sampling on the MLX engine, with llguidance.
 
-Each model gets one GrammarCompiler: llguidance's view of its tokenizer (about 2.5 s to build for
+Each model gets one GrammarCompiler: llguidance's view of its tokenizer (about 2.8 s to build for
 a 262,144-token vocabulary, made by the first constrained request) and compiled grammars kept
 by their text, so a repeated schema is a copy, not a compile. Each constrained sequence gets an
 OutputConstraint: the token mask for its next step, filled in place, and the matcher that
