@@ -79,12 +79,24 @@ def embedding_id(models_dir) -> str:
     return EMBEDDING_ID
 
 
+@pytest.fixture(scope="session")
+def gemma_llamacpp(models_dir, default_ids):
+    """The default model's GGUF on llama.cpp for the whole run: the `server` fixture's llama.cpp
+    instance, and the peer of its MLX one where a module compares the engines."""
+    model = default_ids["llamacpp"]
+    with ServerProcess(models_dir, model=model, engine="llamacpp") as running:
+        running.engine, running.model_id = "llamacpp", model
+        yield running
+
+
 @pytest.fixture(scope="session", params=ENGINES)
 def server(request, models_dir, default_ids):
-    """The suite's API tests run once per engine; pytest keeps one server alive at a time."""
-    engine = request.param
-    with ServerProcess(models_dir, model=default_ids[engine], engine=engine) as running:
-        running.engine = engine
+    """The suite's API tests run once per engine; pytest keeps one MLX server alive at a time."""
+    if request.param == "llamacpp":
+        yield request.getfixturevalue("gemma_llamacpp")
+        return
+    with ServerProcess(models_dir, model=default_ids["mlx"], engine="mlx") as running:
+        running.engine = "mlx"
         yield running
 
 

@@ -122,7 +122,7 @@ def test_unknown_route_is_openai_shaped_404(server):
     assert_error(httpx.get(f"{server.base_url}/v1/nothing-here"), 404)
 
 
-def test_no_model_loaded_is_404_and_loading_is_503(models_dir, default_ids):
+def test_no_model_loaded_is_404_and_loading_is_503(models_dir, twin_ids):
     with ServerProcess(models_dir, model="nobody/missing", engine="mlx").start(
         wait_for_model=False
     ) as s:
@@ -132,9 +132,9 @@ def test_no_model_loaded_is_404_and_loading_is_503(models_dir, default_ids):
         assert_error(response, 404, "model")
         assert "no model is loaded" in response.json()["error"]["message"]
         assert httpx.get(f"{s.base_url}/v1/models").json()["data"] == []
-    server = ServerProcess(models_dir, model=default_ids["mlx"], engine="mlx")
+    server = ServerProcess(models_dir, model=twin_ids["mlx"], engine="mlx")
     with server.start(wait_for_model=False):
-        body = {"model": default_ids["mlx"], "messages": MESSAGES, "max_tokens": 1}
+        body = {"model": twin_ids["mlx"], "messages": MESSAGES, "max_tokens": 1}
         statuses, deadline = [], time.monotonic() + 300
         while not statuses or statuses[-1] == 503:
             assert time.monotonic() < deadline, f"still loading after 300 s: {statuses[-3:]}"

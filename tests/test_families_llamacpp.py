@@ -1,7 +1,7 @@
-"""Every family's call grammar on the llama.cpp engine: the real Gemma 3 GGUF, loaded with each
-family's `tool_format`, makes forced calls at temperature 1.0 in that family's syntax, which
-the child's own llguidance enforces and the output stage reads back: the arguments validate,
-and the reply ends with its calls."""
+"""Every family's call grammar on the llama.cpp engine: Gemma 3's tiny random-weight twin (its
+real vocabulary and template), loaded with each family's `tool_format`, makes forced calls at
+temperature 1.0 in that family's syntax, which the child's own llguidance enforces and the
+output stage reads back: the arguments validate, and the reply ends with its calls."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import jsonschema
 import pytest
 
 from mlxserve.families.syntax import SYNTAXES
-from mlxserve.models.defaults import ensure_default_model
-from tests.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -32,21 +30,14 @@ TOOLS = [{"type": "function", "function": {"name": "get_forecast", "parameters":
 FAMILIES = sorted(set(SYNTAXES) - {"deepseek"})
 
 
-@pytest.fixture(scope="module")
-def server(models_dir):
-    model = ensure_default_model(models_dir, "llamacpp")
-    with ServerProcess(models_dir, model=model, engine="llamacpp") as running:
-        running.model = model
-        yield running
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_a_forced_call_in_each_family_syntax_validates_and_ends(server, family):
+def forced_call(server, model: str, family: str) -> tuple[httpx.Response, httpx.Response]:
+    """The family's load of the model, then its forced call; unloaded after."""
     base, identifier = server.base_url, f"gemma-{family}"
-    load = {"model": server.model, "identifier": identifier, "tool_format": family,
+    load = {"model": model, "identifier": identifier, "tool_format": family,
             "context_length": 2048}  # fmt: skip
     loaded = httpx.post(f"{base}/api/v0/models/load", json=load, timeout=120)
-    assert loaded.status_code == 200, loaded.text
+    if loaded.status_code != 200:
+        return loaded, loaded
     try:
         body = {
             "model": identifier,
@@ -58,12 +49,19 @@ def test_a_forced_call_in_each_family_syntax_validates_and_ends(server, family):
             "seed": 0,
             "max_tokens": 160,
         }
-        reply = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
-        assert reply.status_code == 200, reply.text
-        choice = reply.json()["choices"][0]
-        assert choice["finish_reason"] == "tool_calls", choice
-        (call,) = choice["message"]["tool_calls"]
-        assert call["function"]["name"] == "get_forecast"
-        jsonschema.validate(json.loads(call["function"]["arguments"]), SCHEMA)
+        return loaded, httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
     finally:
         httpx.post(f"{base}/api/v0/models/unload", json={"identifier": identifier}, timeout=60)
+
+
+@pytest.mark.parametrize("twin_server", ["llamacpp"], indirect=True)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_forced_call_in_each_family_syntax_validates_and_ends(twin_server, twin_ids, family):
+    loaded, reply = forced_call(twin_server, twin_ids["llamacpp"], family)
+    assert loaded.status_code == 200, loaded.text
+    assert reply.status_code == 200, reply.text
+    choice = reply.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", choice
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_forecast"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), SCHEMA)

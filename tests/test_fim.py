@@ -13,7 +13,6 @@ import ollama
 import openai
 import pytest
 
-from mlxserve.models.defaults import ensure_default_model
 from tests.log_stream import rendered_prompt
 from tests.scripted_models import make_scripted_model
 from tests.server import ServerProcess
@@ -55,12 +54,9 @@ def coders(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gemma(tmp_path_factory):
-    """The real default model on llama.cpp, which starts fast: no FIM tokens in its vocabulary."""
-    models = tmp_path_factory.mktemp("fim-gemma")
-    model_id = ensure_default_model(models, "llamacpp")
-    with ServerProcess(models, model=model_id, engine="llamacpp") as server:
-        yield server, model_id
+def gemma(gemma_llamacpp):
+    """The real default model on llama.cpp: no FIM tokens in its vocabulary."""
+    return gemma_llamacpp, gemma_llamacpp.model_id
 
 
 def test_openai_suffix_renders_the_models_fim_tokens(coders):

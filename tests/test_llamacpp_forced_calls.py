@@ -22,7 +22,6 @@ from llguidance import LLMatcher
 
 from mlxserve.engine.llamacpp.protocol import end_tokens, ending_with
 from mlxserve.gguf_header import read_scalar_fields
-from mlxserve.models.defaults import ensure_default_model
 from mlxserve.pipeline.constraints import MAX_PARALLEL_CALLS
 from tests.schemas import validate_json
 from tests.server import ServerProcess
@@ -57,20 +56,13 @@ MAX_TOKENS = 256
 
 
 @pytest.fixture(scope="module")
-def default_gguf(models_dir) -> str:
-    return ensure_default_model(models_dir, "llamacpp")
+def llamacpp(gemma_llamacpp) -> ServerProcess:
+    return gemma_llamacpp
 
 
 @pytest.fixture(scope="module")
-def gguf_header(models_dir, default_gguf) -> dict:
-    return read_scalar_fields(next((models_dir / default_gguf).glob("*.gguf")))
-
-
-@pytest.fixture(scope="module")
-def llamacpp(models_dir, default_gguf) -> ServerProcess:
-    with ServerProcess(models_dir, model=default_gguf, engine="llamacpp") as running:
-        running.model_id = default_gguf
-        yield running
+def gguf_header(models_dir, llamacpp) -> dict:
+    return read_scalar_fields(next((models_dir / llamacpp.model_id).glob("*.gguf")))
 
 
 @pytest.fixture(scope="module")

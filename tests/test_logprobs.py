@@ -14,8 +14,6 @@ import math
 import openai
 import pytest
 
-from tests.server import ServerProcess
-
 ASK = [{"role": "user", "content": "Name a colour."}]
 GREEDY = {"temperature": 0, "max_tokens": 4}
 TOP = 3
@@ -105,7 +103,7 @@ def test_logprobs_are_refused_where_they_cannot_be_given(client, model_id):
     assert plain.choices[0].logprobs is None
 
 
-def test_mlx_and_llamacpp_agree(server, models_dir, default_ids):
+def test_mlx_and_llamacpp_agree(server, default_ids, gemma_llamacpp):
     """The MLX model is the GGUF's weights converted: the same greedy tokens, and
     log-probabilities as close as llama.cpp's 4-bit arithmetic allows. Without a repeat penalty:
     llama.cpp reports the model's own distribution, before penalties."""
@@ -114,9 +112,8 @@ def test_mlx_and_llamacpp_agree(server, models_dir, default_ids):
     mlx = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="k", max_retries=0)
     unpenalized = {"extra_body": {"repeat_penalty": 1.0}}
     _, ours = chat_logprobs(mlx, default_ids["mlx"], stream=False, **unpenalized)
-    with ServerProcess(models_dir, model=default_ids["llamacpp"], engine="llamacpp") as peer:
-        other = openai.OpenAI(base_url=f"{peer.base_url}/v1", api_key="k", max_retries=0)
-        _, theirs = chat_logprobs(other, default_ids["llamacpp"], stream=False, **unpenalized)
+    peer = openai.OpenAI(base_url=f"{gemma_llamacpp.base_url}/v1", api_key="k", max_retries=0)
+    _, theirs = chat_logprobs(peer, default_ids["llamacpp"], stream=False, **unpenalized)
     assert [e.token for e in ours] == [e.token for e in theirs], (ours, theirs)
     for a, b in zip(ours, theirs, strict=True):
         assert abs(a.logprob - b.logprob) < 0.1, (a, b)

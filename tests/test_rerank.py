@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from mlxserve.pipeline.rerank import MAX_DOCUMENT_TOKENS, MAX_DOCUMENTS
-from tests.server import ServerProcess
 
 QUERY = "What is the capital of France?"
 PARIS = "Paris is the capital and largest city of France."
@@ -115,16 +114,15 @@ def test_an_embedding_model_cannot_rerank(api, embedding_id):
     assert response.json()["error"]["code"] == "rerank_not_supported"
 
 
-def test_the_llamacpp_engine_ranks_as_mlx_does(models_dir, default_ids, ranked):
+def test_the_llamacpp_engine_ranks_as_mlx_does(gemma_llamacpp, default_ids, ranked):
     """The child's yes/no probabilities: the same order as MLX's and scores within 0.1 (it runs
     the GGUF's 4-bit weights with 8-bit activations, MLX their float32 copy); a document's
     score alone and beside others agrees within 1e-2, since llama.cpp's sums differ a little
     with what its slots read together."""
     model = default_ids["llamacpp"]
-    with ServerProcess(models_dir, model=model, engine="llamacpp") as running:
-        with httpx.Client(base_url=running.base_url, timeout=120) as child_api:
-            batched = rerank(child_api, model, DOCUMENTS)
-            alone = rerank(child_api, model, [PARIS])
+    with httpx.Client(base_url=gemma_llamacpp.base_url, timeout=120) as child_api:
+        batched = rerank(child_api, model, DOCUMENTS)
+        alone = rerank(child_api, model, [PARIS])
     assert [r["index"] for r in batched["results"]] == [r["index"] for r in ranked["results"]]
     paris = scores_by_index(batched)[DOCUMENTS.index(PARIS)]
     assert alone["results"][0]["relevance_score"] == pytest.approx(paris, abs=1e-2)
