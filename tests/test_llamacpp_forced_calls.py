@@ -173,7 +173,7 @@ def test_anthropic_any_tool_use_ends_right_after_its_calls(llamacpp, call_tokens
 
     def ask(_):
         return claude.messages.create(
-            model="claude-local",
+            model=llamacpp.model_id,
             max_tokens=MAX_TOKENS,
             messages=ASK,
             tools=[tool],

@@ -90,11 +90,16 @@ def test_prompt_lookup_gives_the_plain_tokens_in_fewer_passes(gemma):
     assert lookup[1].draft.drafted >= lookup[1].draft.accepted + lookup[1].draft.rejected
 
 
-def test_a_draft_model_gives_the_plain_tokens(gemma):
-    """The model drafting for itself: every draft is accepted."""
-    itself = Speculation(draft_model="itself", draft_path=str(gemma))
+@pytest.fixture(scope="module")
+def twin(models_dir, twin_ids) -> Path:
+    return Path(models_dir) / twin_ids["mlx"]
+
+
+def test_a_draft_model_gives_the_plain_tokens(twin):
+    """Gemma 3's twin drafting for itself: every draft is accepted."""
+    itself = Speculation(draft_model="itself", draft_path=str(twin))
     plain, drafted = decode(
-        gemma, [(REWRITE, 6, GREEDY, Speculation()), (REWRITE, 6, GREEDY, itself)]
+        twin, [(REWRITE, 6, GREEDY, Speculation()), (REWRITE, 6, GREEDY, itself)]
     )
     assert drafted[0] == plain[0]
     assert drafted[1].draft.drafted > 0
