@@ -32,11 +32,18 @@ def mlx_server(models_dir, whisper_id):
 
 
 @pytest.fixture(scope="module")
-def reference(models_dir, whisper_id, clips):
-    """faster-whisper on CTranslate2, float32, called directly on the same WAV and weights."""
+def ctranslate2(models_dir, whisper_id):
+    """faster-whisper on CTranslate2, float32, on the same weights."""
     folder = find_model(models_dir, whisper_id).directory
-    model = faster_whisper.WhisperModel(str(folder), device="cpu", compute_type="float32")
-    segments, _ = model.transcribe(decode_audio(clips["stella"]), beam_size=5, word_timestamps=True)
+    return faster_whisper.WhisperModel(str(folder), device="cpu", compute_type="float32")
+
+
+@pytest.fixture(scope="module")
+def reference(ctranslate2, clips):
+    """faster-whisper called directly on the same WAV."""
+    segments, _ = ctranslate2.transcribe(
+        decode_audio(clips["stella"]), beam_size=5, word_timestamps=True
+    )
     return list(segments)
 
 
@@ -77,11 +84,9 @@ def test_mlx_whisper_samples_at_a_set_temperature(mlx_server, whisper_id, clips)
 
 
 @pytest.fixture(scope="module")
-def both_engines(models_dir, whisper_id, clips):
+def both_engines(models_dir, whisper_id, clips, ctranslate2):
     """The MLX core and CTranslate2 (float32), each with its encoding of the same window."""
-    folder = find_model(models_dir, whisper_id).directory
-    ctranslate2 = faster_whisper.WhisperModel(str(folder), device="cpu", compute_type="float32")
-    mlx = MlxWhisper(folder)
+    mlx = MlxWhisper(find_model(models_dir, whisper_id).directory)
     samples = decode_audio(clips["stella"])
     features = pad_or_trim(ctranslate2.feature_extractor(samples)[..., :-1])
     return [(engine.model, engine.encode(features)) for engine in (mlx, ctranslate2)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -75,6 +76,18 @@ def test_a_full_queue_answers_429_with_retry_after_then_admits_again(models_dir,
                 response.close()
 
 
+def streamed_until_stopped(base_url: str, model: str) -> tuple[int, dict | None]:
+    """A long streamed chat read to its end: the number of data events and the last one."""
+    chunks, last = 0, None
+    with httpx.stream(
+        "POST", f"{base_url}/v1/chat/completions", json=long_chat(model, True, LONGEST), timeout=60
+    ) as reply:
+        for line in reply.iter_lines():
+            if line.startswith("data: "):
+                chunks, last = chunks + 1, json.loads(line.removeprefix("data: "))
+    return chunks, last
+
+
 @pytest.mark.parametrize("engine", ["mlx", "llamacpp"])
 def test_a_request_past_the_timeout_is_stopped_in_the_engine(models_dir, twin_ids, engine):
     model = twin_ids[engine]  # the tiny Gemma 3: quick to start, and it never ends a reply
@@ -82,24 +95,17 @@ def test_a_request_past_the_timeout_is_stopped_in_the_engine(models_dir, twin_id
     args = ("--request-timeout", "3")
     with ServerProcess(models_dir, model=model, engine=engine, extra_args=args) as server:
         client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
-        started = time.monotonic()
-        with pytest.raises(openai.APIStatusError) as failure:
-            client.chat.completions.create(**long_chat(model, False, LONGEST))
+        with ThreadPoolExecutor(1) as pool:  # a whole and a streamed request, at the same time
+            streamed = pool.submit(streamed_until_stopped, server.base_url, model)
+            started = time.monotonic()
+            with pytest.raises(openai.APIStatusError) as failure:
+                client.chat.completions.create(**long_chat(model, False, LONGEST))
+            elapsed = time.monotonic() - started
+            chunks, last = streamed.result()
         assert failure.value.status_code == 504
         assert failure.value.response.headers["x-should-retry"] == "false"
         assert failure.value.body["code"] == "request_timeout"
-        assert 3 <= time.monotonic() - started < 11
-
-        chunks, last = 0, None
-        with httpx.stream(
-            "POST",
-            f"{server.base_url}/v1/chat/completions",
-            json=long_chat(model, True, LONGEST),
-            timeout=60,
-        ) as reply:
-            for line in reply.iter_lines():
-                if line.startswith("data: "):
-                    chunks, last = chunks + 1, json.loads(line.removeprefix("data: "))
+        assert 3 <= elapsed < 11
         assert chunks > 1 and last["error"]["code"] == "request_timeout"
         # The engine itself holds no sequence any more: the timeout reached it, not only HTTP.
         assert wait_for(
