@@ -30,14 +30,14 @@ TOOLS = [{"type": "function", "function": {"name": "get_forecast", "parameters":
 FAMILIES = sorted(set(SYNTAXES) - {"deepseek"})
 
 
-def forced_call(server, model: str, family: str) -> tuple[httpx.Response, httpx.Response]:
-    """The family's load of the model, then its forced call; unloaded after."""
-    base, identifier = server.base_url, f"gemma-{family}"
-    load = {"model": model, "identifier": identifier, "tool_format": family,
+@pytest.mark.parametrize("twin_server", ["llamacpp"], indirect=True)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_forced_call_in_each_family_syntax_validates_and_ends(twin_server, twin_ids, family):
+    base, identifier = twin_server.base_url, f"gemma-{family}"
+    load = {"model": twin_ids["llamacpp"], "identifier": identifier, "tool_format": family,
             "context_length": 2048}  # fmt: skip
     loaded = httpx.post(f"{base}/api/v0/models/load", json=load, timeout=120)
-    if loaded.status_code != 200:
-        return loaded, loaded
+    assert loaded.status_code == 200, loaded.text
     try:
         body = {
             "model": identifier,
@@ -49,19 +49,12 @@ def forced_call(server, model: str, family: str) -> tuple[httpx.Response, httpx.
             "seed": 0,
             "max_tokens": 160,
         }
-        return loaded, httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
+        reply = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
+        assert reply.status_code == 200, reply.text
+        choice = reply.json()["choices"][0]
+        assert choice["finish_reason"] == "tool_calls", choice
+        (call,) = choice["message"]["tool_calls"]
+        assert call["function"]["name"] == "get_forecast"
+        jsonschema.validate(json.loads(call["function"]["arguments"]), SCHEMA)
     finally:
         httpx.post(f"{base}/api/v0/models/unload", json={"identifier": identifier}, timeout=60)
-
-
-@pytest.mark.parametrize("twin_server", ["llamacpp"], indirect=True)
-@pytest.mark.parametrize("family", FAMILIES)
-def test_a_forced_call_in_each_family_syntax_validates_and_ends(twin_server, twin_ids, family):
-    loaded, reply = forced_call(twin_server, twin_ids["llamacpp"], family)
-    assert loaded.status_code == 200, loaded.text
-    assert reply.status_code == 200, reply.text
-    choice = reply.json()["choices"][0]
-    assert choice["finish_reason"] == "tool_calls", choice
-    (call,) = choice["message"]["tool_calls"]
-    assert call["function"]["name"] == "get_forecast"
-    jsonschema.validate(json.loads(call["function"]["arguments"]), SCHEMA)
