@@ -74,7 +74,7 @@ class ServerProcess:
             health = self.health()
             if health is not None and (health["loaded"] or not wait_for_model):
                 return self
-            time.sleep(0.2)
+            time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log_tail()}")
 

@@ -5,6 +5,7 @@ and a reply's cache kept under the tokens it really holds."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -152,6 +153,19 @@ async def token_ids(model: MLXModel, request: EngineRequest) -> tuple[list[int],
     return ids, stats
 
 
+async def batched_together(model: MLXModel, requests: list[EngineRequest]) -> list:
+    """The requests' replies, all queued while the runner waits on a task, so one that is slower
+    to submit (a grammar compiled off the runner thread) still joins the others' batch."""
+    release = threading.Event()
+    held = model._runner.run_task(lambda _: release.wait(60))
+    replies = [asyncio.create_task(token_ids(model, r)) for r in requests]
+    while model._runner.active_count < len(requests):
+        await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.wrap_future(held)
+    return await asyncio.gather(*replies)
+
+
 def request(prompt: str, sampling=GREEDY, top_logprobs=None, **options) -> EngineRequest:
     return EngineRequest(prompt, sampling, max_tokens=TOKENS, top_logprobs=top_logprobs, **options)
 
@@ -186,7 +200,7 @@ def test_gemma_tokens_on_every_path_alone_and_batched(gemma):
             drawn_on_device = await on_device() - before
             mixed = [request(PROMPTS[0]), request(PROMPTS[1], top_logprobs=0)]
             mixed += [request(PROMPTS[2], banned), request(PROMPTS[1], UNSEEDED), *host_rows]
-            batched = await asyncio.gather(*(token_ids(model, r) for r in mixed))
+            batched = await batched_together(model, mixed)
             most = (await model.engine_counters())["most_decoding"]
             counts = greedy_on_device, len(drawn), drawn_on_device, most
             return on_host, host_alone, alone, [ids for ids, _ in batched], counts

