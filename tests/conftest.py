@@ -14,7 +14,7 @@ from mlxserve.models.convert import convert_model
 from mlxserve.models.defaults import DEFAULT_MLX_ID, ensure_default_model
 from mlxserve.models.gguf_import import register_gguf
 from mlxserve.models.speech import ensure_whisper_base
-from tests.gemma_conversion import Conversion, convert_measured
+from tests.gemma_conversion import Conversion, ConversionRun
 from tests.gguf_fixtures import TINY_ARCHS, write_twin
 from tests.server import ServerProcess
 from tests.speech import SENTENCES
@@ -23,6 +23,7 @@ ENGINES = ("mlx", "llamacpp")
 TWIN_IDS = {"mlx": "test/tiny-gemma-3", "llamacpp": "test/tiny-gemma-3-gguf"}
 GEMMA3_SHAPE = {"sliding_window": 512, "max_position_embeddings": 32768}  # the real one's
 EMBEDDING_ID = "sentence-transformers/all-minilm-l6-v2"
+NEEDS_CONVERSION = pytest.StashKey[bool]()
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +46,31 @@ def real_gguf() -> Path:
     return Path(assemble())
 
 
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected what they do
+def pytest_collection_modifyitems(config, items) -> None:
+    config.stash[NEEDS_CONVERSION] = any("gemma_conversion" in item.fixturenames for item in items)
+
+
 @pytest.fixture(scope="session")
-def gemma_conversion(models_dir, real_gguf) -> Conversion:
-    """The default model converted to MLX once per run, by the CLI, timed and measured."""
-    return convert_measured(real_gguf, models_dir, DEFAULT_MLX_ID)
+def conversion_run(models_dir, real_gguf):
+    """The default model's conversion to MLX, once per run, by the CLI in a child process."""
+    run = ConversionRun(real_gguf, models_dir, DEFAULT_MLX_ID)
+    yield run
+    run.stop()  # a run cut short leaves no conversion behind
+
+
+@pytest.fixture(scope="session", autouse=True)
+def conversion_started_early(request) -> None:
+    """A run that needs the conversion starts it with its first test, so that it goes on beside
+    the tests before the first one that needs the model."""
+    if request.config.stash[NEEDS_CONVERSION]:
+        request.getfixturevalue("conversion_run")
+
+
+@pytest.fixture(scope="session")
+def gemma_conversion(conversion_run) -> Conversion:
+    """The default model converted to MLX, timed and measured."""
+    return conversion_run.result()
 
 
 @pytest.fixture(scope="session")

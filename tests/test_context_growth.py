@@ -40,13 +40,14 @@ def test_the_default_model_loads_with_its_whole_context(server, model_id):
 def test_a_prompt_beyond_the_loaded_context_reloads_the_model(models_dir, twin_ids, engine):
     model = twin_ids[engine]  # Gemma 3's context of 32768, on tiny weights quick to read and load
     with ServerProcess(models_dir, model=model, engine=engine) as running:
-        load = {"model": model, "context_length": 512}
+        load = {"model": model, "context_length": 512, "tool_format": "hermes"}
         httpx.post(f"{running.base_url}/api/v0/models/unload", json={"model": model}, timeout=60)
         loaded = httpx.post(f"{running.base_url}/api/v0/models/load", json=load, timeout=300)
         assert loaded.json()["context_length"] == 512
         reply = chat(running.base_url, model, long_prompt(250))
         assert reply.usage.prompt_tokens > 512
-        assert model_entry(running.base_url, model)["loaded_context_length"] == 32768
+        grown = model_entry(running.base_url, model)
+        assert (grown["loaded_context_length"], grown["tool_format"]) == (32768, "hermes")
         assert "reloading" in running.log_text()
 
 

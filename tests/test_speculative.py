@@ -4,8 +4,6 @@ forward pass yields, never which tokens. Greedy and seeded output must equal pla
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -213,19 +211,12 @@ def test_llamacpp_speculation_is_a_server_option(models_dir, default_ids, server
     body = {"model": model, "prompt": REWRITE, "max_tokens": 40, "temperature": 0}
     stats = {"plain": post(server, "/api/v0/completions", body).json()["stats"]}
     counted = {"plain": memory_bytes(server, model)}
-    options = {"lookup": ("--prompt-lookup",), "draft": ("--draft-model", model)}
-    servers = {
-        name: ServerProcess(models_dir, model=model, engine="llamacpp", extra_args=extra)
-        for name, extra in options.items()
-    }
-    with ExitStack() as stack, ThreadPoolExecutor(len(servers)) as pool:
-        for started in servers.values():
-            stack.callback(started.stop)
-        list(pool.map(ServerProcess.start, servers.values()))  # both start at once
-        for name, started in servers.items():
+    for name, extra in (("lookup", ("--prompt-lookup",)), ("draft", ("--draft-model", model))):
+        with ServerProcess(models_dir, model=model, engine="llamacpp", extra_args=extra) as started:
             stats[name] = post(started, "/api/v0/completions", body).json()["stats"]
             counted[name] = memory_bytes(started, model)
-        other = post(servers["draft"], "/api/v0/completions", {**body, "draft_model": "x/y"})
+            if name == "draft":
+                other = post(started, "/api/v0/completions", {**body, "draft_model": "x/y"})
     gguf_bytes = sum(f.stat().st_size for f in (Path(models_dir) / model).glob("*.gguf"))
     assert counted["draft"] - counted["plain"] >= gguf_bytes  # the child holds both models
     # llama.cpp's own numerics may change a token of greedy text, so only the drafts are compared

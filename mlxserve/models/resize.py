@@ -77,6 +77,7 @@ class ContextResizer:
             ttl=loaded.ttl,
             identifier=loaded.identifier,
             jit=loaded.jit,
+            tool_format=loaded.tool_format,
             kv_bits=record.kv_bits,
             kv_group_size=record.kv_group_size,
         )
