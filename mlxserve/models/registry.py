@@ -213,7 +213,7 @@ class ModelRegistry:
             raise RegistryError(404, f"model '{identifier}' is not loaded", "model_not_found")
         for adapter in adapters_of(self.loaded, loaded):  # they go with the base's engine
             self.loaded.pop(adapter)
-        if not any(other.engine is loaded.engine for other in self.loaded.values()):
+        if not self._engine_shared(loaded):
             await loaded.engine.close()  # its last identifier
         log.info("unloaded %s", identifier)
 
@@ -293,8 +293,11 @@ class ModelRegistry:
     def freed_by_unloading(self, loaded: LoadedModel) -> int:
         """The bytes unloading `loaded` alone would free: none while another identifier
         shares its engine."""
-        others = (m for m in self.loaded.values() if m is not loaded)
-        return 0 if any(m.engine is loaded.engine for m in others) else loaded.memory_bytes
+        return 0 if self._engine_shared(loaded) else loaded.memory_bytes
+
+    def _engine_shared(self, loaded: LoadedModel) -> bool:
+        """Whether another loaded identifier runs on `loaded`'s engine."""
+        return any(m is not loaded and m.engine is loaded.engine for m in self.loaded.values())
 
     def _check_memory(
         self, record: ModelRecord, needed: int, available: int | None, param: str = "model"
