@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import psutil
+
+from mlxserve.engine.llamacpp.process import LAUNCHER_PATH
 
 
 def free_port() -> int:
@@ -110,3 +113,9 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def llama_children(server: ServerProcess) -> set[int]:
+    """The pids of the server's llama.cpp children (the launcher that runs each one)."""
+    found = psutil.Process(server.process.pid).children()
+    return {child.pid for child in found if str(LAUNCHER_PATH) in " ".join(child.cmdline())}

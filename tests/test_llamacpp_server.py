@@ -15,12 +15,11 @@ import httpx
 import openai
 import pytest
 
-from mlxserve.engine.llamacpp.process import LAUNCHER_PATH
 from mlxserve.models.defaults import DEFAULT_GGUF_ID
 from tests.metrics import model_metric
 from tests.platforms import LINUX
-from tests.server import ServerProcess
-from tests.test_llamacpp_process import child_pids, process_exists, wait_until_gone
+from tests.server import ServerProcess, llama_children
+from tests.test_llamacpp_process import process_exists, wait_until_gone
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="`--engine auto` picks llama.cpp on Linux only")
 PROMPT = "The capital of France is"
@@ -36,13 +35,9 @@ def auto_server(models_dir, default_ids):
 
 def llama_child(server: ServerProcess) -> int:
     """The pid of the llama.cpp child (the launcher that runs the server in-process)."""
-    children = [
-        pid
-        for pid in child_pids(server.process.pid)
-        if str(LAUNCHER_PATH).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
+    children = llama_children(server)
     assert len(children) == 1, children
-    return children[0]
+    return children.pop()
 
 
 def kill_when_generating(server: ServerProcess, pid: int) -> threading.Thread:

@@ -140,8 +140,10 @@ class ModelRegistry:
                 engine, needed, reason = await task
             finally:
                 del self._loading[identifier]
-        loaded = LoadedModel(record, engine, identifier, ttl, jit=jit, memory_bytes=needed)
-        loaded.tool_format, loaded.requested_context = tool_format or "", requested
+        loaded = LoadedModel(
+            record, engine, identifier, ttl, jit=jit, memory_bytes=needed,
+            tool_format=tool_format or "", requested_context=requested,
+        )  # fmt: skip
         if self.options.max_queued is not None:
             loaded.max_requests = engine.parallel + self.options.max_queued
         self.loaded[identifier] = loaded
