@@ -16,7 +16,7 @@ from mlxserve.models.gguf_import import register_gguf
 from mlxserve.models.speech import ensure_whisper_base
 from tests.gemma_conversion import Conversion, ConversionRun
 from tests.gguf_fixtures import TINY_ARCHS, write_twin
-from tests.server import ServerProcess
+from tests.server import ServerProcess, free_port
 from tests.speech import SENTENCES
 
 ENGINES = ("mlx", "llamacpp")
@@ -80,6 +80,15 @@ def default_ids(models_dir, gemma_conversion) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def gemma_mlx_lm(gemma_conversion):
+    """The default model as mlx-lm loads it (model, tokenizer), once for the run: the reference
+    that tests hold the server's tokens and scores to."""
+    from mlx_lm import load
+
+    return load(str(gemma_conversion.path))
+
+
+@pytest.fixture(scope="session")
 def twin_ids(models_dir, tmp_path_factory, real_gguf) -> dict[str, str]:
     """Gemma 3's vocabulary and template on a tiny random-weight Gemma 3, by engine: for tests
     of what the server does with long prompts or many sampled tokens, where what the model
@@ -118,18 +127,37 @@ def server(request, models_dir, default_ids):
         yield request.getfixturevalue("gemma_llamacpp")
         return
     with ServerProcess(models_dir, model=default_ids["mlx"], engine="mlx") as running:
-        running.engine = "mlx"
+        running.engine, running.model_id = "mlx", default_ids["mlx"]
         yield running
+
+
+def start_twin(models_dir, twin_ids, engine: str):
+    """With Ollama's API on a port of its own too (tests/test_ollama_api.py)."""
+    ollama_port = free_port()
+    extra = ["--ollama-port", str(ollama_port)]
+    model = twin_ids[engine]
+    with ServerProcess(models_dir, model=model, engine=engine, extra_args=extra) as running:
+        running.engine, running.model_id, running.ollama_port = engine, model, ollama_port
+        yield running
+
+
+@pytest.fixture(scope="session")
+def twin_mlx(models_dir, twin_ids):
+    """The tiny Gemma 3 on MLX for the whole run: `twin_server`'s MLX instance, and the
+    one-process reference of the distributed tests."""
+    yield from start_twin(models_dir, twin_ids, "mlx")
+
+
+@pytest.fixture(scope="session")
+def twin_llamacpp(models_dir, twin_ids):
+    yield from start_twin(models_dir, twin_ids, "llamacpp")
 
 
 @pytest.fixture(scope="session", params=ENGINES)
-def twin_server(request, models_dir, twin_ids):
+def twin_server(request):
     """A server per engine on the tiny Gemma 3 (`twin_ids`), shared by the modules that name it
     as their `server`: the API fixtures then run on it."""
-    model = twin_ids[request.param]
-    with ServerProcess(models_dir, model=model, engine=request.param) as running:
-        running.engine = request.param
-        yield running
+    return request.getfixturevalue(f"twin_{request.param}")
 
 
 @pytest.fixture
@@ -139,7 +167,7 @@ def client(server) -> openai.OpenAI:
 
 @pytest.fixture
 def model_id(server) -> str:
-    return server.health()["loaded"][0]
+    return server.model_id
 
 
 @pytest.fixture(scope="session")

@@ -96,8 +96,8 @@ def gemma_llamacpp(real_gguf):
 
 
 @pytest.fixture(scope="module")
-def gemma_mlx(gemma_conversion):
-    return load(str(gemma_conversion.path))
+def gemma_mlx(gemma_mlx_lm):
+    return gemma_mlx_lm
 
 
 def test_conversion_time_and_memory(gemma_conversion):

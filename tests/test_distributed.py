@@ -131,19 +131,13 @@ def test_a_tiny_qwen2_split_both_ways_answers_as_one_process(
 
 
 @pytest.fixture(scope="module")
-def gemma_pair(models_dir, twin_ids):
-    """Gemma 3's architecture and vocabulary (the tiny twin) in one process, and split by layer
-    ranges over two ranks (Gemma 3 has no mlx-lm pipeline of its own); started together."""
+def gemma_pair(models_dir, twin_ids, twin_mlx):
+    """Gemma 3's architecture and vocabulary (the tiny twin) in one process (the run's own
+    server of it), and split by layer ranges over two ranks (Gemma 3 has no mlx-lm pipeline of
+    its own)."""
     model = twin_ids["mlx"]
-    single = ServerProcess(models_dir, model=model)
-    launched = LaunchedServer(models_dir, model, "pipeline")
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda server: server.start(), (single, launched)))
-    try:
-        yield single, launched, model
-    finally:
-        single.stop()
-        launched.stop()
+    with LaunchedServer(models_dir, model, "pipeline") as launched:
+        yield twin_mlx, launched, model
 
 
 def test_gemma_split_by_layer_ranges_answers_as_one_process(gemma_pair, models_dir):

@@ -5,8 +5,6 @@ figures mlx-lm's own forward pass gives."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import mlx.core as mx
 import openai
@@ -51,11 +49,8 @@ def test_no_new_tokens_needs_echo(client, model_id):
     assert refused.value.body["param"] == "max_tokens"
 
 
-def mlx_lm_logprobs(directory, tokens: list[int]) -> list[float]:
+def mlx_lm_logprobs(model, tokens: list[int]) -> list[float]:
     """Each token's log-probability after those before it, from mlx-lm's model directly."""
-    from mlx_lm.utils import load_model
-
-    model, _ = load_model(Path(directory))  # its weights alone: the tokens are given
     logits = model(mx.array([tokens]))[0].astype(mx.float32)
     logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
     return [logprobs[i, tokens[i + 1]].item() for i in range(len(tokens) - 1)]
@@ -67,7 +62,7 @@ def lm_eval_request(server, model: str, prompts: list[list[int]]) -> dict:
     return httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=300).json()
 
 
-def test_prompt_tokens_are_scored_as_mlx_lm_scores_them(server, models_dir, default_ids):
+def test_prompt_tokens_are_scored_as_mlx_lm_scores_them(server, models_dir, default_ids, request):
     if server.engine != "mlx":
         refused = lm_eval_request(server, default_ids["llamacpp"], [[BOS, 651, 6037]])
         assert refused["error"]["param"] == "echo"  # llama.cpp's server cannot score a prompt
@@ -76,13 +71,13 @@ def test_prompt_tokens_are_scored_as_mlx_lm_scores_them(server, models_dir, defa
     continuations = [gemma_tokens(models_dir, default_ids, word) for word in (" Paris", " London")]
     prompts = [context + c for c in continuations]
     answer = lm_eval_request(server, default_ids["mlx"], prompts)
-    directory = find_model(models_dir, default_ids["mlx"]).directory
+    model, _ = request.getfixturevalue("gemma_mlx_lm")
     choices = answer["choices"]
     for choice, prompt in zip(choices, prompts, strict=True):
         logprobs = choice["logprobs"]
         assert logprobs["token_logprobs"][0] is None and logprobs["top_logprobs"][0] is None
         assert len(logprobs["token_logprobs"]) == len(prompt) + 1  # and the token generated
-        expected = mlx_lm_logprobs(directory, prompt)
+        expected = mlx_lm_logprobs(model, prompt)
         assert logprobs["token_logprobs"][1 : len(prompt)] == pytest.approx(expected, abs=2e-3)
         scored = zip(logprobs["token_logprobs"][1:], logprobs["top_logprobs"][1:], strict=True)
         for value, top in scored:

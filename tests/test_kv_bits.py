@@ -100,10 +100,8 @@ def allocated_bytes_per_token(model, quantization: KVQuantization | None) -> flo
     return sum(layer.nbytes for layer in growing) / 256
 
 
-def test_kv_bytes_per_token_as_mlx_allocates_them(gemma, models_dir, default_ids):
-    from mlx_lm.utils import load_model
-
-    model, _ = load_model(gemma)
+def test_kv_bytes_per_token_as_mlx_allocates_them(gemma_mlx_lm, models_dir, default_ids):
+    model, _ = gemma_mlx_lm
     full = allocated_bytes_per_token(model, None)
     eight = allocated_bytes_per_token(model, EIGHT) / full
     four = allocated_bytes_per_token(model, FOUR) / full

@@ -66,16 +66,14 @@ def evaluate(server, model: str, directory, folder, kind: str, task: str) -> dic
 
 
 @pytest.fixture(scope="module")
-def gemma(server, models_dir, default_ids, tmp_path_factory):
+def gemma(server, models_dir, default_ids, gemma_mlx_lm, tmp_path_factory):
     if server.engine != "mlx":
         pytest.skip("prompts are scored on the MLX engine (llama.cpp's server cannot)")
-    from mlx_lm import load
-
     # The tasks' documents are local files: the datasets library must not look for a hub.
     directory = find_model(models_dir, default_ids["mlx"]).directory
     folder = tmp_path_factory.mktemp("lm_eval_tasks")
     write_tasks(folder)
-    model, tokenizer = load(str(directory))
+    model, tokenizer = gemma_mlx_lm
     with pytest.MonkeyPatch.context() as env:  # read when the datasets library is imported
         env.setenv("HF_DATASETS_OFFLINE", "1")
         env.setenv("HF_HUB_OFFLINE", "1")

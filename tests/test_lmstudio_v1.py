@@ -128,8 +128,8 @@ def test_tool_use_capability_follows_the_chat_template(tmp_path):
     assert plain["capabilities"]["trained_for_tool_use"] is False
 
 
-def test_load_names_an_instance_and_unload_removes_it(server, default_ids):
-    key = default_ids[server.engine]
+def test_load_names_an_instance_and_unload_removes_it(server, twin_ids):
+    key = twin_ids[server.engine]  # Gemma 3's tiny twin: a second model, quick to load
     body = {"model": key, "identifier": "v1-second", "context_length": 1024}
     response = post(server, "/api/v1/models/load", {**body, "echo_load_config": True})
     assert response.status_code == 200, response.text

@@ -14,11 +14,11 @@ import numpy as np
 import ollama
 import pytest
 
-from tests.conftest import EMBEDDING_ID, ENGINES
+from tests.conftest import EMBEDDING_ID
 from tests.family_templates import FAMILY_BOS_EOS, FAMILY_SPECIALS, FAMILY_TEMPLATES
 from tests.hub_standin import StandInHub
 from tests.scripted_models import make_scripted_model
-from tests.server import ServerProcess, free_port
+from tests.server import ServerProcess
 from tests.test_families_e2e import BY_FAMILY, THOUGHT
 from tests.tiny_models import make_tiny_gemma
 
@@ -35,18 +35,12 @@ CALLER = BY_FAMILY["qwen3_coder"]  # thinks, then calls get_weather(city="Paris"
 HUB_REPO = "test-org/tiny-gemma-mlx"
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def served(request, models_dir, twin_ids):
+@pytest.fixture(scope="module")
+def served(twin_server):
     """(server, client, model name) per engine; the client talks to the --ollama-port. The
     model: a tiny Gemma 3 with the real one's vocabulary and template."""
-    engine, port = request.param, free_port()
-    extra = ["--ollama-port", str(port)]
-    with ServerProcess(
-        models_dir, model=twin_ids[engine], engine=engine, extra_args=extra
-    ) as server:
-        server.engine = engine
-        client = ollama.Client(host=f"http://127.0.0.1:{port}")
-        yield server, client, twin_ids[engine]
+    client = ollama.Client(host=f"http://127.0.0.1:{twin_server.ollama_port}")
+    return twin_server, client, twin_server.model_id
 
 
 @pytest.fixture(scope="module")

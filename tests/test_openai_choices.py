@@ -32,7 +32,7 @@ def client(server) -> openai.OpenAI:
 
 @pytest.fixture
 def model(server) -> str:
-    return server.health()["loaded"][0]
+    return server.model_id
 
 
 def chat(client, model, **fields):

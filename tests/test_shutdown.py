@@ -1,6 +1,6 @@
-"""SIGTERM while streams are running, on both engines: every stream ends with an error event
-its client can read (not a cut connection), the server exits within seconds, and no llama.cpp
-child is left."""
+"""SIGTERM while streams are running, on both engines (Gemma 3's tiny twin): every stream ends
+with an error event its client can read (not a cut connection), the server exits within seconds,
+and no llama.cpp child is left."""
 
 from __future__ import annotations
 
@@ -42,13 +42,13 @@ def read_stream(server: ServerProcess, model: str, started: threading.Event, end
 
 
 @pytest.mark.parametrize("engine", ["mlx", "llamacpp"])
-def test_sigterm_under_load_ends_streams_with_an_error_event(models_dir, default_ids, engine):
-    with ServerProcess(models_dir, model=default_ids[engine], engine=engine) as server:
+def test_sigterm_under_load_ends_streams_with_an_error_event(models_dir, twin_ids, engine):
+    with ServerProcess(models_dir, model=twin_ids[engine], engine=engine) as server:
         children = child_pids(server.process.pid)
         ends: list = []
         started = [threading.Event() for _ in range(STREAMS)]
         readers = [
-            threading.Thread(target=read_stream, args=(server, default_ids[engine], s, ends))
+            threading.Thread(target=read_stream, args=(server, twin_ids[engine], s, ends))
             for s in started
         ]
         for reader in readers:
