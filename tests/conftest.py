@@ -18,6 +18,7 @@ from tests.gemma_conversion import Conversion, ConversionRun
 from tests.gguf_fixtures import TINY_ARCHS, write_twin
 from tests.server import ServerProcess, free_port
 from tests.speech import SENTENCES
+from tests.thinking_models import THINKER_ID, make_thinker
 
 ENGINES = ("mlx", "llamacpp")
 TWIN_IDS = {"mlx": "test/tiny-gemma-3", "llamacpp": "test/tiny-gemma-3-gguf"}
@@ -168,6 +169,16 @@ def client(server) -> openai.OpenAI:
 @pytest.fixture
 def model_id(server) -> str:
     return server.model_id
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def thinking_server(request, tmp_path_factory):
+    """A tiny random model whose chat template opens a think block (tests/thinking_models.py),
+    served per engine."""
+    models = tmp_path_factory.mktemp(f"thinking-{request.param}")
+    make_thinker(models, request.param)
+    with ServerProcess(models, model=THINKER_ID, engine=request.param) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

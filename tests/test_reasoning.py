@@ -18,7 +18,6 @@ from quart import Quart
 from mlxserve.api.openai.chat import to_request
 from mlxserve.api.openai.protocol import ChatCompletionRequest
 from mlxserve.families.syntax import SYNTAXES
-from mlxserve.models.gguf_import import register_gguf
 from mlxserve.models.options import RegistryOptions
 from mlxserve.models.registry import ModelRegistry
 from mlxserve.pipeline.events import ReasoningDelta, TextDelta, ToolCallStart
@@ -27,8 +26,7 @@ from mlxserve.pipeline.prepare import prepare
 from mlxserve.pipeline.reasoning import ReasoningSplitter, opened_in_prompt, reasoning_family
 from mlxserve.pipeline.request import GenerateRequest, TextPart, Turn
 from mlxserve.sampling.params import SamplingParams
-from tests.gguf_fixtures import TINY_ARCHS, reference_model, write_tiny_gguf
-from tests.server import ServerProcess
+from tests.thinking_models import THINKING_TEMPLATE
 from tests.tiny_models import make_tiny_gemma
 
 RECORDED = [
@@ -59,12 +57,6 @@ RECORDED = [
         "Hi there!",
     ),
 ]
-THINKING_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
-    "{% else %}<think>\n{% endif %}{% endif %}"
-)
 
 
 def split(family: str, opened: bool, chunks: list[str]) -> tuple[str, str]:
@@ -105,27 +97,6 @@ def test_families_are_told_by_their_templates():
     assert reasoning_family("{{ messages }}") is None
     assert opened_in_prompt("think", "<|im_start|>assistant\n<think>\n")
     assert not opened_in_prompt("think", "<|im_start|>assistant\n<think>\n\n</think>\n\n")
-
-
-@pytest.fixture(scope="module", params=["mlx", "llamacpp"])
-def thinking_server(request, tmp_path_factory):
-    """A tiny random model whose chat template opens a think block: MLX weights, or a GGUF
-    for llama.cpp."""
-    models = tmp_path_factory.mktemp(f"thinking-{request.param}")
-    if request.param == "mlx":
-        directory = models / "test" / "tiny-thinker"
-        make_tiny_gemma(directory, bytes_vocabulary=True, architecture="qwen3")
-        config = json.loads((directory / "tokenizer_config.json").read_text())
-        config["chat_template"] = THINKING_TEMPLATE
-        (directory / "tokenizer_config.json").write_text(json.dumps(config))
-    else:
-        arch = TINY_ARCHS["qwen2"]
-        _, config, weights = reference_model(arch)
-        gguf = models / "thinker.gguf"
-        write_tiny_gguf(gguf, arch, weights, config, chat_template=THINKING_TEMPLATE)
-        register_gguf(gguf, models, "test/tiny-thinker")
-    with ServerProcess(models, model="test/tiny-thinker", engine=request.param) as server:
-        yield server
 
 
 ASK = [{"role": "user", "content": "Why is the sky blue?"}]

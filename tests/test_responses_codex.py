@@ -19,7 +19,7 @@ from mlxserve.api.responses.tools import ToolSet
 from mlxserve.api.shared.conversation_store import ConversationStore
 from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import ImagePart, TextPart, Turn
-from tests.test_reasoning import ASK, thinking_server  # noqa: F401 - a fixture used below
+from tests.test_reasoning import ASK
 from tests.test_responses import STREAM_EVENTS
 
 
@@ -280,7 +280,7 @@ def test_bad_codex_fields_name_the_field(server, model_id, change, status, param
     assert reply.json()["error"]["param"] == param
 
 
-def test_reasoning_summary_and_encrypted_content_round_trip(thinking_server):  # noqa: F811
+def test_reasoning_summary_and_encrypted_content_round_trip(thinking_server):
     client = openai.OpenAI(base_url=f"{thinking_server.base_url}/v1", api_key="x", max_retries=0)
     kwargs = {
         "model": "test/tiny-thinker",
