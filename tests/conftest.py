@@ -19,8 +19,10 @@ from tests.gguf_fixtures import TINY_ARCHS, write_twin
 from tests.server import ServerProcess, free_port
 from tests.speech import SENTENCES
 from tests.thinking_models import THINKER_ID, make_thinker
+from tests.tiny_vision import make_vision_store
 
 ENGINES = ("mlx", "llamacpp")
+VISION_FAMILIES = ("gemma3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 TWIN_IDS = {"mlx": "test/tiny-gemma-3", "llamacpp": "test/tiny-gemma-3-gguf"}
 GEMMA3_SHAPE = {"sliding_window": 512, "max_position_embeddings": 32768}  # the real one's
 EMBEDDING_ID = "sentence-transformers/all-minilm-l6-v2"
@@ -179,6 +181,21 @@ def thinking_server(request, tmp_path_factory):
     make_thinker(models, request.param)
     with ServerProcess(models, model=THINKER_ID, engine=request.param) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def vision_store(tmp_path_factory) -> Path:
+    return make_vision_store(tmp_path_factory.mktemp("vision-store"), VISION_FAMILIES)
+
+
+@pytest.fixture(scope="session", params=VISION_FAMILIES)
+def vision_server(request, vision_store):
+    """A tiny random-weight vision model of each family (tests/tiny_vision.py); images over
+    60,000 bytes refused."""
+    extra = ("--max-image-bytes", "60000")
+    with ServerProcess(vision_store, model=f"test/{request.param}", extra_args=extra) as running:
+        running.family = request.param
+        yield running
 
 
 @pytest.fixture(scope="session")

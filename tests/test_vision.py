@@ -19,11 +19,9 @@ import openai
 import pytest
 
 from mlxserve.models.convert import convert_model
-from tests.server import ServerProcess
-from tests.tiny_vision import IMAGE_TOKENS, make_vision_store, png_bytes
+from tests.tiny_vision import IMAGE_TOKENS, png_bytes
 
 pytestmark = pytest.mark.e2e
-FAMILIES = ("gemma3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 BLUE = png_bytes((0, 0, 255))
 NOISE = png_bytes(None, seed=0)
 QUESTION = "w1 w2 w3"
@@ -44,16 +42,8 @@ def user(*images: bytes, text: str = QUESTION) -> dict:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return make_vision_store(tmp_path_factory.mktemp("vision-store"), FAMILIES)
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def vision_server(request, store):
-    extra = ("--max-image-bytes", "60000")
-    with ServerProcess(store, model=f"test/{request.param}", extra_args=extra) as running:
-        running.family = request.param
-        yield running
+def store(vision_store):
+    return vision_store
 
 
 @pytest.fixture

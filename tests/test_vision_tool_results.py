@@ -11,26 +11,17 @@ import openai
 import pytest
 
 from tests.log_stream import rendered_prompt
-from tests.server import ServerProcess
-from tests.tiny_vision import IMAGE_TOKENS, make_vision_store, png_bytes
+from tests.tiny_vision import IMAGE_TOKENS, png_bytes
 
 pytestmark = pytest.mark.e2e
-FAMILIES = ("gemma3", "qwen2_5_vl")  # a template without a tool turn, and one with
 SCREENSHOT = png_bytes(None, seed=4)
 MARKER = "<__media__>"  # where the engine puts an image's tokens
 CALL = {"id": "call_1", "type": "function", "function": {"name": "shot", "arguments": "{}"}}
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return make_vision_store(tmp_path_factory.mktemp("vision-tools"), FAMILIES)
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def server(request, store):
-    with ServerProcess(store, model=f"test/{request.param}") as running:
-        running.family = request.param
-        yield running
+@pytest.fixture
+def server(vision_server):
+    return vision_server
 
 
 def openai_conversation(with_image: bool) -> list[dict]:
