@@ -95,11 +95,6 @@ def gemma_llamacpp(real_gguf):
         yield client
 
 
-@pytest.fixture(scope="module")
-def gemma_mlx(gemma_mlx_lm):
-    return gemma_mlx_lm
-
-
 def test_conversion_time_and_memory(gemma_conversion):
     """The suite's one conversion of the default model (conftest's `gemma_conversion`)."""
     seconds, peak = gemma_conversion.seconds, gemma_conversion.peak_rss_bytes
@@ -111,13 +106,13 @@ def test_conversion_time_and_memory(gemma_conversion):
     assert peak < 3 * size
 
 
-def test_gemma_greedy_tokens_match_llamacpp(gemma_llamacpp, gemma_mlx):
+def test_gemma_greedy_tokens_match_llamacpp(gemma_llamacpp, gemma_mlx_lm):
     """llama.cpp multiplies Q4_K weights with 8-bit-quantized activations, the conversion runs
     exact float32, so a near-tie can tip either way. Most prompts must agree on every token, and
     any divergence must be such a tie: llama.cpp's pick is within NEAR_TIE nats of the
     converted model's own under the converted model's distribution. The converted model
     decodes the prompts as one batch (mlx-lm's batch_generate: a quarter of the time)."""
-    model, tokenizer = gemma_mlx
+    model, tokenizer = gemma_mlx_lm
     prompts = [llamacpp_tokenize(gemma_llamacpp, p, add_special=True) for p in PROMPTS]
     assert [tokenizer.encode(p) for p in PROMPTS] == prompts
     batch = batch_generate(
@@ -138,8 +133,8 @@ def test_gemma_greedy_tokens_match_llamacpp(gemma_llamacpp, gemma_mlx):
     assert len(identical) >= 5, identical
 
 
-def test_gemma_tokenizer_matches_llamacpp(gemma_llamacpp, gemma_mlx):
-    _, tokenizer = gemma_mlx
+def test_gemma_tokenizer_matches_llamacpp(gemma_llamacpp, gemma_mlx_lm):
+    _, tokenizer = gemma_mlx_lm
     for text in TEXTS:
         expected = llamacpp_tokenize(gemma_llamacpp, text, add_special=False)
         assert tokenizer.encode(text, add_special_tokens=False) == expected, text

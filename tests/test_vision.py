@@ -41,11 +41,6 @@ def user(*images: bytes, text: str = QUESTION) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def store(vision_store):
-    return vision_store
-
-
 @pytest.fixture
 def vision_client(vision_server) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{vision_server.base_url}/v1", api_key="x", max_retries=0)
@@ -153,9 +148,11 @@ def test_vision_responses_and_messages_take_images(vision_client, vision_server)
     assert message.content[0].text == chat.choices[0].message.content
 
 
-def test_vision_models_report_vlm(vision_server, vision_client, store):
+def test_vision_models_report_vlm(vision_server, vision_client, vision_store):
     command = [sys.executable, "-m", "mlxserve.cli.main", "ls", "--json", "--no-discover"]
-    listing = subprocess.run([*command, "--models-dir", str(store)], capture_output=True, text=True)
+    listing = subprocess.run(
+        [*command, "--models-dir", str(vision_store)], capture_output=True, text=True
+    )
     assert {m["id"]: m["type"] for m in json.loads(listing.stdout)}[
         f"test/{vision_server.family}"
     ] == "vlm"
@@ -166,11 +163,15 @@ def test_vision_models_report_vlm(vision_server, vision_client, store):
     assert types[f"test/{vision_server.family}"] == "vlm" and types["test/text-only"] == "llm"
 
 
-def test_vision_convert_hf_directory_serves_the_same_answers(vision_client, vision_server, store):
+def test_vision_convert_hf_directory_serves_the_same_answers(
+    vision_client, vision_server, vision_store
+):
     family = vision_server.family
-    source = store / "hf" / family  # the model's files without the store's manifest
-    shutil.copytree(store / "test" / family, source, ignore=shutil.ignore_patterns("mlxserve*"))
-    record = convert_model(source, store, f"converted/{family}", progress=False)
+    source = vision_store / "hf" / family  # the model's files without the store's manifest
+    shutil.copytree(
+        vision_store / "test" / family, source, ignore=shutil.ignore_patterns("mlxserve*")
+    )
+    record = convert_model(source, vision_store, f"converted/{family}", progress=False)
     assert record.type == "vlm" and record.architecture == family
     original = ask(vision_client, [user(NOISE)])
     converted = ask(vision_client, [user(NOISE)], model=record.id)
