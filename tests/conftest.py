@@ -119,7 +119,6 @@ def gemma_llamacpp(models_dir, default_ids):
     instance, and the peer of its MLX one where a module compares the engines."""
     model = default_ids["llamacpp"]
     with ServerProcess(models_dir, model=model, engine="llamacpp") as running:
-        running.engine, running.model_id = "llamacpp", model
         yield running
 
 
@@ -130,7 +129,6 @@ def server(request, models_dir, default_ids):
         yield request.getfixturevalue("gemma_llamacpp")
         return
     with ServerProcess(models_dir, model=default_ids["mlx"], engine="mlx") as running:
-        running.engine, running.model_id = "mlx", default_ids["mlx"]
         yield running
 
 
@@ -140,7 +138,7 @@ def start_twin(models_dir, twin_ids, engine: str):
     extra = ["--ollama-port", str(ollama_port)]
     model = twin_ids[engine]
     with ServerProcess(models_dir, model=model, engine=engine, extra_args=extra) as running:
-        running.engine, running.model_id, running.ollama_port = engine, model, ollama_port
+        running.ollama_port = ollama_port
         yield running
 
 

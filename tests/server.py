@@ -36,6 +36,7 @@ class ServerProcess:
     ):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.engine, self.model_id = engine, model
         self.args = [
             sys.executable,
             "-m",
