@@ -39,7 +39,7 @@ PROMPTS = [
     "def fibonacci(n):",
     "The three primary colours are",
 ]
-TOKENS = 6
+TOKENS = 4
 # A grammar row: the host masks and samples it, whatever shares its batch.
 COUNT = Grammar('start: %json {"type": "object", "properties": {"count": {"type": "integer"}}}\n')
 
