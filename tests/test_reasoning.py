@@ -26,7 +26,7 @@ from mlxserve.pipeline.prepare import prepare
 from mlxserve.pipeline.reasoning import ReasoningSplitter, opened_in_prompt, reasoning_family
 from mlxserve.pipeline.request import GenerateRequest, TextPart, Turn
 from mlxserve.sampling.params import SamplingParams
-from tests.thinking_models import THINKING_TEMPLATE
+from tests.thinking_models import THINKER_ID, THINKING_TEMPLATE
 from tests.tiny_models import make_tiny_gemma
 
 RECORDED = [
@@ -106,7 +106,7 @@ GREEDY = {"temperature": 0, "max_tokens": 12, "logit_bias": {"2": -100}}  # EOS 
 def chat(server, stream: bool = False, **extra):
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
     return client.chat.completions.create(
-        model="test/tiny-thinker", messages=ASK, stream=stream, **GREEDY, **extra
+        model=THINKER_ID, messages=ASK, stream=stream, **GREEDY, **extra
     )
 
 
@@ -156,7 +156,7 @@ def test_efforts_above_high_are_accepted_and_think_as_high_does(thinking_server,
 
 def test_responses_have_a_reasoning_item(thinking_server):
     reasoning = chat(thinking_server).choices[0].message.model_extra["reasoning_content"]
-    body = {"model": "test/tiny-thinker", "input": ASK, "temperature": 0, "max_output_tokens": 12}
+    body = {"model": THINKER_ID, "input": ASK, "temperature": 0, "max_output_tokens": 12}
     body["logit_bias"] = {"2": -100}
     whole = httpx.post(f"{thinking_server.base_url}/v1/responses", json=body, timeout=60).json()
     item = whole["output"][0]
@@ -179,7 +179,7 @@ def test_responses_have_a_reasoning_item(thinking_server):
 def test_messages_have_a_thinking_block(thinking_server):
     reasoning = chat(thinking_server).choices[0].message.model_extra["reasoning_content"]
     claude = anthropic.Anthropic(base_url=thinking_server.base_url, api_key="x", max_retries=0)
-    kwargs = {"model": "test/tiny-thinker", "max_tokens": 12, "messages": ASK}
+    kwargs = {"model": THINKER_ID, "max_tokens": 12, "messages": ASK}
     kwargs["extra_body"] = {"temperature": 0, "logit_bias": {"2": -100}}
     message = claude.messages.create(**kwargs)
     assert message.content[0].type == "thinking" and message.content[0].thinking == reasoning
@@ -193,7 +193,7 @@ def test_messages_have_a_thinking_block(thinking_server):
 
 def test_lmstudio_v1_chat_has_a_reasoning_item(thinking_server):
     reasoning = chat(thinking_server).choices[0].message.model_extra["reasoning_content"]
-    body = {"model": "test/tiny-thinker", "input": ASK[0]["content"], "temperature": 0}
+    body = {"model": THINKER_ID, "input": ASK[0]["content"], "temperature": 0}
     body["max_output_tokens"] = GREEDY["max_tokens"]
     url = f"{thinking_server.base_url}/api/v1/chat"
     result = httpx.post(url, json=body, timeout=60).json()

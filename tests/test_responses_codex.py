@@ -21,6 +21,7 @@ from mlxserve.pipeline.errors import RequestError
 from mlxserve.pipeline.request import ImagePart, TextPart, Turn
 from tests.test_reasoning import ASK
 from tests.test_responses import STREAM_EVENTS
+from tests.thinking_models import THINKER_ID
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +284,7 @@ def test_bad_codex_fields_name_the_field(server, model_id, change, status, param
 def test_reasoning_summary_and_encrypted_content_round_trip(thinking_server):
     client = openai.OpenAI(base_url=f"{thinking_server.base_url}/v1", api_key="x", max_retries=0)
     kwargs = {
-        "model": "test/tiny-thinker",
+        "model": THINKER_ID,
         "max_output_tokens": 12,
         "temperature": 0,
         "store": False,
