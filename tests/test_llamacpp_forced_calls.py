@@ -11,6 +11,7 @@ the MLX engine."""
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
@@ -23,6 +24,7 @@ from llguidance import LLMatcher
 from mlxserve.engine.llamacpp.protocol import end_tokens, ending_with
 from mlxserve.gguf_header import read_scalar_fields
 from mlxserve.pipeline.constraints import MAX_PARALLEL_CALLS
+from tests.metrics import model_metric
 from tests.schemas import validate_json
 from tests.server import ServerProcess
 
@@ -71,10 +73,9 @@ def llama_client(llamacpp) -> openai.OpenAI:
 
 
 @pytest.fixture(scope="module")
-def call_tokens(llamacpp):
-    """Tokens of the text the model writes for these calls (Gemma: each call's JSON object,
-    one a line), counted by the server's own tokenizer: /v1/completions' prompt_tokens less
-    the BOS it adds."""
+def text_tokens(llamacpp):
+    """Tokens of a text, counted by the server's own tokenizer: /v1/completions' prompt_tokens
+    less the BOS it adds."""
 
     def prompt_tokens(text: str) -> int:
         body = {"model": llamacpp.model_id, "prompt": text, "max_tokens": 1, "temperature": 0}
@@ -82,10 +83,17 @@ def call_tokens(llamacpp):
         return answer.json()["usage"]["prompt_tokens"]
 
     bos = prompt_tokens("a") - 1  # "a" is one token
+    return lambda text: prompt_tokens(text) - bos
+
+
+@pytest.fixture(scope="module")
+def call_tokens(text_tokens):
+    """Tokens of the text the model writes for these calls (Gemma: each call's JSON object,
+    one a line)."""
 
     def count(calls: list[tuple[str, str]]) -> int:
         lines = [f'{{"name": {json.dumps(name)}, "arguments": {args}}}' for name, args in calls]
-        return prompt_tokens("\n".join(lines)) - bos
+        return text_tokens("\n".join(lines))
 
     return count
 
@@ -108,6 +116,7 @@ def forced_reply(client, model_id: str, choice, parallel: bool, seed: int, **ext
         "finish_reason": choice_.finish_reason,
         "calls": calls,
         "completion_tokens": response.usage.completion_tokens,
+        "prompt_tokens": response.usage.prompt_tokens,
     }
 
 
@@ -195,6 +204,35 @@ def test_anthropic_any_tool_use_ends_right_after_its_calls(llamacpp, call_tokens
     # 4 calls on each of 6 requests is about 0.18^6 now (the model ends after a call about
     # 43% of the time); before, every request made 4.
     assert min(counts) < MAX_PARALLEL_CALLS, counts
+
+
+def sampled_tokens(llamacpp, before: float | None = None) -> float:
+    """The child's count of tokens it sampled, from /metrics; with `before`, once it differs
+    from that (llama.cpp counts a reply as it releases its slot, after the last chunk)."""
+    deadline = time.monotonic() + 10
+    while True:
+        count = model_metric(llamacpp.base_url, "mlxserve_engine_tokens_sampled", llamacpp.model_id)
+        if before is None or count != before or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
+
+
+def test_a_forced_calls_fixed_opening_is_not_sampled(llama_client, llamacpp, text_tokens):
+    """A named call opens with text the grammar allows one way only. All but its last token go
+    after the prompt (jump-forward), so the child samples only the rest of the reply; the
+    reply, its usage and its arguments are as if it had sampled them all."""
+    jumped = text_tokens('{"name": "get_time", "arguments": ') - 1
+    forced_reply(llama_client, llamacpp.model_id, NAMED, False, seed=2)  # the grammar checked
+    before = sampled_tokens(llamacpp)
+    reply = forced_reply(llama_client, llamacpp.model_id, NAMED, False, seed=2)
+    assert reply["finish_reason"] == "tool_calls" and reply["calls"][0][0] == "get_time"
+    validate_json(reply["calls"][0][1], TIME)
+    assert sampled_tokens(llamacpp, before) - before == reply["completion_tokens"] - jumped
+    # Asked for log-probabilities, which the jumped tokens would lack, it samples them all.
+    before = sampled_tokens(llamacpp)
+    sampled = forced_reply(llama_client, llamacpp.model_id, NAMED, False, seed=2, logprobs=True)
+    assert sampled_tokens(llamacpp, before) - before == sampled["completion_tokens"]
+    assert sampled["prompt_tokens"] == reply["prompt_tokens"]
 
 
 def test_the_grammar_llama_cpp_gets_may_end_with_the_models_end_tokens(gguf_header):

@@ -181,12 +181,16 @@ class GenerationStats:
     reasoning_tokens: int = 0  # of completion_tokens, those a thinking model thought in (pipeline)
     draft: DraftCounts | None = None  # set when the reply was decoded speculatively
     draft_model: str | None = None
+    # Of completion_tokens, those a grammar fixed, decoded with the prompt (llamacpp/jump_forward)
+    prefilled_tokens: int = 0
 
     @property
     def tokens_per_second(self) -> float:
-        if self.completion_tokens <= 1 or self.generation_time <= 0:
+        """The decode rate: tokens after the first that came with the prompt's prefill."""
+        decoded = self.completion_tokens - self.prefilled_tokens
+        if decoded <= 1 or self.generation_time <= 0:
             return 0.0
-        return (self.completion_tokens - 1) / self.generation_time
+        return (decoded - 1) / self.generation_time
 
     @property
     def finish_reason(self) -> str:

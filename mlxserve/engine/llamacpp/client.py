@@ -215,14 +215,27 @@ async def request_json(
     method: str, url: str, body: dict | None = None, api_key: str | None = None
 ) -> dict:
     """The JSON body of a 200 answer; HTTPStatusError or ConnectionError otherwise."""
+    answer, netloc = await _answer(method, url, body, api_key)
+    try:
+        return orjson.loads(answer)
+    except ValueError as exc:
+        raise ConnectionError(f"unreadable JSON from {netloc}: {exc}") from exc
+
+
+async def request_text(method: str, url: str, api_key: str | None = None) -> str:
+    """The body of a 200 answer that is text (Prometheus' /metrics)."""
+    answer, _ = await _answer(method, url, None, api_key)
+    return answer.decode("utf-8", "replace")
+
+
+async def _answer(
+    method: str, url: str, body: dict | None, api_key: str | None
+) -> tuple[bytes, str]:
     async with _exchange(method, url, body, False, api_key) as (response, netloc):
         while not response.done:
             await response.wait()
         response.raise_for_outcome(netloc)
-        try:
-            return orjson.loads(response.parser.body)
-        except ValueError as exc:
-            raise ConnectionError(f"unreadable JSON from {netloc}: {exc}") from exc
+        return bytes(response.parser.body), netloc
 
 
 async def post_event_stream(

@@ -8,8 +8,10 @@ If the child dies, requests in flight fail with EngineUnavailable and the next r
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -37,12 +39,14 @@ from mlxserve.engine.llamacpp import client, protocol
 from mlxserve.engine.llamacpp.cross_encoder import score_pairs_on_child
 from mlxserve.engine.llamacpp.embedding import fit_to_window
 from mlxserve.engine.llamacpp.grammar_check import GrammarProbe
+from mlxserve.engine.llamacpp.jump_forward import ExactTokens, planned_jump
 from mlxserve.engine.llamacpp.lora import ChildAdapters
 from mlxserve.engine.llamacpp.process import LlamaServerProcess
 from mlxserve.engine.llamacpp.relevance import score_on_child
 from mlxserve.gguf_header import read_scalar_fields
 
 logger = logging.getLogger("mlxserve.llamacpp")
+SAMPLED_METRIC = re.compile(r"^llamacpp:tokens_predicted_total (\S+)$", re.MULTILINE)
 
 
 def embedding_args(context_length: int, pooling: str) -> tuple[str, ...]:
@@ -70,6 +74,8 @@ class LlamaCppModel(EngineModel):
         self._version = ""
         self._grammar_error: str | None = None  # "" once grammars are known to work
         self._grammars = GrammarProbe(self._probe_completion, process.log_tail)
+        plain = functools.partial(self.tokenize, add_special_tokens=False, parse_special=False)
+        self._openings = ExactTokens(plain, self.detokenize)
         self._media_marker = ""  # where an image goes in a prompt (random per llama.cpp start)
         # Requests beyond the child's slots wait here, where a client that leaves is dropped at
         # once; in llama.cpp's own queue they would still be read when a slot came free.
@@ -163,8 +169,11 @@ class LlamaCppModel(EngineModel):
             return f"xllamacpp {metadata.version('xllamacpp')}"
         return build_info
 
-    async def tokenize(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
-        body = {"content": text, "add_special": add_special_tokens, "parse_special": True}
+    async def tokenize(
+        self, text: str, *, add_special_tokens: bool = True, parse_special: bool = True
+    ) -> list[int]:
+        """`parse_special=False` spells special tokens' text as text, as grammars do."""
+        body = {"content": text, "add_special": add_special_tokens, "parse_special": parse_special}
         return (await self._request("POST", "/tokenize", body))["tokens"]
 
     async def detokenize(self, tokens: list[int]) -> str:
@@ -201,20 +210,27 @@ class LlamaCppModel(EngineModel):
                 protocol.multimodal_prompt, request.prompt, request.images, self._media_marker
             )
         visible = await self.special_ids(request.visible_specials)
+        grammar = request.grammar
+        jump = await planned_jump(request, n_predict, visible, self._openings)
+        if jump is not None:
+            prompt, grammar = prompt + jump.tokens, jump.rest
+            n_predict -= len(jump.tokens)
         body = protocol.completion_body(
             prompt,
             request.sampling,
             n_predict,
             request.stop,
-            request.grammar,
+            grammar,
             self.end_tokens,
             request.top_logprobs,
         )
         if self.adapters.usable:
             body["lora"] = self.adapters.request_field(request.adapter)
         async with self._slots, aclosing(self._relay(request, body, visible)) as events:
+            first = True
             async for event in events:
-                yield event
+                yield event if jump is None else jump.onto(event, first)
+                first = False
 
     async def _relay(self, request: EngineRequest, body: dict, visible: dict[int, str]):
         url = f"{await self._running_url()}/completion"
@@ -238,9 +254,9 @@ class LlamaCppModel(EngineModel):
                             generation_time=(last_token or first_token) - first_token,
                         )
                         stats.draft_model = self.draft_model if stats.draft else None
-                        yield _event(chunk, visible, request, stats)
+                        yield protocol.chunk_event(chunk, visible, request.top_logprobs, stats)
                         return
-                    yield _event(chunk, visible, request)
+                    yield protocol.chunk_event(chunk, visible, request.top_logprobs)
         raise await self._unavailable(None)
 
     async def load_adapter(self, name: str, directory: Path) -> int:
@@ -255,14 +271,21 @@ class LlamaCppModel(EngineModel):
         return self.process.pid if self.process.is_alive() else None
 
     async def engine_counters(self) -> dict[str, int]:
-        """The child's own slot states: `sequences` it is processing now."""
+        """The child's own counts: `sequences` it is processing now, and `tokens_sampled`, every
+        token it has sampled (llama.cpp's tokens_predicted_total, as for the MLX runner)."""
         if not self.process.is_ready():
             return {}  # reporting must not restart it
         try:
             slots = await self._request_once("GET", "/slots", None)
+            async with self._engine_errors():
+                url = f"{await self._running_url()}/metrics"
+                metrics = await client.request_text("GET", url, self.process.api_key)
         except EngineError:
             return {}
-        return {"sequences": sum(bool(slot.get("is_processing")) for slot in slots)}
+        counters = {"sequences": sum(bool(slot.get("is_processing")) for slot in slots)}
+        if sampled := SAMPLED_METRIC.search(metrics):
+            counters["tokens_sampled"] = int(float(sampled.group(1)))
+        return counters
 
     async def grammar_support_error(self, grammar: Grammar | None = None) -> str | None:
         """llama.cpp takes llguidance grammars only when built with it (xllamacpp is; a
@@ -406,19 +429,3 @@ class LlamaCppModel(EngineModel):
 
     def runtime_info(self) -> dict:
         return {"name": "llama.cpp", "version": self._version, "supported_formats": ["gguf"]}
-
-
-def _event(chunk: dict, visible: dict[int, str], request: EngineRequest, stats=None):
-    top = request.top_logprobs
-    logprobs = [] if top is None else protocol.token_logprobs(chunk, top)
-    return GenerationEvent(_chunk_text(chunk, visible), chunk.get("tokens", []), stats, logprobs)
-
-
-def _chunk_text(chunk: dict, visible: dict[int, str]) -> str:
-    """A chunk's text; llama.cpp leaves out special tokens' text, so a chunk of visible special
-    tokens gets theirs (streamed chunks hold one token, except around partial characters)."""
-    content = chunk.get("content", "")
-    tokens = chunk.get("tokens") or []
-    if not content and visible and tokens and all(t in visible for t in tokens):
-        return "".join(visible[t] for t in tokens)
-    return content

@@ -14,6 +14,7 @@ from collections.abc import Collection
 from mlxserve.engine.base import (
     IMAGE_MARKER,
     DraftCounts,
+    GenerationEvent,
     GenerationStats,
     Grammar,
     PromptImage,
@@ -151,6 +152,24 @@ def token_logprobs(chunk: dict, top: int) -> list[TokenLogprob]:
         entry(p, tuple(entry(alt) for alt in p.get("top_logprobs", [])[:top]))
         for p in chunk.get("completion_probabilities", [])
     ]
+
+
+def chunk_event(
+    chunk: dict, visible: dict[int, str], top: int | None, stats: GenerationStats | None = None
+) -> GenerationEvent:
+    """A streamed chunk as an engine event; `top`: the alternatives asked for per token."""
+    logprobs = [] if top is None else token_logprobs(chunk, top)
+    return GenerationEvent(_chunk_text(chunk, visible), chunk.get("tokens", []), stats, logprobs)
+
+
+def _chunk_text(chunk: dict, visible: dict[int, str]) -> str:
+    """A chunk's text; llama.cpp leaves out special tokens' text, so a chunk of visible special
+    tokens gets theirs (streamed chunks hold one token, except around partial characters)."""
+    content = chunk.get("content", "")
+    tokens = chunk.get("tokens") or []
+    if not content and visible and tokens and all(t in visible for t in tokens):
+        return "".join(visible[t] for t in tokens)
+    return content
 
 
 def stop_reason(final: dict, n_predict: int) -> str:
