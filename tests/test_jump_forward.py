@@ -1,11 +1,15 @@
-"""Jump-forward on the llama.cpp engine: the text a forced call's grammar allows one way only
-at its start, and the grammar of the rest, checked with llguidance on a byte vocabulary against
-each family's own call (the real child is in test_llamacpp_forced_calls.py)."""
+"""Jump-forward: the text a forced call's grammar allows one way only at its start is read with
+the prompt, not sampled. On llama.cpp the child's grammar is the rest of it, checked here with
+llguidance on a byte vocabulary against each family's own call (the exact count on the real
+Gemma is in test_llamacpp_forced_calls.py); then both engines on the real server."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
+import httpx
+import openai
 import pytest
 
 from mlxserve.engine.base import EngineRequest, Grammar
@@ -13,6 +17,7 @@ from mlxserve.engine.llamacpp.jump_forward import forced_start, planned_jump
 from mlxserve.families.syntax import SYNTAXES
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.request import Constraints
+from tests.metrics import model_metric
 from tests.test_family_grammars import CALLS, TOOLS, accepts, single_tokens
 from tests.test_family_grammars import tokenizer as tokenizer  # noqa: F401 (a fixture)
 
@@ -109,3 +114,41 @@ def test_no_jump_where_it_would_change_the_reply(tokenizer):
     assert plan(tokenizer, grammar, stop=['"name"']) is None  # a stop string inside it
     assert plan(tokenizer, grammar, stop=['arguments": {']) is None  # or crossing its end
     assert plan(tokenizer, grammar, stop=["</tool_call>"]) is not None
+
+
+UNIT = {"type": "object", "properties": {"unit": {"enum": ["C", "F"]}}, "required": ["unit"]}
+
+
+def sampled_tokens(server, before: float | None = None) -> float:
+    """The engine's count of tokens it sampled; with `before`, once it differs from that (the
+    llama.cpp child counts a reply as it releases its slot, after the last chunk)."""
+    deadline = time.monotonic() + 10
+    while True:
+        count = model_metric(server.base_url, "mlxserve_engine_tokens_sampled", server.model_id)
+        if before is None or count != before or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
+
+
+def test_both_engines_read_a_forced_opening_with_the_prompt(twin_server):
+    """A named call on the tiny Gemma: the engine samples fewer tokens than the reply holds, by
+    at least the opening `{"name": "get_unit", "arguments": ` less its last token, and the
+    call is whole and valid."""
+    client = openai.OpenAI(base_url=f"{twin_server.base_url}/v1", api_key="x", max_retries=0)
+    body = {"model": twin_server.model_id, "prompt": '{"name": "get_unit", "arguments": '}
+    counted = httpx.post(f"{twin_server.base_url}/v1/completions", json={**body, "max_tokens": 1})
+    opening = counted.json()["usage"]["prompt_tokens"] - 1  # less the BOS
+    forced = {
+        "model": twin_server.model_id,
+        "messages": [{"role": "user", "content": "Which unit?"}],
+        "tools": [{"type": "function", "function": {"name": "get_unit", "parameters": UNIT}}],
+        "tool_choice": {"type": "function", "function": {"name": "get_unit"}},
+        "max_tokens": 64,
+    }
+    client.chat.completions.create(**forced)  # llama.cpp tries a new grammar once, first
+    before = sampled_tokens(twin_server)
+    reply = client.chat.completions.create(**forced, temperature=1.0, seed=3)
+    call = reply.choices[0].message.tool_calls[0].function
+    assert call.name == "get_unit" and call.arguments in ('{"unit": "C"}', '{"unit": "F"}')
+    sampled = sampled_tokens(twin_server, before) - before
+    assert 0 < sampled <= reply.usage.completion_tokens - (opening - 1), (sampled, reply.usage)

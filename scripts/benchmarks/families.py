@@ -6,8 +6,8 @@
   /api/v0's stats, on both engines. The free reply's prompt is padded to the forced one's
   length, as the tools' text makes that longer: each token of context slows the decode a
   little (on llama.cpp 234 tokens in place of 14 cost about 5%), which is no grammar's cost.
-  On llama.cpp the call's fixed opening is read with the prompt (jump-forward), and the rate
-  counts only the tokens sampled after it.
+  The call's fixed opening is read with the prompt (jump-forward, docs/tool-calls.md), and the
+  rate counts only the tokens sampled after it.
 - compile: llguidance compiling each family's grammar for Claude Code's recorded tool list
   against the Gemma vocabulary (what the first forced call with those tools pays; a lazy
   grammar pays it at its trigger), and the same grammar again (a copy from the cache).

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from mlxserve.engine.base import EngineRequest, GenerationEvent, GenerationStats, Grammar
+from mlxserve.engine.base import EngineRequest, Grammar
+from mlxserve.engine.jump import JumpForward, may_jump, stop_may_cross
 
 SPECIAL = re.compile(r"<\[(\d+)\]>")
 RULE_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*): ?(.*)")
@@ -159,38 +160,6 @@ def _joined(pieces: list[str | int]) -> list[str | int]:
     return joined
 
 
-@dataclass(frozen=True)
-class JumpForward:
-    """A forced start in the model's tokens: put after the prompt, and given to the client as
-    the reply's first text. Its tokens count in the completion, not in the prompt, and not in
-    the decode rate (they came with the prompt's prefill)."""
-
-    tokens: list[int]
-    text: str
-    rest: Grammar
-
-    def onto(self, event: GenerationEvent, first: bool) -> GenerationEvent:
-        """The child's event as the client gets it: the forced text before the first one's own,
-        and the final stats counting the forced tokens as generated."""
-        if first:
-            event = replace(
-                event, text=self.text + event.text, token_ids=self.tokens + event.token_ids
-            )
-        if event.stats is not None:
-            event = replace(event, stats=self._counted(event.stats))
-        return event
-
-    def _counted(self, stats: GenerationStats) -> GenerationStats:
-        prompt_tokens = stats.prompt_tokens - len(self.tokens)
-        return replace(
-            stats,
-            prompt_tokens=prompt_tokens,
-            cached_prompt_tokens=min(stats.cached_prompt_tokens, prompt_tokens),
-            completion_tokens=stats.completion_tokens + len(self.tokens),
-            prefilled_tokens=len(self.tokens),
-        )
-
-
 class ExactTokens:
     """Text as the model's tokens that read back as exactly it, and how many characters all but
     the last token spell; None where they do not. Kept per text, as forced calls repeat their
@@ -225,12 +194,10 @@ async def planned_jump(
     tokens whose text the client sees; `text_tokens`: text as the model's tokens, exactly, and
     how much of it all but the last token spell, or None. The last token of closing text is
     left to the model, which may write it together with what follows (`": {"` as one token,
-    where `": "` alone would end in a lone space). No jump where the forced tokens would need
-    log-probabilities, fill the budget, or hide a stop string from the child."""
-    grammar = request.grammar
-    if grammar is None or request.images or request.top_logprobs is not None:
+    where `": "` alone would end in a lone space)."""
+    if not may_jump(request):
         return None
-    start = forced_start(grammar)
+    start = forced_start(request.grammar)
     if start is None:
         return None
     tokens, text, tail = [], "", ""
@@ -246,14 +213,6 @@ async def planned_jump(
         else:
             head = spelled[1]
             tokens, text, tail = tokens + spelled[0][:-1], text + piece[:head], piece[head:]
-    if not tokens or len(tokens) >= n_predict or _stop_may_cross(text, request.stop):
+    if not tokens or len(tokens) >= n_predict or stop_may_cross(text, request.stop):
         return None
     return JumpForward(tokens, text, start.rest(tail))
-
-
-def _stop_may_cross(text: str, stop: list[str]) -> bool:
-    """Whether a stop string could end inside `text` or begin in it and end after it: the
-    child, which never sees the text, would miss it."""
-    return any(
-        s and (s in text or any(text.endswith(s[:k]) for k in range(1, len(s)))) for s in stop
-    )

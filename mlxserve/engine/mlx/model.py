@@ -15,6 +15,7 @@ import numpy as np
 
 from mlxserve.engine.base import (
     PROMPT_CACHE_BYTES,
+    EngineError,
     EngineModel,
     EngineRequest,
     GenerationEvent,
@@ -24,13 +25,14 @@ from mlxserve.engine.base import (
     Unsupported,
     config_vocab_size,
 )
+from mlxserve.engine.jump import JumpForward, may_jump, stop_may_cross
 from mlxserve.engine.kv_quantization import KVQuantization
 from mlxserve.engine.mlx.adapters import AdapterBank, AdapterError
 from mlxserve.engine.mlx.architectures.text_model import TextModel
 from mlxserve.engine.mlx.architectures.vision import VisionLanguageModel, is_vision_model
 from mlxserve.engine.mlx.distributed.lockstep_runners import LeaderRunner
 from mlxserve.engine.mlx.relevance import RelevanceScorer, score_batches
-from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler
+from mlxserve.engine.mlx.serving.constrained_sampling import GrammarCompiler, OutputConstraint
 from mlxserve.engine.mlx.serving.detokenizer import IncrementalDetokenizer
 from mlxserve.engine.mlx.serving.device_sampling import samples_on_device
 from mlxserve.engine.mlx.serving.disk_prompt_cache import DiskPromptCache
@@ -150,6 +152,13 @@ class MLXModel(EngineModel):
         constraint = None
         if request.grammar is not None:
             constraint = await asyncio.to_thread(self._compiler().new_constraint, request.grammar)
+        visible = await self.special_ids(request.visible_specials)
+        detokenizer = IncrementalDetokenizer(self.tokenizer)
+        jump = self._jump(request, constraint, max_tokens, visible, detokenizer)
+        if jump is not None:
+            prompt, max_tokens = prompt + jump.tokens, max_tokens - len(jump.tokens)
+        else:
+            detokenizer = IncrementalDetokenizer(self.tokenizer)
         events = EventHandoff(asyncio.get_running_loop())
         sequence = Sequence(
             request=request,
@@ -157,25 +166,50 @@ class MLXModel(EngineModel):
             max_tokens=max_tokens,
             emit=events.put_threadsafe,
             sampler=Sampler(request.sampling, self.vocab_size),
-            detokenizer=IncrementalDetokenizer(self.tokenizer),
+            detokenizer=detokenizer,
             eos_token_ids=self.eos_token_ids,
             constraint=constraint,
-            visible_specials=await self.special_ids(request.visible_specials),
+            visible_specials=visible,
             image_inputs=request.engine_inputs,
             cache_key=request.engine_inputs.cache_key if request.engine_inputs else None,
             adapter_generation=self._adapter_generation(request.adapter),
         )
         self._runner.submit(sequence)
         try:
+            first = True
             while True:
                 event = await events.get()
                 if isinstance(event, BaseException):
                     raise event
-                yield event
+                yield event if jump is None else jump.onto(event, first)
                 if event.is_final:
                     return
+                first = False
         finally:
             sequence.cancel()
+
+    def _jump(
+        self,
+        request: EngineRequest,
+        constraint: OutputConstraint | None,
+        max_tokens: int,
+        visible: dict[int, str],
+        detokenizer: IncrementalDetokenizer,
+    ) -> JumpForward | None:
+        """The tokens llguidance finds the grammar forces at the start (it stops before any
+        that could merge with what follows), consumed by the grammar and spelled through the
+        sequence's own detokenizer, which keeps them as the context of the text after them."""
+        if constraint is None or constraint.matcher is None or not may_jump(request):
+            return None
+        tokens = constraint.matcher.compute_ff_tokens()
+        if not tokens or len(tokens) >= max_tokens:
+            return None
+        text = "".join(visible.get(token) or detokenizer.add(token) for token in tokens)
+        if stop_may_cross(text, request.stop):
+            return None
+        if not constraint.matcher.consume_tokens(tokens):
+            raise EngineError(f"a grammar refused its own forced start: {tokens}")
+        return JumpForward(tokens, text)
 
     async def load_adapter(self, name: str, directory: Path) -> int:
         """Load a LoRA adapter into the runner beside the base weights (once); its bytes."""
