@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 
@@ -23,3 +25,15 @@ def model_metric(base_url: str, name: str, model: str) -> float:
     if key not in metrics:
         raise KeyError(f"{key} is not in /metrics: {sorted(metrics)}")
     return metrics[key]
+
+
+def sampled_tokens(server, before: float | None = None) -> float:
+    """The tokens the engine of the server's model has sampled; with `before`, once the count
+    differs from that (the llama.cpp child counts a reply as it releases its slot, after the
+    last chunk)."""
+    deadline = time.monotonic() + 10
+    while True:
+        count = model_metric(server.base_url, "mlxserve_engine_tokens_sampled", server.model_id)
+        if before is None or count != before or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)

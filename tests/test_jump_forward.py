@@ -6,7 +6,6 @@ Gemma is in test_llamacpp_forced_calls.py); then both engines on the real server
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import openai
@@ -17,7 +16,7 @@ from mlxserve.engine.llamacpp.jump_forward import forced_start, planned_jump
 from mlxserve.families.syntax import SYNTAXES
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.request import Constraints
-from tests.metrics import model_metric
+from tests.metrics import sampled_tokens
 from tests.test_family_grammars import CALLS, TOOLS, accepts, single_tokens
 from tests.test_family_grammars import tokenizer as tokenizer  # noqa: F401 (a fixture)
 
@@ -117,17 +116,6 @@ def test_no_jump_where_it_would_change_the_reply(tokenizer):
 
 
 UNIT = {"type": "object", "properties": {"unit": {"enum": ["C", "F"]}}, "required": ["unit"]}
-
-
-def sampled_tokens(server, before: float | None = None) -> float:
-    """The engine's count of tokens it sampled; with `before`, once it differs from that (the
-    llama.cpp child counts a reply as it releases its slot, after the last chunk)."""
-    deadline = time.monotonic() + 10
-    while True:
-        count = model_metric(server.base_url, "mlxserve_engine_tokens_sampled", server.model_id)
-        if before is None or count != before or time.monotonic() > deadline:
-            return count
-        time.sleep(0.05)
 
 
 def test_both_engines_read_a_forced_opening_with_the_prompt(twin_server):

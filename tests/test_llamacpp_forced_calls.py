@@ -11,7 +11,6 @@ the MLX engine."""
 from __future__ import annotations
 
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
@@ -24,7 +23,7 @@ from llguidance import LLMatcher
 from mlxserve.engine.llamacpp.protocol import end_tokens, ending_with
 from mlxserve.gguf_header import read_scalar_fields
 from mlxserve.pipeline.constraints import MAX_PARALLEL_CALLS
-from tests.metrics import model_metric
+from tests.metrics import sampled_tokens
 from tests.schemas import validate_json
 from tests.server import ServerProcess
 
@@ -204,17 +203,6 @@ def test_anthropic_any_tool_use_ends_right_after_its_calls(llamacpp, call_tokens
     # 4 calls on each of 6 requests is about 0.18^6 now (the model ends after a call about
     # 43% of the time); before, every request made 4.
     assert min(counts) < MAX_PARALLEL_CALLS, counts
-
-
-def sampled_tokens(llamacpp, before: float | None = None) -> float:
-    """The child's count of tokens it sampled, from /metrics; with `before`, once it differs
-    from that (llama.cpp counts a reply as it releases its slot, after the last chunk)."""
-    deadline = time.monotonic() + 10
-    while True:
-        count = model_metric(llamacpp.base_url, "mlxserve_engine_tokens_sampled", llamacpp.model_id)
-        if before is None or count != before or time.monotonic() > deadline:
-            return count
-        time.sleep(0.05)
 
 
 def test_a_forced_calls_fixed_opening_is_not_sampled(llama_client, llamacpp, text_tokens):
