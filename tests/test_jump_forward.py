@@ -16,6 +16,7 @@ from mlxserve.engine.llamacpp.jump_forward import forced_start, planned_jump
 from mlxserve.families.syntax import SYNTAXES
 from mlxserve.pipeline.constraints import compile_constraints
 from mlxserve.pipeline.request import Constraints
+from mlxserve.sampling.params import SamplingParams
 from tests.metrics import sampled_tokens
 from tests.test_family_grammars import CALLS, TOOLS, accepts, single_tokens
 from tests.test_family_grammars import tokenizer as tokenizer  # noqa: F401 (a fixture)
@@ -113,6 +114,10 @@ def test_no_jump_where_it_would_change_the_reply(tokenizer):
     assert plan(tokenizer, grammar, stop=['"name"']) is None  # a stop string inside it
     assert plan(tokenizer, grammar, stop=['arguments": {']) is None  # or crossing its end
     assert plan(tokenizer, grammar, stop=["</tool_call>"]) is not None
+    brace = tokenizer[0].encode("{", add_special_tokens=False)[0]
+    banned = SamplingParams(logit_bias={brace: -100})  # sampled, the request would fail
+    assert plan(tokenizer, grammar, sampling=banned) is None
+    assert plan(tokenizer, grammar, sampling=SamplingParams(logit_bias={brace: -50})) is not None
 
 
 UNIT = {"type": "object", "properties": {"unit": {"enum": ["C", "F"]}}, "required": ["unit"]}

@@ -44,6 +44,7 @@ def forced_call(server, model: str) -> dict:
         "messages": [{"role": "user", "content": "go"}],
         "tools": TOOLS,
         "tool_choice": "required",
+        "parallel_tool_calls": False,
         "temperature": 1.0,
         "seed": 3,
         "max_tokens": 120,

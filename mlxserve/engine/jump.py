@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 
 from mlxserve.engine.base import EngineRequest, GenerationEvent, GenerationStats, Grammar
 
+BANNED_BIAS = -100  # OpenAI's "never pick this token"
+
 
 def may_jump(request: EngineRequest) -> bool:
     """Whether a request's forced start may be read with its prompt: not with images (their
@@ -57,7 +59,16 @@ class JumpForward:
         )
 
 
-def stop_may_cross(text: str, stop: list[str]) -> bool:
+def writes_what_it_may_not(tokens: list[int], text: str, request: EngineRequest) -> bool:
+    """Whether the jumped tokens hold one that `logit_bias` bans (sampled, the grammar could not
+    go on: the request fails) or text a stop string could end in."""
+    bias = request.sampling.logit_bias
+    return any(bias.get(token, 0) <= BANNED_BIAS for token in tokens) or _stop_may_cross(
+        text, request.stop
+    )
+
+
+def _stop_may_cross(text: str, stop: list[str]) -> bool:
     """Whether a stop string could end inside `text` or begin in it and end after it: an
     engine that never samples the text would miss it."""
     return any(

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from mlxserve.engine.base import EngineRequest, Grammar
-from mlxserve.engine.jump import JumpForward, may_jump, stop_may_cross
+from mlxserve.engine.jump import JumpForward, may_jump, writes_what_it_may_not
 
 SPECIAL = re.compile(r"<\[(\d+)\]>")
 RULE_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*): ?(.*)")
@@ -213,6 +213,6 @@ async def planned_jump(
         else:
             head = spelled[1]
             tokens, text, tail = tokens + spelled[0][:-1], text + piece[:head], piece[head:]
-    if not tokens or len(tokens) >= n_predict or stop_may_cross(text, request.stop):
+    if not tokens or len(tokens) >= n_predict or writes_what_it_may_not(tokens, text, request):
         return None
     return JumpForward(tokens, text, start.rest(tail))

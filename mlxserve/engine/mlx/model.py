@@ -25,7 +25,7 @@ from mlxserve.engine.base import (
     Unsupported,
     config_vocab_size,
 )
-from mlxserve.engine.jump import JumpForward, may_jump, stop_may_cross
+from mlxserve.engine.jump import JumpForward, may_jump, writes_what_it_may_not
 from mlxserve.engine.kv_quantization import KVQuantization
 from mlxserve.engine.mlx.adapters import AdapterBank, AdapterError
 from mlxserve.engine.mlx.architectures.text_model import TextModel
@@ -205,7 +205,7 @@ class MLXModel(EngineModel):
         if not tokens or len(tokens) >= max_tokens:
             return None
         text = "".join(visible.get(token) or detokenizer.add(token) for token in tokens)
-        if stop_may_cross(text, request.stop):
+        if writes_what_it_may_not(tokens, text, request):
             return None
         if not constraint.matcher.consume_tokens(tokens):
             raise EngineError(f"a grammar refused its own forced start: {tokens}")
