@@ -38,7 +38,7 @@ class JumpForward:
     rest: Grammar | None = None
 
     def onto(self, event: GenerationEvent, first: bool) -> GenerationEvent:
-        """The child's event as the client gets it: the forced text before the first one's own,
+        """The engine's event as the client gets it: the forced text before the first one's own,
         and the final stats counting the forced tokens as generated."""
         if first:
             event = replace(

@@ -157,7 +157,7 @@ class MLXModel(EngineModel):
         jump = self._jump(request, constraint, max_tokens, visible, detokenizer)
         if jump is not None:
             prompt, max_tokens = prompt + jump.tokens, max_tokens - len(jump.tokens)
-        else:
+        else:  # the planned jump's text went through it
             detokenizer = IncrementalDetokenizer(self.tokenizer)
         events = EventHandoff(asyncio.get_running_loop())
         sequence = Sequence(
