@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from mlxserve.engine.base import EngineRequest, GenerationEvent, GenerationStats, Grammar
-
-BANNED_BIAS = -100  # OpenAI's "never pick this token"
+from mlxserve.sampling.params import BANNED_BIAS
 
 
 def may_jump(request: EngineRequest) -> bool:

@@ -9,6 +9,7 @@ DEFAULT_TOP_K = 40
 DEFAULT_MIN_P = 0.05
 DEFAULT_REPEAT_PENALTY = 1.1
 DEFAULT_REPEAT_LAST_N = 64
+BANNED_BIAS = -100  # OpenAI's logit_bias for "never pick this token"
 
 
 @dataclass

@@ -20,9 +20,8 @@ from mlxserve.engine.base import (
     PromptImage,
     TokenLogprob,
 )
-from mlxserve.sampling.params import SamplingParams
+from mlxserve.sampling.params import BANNED_BIAS, SamplingParams
 
-BANNED_BIAS = -100  # OpenAI's "never pick this token"; llama.cpp spells it `false`
 WORD_TRIGGER = 1  # llama.cpp's grammar trigger type for a plain string
 STB_FORMATS = ("PNG", "JPEG", "BMP", "GIF")  # what llama.cpp decodes images with reads
 STOP_REASONS = {"eos": "eosFound", "word": "stopStringFound", "limit": "maxPredictedTokensReached"}
@@ -32,7 +31,7 @@ REPLY_RULE = "mlxserve_reply"  # a grammar's own start rule, once wrapped by end
 
 
 def logit_bias_pairs(logit_bias: dict[int, float]) -> list[list]:
-    """OpenAI's {id: bias} as llama.cpp's [[id, bias], ...]; -100 becomes a hard ban."""
+    """OpenAI's {id: bias} as llama.cpp's [[id, bias], ...]; -100 becomes a hard ban (`false`)."""
     return [
         [int(token), False if bias <= BANNED_BIAS else float(bias)]
         for token, bias in logit_bias.items()
